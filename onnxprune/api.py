@@ -1,0 +1,351 @@
+"""The pipeline: load -> calibrate -> score -> select -> apply -> save -> verify -> report."""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from . import __version__
+from .apply import add_bias, write_weight
+from .calibrate.runner import collect_statistics
+from .calibrate.sources import CalibrationSet, model_input_specs, open_data
+from .calibrate.stats import LayerStats
+from .config import PruneConfig
+from .errors import ModelError, OutputWriteError
+from .graph import GraphView
+from .io import (
+    check_output_path,
+    default_output_path,
+    external_data_files,
+    load_model,
+    model_size_bytes,
+    publish,
+    staging_dir,
+    uses_external_data,
+    write_model,
+)
+from .layers import Layer, find_layers
+from .masking import global_masks, layer_mask, nm_mask, row_mask
+from .report import LayerReport, Report, SkippedReport
+from .scoring import ScoringMethod, get_method
+from .verify import compare_models
+
+log = logging.getLogger(__name__)
+
+# Held-out verification never needs more than this many samples.
+MAX_HOLDOUT = 256
+
+
+def prune(
+    model: str | Path,
+    calib: str | Path,
+    *,
+    sparsity: float | None = None,
+    output: str | Path | None = None,
+    method: str = "contrib",
+    pattern: str = "unstructured",
+    group: str | None = None,
+    exclude: Sequence[str] = (),
+    num_samples: int | None = None,
+    batch_size: int = 32,
+    eval_data: str | Path | None = None,
+    report_path: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    config: PruneConfig | None = None,
+) -> Report:
+    """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
+
+    Mirrors the CLI (``onnxprune --help``). Raises :class:`onnxprune.OnnxPruneError` subclasses
+    for bad input; returns the :class:`Report` of a finished run.
+    """
+    started = time.perf_counter()
+    if config is None:
+        from .config import parse_pattern
+
+        nm = parse_pattern(pattern)
+        if sparsity is None:
+            sparsity = nm.sparsity if nm is not None else None
+        if sparsity is None:
+            from .errors import UsageError
+
+            raise UsageError("--sparsity is required (or an N:M --pattern)")
+        config = PruneConfig(
+            sparsity=sparsity,
+            method=method,
+            pattern=pattern,
+            group=group,
+            exclude=tuple(exclude),
+            num_samples=num_samples,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    scorer = get_method(config.method)
+    selection_group = config.group or scorer.default_group
+    model_path = Path(model)
+    output_path = Path(output) if output is not None else default_output_path(model_path)
+    check_output_path(model_path, output_path)
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    proto = load_model(model_path)
+    specs = model_input_specs(proto)
+    if not specs:
+        raise ModelError(f"{model_path} has no graph inputs to feed calibration data to")
+    calibration = open_data(Path(calib), specs)
+    evaluation = open_data(Path(eval_data), specs, allow_labels=True) if eval_data else None
+    calib_mask, verify_mask = _split_samples(calibration, evaluation is not None, config)
+    view = GraphView(proto)
+    scan = find_layers(view, config)
+    params_before, nonzero_before = count_weights(proto)
+    timings["load"] = time.perf_counter() - clock
+
+    report = Report(
+        model=str(model_path),
+        output=str(output_path),
+        method=config.method,
+        pattern=config.pattern,
+        group=selection_group if config.nm is None else f"N:M ({config.pattern})",
+        target_sparsity=config.target_sparsity,
+        seed=config.seed,
+        arguments=_arguments(config, calib, eval_data, output_path),
+        versions=_versions(),
+        params_total=params_before,
+        nonzero_before=nonzero_before,
+        file_size_before=model_size_bytes(model_path),
+        calibration_samples=int(calib_mask.sum()),
+        skipped=[SkippedReport(s.name, s.op_type, s.reason) for s in scan.skipped],
+    )
+
+    if not scan.layers:
+        report.status = "no prunable layer found: output is a copy of the input"
+        _copy_model(model_path, output_path)
+        report.nonzero_after = nonzero_before
+        report.file_size_after = model_size_bytes(output_path)
+        report.timings = {**timings, "total": time.perf_counter() - started}
+        _write_report(report, report_path)
+        return report
+
+    clock = time.perf_counter()
+    stats = collect_statistics(
+        proto,
+        scan.layers,
+        calibration,
+        calib_mask,
+        config.batch_size,
+        gated=scorer.needs_gates,
+        progress=progress,
+    )
+    timings["calibrate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    gates = {name: s.gate_kind for name, s in stats.items()}
+    layer_reports, warnings = _prune_layers(
+        view, scan.layers, stats, scorer, config, selection_group
+    )
+    view.flush_inserts()
+    for layer_report in layer_reports:
+        layer_report.gate = gates[layer_report.weight]
+    report.layers = layer_reports
+    report.warnings += warnings
+    report.params_total, report.nonzero_after = count_weights(proto)
+    timings["prune"] = time.perf_counter() - clock
+
+    with staging_dir(output_path) as staging:
+        staged = staging / output_path.name
+        clock = time.perf_counter()
+        write_model(proto, staged, external_data=uses_external_data(proto))
+        _full_check(staged)
+        timings["save"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        if evaluation is not None:
+            verify_set, source = evaluation, "--eval"
+        else:
+            verify_set = calibration
+            source = "held-out" if verify_mask is not calib_mask else "calibration"
+        verify_selected = (
+            np.ones(verify_set.total, dtype=bool) if evaluation is not None else verify_mask
+        )
+        report.fidelity = compare_models(
+            model_path, staged, verify_set, verify_selected, config.batch_size, source
+        )
+        timings["verify"] = time.perf_counter() - clock
+        publish(staged, output_path)
+    report.file_size_after = model_size_bytes(output_path)
+    report.timings = {**timings, "total": time.perf_counter() - started}
+    _write_report(report, report_path)
+    return report
+
+
+def _prune_layers(
+    view: GraphView,
+    layers: list[Layer],
+    stats: dict[str, LayerStats],
+    scorer: ScoringMethod,
+    config: PruneConfig,
+    selection_group: str,
+) -> tuple[list[LayerReport], list[str]]:
+    matrices = [layer.matrix() for layer in layers]
+    scores = [
+        scorer.score(matrix, stats[layer.weight_name])
+        for layer, matrix in zip(layers, matrices, strict=True)
+    ]
+    sparsity = config.target_sparsity
+    if config.nm is not None:
+        masks = [nm_mask(s, config.nm) for s in scores]
+    elif selection_group == "global":
+        masks = global_masks(scores, sparsity, config.layer_cap)
+    elif selection_group == "layer":
+        masks = [layer_mask(s, sparsity) for s in scores]
+    else:
+        masks = [row_mask(s, sparsity) for s in scores]
+
+    reports, warnings = [], []
+    for layer, matrix, keep in zip(layers, matrices, masks, strict=True):
+        nonzero_before = int(np.count_nonzero(layer.weight))
+        pruned = np.where(keep, matrix, 0.0)
+        write_weight(view, layer, pruned)
+        if scorer.compensate is not None:
+            delta = scorer.compensate(matrix, stats[layer.weight_name], keep)
+            warnings += add_bias(view, layer, delta)
+        written = layer.from_matrix(pruned)
+        reports.append(
+            LayerReport(
+                name=layer.name,
+                op_type=layer.op.op_type,
+                weight=layer.weight_name,
+                shape=list(layer.shape),
+                storage=layer.storage,
+                gate="",
+                params=int(layer.weight.size),
+                nonzero_before=nonzero_before,
+                nonzero_after=int(np.count_nonzero(written)),
+            )
+        )
+    return reports, warnings
+
+
+def _split_samples(
+    calibration: CalibrationSet, has_eval: bool, config: PruneConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration mask, verification mask) over the calibration set's samples.
+
+    Without --eval, a seeded random share is held out (at most MAX_HOLDOUT samples); with too
+    few samples to spare (<10), verification reuses the calibration samples.
+    """
+    total = calibration.total
+    order = np.random.default_rng(config.seed).permutation(total)
+    holdout = 0
+    if not has_eval and total >= 10:
+        holdout = min(MAX_HOLDOUT, max(1, math.ceil(config.holdout_fraction * total)))
+    rest = order[holdout:]
+    if config.num_samples is not None:
+        rest = rest[: config.num_samples]
+    calib_mask = np.zeros(total, dtype=bool)
+    calib_mask[rest] = True
+    if has_eval:
+        return calib_mask, calib_mask
+    if holdout == 0:
+        verify = np.zeros(total, dtype=bool)
+        verify[rest[:MAX_HOLDOUT]] = True
+        return calib_mask, calib_mask if verify.sum() == calib_mask.sum() else verify
+    verify_mask = np.zeros(total, dtype=bool)
+    verify_mask[order[:holdout]] = True
+    return calib_mask, verify_mask
+
+
+def count_weights(model: onnx.ModelProto) -> tuple[int, int]:
+    """(parameters, non-zeros) over float initializers and float Constant-node tensors."""
+    params = nonzero = 0
+    tensors = list(model.graph.initializer)
+    tensors += [
+        a.t
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.name == "value"
+    ]
+    for tensor in tensors:
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        array = onnx.numpy_helper.to_array(tensor)
+        params += array.size
+        nonzero += int(np.count_nonzero(array))
+    return params, nonzero
+
+
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+def _full_check(path: Path) -> None:
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ModelError(f"the pruned model fails the ONNX full check: {err}") from err
+
+
+def _copy_model(source: Path, destination: Path) -> None:
+    with staging_dir(destination) as staging:
+        staged = staging / destination.name
+        try:
+            for data in external_data_files(source):
+                shutil.copyfile(data, staging / data.name)
+            shutil.copyfile(source, staged)
+        except OSError as err:
+            raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
+        publish(staged, destination)
+
+
+def _write_report(report: Report, report_path: str | Path | None) -> None:
+    if report_path is None:
+        return
+    path = Path(report_path)
+    with staging_dir(path) as staging:
+        staged = staging / path.name
+        try:
+            staged.write_text(report.to_json() + "\n")
+            staged.replace(path)
+        except OSError as err:
+            raise OutputWriteError(f"cannot write report {path}: {err.strerror or err}") from err
+
+
+def _arguments(
+    config: PruneConfig, calib: str | Path, eval_data: str | Path | None, output: Path
+) -> dict[str, object]:
+    return {
+        "calib": str(calib),
+        "eval": None if eval_data is None else str(eval_data),
+        "output": str(output),
+        "sparsity": config.sparsity,
+        "method": config.method,
+        "pattern": config.pattern,
+        "group": config.group,
+        "exclude": list(config.exclude),
+        "num_samples": config.num_samples,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+    }
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "onnxprune": __version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,1 @@
+"""Calibration: read data sources, augment the graph, stream batches, fold statistics."""

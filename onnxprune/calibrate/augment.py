@@ -1,0 +1,166 @@
+"""Augment a copy of the graph so each layer's statistics come back as small extra outputs.
+
+MatMul/Gemm: the layer input is viewed as ``x2d`` [rows, K] inside the graph and reduced there:
+``sum(x)``, ``sum(x^2)`` [K], and, when the method needs the blind-range gates, the gated moments
+``x2d^T @ g2`` and ``(x2d^2)^T @ g2`` [K, out] plus ``sum(g2)`` [out] (two matrix products per
+batch, the cost of the layer's own forward pass). A tensor read by several layers (Q/K/V) is
+reduced once. Conv: the input and ``g2`` are exposed and folded per batch with im2col in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from ..graph import GraphView
+from ..layers import Layer
+from .gates import GATE_BUILDERS, Gate, NodeSink, find_gate
+from .stats import ConvGeometry
+
+FLOAT = onnx.TensorProto.FLOAT
+
+
+@dataclass(frozen=True)
+class InputTap:
+    shape: str  # [2] int64: (rows, K)
+    x_sum: str  # [K]
+    x_sq_sum: str  # [K]
+
+
+@dataclass(frozen=True)
+class GatedTap:
+    g2_sum: str  # [out]
+    gx_sum: str  # [K, out]
+    gx_sq_sum: str  # [K, out]
+
+
+@dataclass(frozen=True)
+class ConvTap:
+    x: str  # [N, C, *spatial] float32
+    g2: str | None  # [N, Cout, *spatial_out] float32
+    geometry: ConvGeometry
+    out_channels: int
+
+
+@dataclass(frozen=True)
+class NodeTaps:
+    """Where one node's statistics come back from the augmented graph."""
+
+    input_tap: InputTap | None = None
+    gated: GatedTap | None = None
+    conv: ConvTap | None = None
+
+
+@dataclass
+class CalibrationPlan:
+    model: onnx.ModelProto
+    taps: dict[str, list[NodeTaps]] = field(default_factory=dict)  # by weight name
+    gates: dict[str, str] = field(default_factory=dict)  # weight name -> gate kind
+    outputs: list[str] = field(default_factory=list)
+
+
+def build_plan(model: onnx.ModelProto, layers: list[Layer], gated: bool) -> CalibrationPlan:
+    """A copy of ``model`` with statistic outputs for every layer (the input stays untouched)."""
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    view = GraphView(augmented)
+    sink = NodeSink(view, "onnxprune")
+    plan = CalibrationPlan(augmented)
+    input_taps: dict[tuple[str, int], InputTap] = {}
+    for layer in layers:
+        rows, columns = layer.matrix_shape
+        gates = [find_gate(view, node) for node in layer.nodes]
+        kinds = {g.kind for g in gates}
+        # Nodes sharing a weight but followed by different activations: gate nothing.
+        gate_kind = kinds.pop() if len(kinds) == 1 else "none"
+        plan.gates[layer.weight_name] = gate_kind
+        use_gate = gated and gate_kind != "none"
+        node_taps = []
+        for node, gate in zip(layer.nodes, gates, strict=True):
+            data = node.input[layer.op.data_input]
+            if layer.op.stats_kind == "conv":
+                x = sink.op("Cast", data, to=FLOAT, hint="x")
+                g2 = _squared_gate(sink, gate) if use_gate else None
+                geometry = ConvGeometry.from_node(node, layer.shape)
+                node_taps.append(NodeTaps(conv=ConvTap(x, g2, geometry, rows)))
+                continue
+            key = (data, columns)
+            if key not in input_taps:
+                input_taps[key] = _input_tap(sink, data, columns, view.opset)
+            gated_tap = None
+            if use_gate:
+                gated_tap = _gated_tap(sink, data, columns, gate, rows, view.opset)
+            node_taps.append(NodeTaps(input_tap=input_taps[key], gated=gated_tap))
+        plan.taps[layer.weight_name] = node_taps
+
+    augmented.graph.node.extend(sink.nodes)
+    augmented.graph.initializer.extend(sink.initializers)
+    existing = {o.name for o in augmented.graph.output}
+    for taps in plan.taps.values():
+        for tap in taps:
+            for name, elem in _tap_outputs(tap):
+                if name not in existing:
+                    existing.add(name)
+                    plan.outputs.append(name)
+                    augmented.graph.output.append(
+                        onnx.helper.make_tensor_value_info(name, elem, None)
+                    )
+    return plan
+
+
+def _tap_outputs(tap: NodeTaps) -> list[tuple[str, int]]:
+    """(output name, element type) of every tensor a node's taps expose."""
+    names: list[tuple[str, int]] = []
+    if tap.input_tap:
+        names.append((tap.input_tap.shape, onnx.TensorProto.INT64))
+        names += [(tap.input_tap.x_sum, FLOAT), (tap.input_tap.x_sq_sum, FLOAT)]
+    if tap.gated:
+        names += [(n, FLOAT) for n in (tap.gated.g2_sum, tap.gated.gx_sum, tap.gated.gx_sq_sum)]
+    if tap.conv:
+        names += [(n, FLOAT) for n in (tap.conv.x, tap.conv.g2) if n]
+    return names
+
+
+def _as_2d(sink: NodeSink, tensor: str, columns: int) -> str:
+    as_float = sink.op("Cast", tensor, to=FLOAT)
+    return sink.op("Reshape", as_float, sink.const([-1, columns], dtype=np.int64))
+
+
+def _reduce_rows(sink: NodeSink, op_type: str, x2d: str, opset: int, hint: str) -> str:
+    """Sum over axis 0 without keeping it, in the form the model's opset accepts."""
+    axes_as_input = opset >= 18 or (op_type == "ReduceSum" and opset >= 13)
+    if axes_as_input:
+        return sink.op(op_type, x2d, sink.const([0], dtype=np.int64), keepdims=0, hint=hint)
+    return sink.op(op_type, x2d, axes=[0], keepdims=0, hint=hint)
+
+
+def _input_tap(sink: NodeSink, data: str, columns: int, opset: int) -> InputTap:
+    x2d = _as_2d(sink, data, columns)
+    return InputTap(
+        shape=sink.op("Shape", x2d, hint="x_shape"),
+        x_sum=_reduce_rows(sink, "ReduceSum", x2d, opset, "x_sum"),
+        x_sq_sum=_reduce_rows(sink, "ReduceSumSquare", x2d, opset, "x_sq_sum"),
+    )
+
+
+def _squared_gate(sink: NodeSink, gate: Gate) -> str:
+    z = sink.op("Cast", gate.z, to=FLOAT)
+    g = GATE_BUILDERS[gate.kind](sink, z, gate.params)
+    return sink.op("Mul", g, g, hint="g2")
+
+
+def _gated_tap(
+    sink: NodeSink, data: str, columns: int, gate: Gate, rows: int, opset: int
+) -> GatedTap:
+    x2d = _as_2d(sink, data, columns)  # [R, K]
+    g2 = _squared_gate(sink, gate)
+    g2_2d = sink.op("Reshape", g2, sink.const([-1, rows], dtype=np.int64))  # [R, out]
+    x_t = sink.op("Transpose", x2d, perm=[1, 0])  # [K, R]
+    x_sq_t = sink.op("Transpose", sink.op("Mul", x2d, x2d), perm=[1, 0])
+    return GatedTap(
+        g2_sum=_reduce_rows(sink, "ReduceSum", g2_2d, opset, "g2_sum"),
+        gx_sum=sink.op("MatMul", x_t, g2_2d, hint="gx_sum"),
+        gx_sq_sum=sink.op("MatMul", x_sq_t, g2_2d, hint="gx_sq_sum"),
+    )

@@ -1,0 +1,212 @@
+"""Running statistics: float64 sums folded per batch, mergeable, never raw activations.
+
+Shapes: ``K`` is the number of columns of a layer's weight matrix view (see ``layers.py``),
+``G`` the number of conv groups (1 for MatMul/Gemm), ``out`` the number of rows (neurons).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+# im2col is done in slices of at most this many float64 elements (~64 MB).
+_PATCH_BUDGET = 8_000_000
+
+
+@dataclass
+class InputMoments:
+    """Per-column moments of a layer's input, summed over samples (tokens, pixels, rows)."""
+
+    count: float
+    x_sum: np.ndarray  # (G, K)
+    x_sq_sum: np.ndarray  # (G, K)
+
+    def merge(self, other: InputMoments) -> InputMoments:
+        return InputMoments(
+            self.count + other.count, self.x_sum + other.x_sum, self.x_sq_sum + other.x_sq_sum
+        )
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.x_sum / max(self.count, 1.0)
+
+    @property
+    def mean_square(self) -> np.ndarray:
+        return self.x_sq_sum / max(self.count, 1.0)
+
+
+@dataclass
+class GatedMoments:
+    """Moments weighted by each neuron's squared blind-range gate ``g_i(n)^2`` (METHODS.md 1.3)."""
+
+    g2_sum: np.ndarray  # (out,)          S0_i
+    gx_sum: np.ndarray  # (out, K)        S1_ij
+    gx_sq_sum: np.ndarray  # (out, K)     S2_ij
+
+    def merge(self, other: GatedMoments) -> GatedMoments:
+        return GatedMoments(
+            self.g2_sum + other.g2_sum,
+            self.gx_sum + other.gx_sum,
+            self.gx_sq_sum + other.gx_sq_sum,
+        )
+
+
+@dataclass
+class LayerStats:
+    """Everything the scoring methods may read about one layer's input."""
+
+    inputs: InputMoments
+    # None when the layer has no gate we can see through (g = 1): derived on demand.
+    gated: GatedMoments | None
+    gate_kind: str
+
+    def row_expand(self, per_group: np.ndarray, rows: int) -> np.ndarray:
+        """(G, K) -> (rows, K): each row reads its own conv group's columns."""
+        groups = per_group.shape[0]
+        return np.repeat(per_group, rows // groups, axis=0)
+
+    def gated_or_identity(self, rows: int) -> GatedMoments:
+        if self.gated is not None:
+            return self.gated
+        x_sum = self.row_expand(self.inputs.x_sum, rows)
+        x_sq_sum = self.row_expand(self.inputs.x_sq_sum, rows)
+        return GatedMoments(np.full(rows, self.inputs.count), x_sum, x_sq_sum)
+
+
+def dense_moments(
+    x2d: np.ndarray, g2: np.ndarray | None
+) -> tuple[InputMoments, GatedMoments | None]:
+    """Moments of one batch: ``x2d`` [R, K] layer inputs, ``g2`` [R, out] squared gates."""
+    x = x2d.astype(np.float64)
+    inputs = InputMoments(float(x.shape[0]), x.sum(0)[None], (x * x).sum(0)[None])
+    if g2 is None:
+        return inputs, None
+    g = g2.astype(np.float64)
+    gated = GatedMoments(g.sum(0), g.T @ x, g.T @ (x * x))
+    return inputs, gated
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """What im2col needs from a Conv node, for 1-D and 2-D convolutions."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]  # (begin_0, begin_1, ..., end_0, end_1, ...)
+    auto_pad: str
+    group: int
+
+    @classmethod
+    def from_node(cls, node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> ConvGeometry:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        kernel = tuple(int(k) for k in weight_shape[2:])
+        spatial = len(kernel)
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        return cls(
+            kernel=kernel,
+            strides=tuple(attrs.get("strides", [1] * spatial)),
+            dilations=tuple(attrs.get("dilations", [1] * spatial)),
+            pads=tuple(attrs.get("pads", [0] * (2 * spatial))),
+            auto_pad=auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad),
+            group=int(attrs.get("group", 1)),
+        )
+
+    def resolved_pads(self, spatial_in: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        n = len(self.kernel)
+        if self.auto_pad in ("NOTSET", ""):
+            return list(self.pads[:n]), list(self.pads[n:])
+        if self.auto_pad == "VALID":
+            return [0] * n, [0] * n
+        begin, end = [], []
+        for size, k, s, d in zip(
+            spatial_in, self.kernel, self.strides, self.dilations, strict=True
+        ):
+            out = -(-size // s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            small, large = total // 2, total - total // 2
+            if self.auto_pad == "SAME_UPPER":
+                begin.append(small)
+                end.append(large)
+            else:
+                begin.append(large)
+                end.append(small)
+        return begin, end
+
+
+def conv_patches(x: np.ndarray, geo: ConvGeometry) -> Iterator[tuple[slice, np.ndarray]]:
+    """im2col of ``x`` [N, C, *spatial] in slices of samples.
+
+    Yields (sample slice, patches [n, P, G, K]) with P output positions and K = prod(kernel) * C/G
+    ordered (kernel position, input channel), matching ``layers._conv_to_matrix``.
+    """
+    if x.ndim == 3:  # Conv1d: treat as 2-D with height 1
+        x = x[:, :, None, :]
+        geo = ConvGeometry(
+            (1, *geo.kernel),
+            (1, *geo.strides),
+            (1, *geo.dilations),
+            (0, geo.pads[0], 0, geo.pads[1]) if len(geo.pads) == 2 else geo.pads,
+            geo.auto_pad,
+            geo.group,
+        )
+    n, c = x.shape[:2]
+    begin, end = geo.resolved_pads(tuple(x.shape[2:]))
+    padded = np.pad(x, [(0, 0), (0, 0), *zip(begin, end, strict=True)])
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
+    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
+    # [N, C, Ho, Wo, kh, kw]
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]
+    positions = windows.shape[2] * windows.shape[3]
+    cg = c // geo.group
+    per_sample = positions * c * kh * kw
+    step = max(1, _PATCH_BUDGET // max(per_sample, 1))
+    for start in range(0, n, step):
+        part = windows[start : start + step]
+        m = part.shape[0]
+        # [m, C, Ho, Wo, kh, kw] -> [m, Ho, Wo, G, kh, kw, Cg] -> [m, P, G, K]
+        grouped = part.reshape(m, geo.group, cg, *part.shape[2:])
+        moved = grouped.transpose(0, 3, 4, 1, 5, 6, 2)
+        yield slice(start, start + m), moved.reshape(m, positions, geo.group, kh * kw * cg)
+
+
+def conv_moments(
+    x: np.ndarray, g2: np.ndarray | None, geo: ConvGeometry, out_channels: int
+) -> tuple[InputMoments, GatedMoments | None]:
+    """Moments of one batch of a Conv: ``x`` [N, C, *sp] input, ``g2`` [N, Cout, *sp_out]."""
+    groups = geo.group
+    k = int(np.prod(geo.kernel)) * (x.shape[1] // groups)
+    x_sum = np.zeros((groups, k))
+    x_sq_sum = np.zeros((groups, k))
+    count = 0.0
+    rows_per_group = out_channels // groups
+    gated = (
+        None
+        if g2 is None
+        else GatedMoments(
+            np.zeros(out_channels), np.zeros((out_channels, k)), np.zeros((out_channels, k))
+        )
+    )
+    for samples, patches in conv_patches(x, geo):
+        p = patches.astype(np.float64)  # [m, P, G, K]
+        flat = p.reshape(-1, groups, k)  # [m*P, G, K]
+        count += flat.shape[0]
+        x_sum += flat.sum(0)
+        sq = flat * flat
+        x_sq_sum += sq.sum(0)
+        if gated is not None and g2 is not None:
+            # [m, Cout, *sp_out] -> [m, P, Cout] -> [m*P, Cout], rows aligned with ``flat``
+            gate = g2[samples].astype(np.float64).reshape(p.shape[0], out_channels, -1)
+            gate = gate.transpose(0, 2, 1).reshape(-1, out_channels)
+            gated.g2_sum += gate.sum(0)
+            for gi in range(groups):
+                rows = slice(gi * rows_per_group, (gi + 1) * rows_per_group)
+                # Contiguous operands: numpy's matmul leaves BLAS for strided views.
+                gate_rows = np.ascontiguousarray(gate[:, rows].T)  # [Cout/G, m*P]
+                gated.gx_sum[rows] += gate_rows @ np.ascontiguousarray(flat[:, gi])
+                gated.gx_sq_sum[rows] += gate_rows @ np.ascontiguousarray(sq[:, gi])
+    return InputMoments(count, x_sum, x_sq_sum), gated

@@ -1,0 +1,134 @@
+"""Loading and saving models: clear errors, external data kept, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import ModelError, OutputWriteError, UsageError
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
+
+
+def external_data_files(model_path: Path) -> list[Path]:
+    """The external data files a model on disk refers to (without loading their contents)."""
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except (OSError, DecodeError, ValueError):
+        return []
+    names = set()
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in init.external_data:
+                if entry.key == "location":
+                    names.add(entry.value)
+    return [model_path.parent / name for name in sorted(names)]
+
+
+def model_size_bytes(model_path: Path) -> int:
+    """Size of the model file plus every external data file it refers to."""
+    files = [model_path, *external_data_files(model_path)]
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """Load and sanity-check a model; every failure becomes one ModelError line."""
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, expected an .onnx file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ModelError(f"model file is not readable: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file is empty: {path}")
+    try:
+        # Lazy external data resolves against the model's own directory here, not the CWD.
+        model = onnx.load(str(path), load_external_data=True)
+    except (DecodeError, RuntimeError) as err:
+        raise ModelError(f"{path} is not a valid ONNX model (protobuf parse failed)") from err
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read {path} or its external data: {_first_line(err)}") from err
+    if not model.opset_import or len(model.graph.node) == 0 or model.ir_version <= 0:
+        raise ModelError(f"{path} is not a valid ONNX model (no graph, opset or IR version)")
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError, OSError) as err:
+        raise ModelError(f"{path} fails the ONNX checker: {_first_line(err)}") from err
+    return model
+
+
+def default_output_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.stem + ".pruned.onnx")
+
+
+def check_output_path(model_path: Path, output_path: Path) -> None:
+    """Refuse to overwrite the input and fail early when the output cannot be written."""
+    if output_path.resolve() == model_path.resolve():
+        raise UsageError(f"output path is the input model, refusing to overwrite it: {output_path}")
+    if output_path.is_dir():
+        raise UsageError(f"output path is a directory: {output_path}")
+    parent = output_path.parent if str(output_path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputWriteError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise OutputWriteError(f"output directory is not writable: {parent}")
+
+
+@contextlib.contextmanager
+def staging_dir(output_path: Path) -> Iterator[Path]:
+    """A temporary directory beside the output, removed whatever happens.
+
+    Beside the output (same filesystem) so that publishing is an atomic rename.
+    """
+    parent = output_path.parent if str(output_path.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
+    except OSError as err:
+        raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_model(model: onnx.ModelProto, path: Path, external_data: bool) -> None:
+    """Write ``model`` to ``path`` (inside a staging directory), with external data if asked."""
+    try:
+        if external_data:
+            onnx.save_model(
+                model,
+                str(path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=path.name + ".data",
+                size_threshold=1024,
+            )
+        else:
+            onnx.save_model(model, str(path))
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {path.name}: {_first_line(err)}") from err
+
+
+def publish(staged_model: Path, output_path: Path) -> None:
+    """Move a staged model (and its external data) into place; data first, model last."""
+    data_files = external_data_files(staged_model)
+    try:
+        for data in data_files:
+            os.replace(data, output_path.parent / data.name)
+        os.replace(staged_model, output_path)
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {output_path}: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,110 @@
+"""Scores -> keep masks. Pure functions on ``(out, K)`` arrays; ``True`` means the weight stays.
+
+Counting is exact: a layer (or, globally, the set of layers) loses ``round(s * n)`` weights, so
+rows with few weights (a depthwise 3x3 filter has 9) do not make rounding miss the target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import NMPattern
+
+# In layer-wide and global selection every row keeps at least this share of the layer's average
+# kept fraction: without a floor, single neurons of a transformer lost 97-100% of their weights
+# (METHODS.md section 6).
+ROW_KEEP_FLOOR = 0.25
+
+
+def pruned_count(size: int, sparsity: float) -> int:
+    return round(sparsity * size)
+
+
+def row_cap(columns: int, sparsity: float) -> int:
+    """Most weights one row may lose under layer/global selection."""
+    floor_keep = math.ceil(ROW_KEEP_FLOOR * (1.0 - sparsity) * columns)
+    return max(math.ceil(sparsity * columns), columns - max(floor_keep, 1))
+
+
+def _in_row_rank(scores: np.ndarray) -> np.ndarray:
+    """rank[i, j] = position of scores[i, j] in its row, ascending (stable for ties)."""
+    order = np.argsort(scores, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(scores.shape[1]), scores.shape), 1)
+    return rank
+
+
+def _smallest(flat: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` smallest entries (stable for ties)."""
+    if count <= 0:
+        return np.empty(0, dtype=np.int64)
+    return np.argsort(flat, kind="stable")[:count]
+
+
+def row_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
+    """Each row loses floor(s*K) or one more; the layer loses exactly round(s * size)."""
+    rows, columns = scores.shape
+    total = pruned_count(scores.size, sparsity)
+    base = min(total // rows, columns)
+    extra = total - rows * base
+    rank = _in_row_rank(scores)
+    prune = rank < base
+    if extra > 0 and base < columns:
+        # The rows whose next-weakest weight is weakest lose one more.
+        next_weakest = np.sort(scores, axis=1)[:, base]
+        rows_losing_more = _smallest(next_weakest, extra)
+        prune[rows_losing_more] |= rank[rows_losing_more] == base
+    return ~prune
+
+
+def layer_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
+    """The layer's weakest round(s*size) weights, no row losing more than ``row_cap``."""
+    return global_masks([scores], sparsity, layer_cap=1.0)[0]
+
+
+def global_masks(scores: list[np.ndarray], sparsity: float, layer_cap: float) -> list[np.ndarray]:
+    """The weakest weights over all layers together, capped per layer and per row.
+
+    Scores must be comparable across layers (the method's responsibility).
+    """
+    eligible_scores = []
+    for layer_scores in scores:
+        cap = row_cap(layer_scores.shape[1], sparsity)
+        masked = np.where(_in_row_rank(layer_scores) < cap, layer_scores, np.inf).ravel()
+        layer_limit = math.floor(layer_cap * masked.size)
+        if layer_limit < masked.size:
+            order = np.argsort(masked, kind="stable")
+            masked[order[layer_limit:]] = np.inf
+        eligible_scores.append(masked)
+    flat = np.concatenate(eligible_scores)
+    total = min(pruned_count(flat.size, sparsity), int(np.isfinite(flat).sum()))
+    prune = np.zeros(flat.size, dtype=bool)
+    prune[_smallest(flat, total)] = True
+    masks, offset = [], 0
+    for layer_scores in scores:
+        size = layer_scores.size
+        masks.append(~prune[offset : offset + size].reshape(layer_scores.shape))
+        offset += size
+    return masks
+
+
+def nm_mask(scores: np.ndarray, pattern: NMPattern) -> np.ndarray:
+    """Keep the ``n`` strongest of every ``m`` consecutive columns of each row.
+
+    A trailing group shorter than ``m`` keeps min(n, its length).
+    """
+    rows, columns = scores.shape
+    n, m = pattern.n, pattern.m
+    keep = np.zeros(scores.shape, dtype=bool)
+    full = columns - columns % m
+    if full:
+        grouped = scores[:, :full].reshape(rows, full // m, m)
+        rank = np.argsort(np.argsort(-grouped, axis=2, kind="stable"), axis=2, kind="stable")
+        keep[:, :full] = (rank < n).reshape(rows, full)
+    if full < columns:
+        tail = scores[:, full:]
+        rank = np.argsort(np.argsort(-tail, axis=1, kind="stable"), axis=1, kind="stable")
+        keep[:, full:] = rank < n
+    return keep

@@ -1,0 +1,150 @@
+"""The run's report: counts, per-layer sparsity, fidelity, timings; table and JSON; exit code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import EXIT_OK
+from .verify import Fidelity
+
+
+@dataclass
+class LayerReport:
+    name: str
+    op_type: str
+    weight: str
+    shape: list[int]
+    storage: str
+    gate: str
+    params: int
+    nonzero_before: int
+    nonzero_after: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzero_after / self.params if self.params else 0.0
+
+
+@dataclass
+class SkippedReport:
+    name: str
+    op_type: str
+    reason: str
+
+
+@dataclass
+class Report:
+    model: str
+    output: str | None
+    method: str
+    pattern: str
+    group: str
+    target_sparsity: float
+    seed: int
+    arguments: dict[str, Any]
+    versions: dict[str, str]
+    params_total: int = 0
+    nonzero_before: int = 0
+    nonzero_after: int = 0
+    file_size_before: int = 0
+    file_size_after: int = 0
+    calibration_samples: int = 0
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: list[SkippedReport] = field(default_factory=list)
+    fidelity: Fidelity | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    status: str = "pruned"
+
+    @property
+    def exit_code(self) -> int:
+        """Errors never reach a Report (they raise); a finished run exits 0."""
+        return EXIT_OK
+
+    @property
+    def prunable_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def achieved_sparsity(self) -> float:
+        """Share of zeros over the weights of the layers reported as pruned."""
+        params = self.prunable_params
+        zeros = sum(layer.params - layer.nonzero_after for layer in self.layers)
+        return zeros / params if params else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["achieved_sparsity"] = self.achieved_sparsity
+        data["prunable_params"] = self.prunable_params
+        data["exit_code"] = self.exit_code
+        for layer_data, layer in zip(data["layers"], self.layers, strict=True):
+            layer_data["sparsity"] = layer.sparsity
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def format_table(self) -> str:
+        lines = [
+            f"onnxprune: {self.model} -> {self.output or '(no output)'}",
+            f"method {self.method}, group {self.group}, pattern {self.pattern}, target sparsity "
+            f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}",
+        ]
+        if self.status != "pruned":
+            lines.append(f"status: {self.status}")
+        lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
+        lines.append(_row("parameters", self.params_total, self.params_total))
+        lines.append(_row("non-zeros", self.nonzero_before, self.nonzero_after))
+        lines.append(_row("file size (bytes)", self.file_size_before, self.file_size_after))
+        lines.append(
+            f"{'prunable sparsity':<22}{'':>14}{self.achieved_sparsity:>14.4f}"
+            f"  over {self.prunable_params:,} weights in {len(self.layers)} layers"
+        )
+        if self.layers:
+            width = max(24, *(len(layer.name) for layer in self.layers)) + 2
+            lines += ["", f"{'layer':<{width}}{'op':<8}{'shape':<18}{'params':>10}{'sparsity':>10}"]
+            for layer in self.layers:
+                shape = "x".join(str(d) for d in layer.shape)
+                lines.append(
+                    f"{layer.name:<{width}}{layer.op_type:<8}{shape:<18}"
+                    f"{layer.params:>10,}{layer.sparsity:>10.3f}"
+                )
+        if self.skipped:
+            lines += ["", "skipped:"]
+            lines += [f"  {s.name} ({s.op_type}): {s.reason}" for s in self.skipped]
+        if self.fidelity is not None:
+            lines += _fidelity_lines(self.fidelity)
+        for warning in self.warnings:
+            lines.append(f"warning: {warning}")
+        if self.timings:
+            parts = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
+            lines += ["", f"time: {parts}"]
+        return "\n".join(lines)
+
+
+def _row(label: str, before: int, after: int) -> str:
+    change = f"{(after - before) / before:+.1%}" if before else ""
+    return f"{label:<22}{before:>14,}{after:>14,}{change:>10}"
+
+
+def _fidelity_lines(fidelity: Fidelity) -> list[str]:
+    lines = [
+        "",
+        f"fidelity on {fidelity.samples} {fidelity.source} samples (pruned vs original)",
+        f"{'output':<24}{'cosine':>10}{'max abs err':>14}{'mean abs err':>14}{'top-1 agree':>13}",
+    ]
+    for out in fidelity.outputs:
+        top1 = "-" if out.top1_agreement is None else f"{out.top1_agreement:.4f}"
+        lines.append(
+            f"{out.name:<24}{out.cosine:>10.5f}{out.max_abs_error:>14.4g}"
+            f"{out.mean_abs_error:>14.4g}{top1:>13}"
+        )
+    if fidelity.accuracy_original is not None and fidelity.accuracy_pruned is not None:
+        lines.append(
+            f"accuracy: original {fidelity.accuracy_original:.4f}, "
+            f"pruned {fidelity.accuracy_pruned:.4f} "
+            f"({fidelity.accuracy_pruned - fidelity.accuracy_original:+.4f})"
+        )
+    return lines

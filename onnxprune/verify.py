@@ -1,0 +1,121 @@
+"""Differential check: run the original and the pruned model on the same held-out samples.
+
+Per model output: mean per-sample cosine similarity, max and mean absolute error, top-1
+agreement (argmax over the last axis); accuracy of both models when labels are given.
+Metrics are folded per batch, like the calibration statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .calibrate.sources import CalibrationSet
+from .session import make_session, run
+
+
+@dataclass
+class OutputFidelity:
+    name: str
+    cosine: float
+    max_abs_error: float
+    mean_abs_error: float
+    top1_agreement: float | None
+
+
+@dataclass
+class Fidelity:
+    source: str
+    samples: int
+    outputs: list[OutputFidelity]
+    accuracy_original: float | None = None
+    accuracy_pruned: float | None = None
+
+
+@dataclass
+class _OutputAccumulator:
+    cosine_sum: float = 0.0
+    vectors: int = 0
+    max_abs: float = 0.0
+    abs_sum: float = 0.0
+    elements: int = 0
+    top1_equal: int = 0
+    top1_total: int = 0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray, rows: int) -> None:
+        a = reference.astype(np.float64)
+        b = candidate.astype(np.float64)
+        diff = np.abs(a - b)
+        self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
+        self.abs_sum += float(diff.sum())
+        self.elements += diff.size
+        # Samples along axis 0 when it is the batch axis, else the whole tensor is one sample.
+        per_sample = rows if a.ndim >= 1 and a.shape[0] == rows and rows > 1 else 1
+        a2, b2 = a.reshape(per_sample, -1), b.reshape(per_sample, -1)
+        norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
+        dots = (a2 * b2).sum(axis=1)
+        both_zero = (np.linalg.norm(a2, axis=1) == 0) & (np.linalg.norm(b2, axis=1) == 0)
+        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero * 1.0)
+        self.cosine_sum += float(cos.sum())
+        self.vectors += per_sample
+        if a.ndim >= 2 and a.shape[-1] > 1:
+            self.top1_equal += int((a.argmax(-1) == b.argmax(-1)).sum())
+            self.top1_total += int(np.prod(a.shape[:-1]))
+
+    def result(self, name: str) -> OutputFidelity:
+        return OutputFidelity(
+            name=name,
+            cosine=self.cosine_sum / max(self.vectors, 1),
+            max_abs_error=self.max_abs,
+            mean_abs_error=self.abs_sum / max(self.elements, 1),
+            top1_agreement=self.top1_equal / self.top1_total if self.top1_total else None,
+        )
+
+
+@dataclass
+class _AccuracyAccumulator:
+    correct_original: int = 0
+    correct_pruned: int = 0
+    total: int = 0
+    usable: bool = field(default=True)
+
+    def add(self, labels: np.ndarray, original: np.ndarray, pruned: np.ndarray) -> None:
+        labels = labels.reshape(-1)
+        if original.ndim < 2 or original.shape[0] != labels.size:
+            self.usable = False
+            return
+        self.correct_original += int((original.reshape(labels.size, -1).argmax(1) == labels).sum())
+        self.correct_pruned += int((pruned.reshape(labels.size, -1).argmax(1) == labels).sum())
+        self.total += labels.size
+
+
+def compare_models(
+    original: Path,
+    pruned: Path,
+    dataset: CalibrationSet,
+    selected: np.ndarray,
+    batch_size: int,
+    source: str,
+) -> Fidelity:
+    reference = make_session(original)
+    candidate = make_session(pruned)
+    names = [o.name for o in reference.get_outputs()]
+    accumulators = {name: _OutputAccumulator() for name in names}
+    accuracy = _AccuracyAccumulator()
+    samples = 0
+    for batch in dataset.batches(selected, batch_size):
+        expected = run(reference, names, batch.feed, str(dataset.path))
+        got = run(candidate, names, batch.feed, str(dataset.path))
+        for name, a, b in zip(names, expected, got, strict=True):
+            if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
+                accumulators[name].add(a, b, batch.count)
+        if batch.labels is not None:
+            accuracy.add(batch.labels, expected[0], got[0])
+        samples += batch.count
+    fidelity = Fidelity(source, samples, [accumulators[n].result(n) for n in names])
+    if accuracy.usable and accuracy.total:
+        fidelity.accuracy_original = accuracy.correct_original / accuracy.total
+        fidelity.accuracy_pruned = accuracy.correct_pruned / accuracy.total
+    return fidelity
