@@ -317,7 +317,7 @@ def verify(
         with torch.no_grad():
             return module(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES)).numpy()
 
-    checks = []
+    checks: list[dict[str, Any]] = []
     # The saved eval layout (full padded length) and a different batch / trimmed seq length.
     for label, feeds in (
         ("eval[:32] padded", {k: v[:32] for k, v in evaluation.items()}),
@@ -353,7 +353,7 @@ def verify(
     st_emb /= np.linalg.norm(st_emb, axis=1, keepdims=True)
     cosines = (ours_emb * st_emb).sum(axis=1)
 
-    result = {
+    result: dict[str, Any] = {
         "torch_vs_onnxruntime": checks,
         "sentence_transformers_cosine": {
             "sentences": n_st,
@@ -362,7 +362,7 @@ def verify(
         },
     }
     keys = ("max_abs_diff_real_tokens", "max_abs_diff_vs_float64_all_tokens")
-    worst = max(c[k] for c in checks for k in keys)
+    worst = max(float(c[k]) for c in checks for k in keys)
     if worst >= 1e-4:
         raise RuntimeError(f"ONNX differs from torch by {worst:.3g}")
     if cosines.min() <= 0.9999:
@@ -375,7 +375,8 @@ def verify(
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    named: dict[str, Any] = dict(arrays)
+    np.savez(tmp, **named)
     tmp.replace(path)
 
 

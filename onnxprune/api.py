@@ -34,7 +34,7 @@ from .io import (
     write_model,
 )
 from .layers import Layer, find_layers
-from .masking import global_masks, layer_mask, nm_mask, row_mask
+from .masking import allocate, global_masks, layer_mask, nm_mask, row_mask
 from .report import LayerReport, Report, SkippedReport
 from .scoring import ScoringMethod, get_method
 from .verify import compare_models
@@ -57,6 +57,7 @@ def prune(
     exclude: Sequence[str] = (),
     num_samples: int | None = None,
     batch_size: int = 32,
+    min_row_weights: int = 8,
     eval_data: str | Path | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -88,12 +89,20 @@ def prune(
             num_samples=num_samples,
             batch_size=batch_size,
             seed=seed,
+            min_row_weights=min_row_weights,
         )
     scorer = get_method(config.method)
     selection_group = config.group or scorer.default_group
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
-    check_output_path(model_path, output_path)
+    protected = {"the input model": model_path, "the calibration data": Path(calib)}
+    if eval_data is not None:
+        protected["the evaluation data"] = Path(eval_data)
+    check_output_path(output_path, protected)
+    report_file = Path(report_path) if report_path is not None else None
+    if report_file is not None:
+        protected["the output model"] = output_path
+        check_output_path(report_file, protected, what="--report path")
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -128,11 +137,10 @@ def prune(
 
     if not scan.layers:
         report.status = "no prunable layer found: output is a copy of the input"
-        _copy_model(model_path, output_path)
         report.nonzero_after = nonzero_before
-        report.file_size_after = model_size_bytes(output_path)
+        report.file_size_after = report.file_size_before
         report.timings = {**timings, "total": time.perf_counter() - started}
-        _write_report(report, report_path)
+        _copy_model(model_path, output_path, report, report_file)
         return report
 
     clock = time.perf_counter()
@@ -157,6 +165,12 @@ def prune(
         layer_report.gate = gates[layer_report.weight]
     report.layers = layer_reports
     report.warnings += warnings
+    if report.achieved_sparsity < config.target_sparsity - 0.005:
+        report.warnings.append(
+            f"achieved sparsity {report.achieved_sparsity:.4f} is below the requested "
+            f"{config.target_sparsity:.4f}: the layers' rows are too short to give more under "
+            f"--min-row-weights {config.min_row_weights}"
+        )
     report.params_total, report.nonzero_after = count_weights(proto)
     timings["prune"] = time.perf_counter() - clock
 
@@ -179,10 +193,9 @@ def prune(
             model_path, staged, verify_set, verify_selected, config.batch_size, source
         )
         timings["verify"] = time.perf_counter() - clock
-        publish(staged, output_path)
-    report.file_size_after = model_size_bytes(output_path)
-    report.timings = {**timings, "total": time.perf_counter() - started}
-    _write_report(report, report_path)
+        report.file_size_after = model_size_bytes(staged)
+        report.timings = {**timings, "total": time.perf_counter() - started}
+        publish(staged, output_path, _stage_report(report, report_file, staging))
     return report
 
 
@@ -199,15 +212,22 @@ def _prune_layers(
         scorer.score(matrix, stats[layer.weight_name])
         for layer, matrix in zip(layers, matrices, strict=True)
     ]
-    sparsity = config.target_sparsity
     if config.nm is not None:
         masks = [nm_mask(s, config.nm) for s in scores]
     elif selection_group == "global":
-        masks = global_masks(scores, sparsity, config.layer_cap)
-    elif selection_group == "layer":
-        masks = [layer_mask(s, sparsity) for s in scores]
+        masks = global_masks(
+            scores, config.target_sparsity, config.layer_cap, config.min_row_weights
+        )
     else:
-        masks = [row_mask(s, sparsity) for s in scores]
+        shapes = [m.shape for m in matrices]
+        targets = allocate(shapes, config.target_sparsity, config.min_row_weights)
+        if selection_group == "layer":
+            masks = [
+                layer_mask(s, t, config.min_row_weights)
+                for s, t in zip(scores, targets, strict=True)
+            ]
+        else:
+            masks = [row_mask(s, t) for s, t in zip(scores, targets, strict=True)]
 
     reports, warnings = [], []
     for layer, matrix, keep in zip(layers, matrices, masks, strict=True):
@@ -298,7 +318,7 @@ def _full_check(path: Path) -> None:
         raise ModelError(f"the pruned model fails the ONNX full check: {err}") from err
 
 
-def _copy_model(source: Path, destination: Path) -> None:
+def _copy_model(source: Path, destination: Path, report: Report, report_file: Path | None) -> None:
     with staging_dir(destination) as staging:
         staged = staging / destination.name
         try:
@@ -307,20 +327,19 @@ def _copy_model(source: Path, destination: Path) -> None:
             shutil.copyfile(source, staged)
         except OSError as err:
             raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
-        publish(staged, destination)
+        publish(staged, destination, _stage_report(report, report_file, staging))
 
 
-def _write_report(report: Report, report_path: str | Path | None) -> None:
-    if report_path is None:
-        return
-    path = Path(report_path)
-    with staging_dir(path) as staging:
-        staged = staging / path.name
-        try:
-            staged.write_text(report.to_json() + "\n")
-            staged.replace(path)
-        except OSError as err:
-            raise OutputWriteError(f"cannot write report {path}: {err.strerror or err}") from err
+def _stage_report(report: Report, report_file: Path | None, staging: Path) -> dict[Path, Path]:
+    """Write the JSON report into the staging directory; published together with the model."""
+    if report_file is None:
+        return {}
+    staged = staging / (".report-" + report_file.name)
+    try:
+        staged.write_text(report.to_json() + "\n")
+    except OSError as err:
+        raise OutputWriteError(f"cannot write report {report_file}: {err.strerror or err}") from err
+    return {staged: report_file}
 
 
 def _arguments(
@@ -337,6 +356,7 @@ def _arguments(
         "exclude": list(config.exclude),
         "num_samples": config.num_samples,
         "batch_size": config.batch_size,
+        "min_row_weights": config.min_row_weights,
         "seed": config.seed,
     }
 

@@ -27,7 +27,8 @@ def add_bias(view: GraphView, layer: Layer, delta: np.ndarray) -> list[str]:
     if not np.any(delta):
         return []
     warnings = []
-    done: set[str] = set()
+    # Bias already changed for this layer: original name -> name now holding the sum.
+    done: dict[str, str] = {}
     for node in layer.nodes:
         problem = _add_to_node_bias(view, layer, node, delta, done)
         if problem:
@@ -36,7 +37,7 @@ def add_bias(view: GraphView, layer: Layer, delta: np.ndarray) -> list[str]:
 
 
 def _add_to_node_bias(
-    view: GraphView, layer: Layer, node: onnx.NodeProto, delta: np.ndarray, done: set[str]
+    view: GraphView, layer: Layer, node: onnx.NodeProto, delta: np.ndarray, done: dict[str, str]
 ) -> str | None:
     spec = layer.op
     beta = spec.bias_scale(node)
@@ -49,6 +50,7 @@ def _add_to_node_bias(
     if len(node.input) > index and node.input[index]:
         name = node.input[index]
         if name in done:
+            node.input[index] = done[name]
             return None
         current = view.constant_value(name)
         if current is None:
@@ -56,11 +58,8 @@ def _add_to_node_bias(
         if current.size != 1 and current.shape[-1] != change.size:
             return f"bias shape {list(current.shape)} does not hold one value per output"
         updated = _added(current, change)
-        if len(view.consumers.get(name, [])) > 1 or name in view.used_in_subgraphs:
-            node.input[index] = view.add_initializer(name + "_pruned", updated)
-        else:
-            view.set_constant(name, updated)
-        done.add(name)
+        done[name] = _store_bias(view, name, updated)
+        node.input[index] = done[name]
         return None
     while len(node.input) < index:
         node.input.append("")
@@ -70,8 +69,15 @@ def _add_to_node_bias(
         node.input[index] = new_name
     else:
         node.input.append(new_name)
-    done.add(new_name)
     return None
+
+
+def _store_bias(view: GraphView, name: str, value: np.ndarray) -> str:
+    """Write a changed bias: in place when only this layer reads it, else as a new tensor."""
+    if len(view.consumers.get(name, [])) > 1 or name in view.used_in_subgraphs:
+        return view.add_initializer(name + "_pruned", value)
+    view.set_constant(name, value)
+    return name
 
 
 def _added(current: np.ndarray, change: np.ndarray) -> np.ndarray:
@@ -84,7 +90,7 @@ def _added(current: np.ndarray, change: np.ndarray) -> np.ndarray:
 
 
 def _add_to_following_add(
-    view: GraphView, layer: Layer, node: onnx.NodeProto, change: np.ndarray, done: set[str]
+    view: GraphView, layer: Layer, node: onnx.NodeProto, change: np.ndarray, done: dict[str, str]
 ) -> str | None:
     out = node.output[0]
     readers = view.consumers.get(out, [])
@@ -93,16 +99,12 @@ def _add_to_following_add(
         other_index = 1 if add.input[0] == out else 0
         other = add.input[other_index]
         value = view.constant_value(other)
-        if value is not None and value.ndim >= 1 and value.shape[-1] == change.size:
-            if value.size == change.size:
-                if other not in done:
-                    updated = _added(value, change)
-                    if len(view.consumers.get(other, [])) > 1 or other in view.used_in_subgraphs:
-                        add.input[other_index] = view.add_initializer(other + "_pruned", updated)
-                    else:
-                        view.set_constant(other, updated)
-                    done.add(other)
-                return None
+        # A bias holding exactly one value per output ([out], [1, out], [1, 1, out]).
+        if value is not None and value.ndim >= 1 and value.size == change.size == value.shape[-1]:
+            if other not in done:
+                done[other] = _store_bias(view, other, _added(value, change))
+            add.input[other_index] = done[other]
+            return None
     # No bias to fold into: insert ``Add(matmul_out, new_bias)`` under the original name.
     renamed = view.unique_name(out + "_unbiased")
     bias = view.add_initializer(f"{layer.weight_name}_bias", change.astype(layer.weight.dtype))

@@ -63,6 +63,14 @@ from .scoring import available_methods
     metavar="REGEX",
     help="Leave layers whose node or weight name matches (repeatable).",
 )
+@click.option(
+    "--min-row-weights",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Every neuron/filter keeps at least this many weights (tiny layers such as "
+    "depthwise 3x3 or a stem conv stay dense); other layers give more. 0: off.",
+)
 @click.option("--num-samples", type=int, default=None, help="Use at most N calibration samples.")
 @click.option(
     "--batch-size", type=int, default=32, show_default=True, help="Samples per onnxruntime batch."
@@ -102,6 +110,7 @@ def command(
     pattern: str,
     group: str | None,
     exclude: tuple[str, ...],
+    min_row_weights: int,
     num_samples: int | None,
     batch_size: int,
     eval_data: Path | None,
@@ -124,6 +133,7 @@ def command(
         exclude=exclude,
         num_samples=num_samples,
         batch_size=batch_size,
+        min_row_weights=min_row_weights,
         eval_data=eval_data,
         report_path=report_path,
         seed=seed,

@@ -55,6 +55,9 @@ class PruneConfig:
     holdout_fraction: float = 0.1
     # Global selection never removes more than this share of one layer.
     layer_cap: float = 0.98
+    # Every output row (neuron / filter) keeps at least this many weights (all, if it has
+    # fewer); the overall target is met by pruning the other layers more. 0 disables.
+    min_row_weights: int = 8
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,8 @@ class PruneConfig:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise UsageError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.min_row_weights < 0:
+            raise UsageError(f"--min-row-weights must be >= 0, got {self.min_row_weights}")
         if not 0.0 < self.layer_cap <= 1.0:
             raise UsageError(f"layer cap must be in (0, 1], got {self.layer_cap}")
 

@@ -55,7 +55,7 @@ def load_model(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=True)
     except (DecodeError, RuntimeError) as err:
         raise ModelError(f"{path} is not a valid ONNX model (protobuf parse failed)") from err
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, onnx.checker.ValidationError) as err:
         raise ModelError(f"cannot read {path} or its external data: {_first_line(err)}") from err
     if not model.opset_import or len(model.graph.node) == 0 or model.ir_version <= 0:
         raise ModelError(f"{path} is not a valid ONNX model (no graph, opset or IR version)")
@@ -70,12 +70,19 @@ def default_output_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".pruned.onnx")
 
 
-def check_output_path(model_path: Path, output_path: Path) -> None:
-    """Refuse to overwrite the input and fail early when the output cannot be written."""
-    if output_path.resolve() == model_path.resolve():
-        raise UsageError(f"output path is the input model, refusing to overwrite it: {output_path}")
+def check_output_path(
+    output_path: Path, protected: dict[str, Path], what: str = "output path"
+) -> None:
+    """Fail early when ``output_path`` is one of the run's inputs or cannot be written.
+
+    ``protected`` names the paths that must never be written (the model, its data, other
+    outputs of the same run), e.g. ``{"the input model": model_path}``.
+    """
+    for name, path in protected.items():
+        if output_path.resolve() == path.resolve():
+            raise UsageError(f"{what} is {name}, refusing to overwrite it: {output_path}")
     if output_path.is_dir():
-        raise UsageError(f"output path is a directory: {output_path}")
+        raise UsageError(f"{what} is a directory: {output_path}")
     parent = output_path.parent if str(output_path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputWriteError(f"output directory does not exist: {parent}")
@@ -118,12 +125,18 @@ def write_model(model: onnx.ModelProto, path: Path, external_data: bool) -> None
         raise OutputWriteError(f"cannot write {path.name}: {_first_line(err)}") from err
 
 
-def publish(staged_model: Path, output_path: Path) -> None:
-    """Move a staged model (and its external data) into place; data first, model last."""
+def publish(staged_model: Path, output_path: Path, extra: dict[Path, Path] | None = None) -> None:
+    """Move a staged model (and its external data) into place; data first, model last.
+
+    ``extra`` maps further staged files (the JSON report) to their destinations; they are
+    moved just before the model, so a failure there leaves no model behind.
+    """
     data_files = external_data_files(staged_model)
     try:
         for data in data_files:
             os.replace(data, output_path.parent / data.name)
+        for staged, destination in (extra or {}).items():
+            shutil.move(staged, destination)  # may cross filesystems
         os.replace(staged_model, output_path)
     except OSError as err:
         raise OutputWriteError(f"cannot write {output_path}: {_first_line(err)}") from err

@@ -22,10 +22,36 @@ def pruned_count(size: int, sparsity: float) -> int:
     return round(sparsity * size)
 
 
-def row_cap(columns: int, sparsity: float) -> int:
+def row_cap(columns: int, sparsity: float, min_row_weights: int = 0) -> int:
     """Most weights one row may lose under layer/global selection."""
     floor_keep = math.ceil(ROW_KEEP_FLOOR * (1.0 - sparsity) * columns)
-    return max(math.ceil(sparsity * columns), columns - max(floor_keep, 1))
+    cap = max(math.ceil(sparsity * columns), columns - max(floor_keep, 1))
+    return min(cap, columns - min(columns, min_row_weights))
+
+
+def allocate(shapes: list[tuple[int, int]], sparsity: float, min_row_weights: int) -> list[float]:
+    """Per-layer sparsity for an overall target over all layers' weights.
+
+    Every row keeps at least ``min(K, min_row_weights)`` weights (a depthwise 3x3 filter or a
+    stem conv over 1-3 channels has only 9-27, and loses its function long before a wide layer
+    does); what such layers cannot give up is taken from the others, evenly (water-filling),
+    so the total still matches the request wherever the caps allow it.
+    """
+    sizes = np.array([rows * cols for rows, cols in shapes], dtype=np.float64)
+    caps = np.array(
+        [1.0 - min(cols, min_row_weights) / cols for _, cols in shapes], dtype=np.float64
+    )
+    target = sparsity * sizes.sum()
+    if np.minimum(caps, sparsity) @ sizes >= target - 0.5:
+        return [float(min(c, sparsity)) for c in caps]
+    low, high = sparsity, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        if np.minimum(caps, mid) @ sizes < target:
+            low = mid
+        else:
+            high = mid
+    return [float(min(c, high)) for c in caps]
 
 
 def _in_row_rank(scores: np.ndarray) -> np.ndarray:
@@ -59,19 +85,21 @@ def row_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
     return ~prune
 
 
-def layer_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
+def layer_mask(scores: np.ndarray, sparsity: float, min_row_weights: int = 0) -> np.ndarray:
     """The layer's weakest round(s*size) weights, no row losing more than ``row_cap``."""
-    return global_masks([scores], sparsity, layer_cap=1.0)[0]
+    return global_masks([scores], sparsity, layer_cap=1.0, min_row_weights=min_row_weights)[0]
 
 
-def global_masks(scores: list[np.ndarray], sparsity: float, layer_cap: float) -> list[np.ndarray]:
+def global_masks(
+    scores: list[np.ndarray], sparsity: float, layer_cap: float, min_row_weights: int = 0
+) -> list[np.ndarray]:
     """The weakest weights over all layers together, capped per layer and per row.
 
     Scores must be comparable across layers (the method's responsibility).
     """
     eligible_scores = []
     for layer_scores in scores:
-        cap = row_cap(layer_scores.shape[1], sparsity)
+        cap = row_cap(layer_scores.shape[1], sparsity, min_row_weights)
         masked = np.where(_in_row_rank(layer_scores) < cap, layer_scores, np.inf).ravel()
         layer_limit = math.floor(layer_cap * masked.size)
         if layer_limit < masked.size:

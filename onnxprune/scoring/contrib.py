@@ -9,7 +9,7 @@ blind range (gate ``g_i(n)``, see ``calibrate/gates.py``). From the gated moment
     m2_ij  = W_ij^2 S2_ij / S0_i        (its second moment)
     s_ij   = m2_ij - mu_ij^2            (with mean compensation: only the spread is lost)
              m2_ij                      (without compensation)
-    r_ij   = s_ij / mean_k s_ik         (relative importance within neuron i)
+    r_ij   = s_ij / sum_k s_ik          (relative importance: share of neuron i's total)
 
 Removed weights' mean contributions ``sum_{j pruned} mu_ij`` go into neuron i's bias. A neuron
 never visible (``S0_i = 0``) scores 0 everywhere. See docs/METHOD.md for the variant chosen as
@@ -26,37 +26,61 @@ from ..calibrate.stats import LayerStats
 from . import ScoringMethod, register
 
 
-def contribution_moments(weight: np.ndarray, stats: LayerStats) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, m2), each [out, K]: the mean and second moment of each visible contribution."""
-    gated = stats.gated_or_identity(weight.shape[0])
+def contribution_moments(
+    weight: np.ndarray, stats: LayerStats
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mu, m2, mean), each [out, K].
+
+    mu, m2: mean and second moment of each contribution over the samples where it is visible;
+    mean: its plain mean over all samples (what compensation must preserve: the bias acts on
+    every sample, visible or not).
+    """
+    rows = weight.shape[0]
+    gated = stats.gated_or_identity(rows)
     s0 = gated.g2_sum[:, None]
     visible = s0 > 0
     safe = np.where(visible, s0, 1.0)
     mu = np.where(visible, weight * gated.gx_sum / safe, 0.0)
     m2 = np.where(visible, weight * weight * gated.gx_sq_sum / safe, 0.0)
-    return mu, m2
+    mean = weight * stats.row_expand(stats.inputs.mean, rows)
+    return mu, m2, mean
 
 
-def relative_to_row(scores: np.ndarray) -> np.ndarray:
-    """Divide each row by its mean, so 1 means 'an average weight of this neuron'."""
-    row_mean = scores.mean(axis=1, keepdims=True)
-    return np.where(row_mean > 0, scores / np.where(row_mean > 0, row_mean, 1.0), 0.0)
+def relative_to_row(scores: np.ndarray, normalise: str) -> np.ndarray:
+    """``sum``: r_ij = s_ij / sum_k s_ik (each weight's share of its neuron's total);
+    ``mean``: r_ij = s_ij / mean_k s_ik (1 = an average weight, comparable across widths)."""
+    if normalise == "none":
+        return scores
+    if normalise == "layer":
+        layer_mean = scores.mean()
+        return scores / layer_mean if layer_mean > 0 else scores
+    total = scores.sum(axis=1, keepdims=True)
+    if normalise == "mean":
+        total = total / scores.shape[1]
+    return np.where(total > 0, scores / np.where(total > 0, total, 1.0), 0.0)
 
 
 @dataclass(frozen=True)
 class ContribVariant:
     gate: bool
     compensate: bool
-    relative: bool
+    normalise: str  # "sum", "mean" or "none"
+    # Score only the spread the bias cannot absorb (True) or the whole second moment (False).
+    spread_only: bool = True
 
     def score(self, weight: np.ndarray, stats: LayerStats) -> np.ndarray:
-        mu, m2 = contribution_moments(weight, stats)
-        spread = np.maximum(m2 - mu * mu, 0.0) if self.compensate else m2
-        return relative_to_row(spread) if self.relative else spread
+        mu, m2, mean = contribution_moments(weight, stats)
+        if self.compensate and self.spread_only:
+            # What is lost at a visible sample once the plain mean sits in the bias:
+            # E_g[(c - mean)^2] = m2 - 2 mu mean + mean^2.
+            lost = np.maximum(m2 - 2.0 * mu * mean + mean * mean, 0.0)
+        else:
+            lost = m2
+        return relative_to_row(lost, self.normalise)
 
     def compensation(self, weight: np.ndarray, stats: LayerStats, keep: np.ndarray) -> np.ndarray:
-        mu, _ = contribution_moments(weight, stats)
-        return np.where(keep, 0.0, mu).sum(axis=1)
+        _, _, mean = contribution_moments(weight, stats)
+        return np.where(keep, 0.0, mean).sum(axis=1)
 
 
 def _register(name: str, variant: ContribVariant, group: str, text: str, hidden: bool) -> None:
@@ -75,13 +99,19 @@ def _register(name: str, variant: ContribVariant, group: str, text: str, hidden:
 
 _register(
     "contrib",
-    ContribVariant(gate=True, compensate=True, relative=True),
-    "layer",
+    ContribVariant(gate=True, compensate=True, normalise="sum"),
+    "global",
     "relative importance of gated contributions, mean folded into the bias (default)",
     hidden=False,
 )
 # Ablations measured in benchmarks/run_benchmarks.py.
-_register("contrib-nogate", ContribVariant(False, True, True), "layer", "no blind-range gate", True)
-_register("contrib-nocomp", ContribVariant(True, False, True), "layer", "no compensation", True)
-_register("contrib-absolute", ContribVariant(True, True, False), "layer", "no row norm", True)
-_register("contrib-plain", ContribVariant(False, False, False), "row", "Wanda-equivalent", True)
+_register("contrib-nogate", ContribVariant(False, True, "sum"), "global", "no gate", True)
+_register("contrib-nocomp", ContribVariant(True, False, "sum"), "global", "no compensation", True)
+_register("contrib-meannorm", ContribVariant(True, True, "mean"), "global", "mean-normalised", True)
+_register("contrib-abs", ContribVariant(True, True, "none"), "global", "no normalisation", True)
+_register("contrib-layernorm", ContribVariant(True, True, "layer"), "global", "layer-mean", True)
+_register("contrib-layernorm-nocomp", ContribVariant(True, False, "layer"), "global", "x", True)
+_register("contrib-abs-nocomp", ContribVariant(True, False, "none"), "global", "x", True)
+_register("contrib-m2comp", ContribVariant(True, True, "sum", False), "global", "x", True)
+_register("contrib-abs-m2comp", ContribVariant(True, True, "none", False), "global", "x", True)
+_register("contrib-plain", ContribVariant(False, False, "none"), "row", "Wanda-equivalent", True)

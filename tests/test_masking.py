@@ -1,0 +1,110 @@
+"""Masks: exact counts, row floors, N:M patterns (property tests over random score arrays)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnxprune.config import NMPattern
+from onnxprune.masking import global_masks, layer_mask, nm_mask, pruned_count, row_cap, row_mask
+
+shapes = st.tuples(st.integers(1, 12), st.integers(1, 40))
+sparsities = st.floats(0.0, 0.99)
+
+
+def _scores(shape: tuple[int, int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shapes, sparsities, st.integers(0, 2**16))
+def test_row_mask_prunes_exactly_the_target_and_balances_rows(
+    shape: tuple[int, int], sparsity: float, seed: int
+) -> None:
+    keep = row_mask(_scores(shape, seed), sparsity)
+    assert (~keep).sum() == pruned_count(keep.size, sparsity)
+    per_row = (~keep).sum(axis=1)
+    assert per_row.max() - per_row.min() <= 1  # within one weight per group (row)
+
+
+@settings(max_examples=150, deadline=None)
+@given(shapes, sparsities, st.integers(0, 2**16))
+def test_row_mask_removes_the_weakest_of_each_row(
+    shape: tuple[int, int], sparsity: float, seed: int
+) -> None:
+    scores = _scores(shape, seed)
+    keep = row_mask(scores, sparsity)
+    for row_scores, row_keep in zip(scores, keep, strict=True):
+        if row_keep.all() or not row_keep.any():
+            continue
+        assert row_scores[~row_keep].max() <= row_scores[row_keep].min()
+
+
+@settings(max_examples=150, deadline=None)
+@given(shapes, sparsities, st.integers(0, 2**16))
+def test_layer_mask_exact_count_and_row_floor(
+    shape: tuple[int, int], sparsity: float, seed: int
+) -> None:
+    keep = layer_mask(_scores(shape, seed), sparsity)
+    assert (~keep).sum() == pruned_count(keep.size, sparsity)
+    assert (~keep).sum(axis=1).max() <= row_cap(shape[1], sparsity)
+
+
+def test_layer_mask_prefers_globally_weak_weights() -> None:
+    scores = np.array([[1.0, 2.0, 3.0, 4.0], [100.0, 200.0, 300.0, 400.0]])
+    keep = layer_mask(scores, 0.25)
+    # Two weights go: both from the weak row, not one per row.
+    assert keep.tolist() == [[False, False, True, True], [True, True, True, True]]
+
+
+def test_layer_mask_row_floor_stops_a_row_from_dying() -> None:
+    scores = np.vstack([np.full(8, 1e-6), np.arange(1.0, 9.0)])
+    keep = layer_mask(scores, 0.5)
+    assert keep[0].sum() >= 1  # the weak row keeps at least its floor
+    assert (~keep).sum() == 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(shapes, min_size=1, max_size=4), st.floats(0.0, 0.95), st.integers(0, 2**16))
+def test_global_masks_hit_the_total_and_respect_the_layer_cap(
+    layer_shapes: list[tuple[int, int]], sparsity: float, seed: int
+) -> None:
+    scores = [_scores(s, seed + i) * (i + 1) for i, s in enumerate(layer_shapes)]
+    cap = 0.9
+    masks = global_masks(scores, sparsity, layer_cap=cap)
+    total = sum(m.size for m in masks)
+    pruned = sum(int((~m).sum()) for m in masks)
+    eligible = sum(
+        min(int(np.floor(cap * m.size)), m.shape[0] * row_cap(m.shape[1], sparsity)) for m in masks
+    )
+    assert pruned == min(pruned_count(total, sparsity), eligible)
+    for m in masks:
+        assert (~m).sum() <= np.floor(cap * m.size)
+
+
+@pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 8), (1, 4)])
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_nm_keeps_exactly_n_of_every_m(n: int, m: int, shape: tuple[int, int], seed: int) -> None:
+    scores = _scores(shape, seed)
+    keep = nm_mask(scores, NMPattern(n, m))
+    rows, columns = shape
+    full = columns - columns % m
+    groups = keep[:, :full].reshape(rows, -1, m)
+    assert (groups.sum(axis=2) == n).all()
+    if full < columns:
+        assert (keep[:, full:].sum(axis=1) == min(n, columns - full)).all()
+    # Within each group the kept weights are the strongest.
+    grouped_scores = scores[:, :full].reshape(rows, -1, m)
+    kept_min = np.where(groups, grouped_scores, np.inf).min(axis=2)
+    dropped_max = np.where(groups, -np.inf, grouped_scores).max(axis=2)
+    assert (dropped_max <= kept_min).all()
+
+
+def test_sparsity_zero_keeps_everything() -> None:
+    scores = _scores((5, 7), 0)
+    assert row_mask(scores, 0.0).all()
+    assert layer_mask(scores, 0.0).all()
+    assert all(m.all() for m in global_masks([scores], 0.0, 0.98))
