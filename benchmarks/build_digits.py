@@ -235,7 +235,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> str:
                 keep_initializers_as_inputs=False,
             )
         exporter = "torchscript"
-    except Exception as exc:  # noqa: BLE001 - any failure means: use the other exporter
+    except Exception as exc:
         print(f"  TorchScript exporter failed ({exc!r}); using the dynamo exporter")
         program = torch.onnx.export(
             model,

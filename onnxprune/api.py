@@ -6,6 +6,7 @@ import logging
 import math
 import platform
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from .io import (
     check_output_path,
     default_output_path,
     external_data_files,
+    gzip_size_bytes,
     load_model,
     model_size_bytes,
     publish,
@@ -34,15 +36,19 @@ from .io import (
     write_model,
 )
 from .layers import Layer, find_layers
-from .masking import allocate, global_masks, layer_mask, nm_mask, row_mask
+from .masking import select_masks
 from .report import LayerReport, Report, SkippedReport
 from .scoring import ScoringMethod, get_method
-from .verify import compare_models
+from .session import save_for_session
+from .verify import ReferenceRun, compare_models
 
 log = logging.getLogger(__name__)
 
 # Held-out verification never needs more than this many samples.
 MAX_HOLDOUT = 256
+# --group auto: the selections it tries, and how many calibration samples judge them.
+AUTO_GROUPS = ("row", "global")
+AUTO_GROUP_SAMPLES = 128
 
 
 def prune(
@@ -131,6 +137,7 @@ def prune(
         params_total=params_before,
         nonzero_before=nonzero_before,
         file_size_before=model_size_bytes(model_path),
+        gzip_size_before=gzip_size_bytes(model_path),
         calibration_samples=int(calib_mask.sum()),
         skipped=[SkippedReport(s.name, s.op_type, s.reason) for s in scan.skipped],
     )
@@ -139,6 +146,7 @@ def prune(
         report.status = "no prunable layer found: output is a copy of the input"
         report.nonzero_after = nonzero_before
         report.file_size_after = report.file_size_before
+        report.gzip_size_after = report.gzip_size_before
         report.timings = {**timings, "total": time.perf_counter() - started}
         _copy_model(model_path, output_path, report, report_file)
         return report
@@ -156,13 +164,15 @@ def prune(
     timings["calibrate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    gates = {name: s.gate_kind for name, s in stats.items()}
-    layer_reports, warnings = _prune_layers(
-        view, scan.layers, stats, scorer, config, selection_group
-    )
-    view.flush_inserts()
-    for layer_report in layer_reports:
-        layer_report.gate = gates[layer_report.weight]
+    matrices, scores = _score_layers(scan.layers, stats, scorer)
+    if selection_group == "auto" and config.nm is None:
+        selection_group, tried = _choose_group(
+            model_path, proto, config, scorer, stats, matrices, scores, calibration, calib_mask
+        )
+        report.group = f"auto -> {selection_group}"
+        report.group_trials = tried
+    masks = select_masks(scores, config, selection_group)
+    layer_reports, warnings = _apply_masks(view, scan.layers, matrices, masks, stats, scorer)
     report.layers = layer_reports
     report.warnings += warnings
     if report.achieved_sparsity < config.target_sparsity - 0.005:
@@ -194,41 +204,33 @@ def prune(
         )
         timings["verify"] = time.perf_counter() - clock
         report.file_size_after = model_size_bytes(staged)
+        report.gzip_size_after = gzip_size_bytes(staged)
         report.timings = {**timings, "total": time.perf_counter() - started}
         publish(staged, output_path, _stage_report(report, report_file, staging))
     return report
 
 
-def _prune_layers(
-    view: GraphView,
-    layers: list[Layer],
-    stats: dict[str, LayerStats],
-    scorer: ScoringMethod,
-    config: PruneConfig,
-    selection_group: str,
-) -> tuple[list[LayerReport], list[str]]:
+def _score_layers(
+    layers: list[Layer], stats: dict[str, LayerStats], scorer: ScoringMethod
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(weight matrices [out, K], scores [out, K]) of every layer."""
     matrices = [layer.matrix() for layer in layers]
     scores = [
         scorer.score(matrix, stats[layer.weight_name])
         for layer, matrix in zip(layers, matrices, strict=True)
     ]
-    if config.nm is not None:
-        masks = [nm_mask(s, config.nm) for s in scores]
-    elif selection_group == "global":
-        masks = global_masks(
-            scores, config.target_sparsity, config.layer_cap, config.min_row_weights
-        )
-    else:
-        shapes = [m.shape for m in matrices]
-        targets = allocate(shapes, config.target_sparsity, config.min_row_weights)
-        if selection_group == "layer":
-            masks = [
-                layer_mask(s, t, config.min_row_weights)
-                for s, t in zip(scores, targets, strict=True)
-            ]
-        else:
-            masks = [row_mask(s, t) for s, t in zip(scores, targets, strict=True)]
+    return matrices, scores
 
+
+def _apply_masks(
+    view: GraphView,
+    layers: list[Layer],
+    matrices: list[np.ndarray],
+    masks: list[np.ndarray],
+    stats: dict[str, LayerStats],
+    scorer: ScoringMethod,
+) -> tuple[list[LayerReport], list[str]]:
+    """Zero the masked weights, fold the method's compensation into the biases."""
     reports, warnings = [], []
     for layer, matrix, keep in zip(layers, matrices, masks, strict=True):
         nonzero_before = int(np.count_nonzero(layer.weight))
@@ -245,13 +247,53 @@ def _prune_layers(
                 weight=layer.weight_name,
                 shape=list(layer.shape),
                 storage=layer.storage,
-                gate="",
+                gate=stats[layer.weight_name].gate_kind,
                 params=int(layer.weight.size),
                 nonzero_before=nonzero_before,
                 nonzero_after=int(np.count_nonzero(written)),
             )
         )
+    view.flush_inserts()
     return reports, warnings
+
+
+def _choose_group(
+    model_path: Path,
+    proto: onnx.ModelProto,
+    config: PruneConfig,
+    scorer: ScoringMethod,
+    stats: dict[str, LayerStats],
+    matrices: list[np.ndarray],
+    scores: list[np.ndarray],
+    calibration: CalibrationSet,
+    calib_mask: np.ndarray,
+) -> tuple[str, dict[str, float]]:
+    """``--group auto``: prune with each candidate selection and keep the one whose outputs
+    stay closest (mean cosine) to the original's on calibration samples.
+
+    Statistics are reused; each candidate costs one run of both models over at most
+    AUTO_GROUP_SAMPLES samples. Held-out samples are not used, so the reported fidelity stays
+    an honest estimate.
+    """
+    probe = np.zeros_like(calib_mask)
+    probe[np.flatnonzero(calib_mask)[:AUTO_GROUP_SAMPLES]] = True
+    cosines: dict[str, float] = {}
+    reference = ReferenceRun(
+        model_path, calibration, probe, config.batch_size, "calibration", cache=True
+    )
+    with tempfile.TemporaryDirectory(prefix="onnxprune-auto-") as tmp:
+        for group in AUTO_GROUPS:
+            candidate = onnx.ModelProto()
+            candidate.CopyFrom(proto)
+            view = GraphView(candidate)
+            layers = find_layers(view, config).layers
+            masks = select_masks(scores, config, group)
+            _apply_masks(view, layers, matrices, masks, stats, scorer)
+            path = save_for_session(candidate, Path(tmp) / f"{group}.onnx")
+            fidelity = reference.compare(path)
+            cosines[group] = float(np.mean([o.cosine for o in fidelity.outputs]))
+    best = max(AUTO_GROUPS, key=lambda g: cosines[g])  # ties: the first (row)
+    return best, cosines
 
 
 def _split_samples(

@@ -28,7 +28,8 @@ from .scoring import available_methods
     "--sparsity",
     type=float,
     default=None,
-    help="Share of each prunable layer's weights to remove, in [0, 1).",
+    help="Share of the prunable weights to remove, in [0, 1), over all pruned layers "
+    "(required unless --pattern N:M fixes it).",
 )
 @click.option(
     "-o",
@@ -52,10 +53,10 @@ from .scoring import available_methods
 )
 @click.option(
     "--group",
-    type=click.Choice(["row", "layer", "global"]),
+    type=click.Choice(["row", "layer", "global", "auto"]),
     default=None,
-    help="Where weights compete: per output row, per layer, or over all layers "
-    "(default: the method's own).",
+    help="Where weights compete: per output row, per layer, over all layers, or auto (try "
+    "row and global, keep the one closer to the original). Default: the method's own.",
 )
 @click.option(
     "--exclude",

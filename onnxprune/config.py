@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .errors import UsageError
 
-GROUPS = ("row", "layer", "global")
+GROUPS = ("row", "layer", "global", "auto")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,25 @@ def model_size_bytes(model_path: Path) -> int:
     """Size of the model file plus every external data file it refers to."""
     files = [model_path, *external_data_files(model_path)]
     return sum(f.stat().st_size for f in files if f.exists())
+
+
+# Above this, the compressed size is not computed (it would cost seconds per 100 MB).
+_GZIP_LIMIT = 512 * 1024 * 1024
+
+
+def gzip_size_bytes(model_path: Path) -> int | None:
+    """Size of the model (and its external data) after gzip -6: what zeroed weights save in
+    a compressed artifact or download. None for very large models."""
+    files = [model_path, *external_data_files(model_path)]
+    if sum(f.stat().st_size for f in files if f.exists()) > _GZIP_LIMIT:
+        return None
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip container
+    total = 0
+    for file in files:
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                total += len(compressor.compress(block))
+    return total + len(compressor.flush())
 
 
 def load_model(path: Path) -> onnx.ModelProto:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .config import NMPattern
+from .config import NMPattern, PruneConfig
 
 # In layer-wide and global selection every row keeps at least this share of the layer's average
 # kept fraction: without a floor, single neurons of a transformer lost 97-100% of their weights
@@ -136,3 +136,19 @@ def nm_mask(scores: np.ndarray, pattern: NMPattern) -> np.ndarray:
         rank = np.argsort(np.argsort(-tail, axis=1, kind="stable"), axis=1, kind="stable")
         keep[:, full:] = rank < n
     return keep
+
+
+def select_masks(scores: list[np.ndarray], config: PruneConfig, group: str) -> list[np.ndarray]:
+    """Keep masks for every layer under the run's pattern / selection group."""
+    if config.nm is not None:
+        return [nm_mask(s, config.nm) for s in scores]
+    if group == "global":
+        return global_masks(
+            scores, config.target_sparsity, config.layer_cap, config.min_row_weights
+        )
+    targets = allocate([s.shape for s in scores], config.target_sparsity, config.min_row_weights)
+    if group == "layer":
+        return [
+            layer_mask(s, t, config.min_row_weights) for s, t in zip(scores, targets, strict=True)
+        ]
+    return [row_mask(s, t) for s, t in zip(scores, targets, strict=True)]

@@ -50,6 +50,8 @@ class Report:
     nonzero_after: int = 0
     file_size_before: int = 0
     file_size_after: int = 0
+    gzip_size_before: int | None = None
+    gzip_size_after: int | None = None
     calibration_samples: int = 0
     layers: list[LayerReport] = field(default_factory=list)
     skipped: list[SkippedReport] = field(default_factory=list)
@@ -57,6 +59,8 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     status: str = "pruned"
+    # --group auto: mean output cosine of each selection tried (on calibration samples).
+    group_trials: dict[str, float] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -92,12 +96,17 @@ class Report:
             f"method {self.method}, group {self.group}, pattern {self.pattern}, target sparsity "
             f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}",
         ]
+        if self.group_trials:
+            tried = ", ".join(f"{g} {c:.5f}" for g, c in self.group_trials.items())
+            lines.append(f"group auto tried (mean output cosine on calibration samples): {tried}")
         if self.status != "pruned":
             lines.append(f"status: {self.status}")
         lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
         lines.append(_row("parameters", self.params_total, self.params_total))
         lines.append(_row("non-zeros", self.nonzero_before, self.nonzero_after))
         lines.append(_row("file size (bytes)", self.file_size_before, self.file_size_after))
+        if self.gzip_size_before is not None and self.gzip_size_after is not None:
+            lines.append(_row("gzip size (bytes)", self.gzip_size_before, self.gzip_size_after))
         lines.append(
             f"{'prunable sparsity':<22}{'':>14}{self.achieved_sparsity:>14.4f}"
             f"  over {self.prunable_params:,} weights in {len(self.layers)} layers"

@@ -7,12 +7,13 @@ Metrics are folded per batch, like the calibration statistics.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .calibrate.sources import CalibrationSet
+from .calibrate.sources import Batch, CalibrationSet
 from .session import make_session, run
 
 
@@ -91,6 +92,63 @@ class _AccuracyAccumulator:
         self.total += labels.size
 
 
+class ReferenceRun:
+    """The original model's side of the differential check, over a fixed sample selection.
+
+    ``cache=True`` keeps the original's outputs after the first comparison, so several
+    candidates can be compared for the price of one reference run (only for small selections:
+    the cache grows with the number of samples).
+    """
+
+    def __init__(
+        self,
+        original: Path,
+        dataset: CalibrationSet,
+        selected: np.ndarray,
+        batch_size: int,
+        source: str,
+        cache: bool = False,
+    ) -> None:
+        self.session = make_session(original)
+        self.names = [o.name for o in self.session.get_outputs()]
+        self.dataset = dataset
+        self.selected = selected
+        self.batch_size = batch_size
+        self.source = source
+        self.cache = cache
+        self._cached: list[list[np.ndarray]] = []
+
+    def _reference_batches(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
+        batches = self.dataset.batches(self.selected, self.batch_size)
+        if self.cache and self._cached:
+            yield from zip(batches, self._cached, strict=True)
+            return
+        for batch in batches:
+            outputs = run(self.session, self.names, batch.feed, str(self.dataset.path))
+            if self.cache:
+                self._cached.append(outputs)
+            yield batch, outputs
+
+    def compare(self, pruned: Path) -> Fidelity:
+        candidate = make_session(pruned)
+        accumulators = {name: _OutputAccumulator() for name in self.names}
+        accuracy = _AccuracyAccumulator()
+        samples = 0
+        for batch, expected in self._reference_batches():
+            got = run(candidate, self.names, batch.feed, str(self.dataset.path))
+            for name, a, b in zip(self.names, expected, got, strict=True):
+                if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
+                    accumulators[name].add(a, b, batch.count)
+            if batch.labels is not None:
+                accuracy.add(batch.labels, expected[0], got[0])
+            samples += batch.count
+        fidelity = Fidelity(self.source, samples, [accumulators[n].result(n) for n in self.names])
+        if accuracy.usable and accuracy.total:
+            fidelity.accuracy_original = accuracy.correct_original / accuracy.total
+            fidelity.accuracy_pruned = accuracy.correct_pruned / accuracy.total
+        return fidelity
+
+
 def compare_models(
     original: Path,
     pruned: Path,
@@ -99,23 +157,5 @@ def compare_models(
     batch_size: int,
     source: str,
 ) -> Fidelity:
-    reference = make_session(original)
-    candidate = make_session(pruned)
-    names = [o.name for o in reference.get_outputs()]
-    accumulators = {name: _OutputAccumulator() for name in names}
-    accuracy = _AccuracyAccumulator()
-    samples = 0
-    for batch in dataset.batches(selected, batch_size):
-        expected = run(reference, names, batch.feed, str(dataset.path))
-        got = run(candidate, names, batch.feed, str(dataset.path))
-        for name, a, b in zip(names, expected, got, strict=True):
-            if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
-                accumulators[name].add(a, b, batch.count)
-        if batch.labels is not None:
-            accuracy.add(batch.labels, expected[0], got[0])
-        samples += batch.count
-    fidelity = Fidelity(source, samples, [accumulators[n].result(n) for n in names])
-    if accuracy.usable and accuracy.total:
-        fidelity.accuracy_original = accuracy.correct_original / accuracy.total
-        fidelity.accuracy_pruned = accuracy.correct_pruned / accuracy.total
-    return fidelity
+    """Run both models on the selected samples and compare their outputs."""
+    return ReferenceRun(original, dataset, selected, batch_size, source).compare(pruned)

@@ -99,19 +99,28 @@ def _register(name: str, variant: ContribVariant, group: str, text: str, hidden:
 
 _register(
     "contrib",
-    ContribVariant(gate=True, compensate=True, normalise="sum"),
-    "global",
-    "relative importance of gated contributions, mean folded into the bias (default)",
+    ContribVariant(gate=True, compensate=True, normalise="none"),
+    "auto",
+    "gated contribution spread, mean folded into the bias, row/global chosen on data (default)",
     hidden=False,
 )
-# Ablations measured in benchmarks/run_benchmarks.py.
-_register("contrib-nogate", ContribVariant(False, True, "sum"), "global", "no gate", True)
-_register("contrib-nocomp", ContribVariant(True, False, "sum"), "global", "no compensation", True)
-_register("contrib-meannorm", ContribVariant(True, True, "mean"), "global", "mean-normalised", True)
-_register("contrib-abs", ContribVariant(True, True, "none"), "global", "no normalisation", True)
-_register("contrib-layernorm", ContribVariant(True, True, "layer"), "global", "layer-mean", True)
-_register("contrib-layernorm-nocomp", ContribVariant(True, False, "layer"), "global", "x", True)
-_register("contrib-abs-nocomp", ContribVariant(True, False, "none"), "global", "x", True)
-_register("contrib-m2comp", ContribVariant(True, True, "sum", False), "global", "x", True)
-_register("contrib-abs-m2comp", ContribVariant(True, True, "none", False), "global", "x", True)
+# Ablations, measured side by side in benchmarks/run_benchmarks.py.
+_register(
+    "contrib-nogate", ContribVariant(False, True, "none"), "auto", "no blind-range gate", True
+)
+_register("contrib-nocomp", ContribVariant(True, False, "none"), "auto", "no compensation", True)
+_register(
+    "contrib-sumnorm",
+    ContribVariant(True, True, "sum"),
+    "auto",
+    "r = s / sum_k s (as in METHODS)",
+    True,
+)
+_register(
+    "contrib-m2comp",
+    ContribVariant(True, True, "none", False),
+    "auto",
+    "score m2, compensate",
+    True,
+)
 _register("contrib-plain", ContribVariant(False, False, "none"), "row", "Wanda-equivalent", True)
