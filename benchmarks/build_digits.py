@@ -235,8 +235,8 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> str:
                 keep_initializers_as_inputs=False,
             )
         exporter = "torchscript"
-    except Exception as exc:
-        print(f"  TorchScript exporter failed ({exc!r}); using the dynamo exporter")
+    except Exception as torchscript_error:
+        print(f"  TorchScript exporter failed ({torchscript_error!r}); using the dynamo exporter")
         program = torch.onnx.export(
             model,
             (example,),
@@ -249,7 +249,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> str:
             optimize=True,
         )
         if program is None:
-            raise RuntimeError("dynamo exporter returned no ONNX program")
+            raise RuntimeError("dynamo exporter returned no ONNX program") from torchscript_error
         program.save(str(path), external_data=False)
         exporter = "dynamo"
 

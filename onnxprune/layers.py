@@ -221,9 +221,9 @@ def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
     for weight_name, nodes in by_weight.items():
         first = nodes[0]
         name = view.node_name(first)
-        reason = _skip_reason(view, config, weight_name, nodes)
-        if reason is not None:
-            scan.skipped.append(SkippedLayer(name, first.op_type, reason))
+        skip = _skip_reason(view, config, weight_name, nodes)
+        if skip is not None:
+            scan.skipped.append(SkippedLayer(name, first.op_type, skip))
             continue
         weight = view.constant_value(weight_name)
         assert weight is not None

@@ -39,12 +39,14 @@ class NodeSink:
 
     def op(self, op_type: str, *inputs: str, hint: str = "", **attrs: object) -> str:
         out = self.fresh(hint or op_type.lower())
-        self.nodes.append(onnx.helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
+        node = onnx.helper.make_node(op_type, list(inputs), [out], name=out)
+        node.attribute.extend(onnx.helper.make_attribute(k, v) for k, v in attrs.items())
+        self.nodes.append(node)
         return out
 
     def const(self, value: float | list[int], dtype: type = np.float32) -> str:
         name = self.fresh("const")
-        array = np.array(value, dtype=dtype)
+        array: np.ndarray = np.array(value, dtype=dtype)
         self.initializers.append(onnx.numpy_helper.from_array(array, name))
         return name
 

@@ -102,9 +102,9 @@ class CalibrationSet:
         Consecutive batched chunks with equal per-sample shapes are merged up to ``batch_size``
         rows; stacked feeds run one by one. Only one chunk is in memory at a time.
         """
-        fixed_batch = {s.name: s.shape[0] for s in self.specs if s.shape and _is_int(s.shape[0])}
+        fixed_batch = [s.shape[0] for s in self.specs if s.shape and isinstance(s.shape[0], int)]
         if fixed_batch:
-            batch_size = min(int(v) for v in fixed_batch.values())  # type: ignore[call-overload]
+            batch_size = min(int(v) for v in fixed_batch if isinstance(v, int))
         pending: list[tuple[dict[str, np.ndarray], np.ndarray | None]] = []
         pending_rows = 0
         pending_key: tuple[object, ...] | None = None
@@ -161,10 +161,6 @@ def _check_finite(feed: dict[str, np.ndarray], source: str, first_row: int) -> N
             raise CalibrationDataError(
                 f"{source}: input {name!r} contains NaN or inf (in samples from {first_row})"
             )
-
-
-def _is_int(dim: Dim) -> bool:
-    return isinstance(dim, int)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -200,8 +200,8 @@ def conv_moments(
         x_sq_sum += sq.sum(0)
         if gated is not None and g2 is not None:
             # [m, Cout, *sp_out] -> [m, P, Cout] -> [m*P, Cout], rows aligned with ``flat``
-            gate = g2[samples].astype(np.float64).reshape(p.shape[0], out_channels, -1)
-            gate = gate.transpose(0, 2, 1).reshape(-1, out_channels)
+            per_position = g2[samples].astype(np.float64).reshape(p.shape[0], out_channels, -1)
+            gate = per_position.transpose(0, 2, 1).reshape(-1, out_channels)
             gated.g2_sum += gate.sum(0)
             for gi in range(groups):
                 rows = slice(gi * rows_per_group, (gi + 1) * rows_per_group)
