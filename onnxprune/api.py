@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 MAX_HOLDOUT = 256
 # --group auto: the selections it tries, and how many calibration samples judge them.
 AUTO_GROUPS = ("row", "global")
-AUTO_GROUP_SAMPLES = 128
+AUTO_SAMPLES = 128
 
 
 def prune(
@@ -164,13 +164,17 @@ def prune(
     timings["calibrate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    matrices, scores = _score_layers(scan.layers, stats, scorer)
+    matrices = [layer.matrix() for layer in scan.layers]
     if selection_group == "auto" and config.nm is None:
-        selection_group, tried = _choose_group(
-            model_path, proto, config, scorer, stats, matrices, scores, calibration, calib_mask
+        scorer, selection_group, tried = _choose_candidate(
+            model_path, proto, config, scorer, stats, matrices, calibration, calib_mask
         )
         report.group = f"auto -> {selection_group}"
+        report.method = f"{config.method} (auto -> {scorer.name})"
         report.group_trials = tried
+    elif selection_group == "auto":
+        selection_group = "row"  # N:M fixes the selection; nothing to choose
+    scores = _score_layers(matrices, scan.layers, stats, scorer)
     masks = select_masks(scores, config, selection_group)
     layer_reports, warnings = _apply_masks(view, scan.layers, matrices, masks, stats, scorer)
     report.layers = layer_reports
@@ -211,15 +215,16 @@ def prune(
 
 
 def _score_layers(
-    layers: list[Layer], stats: dict[str, LayerStats], scorer: ScoringMethod
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(weight matrices [out, K], scores [out, K]) of every layer."""
-    matrices = [layer.matrix() for layer in layers]
-    scores = [
+    matrices: list[np.ndarray],
+    layers: list[Layer],
+    stats: dict[str, LayerStats],
+    scorer: ScoringMethod,
+) -> list[np.ndarray]:
+    """Scores [out, K] of every layer's weight matrix (higher = more important)."""
+    return [
         scorer.score(matrix, stats[layer.weight_name])
         for layer, matrix in zip(layers, matrices, strict=True)
     ]
-    return matrices, scores
 
 
 def _apply_masks(
@@ -257,43 +262,50 @@ def _apply_masks(
     return reports, warnings
 
 
-def _choose_group(
+def _choose_candidate(
     model_path: Path,
     proto: onnx.ModelProto,
     config: PruneConfig,
     scorer: ScoringMethod,
     stats: dict[str, LayerStats],
     matrices: list[np.ndarray],
-    scores: list[np.ndarray],
     calibration: CalibrationSet,
     calib_mask: np.ndarray,
-) -> tuple[str, dict[str, float]]:
-    """``--group auto``: prune with each candidate selection and keep the one whose outputs
-    stay closest (mean cosine) to the original's on calibration samples.
+) -> tuple[ScoringMethod, str, dict[str, float]]:
+    """``--group auto``: prune with each candidate (method variant x selection group) and keep
+    the one whose outputs stay closest (mean cosine) to the original's on calibration samples.
 
-    Statistics are reused; each candidate costs one run of both models over at most
-    AUTO_GROUP_SAMPLES samples. Held-out samples are not used, so the reported fidelity stays
-    an honest estimate.
+    Statistics are reused; each candidate costs one pruned-model run over at most
+    AUTO_SAMPLES samples (the original's outputs are computed once). Held-out samples are not
+    used, so the reported fidelity stays an honest estimate. Ties go to the first candidate.
     """
     probe = np.zeros_like(calib_mask)
-    probe[np.flatnonzero(calib_mask)[:AUTO_GROUP_SAMPLES]] = True
-    cosines: dict[str, float] = {}
+    probe[np.flatnonzero(calib_mask)[:AUTO_SAMPLES]] = True
     reference = ReferenceRun(
         model_path, calibration, probe, config.batch_size, "calibration", cache=True
     )
+    variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
+    layers_in_order = find_layers(GraphView(proto), config).layers
+    cosines: dict[str, float] = {}
+    best: tuple[float, ScoringMethod, str] | None = None
     with tempfile.TemporaryDirectory(prefix="onnxprune-auto-") as tmp:
-        for group in AUTO_GROUPS:
-            candidate = onnx.ModelProto()
-            candidate.CopyFrom(proto)
-            view = GraphView(candidate)
-            layers = find_layers(view, config).layers
-            masks = select_masks(scores, config, group)
-            _apply_masks(view, layers, matrices, masks, stats, scorer)
-            path = save_for_session(candidate, Path(tmp) / f"{group}.onnx")
-            fidelity = reference.compare(path)
-            cosines[group] = float(np.mean([o.cosine for o in fidelity.outputs]))
-    best = max(AUTO_GROUPS, key=lambda g: cosines[g])  # ties: the first (row)
-    return best, cosines
+        for variant in variants:
+            scores = _score_layers(matrices, layers_in_order, stats, variant)
+            for group in AUTO_GROUPS:
+                candidate = onnx.ModelProto()
+                candidate.CopyFrom(proto)
+                view = GraphView(candidate)
+                layers = find_layers(view, config).layers
+                masks = select_masks(scores, config, group)
+                _apply_masks(view, layers, matrices, masks, stats, variant)
+                path = save_for_session(candidate, Path(tmp) / "candidate.onnx")
+                fidelity = reference.compare(path)
+                cosine = float(np.mean([o.cosine for o in fidelity.outputs]))
+                cosines[f"{variant.name}/{group}"] = cosine
+                if best is None or cosine > best[0]:
+                    best = (cosine, variant, group)
+    assert best is not None
+    return best[1], best[2], cosines
 
 
 def _split_samples(

@@ -27,6 +27,8 @@ class ScoringMethod:
     compensate: CompensateFn | None = None
     # Ablation variants: reachable from the Python API and the benchmark, not the CLI.
     hidden: bool = False
+    # --group auto also tries these registered methods (same statistics) in place of this one.
+    auto_variants: tuple[str, ...] = ()
 
 
 METHODS: dict[str, ScoringMethod] = {}

@@ -83,7 +83,14 @@ class ContribVariant:
         return np.where(keep, 0.0, mean).sum(axis=1)
 
 
-def _register(name: str, variant: ContribVariant, group: str, text: str, hidden: bool) -> None:
+def _register(
+    name: str,
+    variant: ContribVariant,
+    group: str,
+    text: str,
+    hidden: bool,
+    auto_variants: tuple[str, ...] = (),
+) -> None:
     register(
         ScoringMethod(
             name,
@@ -93,6 +100,7 @@ def _register(name: str, variant: ContribVariant, group: str, text: str, hidden:
             needs_gates=variant.gate,
             compensate=variant.compensation if variant.compensate else None,
             hidden=hidden,
+            auto_variants=auto_variants,
         )
     )
 
@@ -103,6 +111,9 @@ _register(
     "auto",
     "gated contribution spread, mean folded into the bias, row/global chosen on data (default)",
     hidden=False,
+    # Mean compensation helps up to high sparsity and can kill a small net beyond it (all
+    # neurons pinned to their means); auto measures both on calibration samples.
+    auto_variants=("contrib-nocomp",),
 )
 # Ablations, measured side by side in benchmarks/run_benchmarks.py.
 _register(

@@ -1,0 +1,1025 @@
+"""Benchmark onnxprune: quality grid, speed against plain inference, peak memory; one run.
+
+Everything below is measured side by side in ONE run of this script (the machines this runs on
+are noisy, so numbers from different runs are never compared). The script builds its models
+from PyPI packages when they are missing (``benchmarks/build_digits.py``,
+``benchmarks/build_minilm.py``) and writes ``BENCHMARKS.md`` at the repository root plus the raw
+numbers in ``benchmarks/results.json``; the markdown is generated entirely from those numbers.
+
+Sections:
+
+1. Quality grid. ``digits_cnn`` / ``digits_mlp``: test accuracy of the pruned model (the tool's
+   ``report.fidelity.accuracy_pruned`` with the labelled test split as ``eval_data``, cross-checked
+   by this script). ``minilm``: cosine between the mean-pooled, L2-normalised sentence embeddings
+   (masked mean over real tokens) of the pruned and the dense model on the held-out sentences,
+   computed here with onnxruntime; the tool's own ``report.fidelity.outputs[0].cosine`` is shown
+   too. Rows: every public method with its default selection group, every hidden ``contrib-*``
+   ablation registered at run time, ``contrib`` with each selection group, and the baselines with
+   ``min_row_weights=0``.
+2. Speed. Wall time of a whole ``onnxprune`` CLI run (fresh subprocess, ``--quiet``) divided by
+   the wall time of plain onnxruntime inference (default session options, batch 32) over the same
+   number of calibration samples, timed right before it; median of 3 repetitions of each.
+3. Memory. Peak RSS of a fresh CLI process with 64 and with 1024 calibration samples.
+
+Usage::
+
+    python benchmarks/run_benchmarks.py [--out-dir bench_out] [--quick] [--methods ...]
+        [--sparsities ...] [--models ...] [--minilm-samples N] [--sections ...]
+
+``--quick`` (digits models, sparsities 0.5 and 0.9) is a smoke test; it and any run restricted
+with ``--models`` / ``--methods`` / ``--sparsities`` / ``--sections`` write their markdown and JSON
+into ``--out-dir`` instead of over the published files (override with ``--markdown`` and
+``--results``). ``--render-only`` regenerates the markdown from an existing results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import inspect
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+import onnxprune
+from onnxprune.scoring import METHODS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = REPO_ROOT / "benchmarks"
+DEFAULT_MARKDOWN = REPO_ROOT / "BENCHMARKS.md"
+DEFAULT_RESULTS = BENCH_DIR / "results.json"
+
+ALL_MODELS = ("digits_cnn", "digits_mlp", "minilm")
+DIGITS_MODELS = ("digits_cnn", "digits_mlp")
+SPARSITIES = (0.5, 0.7, 0.8, 0.9)
+QUICK_SPARSITIES = (0.5, 0.9)
+BASELINES = ("magnitude", "wanda", "ria")
+GROUPS = ("row", "layer", "global")
+MINILM_SAMPLES = 512
+BATCH_SIZE = 32
+
+SPEED_MODELS = ("digits_cnn", "minilm")
+SPEED_METHODS = ("wanda", "contrib")
+SPEED_SPARSITY = 0.5
+SPEED_SAMPLES = 512
+SPEED_REPS = 3
+SPEED_TARGETS = {"wanda": 1.5, "contrib": 3.0}
+
+MEMORY_SAMPLES = (64, 1024)
+MEMORY_RATIO_OK = 1.25  # "flat": the larger run may use at most this much more peak RSS
+
+DEFAULT_MIN_ROW_WEIGHTS: int = (
+    inspect.signature(onnxprune.prune).parameters["min_row_weights"].default
+)
+
+
+# --------------------------------------------------------------------------- models and data
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    name: str
+    onnx: Path
+    calib: Path
+    eval: Path
+
+
+def model_files(models_dir: Path, name: str) -> ModelFiles:
+    if name == "minilm":
+        return ModelFiles(
+            name,
+            models_dir / "minilm.onnx",
+            models_dir / "minilm_calib.npz",
+            models_dir / "minilm_eval.npz",
+        )
+    suffix = name.removeprefix("digits_")
+    return ModelFiles(
+        name,
+        models_dir / f"{name}.onnx",
+        models_dir / f"digits_calib_{suffix}.npz",
+        models_dir / f"digits_test_{suffix}.npz",
+    )
+
+
+def ensure_models(models_dir: Path, names: Sequence[str]) -> dict[str, Any]:
+    """Build whatever is missing; return the MiniLM source record (empty without MiniLM)."""
+    sys.path.insert(0, str(BENCH_DIR))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    digits = [n for n in names if n in DIGITS_MODELS]
+    missing = [
+        p
+        for n in digits
+        for p in asdict(model_files(models_dir, n)).values()
+        if isinstance(p, Path) and not p.is_file()
+    ]
+    if missing:
+        print(f"building the digits models into {models_dir} (missing: {missing[0].name}, ...)")
+        import build_digits
+
+        build_digits.train_and_export(models_dir)
+    else:
+        print(f"digits models present in {models_dir}")
+    if "minilm" not in names:
+        return {}
+    import build_minilm
+
+    record: dict[str, Any] = build_minilm.build(models_dir)
+    return record
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def run_batches(
+    session: ort.InferenceSession, arrays: dict[str, np.ndarray], count: int, batch: int
+) -> list[np.ndarray]:
+    """First output of ``session`` over the first ``count`` samples, in batches."""
+    names = [i.name for i in session.get_inputs()]
+    outputs = []
+    for start in range(0, count, batch):
+        stop = min(start + batch, count)
+        feed = {n: arrays[n][start:stop] for n in names}
+        outputs.append(session.run(None, feed)[0])
+    return outputs
+
+
+def new_session(path: Path) -> ort.InferenceSession:
+    """A session with default options (as a user would create it)."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def pooled_embeddings(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Masked mean over tokens, then L2 normalisation (sentence-transformers pooling)."""
+    weights = mask[..., None].astype(np.float64)
+    summed = (hidden.astype(np.float64) * weights).sum(axis=1)
+    pooled = summed / np.maximum(weights.sum(axis=1), 1e-9)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return pooled / np.maximum(norms, 1e-12)
+
+
+class Evaluator:
+    """This script's own metric for one model: test accuracy or pooled-embedding cosine."""
+
+    def __init__(self, files: ModelFiles) -> None:
+        self.files = files
+        self.data = load_npz(files.eval)
+        self.count = len(next(iter(self.data.values())))
+        self.is_text = files.name == "minilm"
+        self.dense = self._outputs(files.onnx)
+
+    def _outputs(self, path: Path) -> np.ndarray:
+        session = new_session(path)
+        parts = run_batches(session, self.data, self.count, BATCH_SIZE)
+        if self.is_text:
+            mask = self.data["attention_mask"]
+            return np.concatenate(
+                [
+                    pooled_embeddings(p, mask[i * BATCH_SIZE : i * BATCH_SIZE + len(p)])
+                    for i, p in enumerate(parts)
+                ]
+            )
+        return np.concatenate(parts)
+
+    def dense_metric(self) -> float | None:
+        if self.is_text:
+            return None
+        return float((self.dense.argmax(axis=1) == self.data["labels"]).mean())
+
+    def measure(self, pruned: Path) -> dict[str, float]:
+        out = self._outputs(pruned)
+        if self.is_text:
+            cosines = (out * self.dense).sum(axis=1)
+            return {"cosine_mean": float(cosines.mean()), "cosine_min": float(cosines.min())}
+        return {"accuracy": float((out.argmax(axis=1) == self.data["labels"]).mean())}
+
+
+# --------------------------------------------------------------------------- quality grid
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    label: str
+    method: str
+    group: str | None
+    min_row_weights: int
+    kind: str  # "method", "ablation", "group", "baseline-mrw0"
+
+
+def grid_configs(methods_filter: Sequence[str] | None) -> list[GridConfig]:
+    public = onnxprune.available_methods()
+    configs = [GridConfig(f"{m}", m, None, DEFAULT_MIN_ROW_WEIGHTS, "method") for m in public]
+    configs += [
+        GridConfig(name, name, None, DEFAULT_MIN_ROW_WEIGHTS, "ablation")
+        for name in METHODS
+        if name.startswith("contrib-")
+    ]
+    configs += [
+        GridConfig(f"contrib, group={g}", "contrib", g, DEFAULT_MIN_ROW_WEIGHTS, "group")
+        for g in GROUPS
+        if "contrib" in METHODS
+    ]
+    configs += [
+        GridConfig(f"{m}, min_row_weights=0", m, None, 0, "baseline-mrw0")
+        for m in public
+        if not m.startswith("contrib")
+    ]
+    if methods_filter:
+        configs = [c for c in configs if c.method in methods_filter]
+    return configs
+
+
+def run_quality(
+    files: ModelFiles,
+    configs: Sequence[GridConfig],
+    sparsities: Sequence[float],
+    num_samples: int | None,
+    work_dir: Path,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    print(f"\n== quality: {files.name} ({len(configs)} configs x {len(sparsities)} sparsities)")
+    clock = time.perf_counter()
+    evaluator = Evaluator(files)
+    dense = {"metric": evaluator.dense_metric(), "eval_samples": evaluator.count}
+    print(f"dense reference computed in {time.perf_counter() - clock:.1f}s: {dense}")
+    output = work_dir / f"{files.name}.pruned.onnx"
+    rows: list[dict[str, Any]] = []
+    for config in configs:
+        for sparsity in sparsities:
+            row: dict[str, Any] = {
+                "model": files.name,
+                **asdict(config),
+                "sparsity": sparsity,
+                "num_samples": num_samples,
+            }
+            started = time.perf_counter()
+            try:
+                report = onnxprune.prune(
+                    files.onnx,
+                    files.calib,
+                    sparsity=sparsity,
+                    output=output,
+                    method=config.method,
+                    group=config.group,
+                    num_samples=num_samples,
+                    batch_size=BATCH_SIZE,
+                    min_row_weights=config.min_row_weights,
+                    eval_data=files.eval,
+                )
+                row["prune_wall"] = time.perf_counter() - started
+                fidelity = report.fidelity
+                row.update(
+                    effective_group=report.group,
+                    achieved_sparsity=report.achieved_sparsity,
+                    calibration_samples=report.calibration_samples,
+                    timings=dict(report.timings),
+                    warnings=list(report.warnings),
+                    tool_cosine=fidelity.outputs[0].cosine if fidelity else None,
+                    tool_accuracy_pruned=fidelity.accuracy_pruned if fidelity else None,
+                    tool_accuracy_original=fidelity.accuracy_original if fidelity else None,
+                    fidelity_samples=fidelity.samples if fidelity else None,
+                )
+                row.update(evaluator.measure(output))
+                row["value"] = row["cosine_mean"] if evaluator.is_text else row["accuracy"]
+            except Exception as err:
+                row["error"] = f"{type(err).__name__}: {err}"
+                row["traceback"] = traceback.format_exc()
+                row["call"] = (
+                    f"onnxprune.prune({str(files.onnx)!r}, {str(files.calib)!r}, "
+                    f"sparsity={sparsity}, output={str(output)!r}, method={config.method!r}, "
+                    f"group={config.group!r}, num_samples={num_samples}, "
+                    f"batch_size={BATCH_SIZE}, min_row_weights={config.min_row_weights}, "
+                    f"eval_data={str(files.eval)!r})"
+                )
+            row["wall"] = time.perf_counter() - started
+            rows.append(row)
+            shown = f"{row['value']:.4f}" if "value" in row else f"ERROR {row['error']}"
+            achieved = row.get("achieved_sparsity", float("nan"))
+            print(
+                f"  {config.label:<34} s={sparsity:.2f} -> {shown} "
+                f"(achieved {achieved:.4f}, {row['wall']:.1f}s)",
+                flush=True,
+            )
+    output.unlink(missing_ok=True)
+    return dense, rows
+
+
+# --------------------------------------------------------------------------- speed and memory
+
+
+def cli_command(
+    files: ModelFiles, method: str, samples: int, output: Path, report: Path
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "onnxprune.cli",
+        str(files.onnx),
+        "--calib",
+        str(files.calib),
+        "--sparsity",
+        str(SPEED_SPARSITY),
+        "--method",
+        method,
+        "--num-samples",
+        str(samples),
+        "--batch-size",
+        str(BATCH_SIZE),
+        "-o",
+        str(output),
+        "--report",
+        str(report),
+        "--quiet",
+    ]
+
+
+def plain_inference_command(files: ModelFiles, samples: int) -> list[str]:
+    spec = json.dumps({"model": str(files.onnx), "data": str(files.calib), "samples": samples})
+    return [sys.executable, str(Path(__file__).resolve()), "--plain-inference", spec]
+
+
+def plain_inference_main(spec_text: str) -> int:
+    """Child process: time default-options onnxruntime inference over the first N samples."""
+    import resource
+
+    spec = json.loads(spec_text)
+    clock = time.perf_counter()
+    session = new_session(Path(spec["model"]))
+    data = load_npz(Path(spec["data"]))
+    count = min(int(spec["samples"]), len(next(iter(data.values()))))
+    setup = time.perf_counter() - clock
+    clock = time.perf_counter()
+    run_batches(session, data, count, BATCH_SIZE)
+    inference = time.perf_counter() - clock
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {"samples": count, "setup": setup, "inference": inference, "peak_rss_kib": peak_kib}
+        )
+    )
+    return 0
+
+
+def timed_run(command: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    clock = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    return time.perf_counter() - clock, done
+
+
+def failure(command: list[str], done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    return {
+        "error": f"exit code {done.returncode}",
+        "command": shlex.join(command),
+        "stderr": done.stderr[-4000:],
+    }
+
+
+def run_speed(files: ModelFiles, methods: Sequence[str], work_dir: Path) -> list[dict[str, Any]]:
+    print(f"\n== speed: {files.name}")
+    rows: list[dict[str, Any]] = []
+    output = work_dir / f"{files.name}.speed.onnx"
+    for method in methods:
+        plain_runs: list[dict[str, Any]] = []
+        cli_runs: list[dict[str, Any]] = []
+        row: dict[str, Any] = {"model": files.name, "method": method, "samples": SPEED_SAMPLES}
+        for rep in range(SPEED_REPS):
+            command = plain_inference_command(files, SPEED_SAMPLES)
+            wall, done = timed_run(command)
+            if done.returncode != 0:
+                row.update(failure(command, done))
+                break
+            plain = json.loads(done.stdout.strip().splitlines()[-1])
+            plain["process_wall"] = wall
+            plain_runs.append(plain)
+            report_path = work_dir / f"{files.name}.{method}.speed.json"
+            command = cli_command(files, method, SPEED_SAMPLES, output, report_path)
+            wall, done = timed_run(command)
+            if done.returncode != 0:
+                row.update(failure(command, done))
+                break
+            report = json.loads(report_path.read_text())
+            cli_runs.append(
+                {
+                    "wall": wall,
+                    "timings": report["timings"],
+                    "calibration_samples": report["calibration_samples"],
+                    "fidelity_samples": report["fidelity"]["samples"],
+                }
+            )
+            print(
+                f"  {method} rep {rep + 1}: plain inference {plain['inference']:.2f}s "
+                f"(process {plain['process_wall']:.2f}s), CLI {wall:.2f}s",
+                flush=True,
+            )
+        row["plain_runs"] = plain_runs
+        row["cli_runs"] = cli_runs
+        if "error" not in row:
+            plain_median = statistics.median(r["inference"] for r in plain_runs)
+            process_median = statistics.median(r["process_wall"] for r in plain_runs)
+            cli_median = statistics.median(r["wall"] for r in cli_runs)
+            median_run = sorted(cli_runs, key=lambda r: r["wall"])[len(cli_runs) // 2]
+            row.update(
+                plain_inference_median=plain_median,
+                plain_process_median=process_median,
+                cli_median=cli_median,
+                ratio=cli_median / plain_median,
+                ratio_process=cli_median / process_median,
+                target=SPEED_TARGETS.get(method),
+                median_timings=median_run["timings"],
+                calibration_samples=median_run["calibration_samples"],
+                fidelity_samples=median_run["fidelity_samples"],
+            )
+        rows.append(row)
+    output.unlink(missing_ok=True)
+    return rows
+
+
+def startup_time() -> dict[str, Any]:
+    """Median wall time of ``onnxprune --version`` (interpreter start and imports)."""
+    command = [sys.executable, "-m", "onnxprune.cli", "--version"]
+    walls = [timed_run(command)[0] for _ in range(SPEED_REPS)]
+    return {"command": shlex.join(command), "median": statistics.median(walls), "runs": walls}
+
+
+def peak_rss_kib(command: list[str]) -> tuple[int | None, str, subprocess.CompletedProcess[str]]:
+    """Peak RSS (KiB) of a fresh process running ``command``, and how it was measured."""
+    gnu_time = Path("/usr/bin/time")
+    if gnu_time.is_file():
+        with tempfile.NamedTemporaryFile("r", suffix=".txt") as out:
+            done = subprocess.run(
+                [str(gnu_time), "-v", "-o", out.name, *command],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.read())
+        return (int(match.group(1)) if match else None), "/usr/bin/time -v", done
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:]).returncode\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=False
+    )
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    value = int(last) if last.isdigit() else None
+    return value, "getrusage(RUSAGE_CHILDREN)", done
+
+
+def run_memory(files: ModelFiles, methods: Sequence[str], work_dir: Path) -> list[dict[str, Any]]:
+    print(f"\n== memory: {files.name}")
+    rows: list[dict[str, Any]] = []
+    output = work_dir / f"{files.name}.memory.onnx"
+    report_path = work_dir / f"{files.name}.memory.json"
+    for method in methods:
+        row: dict[str, Any] = {"model": files.name, "method": method, "runs": []}
+        for samples in MEMORY_SAMPLES:
+            command = cli_command(files, method, samples, output, report_path)
+            clock = time.perf_counter()
+            peak, how, done = peak_rss_kib(command)
+            wall = time.perf_counter() - clock
+            if done.returncode != 0 or peak is None:
+                row.update(failure(command, done))
+                break
+            report = json.loads(report_path.read_text())
+            row["runs"].append(
+                {
+                    "num_samples_arg": samples,
+                    "calibration_samples": report["calibration_samples"],
+                    "peak_rss_kib": peak,
+                    "wall": wall,
+                    "measured_with": how,
+                }
+            )
+            print(f"  {method} --num-samples {samples}: peak RSS {peak / 1024:.0f} MiB", flush=True)
+        if "error" not in row and len(row["runs"]) == 2:
+            small, large = row["runs"]
+            row["ratio"] = large["peak_rss_kib"] / small["peak_rss_kib"]
+        rows.append(row)
+    output.unlink(missing_ok=True)
+    report_path.unlink(missing_ok=True)
+    return rows
+
+
+def plain_memory(files: ModelFiles) -> dict[str, Any]:
+    """Peak RSS of plain inference over the same calibration samples, for scale."""
+    command = plain_inference_command(files, max(MEMORY_SAMPLES))
+    peak, how, done = peak_rss_kib(command)
+    if done.returncode != 0 or peak is None:
+        return failure(command, done)
+    return {"model": files.name, "peak_rss_kib": peak, "measured_with": how}
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def read_proc(path: str, key: str) -> str:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def source_digest() -> str:
+    """Hash of the onnxprune sources, to notice edits made while the benchmark runs."""
+    digest = hashlib.sha256()
+    package = Path(onnxprune.__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if line]
+    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "uncommitted": dirty}
+
+
+def environment() -> dict[str, Any]:
+    mem_kib = read_proc("/proc/meminfo", "MemTotal").split()[0]
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": read_proc("/proc/cpuinfo", "model name"),
+        "ram_gib": round(int(mem_kib) / 1024**2, 1) if mem_kib.isdigit() else None,
+        "platform": platform.platform(),
+        "versions": {
+            "onnxprune": onnxprune.__version__,
+            "onnxruntime": ort.__version__,
+            "numpy": np.__version__,
+            "onnx": __import__("onnx").__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+def grid_table(
+    rows: list[dict[str, Any]],
+    sparsities: Sequence[float],
+    value: Callable[[dict[str, Any]], float | None],
+    digits: int = 4,
+) -> list[str]:
+    """Rows = config, columns = sparsity; the best shown value of each column in bold."""
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    cell = {(r["label"], r["sparsity"]): r for r in rows}
+    best: dict[float, str] = {}
+    for s in sparsities:
+        shown = [fmt(value(cell[(lb, s)]), digits) for lb in labels if (lb, s) in cell]
+        numbers = [float(x) for x in shown if x != "-"]
+        if numbers:
+            best[s] = fmt(max(numbers), digits)
+    header = "| method / config | group | " + " | ".join(f"{s:g}" for s in sparsities) + " |"
+    lines = [header, "|" + "---|" * (len(sparsities) + 2)]
+    for label in labels:
+        some = next(r for r in rows if r["label"] == label)
+        group = some.get("effective_group") or some.get("group") or "-"
+        cells = []
+        for s in sparsities:
+            row = cell.get((label, s))
+            if row is None:
+                cells.append("")
+            elif "error" in row:
+                cells.append("error")
+            else:
+                text = fmt(value(row), digits)
+                cells.append(f"**{text}**" if text == best.get(s) else text)
+        lines.append(f"| {label} | {group} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def contrib_lines(rows: list[dict[str, Any]], sparsities: Sequence[float]) -> list[str]:
+    lines = []
+    for s in sparsities:
+        default = [
+            r for r in rows if r["label"] == "contrib" and r["sparsity"] == s and "value" in r
+        ]
+        rivals = [
+            r
+            for r in rows
+            if r["method"] in BASELINES
+            and r["kind"] in ("method", "baseline-mrw0")
+            and r["sparsity"] == s
+            and "value" in r
+        ]
+        if not default or not rivals:
+            continue
+        ours = default[0]["value"]
+        top = max(rivals, key=lambda r: r["value"])
+        verdict = "yes" if ours >= top["value"] else "no"
+        lines.append(
+            f"- sparsity {s:g}: contrib {ours:.4f} vs best baseline {top['value']:.4f} "
+            f"({top['label']}): contrib >= best baseline: **{verdict}** "
+            f"({ours - top['value']:+.4f})"
+        )
+    return lines
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    env = meta["environment"]
+    versions = env["versions"]
+    sparsities = meta["sparsities"]
+    out = [
+        "# onnxprune benchmarks",
+        "",
+        "Generated by `benchmarks/run_benchmarks.py`; every number below was measured in the "
+        "one run described here (raw numbers: `benchmarks/results.json`). The machine is "
+        "shared and noisy: compare numbers within this file, never across runs.",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['started']} (UTC), total runtime {meta['runtime_seconds'] / 60:.1f} min",
+        f"- machine: {env['nproc']} CPUs (nproc; usable {env['usable_cpus']}), "
+        f"{env['cpu_model']}, {env['ram_gib']} GiB RAM, {env['platform']}",
+        f"- versions: onnxprune {versions['onnxprune']}, onnxruntime {versions['onnxruntime']}, "
+        f"numpy {versions['numpy']}, onnx {versions['onnx']}, Python {versions['python']}",
+        f"- source: git {meta['git']['commit']}"
+        + (
+            f" plus uncommitted changes to {len(meta['git']['uncommitted'])} file(s) "
+            f"({', '.join(meta['git']['uncommitted'][:8])})"
+            if meta["git"]["uncommitted"]
+            else " (clean tree)"
+        ),
+    ]
+    if meta["source_digest_start"] != meta["source_digest_end"]:
+        out.append(
+            "- **warning: the onnxprune sources changed while this benchmark ran** "
+            f"(digest {meta['source_digest_start']} -> {meta['source_digest_end']}); "
+            "CLI subprocesses started after the change ran the new code."
+        )
+    minilm = meta.get("minilm_source") or {}
+    if minilm:
+        text = minilm["text_source"]
+        tok = minilm["tokenization"]
+        pad = tok["padding_fraction"]
+        out += [
+            f"- MiniLM: `{minilm['model']['id']}` from PyPI package "
+            f"`{minilm['model']['package']}` {minilm['model']['version']}; text: "
+            f"{text['description']} (`{text['package']}` {text['version']}), "
+            f"{minilm['split']['calib']} calibration + {minilm['split']['eval']} held-out "
+            f"sentences, padded to {tok['seq_len']} tokens; padding fraction "
+            f"{pad['calib']:.3f} (calibration) / {pad['eval']:.3f} (held-out)",
+        ]
+    out += ["", "## 1. Quality", ""]
+    out += [
+        f"Target sparsities {', '.join(f'{s:g}' for s in sparsities)} over each model's "
+        "prunable layers; rows: every public method with its default selection group "
+        f"(`min_row_weights={DEFAULT_MIN_ROW_WEIGHTS}`, the default), the hidden `contrib-*` "
+        "ablations registered at run time, `contrib` with each selection group given "
+        "explicitly, and the non-contrib methods with `min_row_weights=0` (as published: tiny "
+        "layers unprotected). The group column is the selection group the run used. Best "
+        "value per column in bold. The contrib line per sparsity compares the default "
+        "`contrib` row with the best magnitude / wanda / ria row (default or "
+        "`min_row_weights=0`).",
+        "",
+    ]
+    quality = results.get("quality", {})
+    for model, block in quality.items():
+        rows = block["rows"]
+        out += [f"### {model}", ""]
+        if model == "minilm":
+            out += [
+                f"Metric: cosine between the pruned and the dense model's sentence embeddings "
+                f"(masked mean over real tokens of `last_hidden_state`, L2-normalised), mean "
+                f"over the {block['dense']['eval_samples']} held-out sentences, computed by "
+                f"this script with onnxruntime. Calibration: `num_samples="
+                f"{block['num_samples']}` of the {minilm.get('split', {}).get('calib', '?')} "
+                "calibration sentences.",
+                "",
+            ]
+            out += grid_table(rows, sparsities, lambda r: r.get("value"))
+            out += ["", "Lowest per-sentence embedding cosine:", ""]
+            out += grid_table(rows, sparsities, lambda r: r.get("cosine_min"))
+            out += [
+                "",
+                "The tool's own `report.fidelity.outputs[0].cosine` (per-sentence cosine of the "
+                "flattened `last_hidden_state`, padding positions included, same held-out "
+                "sentences):",
+                "",
+            ]
+            out += grid_table(rows, sparsities, lambda r: r.get("tool_cosine"))
+        else:
+            dense = block["dense"]["metric"]
+            tool_dense = {r["tool_accuracy_original"] for r in rows if "value" in r}
+            out += [
+                f"Metric: test accuracy ({block['dense']['eval_samples']} labelled test samples, "
+                f"`report.fidelity.accuracy_pruned`). Dense accuracy: {fmt(dense)} (this "
+                f"script), tool's `accuracy_original`: "
+                f"{', '.join(fmt(v) for v in sorted(x for x in tool_dense if x is not None))}. "
+                f"Calibration: all {rows[0].get('calibration_samples', '?')} training samples.",
+                "",
+            ]
+            out += grid_table(rows, sparsities, lambda r: r.get("tool_accuracy_pruned"))
+            mismatch = [
+                r
+                for r in rows
+                if "value" in r and abs(r["accuracy"] - (r["tool_accuracy_pruned"] or -1)) > 1e-9
+            ]
+            out += [
+                "",
+                "Cross-check: this script's own accuracy of each pruned model "
+                + (
+                    "equals the tool's in every cell."
+                    if not mismatch
+                    else f"differs from the tool's in {len(mismatch)} cell(s) (see results.json)."
+                ),
+            ]
+        out += ["", "contrib (default) vs the baselines:", ""]
+        out += contrib_lines(rows, sparsities) or ["- (not measured in this run)"]
+        off = [
+            r
+            for r in rows
+            if "achieved_sparsity" in r and abs(r["achieved_sparsity"] - r["sparsity"]) > 5e-3
+        ]
+        out += [""]
+        if off:
+            out.append("Achieved sparsity more than 0.005 away from the target:")
+            out += [
+                f"- {r['label']} at {r['sparsity']:g}: {r['achieved_sparsity']:.4f}" for r in off
+            ]
+        else:
+            achieved = [r["achieved_sparsity"] - r["sparsity"] for r in rows if "value" in r]
+            if achieved:
+                out.append(
+                    "Achieved sparsity (`report.achieved_sparsity`) is within 0.005 of the "
+                    f"target in every cell (largest deviation {max(achieved, key=abs):+.4f})."
+                )
+        out += ["", "<details><summary>achieved sparsity per cell</summary>", ""]
+        out += grid_table(rows, sparsities, lambda r: r.get("achieved_sparsity"))
+        out += ["", "</details>", ""]
+    out += error_section(results)
+    out += speed_section(results)
+    out += memory_section(results)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def error_section(results: dict[str, Any]) -> list[str]:
+    errors = [r for b in results.get("quality", {}).values() for r in b["rows"] if "error" in r]
+    errors += [r for r in results.get("speed", {}).get("rows", []) if "error" in r]
+    errors += [r for r in results.get("memory", {}).get("rows", []) if "error" in r]
+    if not errors:
+        return []
+    out = ["## Errors", ""]
+    for row in errors:
+        call = row.get("call") or row.get("command")
+        out += [f"- `{call}`", "", "```", (row.get("traceback") or row.get("stderr", "")), "```"]
+    return [*out, ""]
+
+
+def speed_section(results: dict[str, Any]) -> list[str]:
+    speed = results.get("speed")
+    if not speed:
+        return []
+    out = [
+        "## 2. Speed",
+        "",
+        f"Whole CLI run (`python -m onnxprune.cli ... --sparsity {SPEED_SPARSITY:g} "
+        f"--num-samples {SPEED_SAMPLES} --batch-size {BATCH_SIZE} --quiet`, fresh process, "
+        "no `--eval`: the tool also holds out part of the calibration file for its fidelity "
+        "check) against plain onnxruntime inference (default session options, batch "
+        f"{BATCH_SIZE}) over the same number of calibration samples (the first "
+        f"{SPEED_SAMPLES}; every sample of a file has the same shape), run in a fresh process "
+        "right before each CLI run. Median of "
+        f"{SPEED_REPS} repetitions of each. Ratio = CLI wall time / plain inference time (the "
+        "inference loop only, session already created); the process ratio divides by the "
+        "whole plain-inference process instead (interpreter start, imports, session "
+        "creation, data loading).",
+        "",
+        f"Interpreter start plus imports alone (`onnxprune --version`): "
+        f"{speed['startup']['median']:.2f}s (median).",
+        "",
+        "| model | method | plain inference (s) | plain process (s) | CLI (s) | ratio | target "
+        "| met | ratio to process |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in speed["rows"]:
+        if "error" in row:
+            out.append(f"| {row['model']} | {row['method']} | error | | | | | | |")
+            continue
+        target = row["target"]
+        met = "-" if target is None else ("met" if row["ratio"] <= target else "**missed**")
+        out.append(
+            f"| {row['model']} | {row['method']} | {row['plain_inference_median']:.3f} "
+            f"| {row['plain_process_median']:.2f} | {row['cli_median']:.2f} "
+            f"| {row['ratio']:.2f}x | <= {fmt(target, 1)}x | {met} "
+            f"| {row['ratio_process']:.2f}x |"
+        )
+    phases = sorted({k for r in speed["rows"] if "error" not in r for k in r["median_timings"]})
+    order = ["load", "calibrate", "prune", "save", "verify", "total"]
+    phases = [p for p in order if p in phases] + [p for p in phases if p not in order]
+    out += [
+        "",
+        "The tool's own phase timings (`report.timings`, seconds) of the median CLI run; "
+        "`outside` = CLI wall time minus `total` (interpreter start, imports, argument "
+        "parsing, exit):",
+        "",
+        "| model | method | calib samples | verify samples | "
+        + " | ".join(phases)
+        + " | outside |",
+        "|---|---|---|---|" + "---|" * (len(phases) + 1),
+    ]
+    for row in speed["rows"]:
+        if "error" in row:
+            continue
+        t = row["median_timings"]
+        median_wall = sorted(r["wall"] for r in row["cli_runs"])[len(row["cli_runs"]) // 2]
+        out.append(
+            f"| {row['model']} | {row['method']} | {row['calibration_samples']} "
+            f"| {row['fidelity_samples']} | "
+            + " | ".join(fmt(t.get(p), 2) for p in phases)
+            + f" | {median_wall - t.get('total', 0.0):.2f} |"
+        )
+    out += ["", "All repetitions (seconds, in run order):", ""]
+    for row in speed["rows"]:
+        if "error" in row:
+            continue
+        plain = ", ".join(f"{r['inference']:.3f}" for r in row["plain_runs"])
+        cli = ", ".join(f"{r['wall']:.2f}" for r in row["cli_runs"])
+        out.append(f"- {row['model']} / {row['method']}: plain inference [{plain}], CLI [{cli}]")
+    return [*out, ""]
+
+
+def memory_section(results: dict[str, Any]) -> list[str]:
+    memory = results.get("memory")
+    if not memory:
+        return []
+    how = {r["measured_with"] for row in memory["rows"] for r in row.get("runs", [])}
+    out = [
+        "## 3. Memory",
+        "",
+        f"Peak RSS of a fresh CLI process (measured with {', '.join(sorted(how)) or '-'}), "
+        f"`--sparsity {SPEED_SPARSITY:g} --batch-size {BATCH_SIZE} --quiet`, with "
+        f"`--num-samples {MEMORY_SAMPLES[0]}` and `--num-samples {MEMORY_SAMPLES[1]}` (capped "
+        "by the tool at what the file holds after its held-out share; the calibration "
+        "samples actually used are shown). Target: flat, i.e. ratio close to 1 (here: <= "
+        f"{MEMORY_RATIO_OK:g}).",
+        "",
+        "| model | method | calib samples | peak RSS (MiB) | calib samples | peak RSS (MiB) "
+        "| ratio | flat |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in memory["rows"]:
+        if "error" in row or len(row["runs"]) != 2:
+            out.append(f"| {row['model']} | {row['method']} | error | | | | | |")
+            continue
+        small, large = row["runs"]
+        flat = "yes" if row["ratio"] <= MEMORY_RATIO_OK else "**no**"
+        out.append(
+            f"| {row['model']} | {row['method']} | {small['calibration_samples']} "
+            f"| {small['peak_rss_kib'] / 1024:.0f} | {large['calibration_samples']} "
+            f"| {large['peak_rss_kib'] / 1024:.0f} | {row['ratio']:.2f} | {flat} |"
+        )
+    plain = [p for p in memory.get("plain", []) if "peak_rss_kib" in p]
+    if plain:
+        out += [
+            "",
+            "For scale, peak RSS of plain onnxruntime inference (fresh process, default "
+            f"options, batch {BATCH_SIZE}, {max(MEMORY_SAMPLES)} samples): "
+            + ", ".join(f"{p['model']} {p['peak_rss_kib'] / 1024:.0f} MiB" for p in plain)
+            + ".",
+        ]
+    return [*out, ""]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=Path("bench_out"))
+    parser.add_argument("--quick", action="store_true", help="digits only, 2 sparsities")
+    parser.add_argument("--methods", nargs="+", help="only rows whose method is one of these")
+    parser.add_argument("--sparsities", nargs="+", type=float)
+    parser.add_argument("--models", nargs="+", choices=ALL_MODELS)
+    parser.add_argument(
+        "--minilm-samples",
+        type=int,
+        default=MINILM_SAMPLES,
+        help="calibration samples for MiniLM in the quality grid",
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=("quality", "speed", "memory"), default=None
+    )
+    parser.add_argument("--markdown", type=Path, help="where to write BENCHMARKS.md")
+    parser.add_argument("--results", type=Path, help="where to write results.json")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the markdown from --results"
+    )
+    parser.add_argument("--plain-inference", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.plain_inference:
+        return plain_inference_main(args.plain_inference)
+    partial = bool(args.quick or args.models or args.methods or args.sparsities or args.sections)
+    out_dir: Path = args.out_dir.resolve()
+    markdown = args.markdown or (out_dir / "BENCHMARKS.md" if partial else DEFAULT_MARKDOWN)
+    results_path = args.results or (out_dir / "results.json" if partial else DEFAULT_RESULTS)
+    if args.render_only:
+        markdown.write_text(render_markdown(json.loads(results_path.read_text())))
+        print(f"wrote {markdown}")
+        return 0
+
+    started = time.perf_counter()
+    models = list(args.models or (DIGITS_MODELS if args.quick else ALL_MODELS))
+    sparsities = list(args.sparsities or (QUICK_SPARSITIES if args.quick else SPARSITIES))
+    sections = list(args.sections or ("quality", "speed", "memory"))
+    configs = grid_configs(args.methods)
+    shown_argv = list(argv) if argv is not None else sys.argv[1:]
+    results: dict[str, Any] = {
+        "meta": {
+            "command": shlex.join(["python", "benchmarks/run_benchmarks.py", *shown_argv]),
+            "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+            "environment": environment(),
+            "git": git_state(),
+            "source_digest_start": source_digest(),
+            "models": models,
+            "sparsities": sparsities,
+            "minilm_samples": args.minilm_samples,
+            "configs": [asdict(c) for c in configs],
+        }
+    }
+    print(json.dumps(results["meta"]["environment"], indent=1))
+    models_dir = out_dir / "models"
+    work_dir = out_dir / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results["meta"]["minilm_source"] = ensure_models(models_dir, models)
+    files = {name: model_files(models_dir, name) for name in models}
+
+    def save() -> None:
+        results["meta"]["runtime_seconds"] = time.perf_counter() - started
+        results["meta"]["source_digest_end"] = source_digest()
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+
+    if "quality" in sections:
+        results["quality"] = {}
+        for name in models:
+            samples = args.minilm_samples if name == "minilm" else None
+            dense, rows = run_quality(files[name], configs, sparsities, samples, work_dir)
+            results["quality"][name] = {"dense": dense, "num_samples": samples, "rows": rows}
+            save()
+    speed_methods = [m for m in SPEED_METHODS if not args.methods or m in args.methods]
+    resource_models = [m for m in SPEED_MODELS if m in models]
+    if "speed" in sections and speed_methods and resource_models:
+        results["speed"] = {"startup": startup_time(), "rows": []}
+        for name in resource_models:
+            results["speed"]["rows"] += run_speed(files[name], speed_methods, work_dir)
+            save()
+    if "memory" in sections and speed_methods and resource_models:
+        results["memory"] = {"rows": [], "plain": []}
+        for name in resource_models:
+            results["memory"]["plain"].append(plain_memory(files[name]))
+            results["memory"]["rows"] += run_memory(files[name], speed_methods, work_dir)
+            save()
+    save()
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(render_markdown(results))
+    shutil.rmtree(work_dir, ignore_errors=True)
+    print(f"\nwrote {markdown} and {results_path} in {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
