@@ -170,7 +170,7 @@ def prune(
             model_path, proto, config, scorer, stats, matrices, calibration, calib_mask
         )
         report.group = f"auto -> {selection_group}"
-        report.method = f"{config.method} (auto -> {scorer.name})"
+        report.variant = scorer.name
         report.group_trials = tried
     elif selection_group == "auto":
         selection_group = "row"  # N:M fixes the selection; nothing to choose

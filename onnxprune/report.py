@@ -61,6 +61,8 @@ class Report:
     status: str = "pruned"
     # --group auto: mean output cosine of each selection tried (on calibration samples).
     group_trials: dict[str, float] = field(default_factory=dict)
+    # The scoring variant that ran, when --group auto picked one of the method's variants.
+    variant: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -93,7 +95,9 @@ class Report:
     def format_table(self) -> str:
         lines = [
             f"onnxprune: {self.model} -> {self.output or '(no output)'}",
-            f"method {self.method}, group {self.group}, pattern {self.pattern}, target sparsity "
+            f"method {self.method}"
+            + (f" (auto chose {self.variant})" if self.variant not in (None, self.method) else "")
+            + f", group {self.group}, pattern {self.pattern}, target sparsity "
             f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}",
         ]
         if self.group_trials:
