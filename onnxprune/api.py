@@ -32,7 +32,6 @@ from .io import (
     model_size_bytes,
     publish,
     staging_dir,
-    uses_external_data,
     write_model,
 )
 from .layers import Layer, find_layers
@@ -191,7 +190,7 @@ def prune(
     with staging_dir(output_path) as staging:
         staged = staging / output_path.name
         clock = time.perf_counter()
-        write_model(proto, staged, external_data=uses_external_data(proto))
+        write_model(proto, staged, external_data=bool(external_data_files(model_path)))
         _full_check(staged)
         timings["save"] = time.perf_counter() - clock
         clock = time.perf_counter()

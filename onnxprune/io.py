@@ -16,10 +16,6 @@ from google.protobuf.message import DecodeError
 from .errors import ModelError, OutputWriteError, UsageError
 
 
-def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
-
-
 def external_data_files(model_path: Path) -> list[Path]:
     """The external data files a model on disk refers to (without loading their contents)."""
     try:
