@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import CalibrationDataError, ModelError
+from .io import write_model
 
 # Protobuf's hard limit; above it a model must live on disk with external data.
 _INLINE_LIMIT = 1_800_000_000
@@ -17,16 +18,7 @@ _INLINE_LIMIT = 1_800_000_000
 
 def save_for_session(model: onnx.ModelProto, path: Path) -> Path:
     """Write ``model`` where onnxruntime can load it by path (external data when large)."""
-    if model.ByteSize() > _INLINE_LIMIT:
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=path.name + ".data",
-        )
-    else:
-        onnx.save_model(model, str(path))
+    write_model(model, path, external_data=model.ByteSize() > _INLINE_LIMIT)
     return path
 
 

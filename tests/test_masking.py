@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onnxprune.config import NMPattern
-from onnxprune.masking import global_masks, layer_mask, nm_mask, pruned_count, row_cap, row_mask
+from onnxprune.masking import (
+    allocate,
+    global_masks,
+    layer_mask,
+    nm_mask,
+    pruned_count,
+    row_cap,
+    row_mask,
+)
 
 shapes = st.tuples(st.integers(1, 12), st.integers(1, 40))
 sparsities = st.floats(0.0, 0.99)
@@ -108,3 +116,35 @@ def test_sparsity_zero_keeps_everything() -> None:
     assert row_mask(scores, 0.0).all()
     assert layer_mask(scores, 0.0).all()
     assert all(m.all() for m in global_masks([scores], 0.0, 0.98))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 64), st.integers(1, 300)), min_size=1, max_size=6),
+    st.floats(0.0, 0.95),
+    st.integers(0, 16),
+)
+def test_allocate_meets_the_overall_target_within_the_row_floor(
+    shapes: list[tuple[int, int]], sparsity: float, floor: int
+) -> None:
+    targets = allocate(shapes, sparsity, floor)
+    sizes = np.array([r * c for r, c in shapes], dtype=np.float64)
+    caps = np.array([1 - min(c, floor) / c for _, c in shapes])
+    assert all(0.0 <= t <= cap + 1e-12 for t, cap in zip(targets, caps, strict=True))
+    achieved = float(np.dot(targets, sizes))
+    reachable = float(np.dot(caps, sizes))
+    # The overall target is met whenever the floors leave enough weights to remove.
+    assert achieved == pytest.approx(min(sparsity * sizes.sum(), reachable), abs=1.0)
+    # Layers the floor does not bind are never pruned less than the request.
+    for target, cap in zip(targets, caps, strict=True):
+        if cap >= sparsity:
+            assert target >= sparsity - 1e-12
+
+
+def test_allocate_protects_a_depthwise_layer_and_shifts_its_share() -> None:
+    # A 3x3 depthwise conv (K = 9) next to a wide pointwise layer (K = 256).
+    targets = allocate([(64, 9), (128, 256)], 0.8, 8)
+    assert targets[0] == pytest.approx(1 - 8 / 9)
+    total = 64 * 9 + 128 * 256
+    assert targets[0] * 64 * 9 + targets[1] * 128 * 256 == pytest.approx(0.8 * total, abs=1)
+    assert targets[1] > 0.8
