@@ -1,60 +1,59 @@
-"""The pipeline: load -> calibrate -> score -> select -> apply -> save -> verify -> report."""
+"""``prune()``: one model in, one pruned model out, with its report (and recipe).
+
+load -> calibrate -> [search / sweep] -> score -> select -> apply -> save -> verify -> gates ->
+publish. The heavy lifting lives in ``pipeline.Pruner``; this module decides what to build and
+what to write.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-import math
 import platform
 import shutil
-import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from . import __version__
-from .apply import add_bias, write_weight
-from .calibrate.runner import collect_statistics
-from .calibrate.sources import CalibrationSet, model_input_specs, open_data
-from .calibrate.stats import LayerStats
-from .config import PruneConfig
-from .errors import ModelError, OutputWriteError
-from .graph import GraphView
+from .calibrate.sources import DataSource
+from .checks import Gates
+from .config import PruneConfig, parse_pattern
+from .errors import ModelError, OutputWriteError, UsageError
 from .io import (
     check_output_path,
     default_output_path,
     external_data_files,
     gzip_size_bytes,
-    load_model,
     model_size_bytes,
     publish,
     staging_dir,
     write_model,
 )
-from .layers import Layer, find_layers
-from .masking import select_masks
-from .report import LayerReport, Report, SkippedReport
-from .scoring import ScoringMethod, get_method
-from .session import save_for_session
-from .verify import ReferenceRun, compare_models
+from .pipeline import Candidate, Pruner, mean_cosine
+from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
+from .report import Report, SkippedReport
+from .verify import Fidelity
 
 log = logging.getLogger(__name__)
 
-# Held-out verification never needs more than this many samples.
-MAX_HOLDOUT = 256
-# --group auto: the selections it tries, and how many calibration samples judge them.
-AUTO_GROUPS = ("row", "global")
-AUTO_SAMPLES = 128
+# --sparsity auto: the resolution of the search, and the highest sparsity it tries.
+SEARCH_STEP = 0.01
+SEARCH_MAX = 0.99
 
 
 def prune(
     model: str | Path,
-    calib: str | Path,
+    calib: DataSource,
     *,
-    sparsity: float | None = None,
+    sparsity: float | str | None = None,
     output: str | Path | None = None,
     method: str = "contrib",
     pattern: str = "unstructured",
@@ -63,277 +62,331 @@ def prune(
     num_samples: int | None = None,
     batch_size: int = 32,
     min_row_weights: int = 8,
-    eval_data: str | Path | None = None,
+    eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
     progress: bool = False,
+    min_cosine: float | None = None,
+    min_top1: float | None = None,
+    max_abs_error: float | None = None,
+    max_accuracy_drop: float | None = None,
+    keep_on_fail: bool = False,
+    sweep: Sequence[float] = (),
+    plot: str | Path | None = None,
+    recipe: str | Path | None = None,
     config: PruneConfig | None = None,
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
-    Mirrors the CLI (``onnxprune --help``). Raises :class:`onnxprune.OnnxPruneError` subclasses
-    for bad input; returns the :class:`Report` of a finished run.
+    Mirrors the CLI (``onnxprune --help``). ``calib`` / ``eval_data`` may also be a zero-argument
+    callable returning an iterator of feed dicts (streamed once per pass) or an iterable of
+    them. ``sparsity="auto"`` searches for the highest sparsity that passes the gates.
+    Raises :class:`onnxprune.OnnxPruneError` subclasses for bad input; returns the
+    :class:`Report` (whose ``exit_code`` is 5 when a gate failed and no output was kept).
     """
     started = time.perf_counter()
-    if config is None:
-        from .config import parse_pattern
+    gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop)
+    search = sparsity == "auto"
+    replayed: dict[str, Any] | None = None
+    if recipe is not None:
+        config, replayed = load_recipe(Path(recipe))
+    elif config is None:
+        config = _config_from_arguments(
+            sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
+            min_row_weights, search,
+        )  # fmt: skip
+    if search and not gates.active:
+        raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
+    if search and config.nm is not None:
+        raise UsageError("--sparsity auto cannot be combined with an N:M --pattern")
+    for point in sweep:
+        if not 0.0 <= point < 1.0:
+            raise UsageError(f"--sweep values must be in [0, 1), got {point}")
+    if plot is not None:
+        from .plot import require_matplotlib
 
-        nm = parse_pattern(pattern)
-        if sparsity is None:
-            sparsity = nm.sparsity if nm is not None else None
-        if sparsity is None:
-            from .errors import UsageError
+        require_matplotlib()
 
-            raise UsageError("--sparsity is required (or an N:M --pattern)")
-        config = PruneConfig(
-            sparsity=sparsity,
-            method=method,
-            pattern=pattern,
-            group=group,
-            exclude=tuple(exclude),
-            num_samples=num_samples,
-            batch_size=batch_size,
-            seed=seed,
-            min_row_weights=min_row_weights,
-        )
-    scorer = get_method(config.method)
-    selection_group = config.group or scorer.default_group
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
-    protected = {"the input model": model_path, "the calibration data": Path(calib)}
-    if eval_data is not None:
-        protected["the evaluation data"] = Path(eval_data)
-    check_output_path(output_path, protected)
-    report_file = Path(report_path) if report_path is not None else None
-    if report_file is not None:
-        protected["the output model"] = output_path
-        check_output_path(report_file, protected, what="--report path")
+    extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    proto = load_model(model_path)
-    specs = model_input_specs(proto)
-    if not specs:
-        raise ModelError(f"{model_path} has no graph inputs to feed calibration data to")
-    calibration = open_data(Path(calib), specs)
-    evaluation = open_data(Path(eval_data), specs, allow_labels=True) if eval_data else None
-    calib_mask, verify_mask = _split_samples(calibration, evaluation is not None, config)
-    view = GraphView(proto)
-    scan = find_layers(view, config)
-    params_before, nonzero_before = count_weights(proto)
+    pruner = Pruner(model_path, calib, config, eval_data, progress)
     timings["load"] = time.perf_counter() - clock
+    report = _new_report(pruner, config, output_path, calib, eval_data, gates)
+    if gates.max_accuracy_drop is not None and not (
+        pruner.evaluation is not None and pruner.evaluation.has_labels
+    ):
+        raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
 
-    report = Report(
-        model=str(model_path),
+    if not pruner.layers:
+        report.status = "no prunable layer found: output is a copy of the input"
+        report.nonzero_after = report.nonzero_before
+        report.file_size_after = report.file_size_before
+        report.gzip_size_after = report.gzip_size_before
+        report.timings = {**timings, "total": time.perf_counter() - started}
+        _copy_model(model_path, output_path, report, extra_outputs)
+        return report
+
+    clock = time.perf_counter()
+    pruner.statistics()
+    timings["calibrate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    candidate: Candidate | None = None
+    fidelity: Fidelity | None = None
+    if search:
+        candidate, fidelity = _search(pruner, gates, report)
+        config = dataclasses.replace(config, sparsity=candidate.sparsity)
+        report.target_sparsity = candidate.sparsity
+    for point in sweep:
+        swept = pruner.build(point)
+        report.curve.append(_curve_point(point, pruner.compare(swept), gates))
+    if candidate is None:
+        candidate = pruner.build()
+    timings["prune"] = time.perf_counter() - clock
+    _describe_candidate(report, candidate, config, pruner.proto)
+
+    with staging_dir(output_path) as staging:
+        staged = staging / output_path.name
+        clock = time.perf_counter()
+        write_model(candidate.model, staged, external_data=bool(external_data_files(model_path)))
+        _full_check(staged)
+        timings["save"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        if fidelity is None:
+            fidelity = pruner.verification_reference().compare(staged)
+        report.fidelity = fidelity
+        report.gate_failures = gates.check(fidelity)
+        if sweep and all(p["sparsity"] != round(config.target_sparsity, 6) for p in report.curve):
+            report.curve.append(_curve_point(config.target_sparsity, fidelity, gates))
+        timings["verify"] = time.perf_counter() - clock
+        report.file_size_after = model_size_bytes(staged)
+        report.gzip_size_after = gzip_size_bytes(staged)
+        recipe_file = recipe_path(output_path)
+        recipe_data = build_recipe(
+            config,
+            candidate.scorer.name,
+            candidate.group,
+            {layer.weight: layer.sparsity for layer in report.layers},
+            fingerprint(calib),
+            report.versions,
+        )
+        if replayed is not None:
+            _compare_with_recipe(report, replayed, recipe_data)
+        report.recipe = str(recipe_file)
+        if plot is not None:
+            from .plot import draw
+
+            draw(report, staging / ".plot.png")
+        report.timings = {**timings, "total": time.perf_counter() - started}
+        if report.gate_failures and not keep_on_fail:
+            report.status = "fidelity gate failed: no output written (--keep-on-fail keeps it)"
+            report.recipe = None
+            report.output_written = False
+            _publish_side_files(staging, report, extra_outputs)
+            return report
+        report.output_written = True
+        staged_recipe = staging / ".recipe.json"
+        staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
+        extras = {staged_recipe: recipe_file, **_side_files(staging, report, extra_outputs)}
+        publish(staged, output_path, extras)
+    return report
+
+
+def _config_from_arguments(
+    sparsity: float | str | None,
+    method: str,
+    pattern: str,
+    group: str | None,
+    exclude: Sequence[str],
+    num_samples: int | None,
+    batch_size: int,
+    seed: int,
+    min_row_weights: int,
+    search: bool,
+) -> PruneConfig:
+    nm = parse_pattern(pattern)
+    if search:
+        sparsity = 0.5  # a placeholder; the search sets the real value
+    if sparsity is None and nm is not None:
+        sparsity = nm.sparsity
+    if sparsity is None:
+        raise UsageError(
+            "--sparsity is required (a number, or auto with a gate), or an N:M --pattern"
+        )
+    if isinstance(sparsity, str):
+        try:
+            sparsity = float(sparsity)
+        except ValueError as err:
+            raise UsageError(f"--sparsity must be a number or 'auto', got {sparsity!r}") from err
+    return PruneConfig(
+        sparsity=sparsity,
+        method=method,
+        pattern=pattern,
+        group=group,
+        exclude=tuple(exclude),
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        min_row_weights=min_row_weights,
+    )
+
+
+def _check_paths(
+    model_path: Path,
+    output_path: Path,
+    calib: DataSource,
+    eval_data: DataSource | None,
+    report_path: str | Path | None,
+    plot: str | Path | None,
+) -> dict[str, Path]:
+    """Refuse outputs that would overwrite an input or each other; returns the side outputs."""
+    protected = {"the input model": model_path}
+    for name, source in (("the calibration data", calib), ("the evaluation data", eval_data)):
+        if isinstance(source, (str, Path)):
+            protected[name] = Path(source)
+    check_output_path(output_path, protected)
+    protected["the output model"] = output_path
+    protected["the recipe"] = recipe_path(output_path)
+    extra: dict[str, Path] = {}
+    for option, value in (("--report", report_path), ("--plot", plot)):
+        if value is not None:
+            check_output_path(Path(value), protected, what=f"{option} path")
+            protected[f"the {option} file"] = Path(value)
+            extra[option] = Path(value)
+    return extra
+
+
+def _new_report(
+    pruner: Pruner,
+    config: PruneConfig,
+    output_path: Path,
+    calib: DataSource,
+    eval_data: DataSource | None,
+    gates: Gates,
+) -> Report:
+    params_before, nonzero_before = count_weights(pruner.proto)
+    group = config.group or pruner.scorer.default_group
+    return Report(
+        model=str(pruner.model_path),
         output=str(output_path),
         method=config.method,
         pattern=config.pattern,
-        group=selection_group if config.nm is None else f"N:M ({config.pattern})",
+        group=group if config.nm is None else f"N:M ({config.pattern})",
         target_sparsity=config.target_sparsity,
         seed=config.seed,
         arguments=_arguments(config, calib, eval_data, output_path),
         versions=_versions(),
         params_total=params_before,
         nonzero_before=nonzero_before,
-        file_size_before=model_size_bytes(model_path),
-        gzip_size_before=gzip_size_bytes(model_path),
-        calibration_samples=int(calib_mask.sum()),
-        skipped=[SkippedReport(s.name, s.op_type, s.reason) for s in scan.skipped],
+        file_size_before=model_size_bytes(pruner.model_path),
+        gzip_size_before=gzip_size_bytes(pruner.model_path),
+        calibration_samples=pruner.calibration_samples,
+        skipped=[SkippedReport(s.name, s.op_type, s.reason) for s in pruner.scan.skipped],
+        gates=gates.as_dict(),
     )
 
-    if not scan.layers:
-        report.status = "no prunable layer found: output is a copy of the input"
-        report.nonzero_after = nonzero_before
-        report.file_size_after = report.file_size_before
-        report.gzip_size_after = report.gzip_size_before
-        report.timings = {**timings, "total": time.perf_counter() - started}
-        _copy_model(model_path, output_path, report, report_file)
-        return report
 
-    clock = time.perf_counter()
-    stats = collect_statistics(
-        proto,
-        scan.layers,
-        calibration,
-        calib_mask,
-        config.batch_size,
-        gated=scorer.needs_gates,
-        progress=progress,
-    )
-    timings["calibrate"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    matrices = [layer.matrix() for layer in scan.layers]
-    if selection_group == "auto" and config.nm is None:
-        scorer, selection_group, tried = _choose_candidate(
-            model_path, proto, config, scorer, stats, matrices, calibration, calib_mask
-        )
-        report.group = f"auto -> {selection_group}"
-        report.variant = scorer.name
-        report.group_trials = tried
-    elif selection_group == "auto":
-        selection_group = "row"  # N:M fixes the selection; nothing to choose
-    scores = _score_layers(matrices, scan.layers, stats, scorer)
-    masks = select_masks(scores, config, selection_group)
-    layer_reports, warnings = _apply_masks(view, scan.layers, matrices, masks, stats, scorer)
-    report.layers = layer_reports
-    report.warnings += warnings
+def _describe_candidate(
+    report: Report, candidate: Candidate, config: PruneConfig, original: onnx.ModelProto
+) -> None:
+    report.layers = candidate.layers
+    report.warnings += candidate.warnings
+    if candidate.trials:
+        report.group = f"auto -> {candidate.group}"
+        report.variant = candidate.scorer.name
+        report.group_trials = candidate.trials
     if report.achieved_sparsity < config.target_sparsity - 0.005:
         report.warnings.append(
             f"achieved sparsity {report.achieved_sparsity:.4f} is below the requested "
             f"{config.target_sparsity:.4f}: the layers' rows are too short to give more under "
             f"--min-row-weights {config.min_row_weights}"
         )
-    report.params_total, report.nonzero_after = count_weights(proto)
-    timings["prune"] = time.perf_counter() - clock
+    report.params_total, report.nonzero_after = count_weights(candidate.model)
+    before = Counter(n.op_type for n in original.graph.node)
+    after = Counter(n.op_type for n in candidate.model.graph.node)
+    report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
 
-    with staging_dir(output_path) as staging:
-        staged = staging / output_path.name
-        clock = time.perf_counter()
-        write_model(proto, staged, external_data=bool(external_data_files(model_path)))
-        _full_check(staged)
-        timings["save"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        if evaluation is not None:
-            verify_set, source = evaluation, "--eval"
+
+def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fidelity]:
+    """Bisection for the highest sparsity (to SEARCH_STEP) whose model passes every gate.
+
+    Sparsity 0 is the original model and passes by definition; every measured point goes into
+    the report's curve. Assumes fidelity falls as sparsity rises (it may not be strictly so:
+    the curve shows what was measured).
+    """
+
+    def measure(sparsity: float) -> tuple[Candidate, Fidelity, bool]:
+        candidate = pruner.build(sparsity)
+        fidelity = pruner.compare(candidate)
+        point = _curve_point(sparsity, fidelity, gates)
+        report.curve.append(point)
+        return candidate, fidelity, bool(point["passes"])
+
+    top, top_fidelity, top_passes = measure(SEARCH_MAX)
+    if top_passes:
+        return top, top_fidelity
+    low_steps, high_steps = 0, round(SEARCH_MAX / SEARCH_STEP)
+    best: tuple[Candidate, Fidelity] | None = None
+    while high_steps - low_steps > 1:
+        mid = (low_steps + high_steps) // 2
+        candidate, fidelity, passes = measure(mid * SEARCH_STEP)
+        if passes:
+            low_steps, best = mid, (candidate, fidelity)
         else:
-            verify_set = calibration
-            source = "held-out" if verify_mask is not calib_mask else "calibration"
-        verify_selected = (
-            np.ones(verify_set.total, dtype=bool) if evaluation is not None else verify_mask
+            high_steps = mid
+    if best is None:
+        report.warnings.append(
+            f"no sparsity of at least {SEARCH_STEP} passes the gates; the output is unpruned"
         )
-        report.fidelity = compare_models(
-            model_path, staged, verify_set, verify_selected, config.batch_size, source
+        candidate = pruner.build(0.0)
+        return candidate, pruner.compare(candidate)
+    return best
+
+
+def _curve_point(sparsity: float, fidelity: Fidelity, gates: Gates) -> dict[str, Any]:
+    top1 = [o.top1_agreement for o in fidelity.outputs if o.top1_agreement is not None]
+    return {
+        "sparsity": round(sparsity, 6),
+        "cosine": mean_cosine(fidelity),
+        "top1": float(np.mean(top1)) if top1 else None,
+        "accuracy": fidelity.accuracy_pruned,
+        "passes": (not gates.check(fidelity)) if gates.active else None,
+    }
+
+
+def _compare_with_recipe(report: Report, replayed: dict[str, Any], now: dict[str, Any]) -> None:
+    if replayed.get("calibration_fingerprint") != now["calibration_fingerprint"]:
+        report.warnings.append(
+            "the calibration data differs from the recipe's (fingerprint mismatch): the replay "
+            "is not exact"
         )
-        timings["verify"] = time.perf_counter() - clock
-        report.file_size_after = model_size_bytes(staged)
-        report.gzip_size_after = gzip_size_bytes(staged)
-        report.timings = {**timings, "total": time.perf_counter() - started}
-        publish(staged, output_path, _stage_report(report, report_file, staging))
-    return report
+    if replayed.get("layers") != now["layers"]:
+        report.warnings.append("per-layer sparsity differs from the recipe's")
 
 
-def _score_layers(
-    matrices: list[np.ndarray],
-    layers: list[Layer],
-    stats: dict[str, LayerStats],
-    scorer: ScoringMethod,
-) -> list[np.ndarray]:
-    """Scores [out, K] of every layer's weight matrix (higher = more important)."""
-    return [
-        scorer.score(matrix, stats[layer.weight_name])
-        for layer, matrix in zip(layers, matrices, strict=True)
-    ]
+def _side_files(staging: Path, report: Report, extra: dict[str, Path]) -> dict[Path, Path]:
+    """Staged report / plot files and where they go."""
+    files: dict[Path, Path] = {}
+    if "--plot" in extra:
+        files[staging / ".plot.png"] = extra["--plot"]
+    if "--report" in extra:
+        staged = staging / ".report.json"
+        staged.write_text(report.to_json() + "\n")
+        files[staged] = extra["--report"]
+    return files
 
 
-def _apply_masks(
-    view: GraphView,
-    layers: list[Layer],
-    matrices: list[np.ndarray],
-    masks: list[np.ndarray],
-    stats: dict[str, LayerStats],
-    scorer: ScoringMethod,
-) -> tuple[list[LayerReport], list[str]]:
-    """Zero the masked weights, fold the method's compensation into the biases."""
-    reports, warnings = [], []
-    for layer, matrix, keep in zip(layers, matrices, masks, strict=True):
-        nonzero_before = int(np.count_nonzero(layer.weight))
-        pruned = np.where(keep, matrix, 0.0)
-        write_weight(view, layer, pruned)
-        if scorer.compensate is not None:
-            delta = scorer.compensate(matrix, stats[layer.weight_name], keep)
-            warnings += add_bias(view, layer, delta)
-        written = layer.from_matrix(pruned)
-        reports.append(
-            LayerReport(
-                name=layer.name,
-                op_type=layer.op.op_type,
-                weight=layer.weight_name,
-                shape=list(layer.shape),
-                storage=layer.storage,
-                gate=stats[layer.weight_name].gate_kind,
-                params=int(layer.weight.size),
-                nonzero_before=nonzero_before,
-                nonzero_after=int(np.count_nonzero(written)),
-            )
-        )
-    view.flush_inserts()
-    return reports, warnings
-
-
-def _choose_candidate(
-    model_path: Path,
-    proto: onnx.ModelProto,
-    config: PruneConfig,
-    scorer: ScoringMethod,
-    stats: dict[str, LayerStats],
-    matrices: list[np.ndarray],
-    calibration: CalibrationSet,
-    calib_mask: np.ndarray,
-) -> tuple[ScoringMethod, str, dict[str, float]]:
-    """``--group auto``: prune with each candidate (method variant x selection group) and keep
-    the one whose outputs stay closest (mean cosine) to the original's on calibration samples.
-
-    Statistics are reused; each candidate costs one pruned-model run over at most
-    AUTO_SAMPLES samples (the original's outputs are computed once). Held-out samples are not
-    used, so the reported fidelity stays an honest estimate. Ties go to the first candidate.
-    """
-    probe = np.zeros_like(calib_mask)
-    probe[np.flatnonzero(calib_mask)[:AUTO_SAMPLES]] = True
-    reference = ReferenceRun(
-        model_path, calibration, probe, config.batch_size, "calibration", cache=True
-    )
-    variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
-    layers_in_order = find_layers(GraphView(proto), config).layers
-    cosines: dict[str, float] = {}
-    best: tuple[float, ScoringMethod, str] | None = None
-    with tempfile.TemporaryDirectory(prefix="onnxprune-auto-") as tmp:
-        for variant in variants:
-            scores = _score_layers(matrices, layers_in_order, stats, variant)
-            for group in AUTO_GROUPS:
-                candidate = onnx.ModelProto()
-                candidate.CopyFrom(proto)
-                view = GraphView(candidate)
-                layers = find_layers(view, config).layers
-                masks = select_masks(scores, config, group)
-                _apply_masks(view, layers, matrices, masks, stats, variant)
-                path = save_for_session(candidate, Path(tmp) / "candidate.onnx")
-                fidelity = reference.compare(path)
-                cosine = float(np.mean([o.cosine for o in fidelity.outputs]))
-                cosines[f"{variant.name}/{group}"] = cosine
-                if best is None or cosine > best[0]:
-                    best = (cosine, variant, group)
-    assert best is not None
-    return best[1], best[2], cosines
-
-
-def _split_samples(
-    calibration: CalibrationSet, has_eval: bool, config: PruneConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """(calibration mask, verification mask) over the calibration set's samples.
-
-    Without --eval, a seeded random share is held out (at most MAX_HOLDOUT samples); with too
-    few samples to spare (<10), verification reuses the calibration samples.
-    """
-    total = calibration.total
-    order = np.random.default_rng(config.seed).permutation(total)
-    holdout = 0
-    if not has_eval and total >= 10:
-        holdout = min(MAX_HOLDOUT, max(1, math.ceil(config.holdout_fraction * total)))
-    rest = order[holdout:]
-    if config.num_samples is not None:
-        rest = rest[: config.num_samples]
-    calib_mask = np.zeros(total, dtype=bool)
-    calib_mask[rest] = True
-    if has_eval:
-        return calib_mask, calib_mask
-    if holdout == 0:
-        verify = np.zeros(total, dtype=bool)
-        verify[rest[:MAX_HOLDOUT]] = True
-        return calib_mask, calib_mask if verify.sum() == calib_mask.sum() else verify
-    verify_mask = np.zeros(total, dtype=bool)
-    verify_mask[order[:holdout]] = True
-    return calib_mask, verify_mask
+def _publish_side_files(staging: Path, report: Report, extra: dict[str, Path]) -> None:
+    """After a failed gate: the report and the plot still explain the failure."""
+    try:
+        for staged, destination in _side_files(staging, report, extra).items():
+            shutil.move(staged, destination)
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {err.filename}: {err.strerror or err}") from err
 
 
 def count_weights(model: onnx.ModelProto) -> tuple[int, int]:
@@ -371,7 +424,7 @@ def _full_check(path: Path) -> None:
         raise ModelError(f"the pruned model fails the ONNX full check: {err}") from err
 
 
-def _copy_model(source: Path, destination: Path, report: Report, report_file: Path | None) -> None:
+def _copy_model(source: Path, destination: Path, report: Report, extra: dict[str, Path]) -> None:
     with staging_dir(destination) as staging:
         staged = staging / destination.name
         try:
@@ -380,27 +433,25 @@ def _copy_model(source: Path, destination: Path, report: Report, report_file: Pa
             shutil.copyfile(source, staged)
         except OSError as err:
             raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
-        publish(staged, destination, _stage_report(report, report_file, staging))
-
-
-def _stage_report(report: Report, report_file: Path | None, staging: Path) -> dict[Path, Path]:
-    """Write the JSON report into the staging directory; published together with the model."""
-    if report_file is None:
-        return {}
-    staged = staging / (".report-" + report_file.name)
-    try:
-        staged.write_text(report.to_json() + "\n")
-    except OSError as err:
-        raise OutputWriteError(f"cannot write report {report_file}: {err.strerror or err}") from err
-    return {staged: report_file}
+        report.output_written = True
+        extra = {k: v for k, v in extra.items() if k != "--plot"}
+        publish(staged, destination, _side_files(staging, report, extra))
 
 
 def _arguments(
-    config: PruneConfig, calib: str | Path, eval_data: str | Path | None, output: Path
+    config: PruneConfig,
+    calib: DataSource,
+    eval_data: DataSource | None,
+    output: Path,
 ) -> dict[str, object]:
+    def describe(source: DataSource | None) -> str | None:
+        if source is None:
+            return None
+        return str(source) if isinstance(source, (str, Path)) else "<python source>"
+
     return {
-        "calib": str(calib),
-        "eval": None if eval_data is None else str(eval_data),
+        "calib": describe(calib),
+        "eval": describe(eval_data),
         "output": str(output),
         "sparsity": config.sparsity,
         "method": config.method,

@@ -1,4 +1,8 @@
-"""Command line: options -> prune() -> table or JSON -> exit code. No pruning logic here."""
+"""Command line: options -> prune() / inspect_model() -> table or JSON -> exit code.
+
+``onnxprune MODEL ...`` prunes; ``onnxprune inspect MODEL ...`` describes. No pruning logic
+here: every failure is one line on stderr and a documented exit code (README "Exit codes").
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,33 @@ import click
 
 from .api import prune
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError
+from .inspection import inspect_model
 from .scoring import available_methods
+
+CALIB_HELP = (
+    "Calibration data: .npz, a directory of .npz or <input>.npy files, or test_data_set_* "
+    "directories."
+)
+
+
+def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float]:
+    if not value:
+        return []
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError as err:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from err
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--calib",
-    "calib",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Calibration data: .npz, a directory of .npz or <input>.npy files, or "
-    "test_data_set_* directories.",
-)
+@click.option("--calib", required=True, type=click.Path(path_type=Path), help=CALIB_HELP)
 @click.option(
     "--sparsity",
-    type=float,
     default=None,
-    help="Share of the prunable weights to remove, in [0, 1), over all pruned layers "
-    "(required unless --pattern N:M fixes it).",
+    help="Share of the prunable weights to remove, in [0, 1), over all pruned layers; or "
+    "'auto' with a gate: the highest sparsity that passes it. Required unless --pattern N:M "
+    "or --recipe fixes it.",
 )
 @click.option(
     "-o",
@@ -81,16 +93,49 @@ from .scoring import available_methods
     "eval_data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Evaluation data (same formats, optional 'labels'); default: hold out part "
-    "of the calibration set.",
+    help="Evaluation data (same formats, optional 'labels'); default: hold out part of the "
+    "calibration set.",
+)
+@click.option("--min-cosine", type=float, default=None, help="Gate: every output's cosine >= X.")
+@click.option(
+    "--target-cosine",
+    type=float,
+    default=None,
+    help="Same as --min-cosine; reads better with --sparsity auto.",
+)
+@click.option("--min-top1", type=float, default=None, help="Gate: top-1 agreement >= X.")
+@click.option("--max-abs-error", type=float, default=None, help="Gate: max abs error <= X.")
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=None,
+    help="Gate (needs --eval labels): original accuracy - pruned accuracy <= X.",
+)
+@click.option("--keep-on-fail", is_flag=True, help="Keep the output model even when a gate fails.")
+@click.option(
+    "--sweep",
+    callback=_float_list,
+    default=None,
+    metavar="S1,S2,...",
+    help="Also measure fidelity at these sparsities (one calibration pass); shown in the "
+    "report and in --plot.",
 )
 @click.option(
-    "--report",
-    "report_path",
+    "--plot",
     type=click.Path(path_type=Path),
     default=None,
-    help="Write the report as JSON to this file.",
+    help="Draw fidelity vs sparsity and per-layer sparsity to this PNG (needs matplotlib).",
 )
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Replay a saved <out>.recipe.json exactly (its settings replace the pruning options).",
+)
+@click.option(
+    "--report", "report_path", type=click.Path(path_type=Path), default=None,
+    help="Write the report as JSON to this file.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option(
     "--seed",
@@ -105,7 +150,7 @@ from .scoring import available_methods
 def command(
     model: Path,
     calib: Path,
-    sparsity: float | None,
+    sparsity: str | None,
     output: Path | None,
     method: str,
     pattern: str,
@@ -115,14 +160,28 @@ def command(
     num_samples: int | None,
     batch_size: int,
     eval_data: Path | None,
+    min_cosine: float | None,
+    target_cosine: float | None,
+    min_top1: float | None,
+    max_abs_error: float | None,
+    max_accuracy_drop: float | None,
+    keep_on_fail: bool,
+    sweep: list[float],
+    plot: Path | None,
+    recipe: Path | None,
     report_path: Path | None,
     as_json: bool,
     seed: int,
     quiet: bool,
     debug: bool,
 ) -> int:
-    """Prune MODEL (an .onnx file) using statistics from calibration data."""
+    """Prune MODEL (an .onnx file) using statistics from calibration data.
+
+    Also: onnxprune inspect MODEL [--calib DATA] (onnxprune inspect --help).
+    """
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+    if target_cosine is not None and min_cosine is not None and target_cosine != min_cosine:
+        raise click.UsageError("--target-cosine and --min-cosine disagree; give one of them")
     report = prune(
         model,
         calib,
@@ -139,28 +198,106 @@ def command(
         report_path=report_path,
         seed=seed,
         progress=not quiet and sys.stderr.isatty(),
+        min_cosine=min_cosine if min_cosine is not None else target_cosine,
+        min_top1=min_top1,
+        max_abs_error=max_abs_error,
+        max_accuracy_drop=max_accuracy_drop,
+        keep_on_fail=keep_on_fail,
+        sweep=sweep,
+        plot=plot,
+        recipe=recipe,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
         click.echo(report.format_table())
+    if report.gate_failures:
+        worst = report.gate_failures[0]
+        kept = "output kept (--keep-on-fail)" if report.output_written else "no output written"
+        click.echo(
+            f"onnxprune: fidelity gate failed: {worst.describe()}"
+            + (f" (+{len(report.gate_failures) - 1} more)" if len(report.gate_failures) > 1 else "")
+            + f"; {kept}",
+            err=True,
+        )
     return report.exit_code
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--calib",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=CALIB_HELP + " With data, each layer's sensitivity is measured.",
+)
+@click.option(
+    "--sparsity",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Sensitivity: prune one layer at a time to this sparsity.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(available_methods()),
+    default="contrib",
+    show_default=True,
+    help="Scoring method for the sensitivity runs.",
+)
+@click.option("--num-samples", type=int, default=None, help="Use at most N calibration samples.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
+def inspect_command(
+    model: Path,
+    calib: Path | None,
+    sparsity: float,
+    method: str,
+    num_samples: int | None,
+    batch_size: int,
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> int:
+    """List MODEL's prunable layers, how their weights are stored, and what is skipped; with
+    --calib, how much each layer hurts the outputs when pruned alone."""
+    report = inspect_model(
+        model,
+        calib,
+        sparsity=sparsity,
+        method=method,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    click.echo(report.to_json() if as_json else report.format_table())
+    return report.exit_code
+
+
+SUBCOMMANDS: dict[str, click.Command] = {"inspect": inspect_command}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure is one line on stderr and a documented exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
+    target, prog = command, "onnxprune"
+    if args and args[0] in SUBCOMMANDS:
+        target, prog = SUBCOMMANDS[args[0]], f"onnxprune {args[0]}"
+        args = args[1:]
     try:
-        code = command.main(args=argv, prog_name="onnxprune", standalone_mode=False)
+        code = target.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as done:  # --help, --version
         code = done.exit_code
     except click.ClickException as err:
         click.echo(f"onnxprune: error: {err.format_message()}", err=True)
         code = EXIT_USAGE
-    except click.exceptions.Abort:
-        click.echo("onnxprune: interrupted, no output written", err=True)
-        code = EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("onnxprune: interrupted, no output written", err=True)
         code = EXIT_INTERRUPTED
     except OnnxPruneError as err:

@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import EXIT_OK
+from .checks import GateFailure
+from .errors import EXIT_GATE_FAILED, EXIT_OK
 from .verify import Fidelity
 
 
@@ -63,11 +64,21 @@ class Report:
     group_trials: dict[str, float] = field(default_factory=dict)
     # The scoring variant that ran, when --group auto picked one of the method's variants.
     variant: str | None = None
+    # Fidelity gates asked for, and every limit the final model failed (exit code 5).
+    gates: dict[str, float] = field(default_factory=dict)
+    gate_failures: list[GateFailure] = field(default_factory=list)
+    # Points measured by --sparsity auto or --sweep: sparsity, cosine, top1, accuracy, passes.
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    # op type -> [count before, count after]
+    op_counts: dict[str, list[int]] = field(default_factory=dict)
+    output_written: bool = False
+    recipe: str | None = None
 
     @property
     def exit_code(self) -> int:
-        """Errors never reach a Report (they raise); a finished run exits 0."""
-        return EXIT_OK
+        """Errors never reach a Report (they raise); a finished run exits 0, or 5 when the
+        pruned model failed a fidelity gate."""
+        return EXIT_GATE_FAILED if self.gate_failures else EXIT_OK
 
     @property
     def prunable_params(self) -> int:
@@ -94,7 +105,8 @@ class Report:
 
     def format_table(self) -> str:
         lines = [
-            f"onnxprune: {self.model} -> {self.output or '(no output)'}",
+            f"onnxprune: {self.model} -> "
+            + (str(self.output) if self.output_written else "(no output written)"),
             f"method {self.method}"
             + (f" (auto chose {self.variant})" if self.variant not in (None, self.method) else "")
             + f", group {self.group}, pattern {self.pattern}, target sparsity "
@@ -124,17 +136,39 @@ class Report:
                     f"{layer.name:<{width}}{layer.op_type:<8}{shape:<18}"
                     f"{layer.params:>10,}{layer.sparsity:>10.3f}"
                 )
+        if self.op_counts:
+            lines += ["", f"{'op':<22}{'before':>14}{'after':>14}{'change':>10}"]
+            for op, (before, after) in sorted(self.op_counts.items()):
+                diff = f"{after - before:+d}" if after != before else ""
+                lines.append(f"{op:<22}{before:>14,}{after:>14,}{diff:>10}")
         if self.skipped:
             lines += ["", "skipped:"]
             lines += [f"  {s.name} ({s.op_type}): {s.reason}" for s in self.skipped]
         if self.fidelity is not None:
             lines += _fidelity_lines(self.fidelity)
+        if self.curve:
+            lines += ["", f"{'sparsity':>10}{'cosine':>10}{'top-1':>10}{'accuracy':>10}  gates"]
+            for point in sorted(self.curve, key=lambda p: p["sparsity"]):
+                passes = {True: "pass", False: "fail", None: ""}[point.get("passes")]
+                lines.append(
+                    f"{point['sparsity']:>10.3f}{point['cosine']:>10.5f}"
+                    f"{_maybe(point.get('top1')):>10}{_maybe(point.get('accuracy')):>10}  {passes}"
+                )
+        if self.gates:
+            limits = ", ".join(f"{k} {v:g}" for k, v in self.gates.items())
+            verdict = "FAILED" if self.gate_failures else "passed"
+            lines += ["", f"fidelity gates ({limits}): {verdict}"]
+            lines += [f"  {failure.describe()}" for failure in self.gate_failures]
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         if self.timings:
             parts = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
             lines += ["", f"time: {parts}"]
         return "\n".join(lines)
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _row(label: str, before: int, after: int) -> str:

@@ -124,7 +124,7 @@ class ReferenceRun:
             yield from zip(batches, self._cached, strict=True)
             return
         for batch in batches:
-            outputs = run(self.session, self.names, batch.feed, str(self.dataset.path))
+            outputs = run(self.session, self.names, batch.feed, self.dataset.name)
             if self.cache:
                 self._cached.append(outputs)
             yield batch, outputs
@@ -135,7 +135,7 @@ class ReferenceRun:
         accuracy = _AccuracyAccumulator()
         samples = 0
         for batch, expected in self._reference_batches():
-            got = run(candidate, self.names, batch.feed, str(self.dataset.path))
+            got = run(candidate, self.names, batch.feed, self.dataset.name)
             for name, a, b in zip(self.names, expected, got, strict=True):
                 if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
                     accumulators[name].add(a, b, batch.count)

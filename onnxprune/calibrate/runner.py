@@ -48,7 +48,7 @@ def collect_statistics(
             total=total, desc="calibrating", unit="sample", disable=not progress, leave=False
         ) as bar:
             for batch in dataset.batches(selected, batch_size):
-                values = run(session, plan.outputs, batch.feed, str(dataset.path))
+                values = run(session, plan.outputs, batch.feed, dataset.name)
                 fetched = dict(zip(plan.outputs, values, strict=True))
                 _fold(plan, layers, fetched, accumulators)
                 bar.update(batch.count)

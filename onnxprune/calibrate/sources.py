@@ -14,8 +14,9 @@ complete feeds, one per sample (for inputs with no batch axis). Evaluation data 
 
 from __future__ import annotations
 
+import functools
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +85,39 @@ class Batch:
 
 
 class CalibrationSet:
-    """An ordered list of chunks; samples are numbered 0..total-1 across chunks."""
+    """An ordered list of chunks; samples are numbered 0..total-1 across chunks.
 
-    def __init__(self, path: Path, specs: list[InputSpec], chunks: list[Chunk]) -> None:
-        self.path = path
+    File chunks load themselves; a generator source (``stream``) yields the chunks' arrays in
+    order, once per pass.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        specs: list[InputSpec],
+        chunks: list[Chunk],
+        stream: Callable[[], Iterator[dict[str, np.ndarray]]] | None = None,
+    ) -> None:
+        self.name = name
         self.specs = specs
         self.chunks = chunks
+        self.stream = stream
         self.total = sum(c.count for c in chunks)
+
+    def _chunk_arrays(self) -> Iterator[tuple[Chunk, Callable[[], dict[str, np.ndarray]]]]:
+        if self.stream is None:
+            for chunk in self.chunks:
+                yield chunk, chunk.load
+            return
+        items = self.stream()
+        for chunk in self.chunks:
+            item = next(items, None)
+            if item is None:
+                raise CalibrationDataError(
+                    f"{self.name} yielded fewer batches on a later pass than on the first"
+                )
+            arrays = {name: np.asarray(value) for name, value in item.items()}
+            yield chunk, functools.partial(dict, arrays)
 
     @property
     def has_labels(self) -> bool:
@@ -109,12 +136,12 @@ class CalibrationSet:
         pending_rows = 0
         pending_key: tuple[object, ...] | None = None
         offset = 0
-        for chunk in self.chunks:
+        for chunk, load in self._chunk_arrays():
             rows = np.flatnonzero(selected[offset : offset + chunk.count])
             offset += chunk.count
             if rows.size == 0:
                 continue
-            arrays = chunk.load()
+            arrays = load()
             labels = arrays.pop(LABELS_KEY, None)
             if chunk.stacked:
                 if pending:
@@ -167,15 +194,64 @@ def _check_finite(feed: dict[str, np.ndarray], source: str, first_row: int) -> N
 # Opening a path
 
 
-def open_data(path: Path, specs: list[InputSpec], *, allow_labels: bool = False) -> CalibrationSet:
-    """Index a data path; check names, dtypes and shapes from headers, without loading data."""
+# A path, a zero-argument callable returning a fresh iterator of feed dicts (streamed, one
+# pass per use), or an iterable of feed dicts (kept in memory).
+DataSource = (
+    str | Path | Callable[[], Iterable[dict[str, np.ndarray]]] | Iterable[dict[str, np.ndarray]]
+)
+
+
+def open_data(
+    source: DataSource, specs: list[InputSpec], *, allow_labels: bool = False
+) -> CalibrationSet:
+    """Index a data source; check names, dtypes and shapes (from headers for files)."""
+    if isinstance(source, (str, Path)):
+        return _open_path(Path(source), specs, allow_labels)
+    if callable(source):
+        factory = source
+    else:
+        items = [dict(item) for item in source]
+        factory = lambda: iter(items)  # noqa: E731
+    return _open_stream(factory, specs, allow_labels)
+
+
+def _open_stream(
+    factory: Callable[[], Iterable[dict[str, np.ndarray]]],
+    specs: list[InputSpec],
+    allow_labels: bool,
+) -> CalibrationSet:
+    """A Python data source: each yielded dict is one chunk (a batch, or a stack of feeds)."""
+    chunks = []
+    for index, item in enumerate(factory()):
+        if not isinstance(item, dict):
+            raise CalibrationDataError(
+                f"calibration generator item {index} is a {type(item).__name__}, expected a "
+                "dict of arrays keyed by input name"
+            )
+        arrays = {name: np.asarray(value) for name, value in item.items()}
+        source = f"calibration generator item {index}"
+        headers = {name: (a.shape, a.dtype) for name, a in arrays.items()}
+        count, stacked = _check_arrays(source, headers, specs, allow_labels)
+        # The data is not kept: each pass asks the factory again (CalibrationSet.stream).
+        chunks.append(Chunk(source, _streamed, count, stacked, LABELS_KEY in arrays))
+    dataset = CalibrationSet("calibration generator", specs, chunks, stream=lambda: iter(factory()))
+    if dataset.total == 0:
+        raise CalibrationDataError("the calibration generator yielded zero samples")
+    return dataset
+
+
+def _streamed() -> dict[str, np.ndarray]:
+    raise AssertionError("streamed chunks are read through CalibrationSet.stream")
+
+
+def _open_path(path: Path, specs: list[InputSpec], allow_labels: bool) -> CalibrationSet:
     if not path.exists():
         raise CalibrationDataError(f"calibration data not found: {path}")
     if path.is_file():
         chunks = [_file_chunk(path, specs, allow_labels)]
     else:
         chunks = _directory_chunks(path, specs, allow_labels)
-    dataset = CalibrationSet(path, specs, chunks)
+    dataset = CalibrationSet(str(path), specs, chunks)
     if dataset.total == 0:
         raise CalibrationDataError(f"calibration data at {path} holds zero samples")
     return dataset

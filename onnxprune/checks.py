@@ -1,0 +1,93 @@
+"""Fidelity gates: limits on the held-out comparison that decide whether a run passes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import UsageError
+from .verify import Fidelity
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    output: str
+    metric: str
+    value: float
+    limit: float
+    option: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.output}: {self.metric} {self.value:.6g} fails {self.option} {self.limit:g} "
+            f"(by {abs(self.value - self.limit):.4g})"
+        )
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Each limit applies to every model output that has the metric."""
+
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    max_abs_error: float | None = None
+    max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("min_cosine", "min_top1"):
+            value = getattr(self, name)
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise UsageError(f"--{name.replace('_', '-')} must be in [-1, 1], got {value}")
+        for name in ("max_abs_error", "max_accuracy_drop"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def check(self, fidelity: Fidelity) -> list[GateFailure]:
+        failures = []
+        for out in fidelity.outputs:
+            if self.min_cosine is not None and not out.cosine >= self.min_cosine:
+                failures.append(
+                    GateFailure(out.name, "cosine", out.cosine, self.min_cosine, "--min-cosine")
+                )
+            if (
+                self.min_top1 is not None
+                and out.top1_agreement is not None
+                and not out.top1_agreement >= self.min_top1
+            ):
+                failures.append(
+                    GateFailure(
+                        out.name, "top-1 agreement", out.top1_agreement, self.min_top1, "--min-top1"
+                    )
+                )
+            if self.max_abs_error is not None and not out.max_abs_error <= self.max_abs_error:
+                failures.append(
+                    GateFailure(
+                        out.name,
+                        "max abs error",
+                        out.max_abs_error,
+                        self.max_abs_error,
+                        "--max-abs-error",
+                    )
+                )
+        if self.max_accuracy_drop is not None:
+            original, pruned = fidelity.accuracy_original, fidelity.accuracy_pruned
+            if original is None or pruned is None:
+                raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
+            if not original - pruned <= self.max_accuracy_drop:
+                failures.append(
+                    GateFailure(
+                        "accuracy",
+                        "accuracy drop",
+                        original - pruned,
+                        self.max_accuracy_drop,
+                        "--max-accuracy-drop",
+                    )
+                )
+        return failures

@@ -1,0 +1,92 @@
+"""Recipes: the fully resolved configuration of a run, saved beside the output, replayable.
+
+A recipe records what was *decided* (the scoring variant and selection group ``auto`` chose,
+the sparsity a search found), so replaying it on the same model and data reproduces the output
+byte for byte without searching again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import PruneConfig
+from .errors import UsageError
+
+RECIPE_VERSION = 1
+
+
+def recipe_path(output: Path) -> Path:
+    return output.with_name(output.name + ".recipe.json")
+
+
+def fingerprint(source: object) -> str | None:
+    """sha256 over the calibration files (names and bytes, in order); None for Python sources."""
+    if not isinstance(source, (str, Path)):
+        return None
+    root = Path(source)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(root) if file != root else file.name).encode())
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def build_recipe(
+    config: PruneConfig,
+    variant: str,
+    group: str,
+    layer_sparsity: dict[str, float],
+    calibration_fingerprint: str | None,
+    versions: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "method": variant,
+        "requested_method": config.method,
+        "group": group,
+        "sparsity": config.sparsity,
+        "pattern": config.pattern,
+        "exclude": list(config.exclude),
+        "min_row_weights": config.min_row_weights,
+        "num_samples": config.num_samples,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "holdout_fraction": config.holdout_fraction,
+        "layer_cap": config.layer_cap,
+        "layers": layer_sparsity,
+        "calibration_fingerprint": calibration_fingerprint,
+        "versions": versions,
+    }
+
+
+def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
+    """The run configuration a recipe resolves to, and the recipe itself."""
+    try:
+        recipe = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"cannot read recipe {path}: {err}") from err
+    if not isinstance(recipe, dict) or recipe.get("recipe_version") != RECIPE_VERSION:
+        raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
+    try:
+        config = PruneConfig(
+            sparsity=float(recipe["sparsity"]),
+            method=str(recipe["method"]),
+            pattern=str(recipe["pattern"]),
+            group=str(recipe["group"]),
+            exclude=tuple(recipe["exclude"]),
+            num_samples=recipe["num_samples"],
+            batch_size=int(recipe["batch_size"]),
+            seed=int(recipe["seed"]),
+            holdout_fraction=float(recipe["holdout_fraction"]),
+            layer_cap=float(recipe["layer_cap"]),
+            min_row_weights=int(recipe["min_row_weights"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise UsageError(f"recipe {path} is incomplete or malformed: {err}") from err
+    return config, recipe
