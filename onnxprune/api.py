@@ -62,6 +62,8 @@ def prune(
     num_samples: int | None = None,
     batch_size: int = 32,
     min_row_weights: int = 8,
+    update: bool = False,
+    sample_mask: str | None = None,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -93,7 +95,7 @@ def prune(
     elif config is None:
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
-            min_row_weights, search,
+            min_row_weights, update, sample_mask, search,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -206,6 +208,8 @@ def _config_from_arguments(
     batch_size: int,
     seed: int,
     min_row_weights: int,
+    update: bool,
+    sample_mask: str | None,
     search: bool,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
@@ -232,6 +236,8 @@ def _config_from_arguments(
         batch_size=batch_size,
         seed=seed,
         min_row_weights=min_row_weights,
+        update=update,
+        sample_mask=sample_mask,
     )
 
 
@@ -285,6 +291,7 @@ def _new_report(
         file_size_before=model_size_bytes(pruner.model_path),
         gzip_size_before=gzip_size_bytes(pruner.model_path),
         calibration_samples=pruner.calibration_samples,
+        sample_mask=pruner.sample_mask,
         skipped=[SkippedReport(s.name, s.op_type, s.reason) for s in pruner.scan.skipped],
         gates=gates.as_dict(),
     )
@@ -461,6 +468,8 @@ def _arguments(
         "num_samples": config.num_samples,
         "batch_size": config.batch_size,
         "min_row_weights": config.min_row_weights,
+        "update": config.update,
+        "sample_mask": config.sample_mask,
         "seed": config.seed,
     }
 

@@ -84,6 +84,19 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Every neuron/filter keeps at least this many weights (tiny layers such as "
     "depthwise 3x3 or a stem conv stay dense); other layers give more. 0: off.",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Re-fit each layer's remaining weights to its calibration outputs (SparseGPT-style "
+    "reconstruction; gathers a K x K input correlation per layer).",
+)
+@click.option(
+    "--sample-mask",
+    default=None,
+    metavar="INPUT|none",
+    help="Input [batch, seq] whose zeros mark padding, so statistics count real tokens only "
+    "(default: an input named attention_mask, if any; 'none' turns it off).",
+)
 @click.option("--num-samples", type=int, default=None, help="Use at most N calibration samples.")
 @click.option(
     "--batch-size", type=int, default=32, show_default=True, help="Samples per onnxruntime batch."
@@ -157,6 +170,8 @@ def command(
     group: str | None,
     exclude: tuple[str, ...],
     min_row_weights: int,
+    update: bool,
+    sample_mask: str | None,
     num_samples: int | None,
     batch_size: int,
     eval_data: Path | None,
@@ -194,6 +209,8 @@ def command(
         num_samples=num_samples,
         batch_size=batch_size,
         min_row_weights=min_row_weights,
+        update=update,
+        sample_mask=sample_mask,
         eval_data=eval_data,
         report_path=report_path,
         seed=seed,

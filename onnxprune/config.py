@@ -58,6 +58,10 @@ class PruneConfig:
     # Every output row (neuron / filter) keeps at least this many weights (all, if it has
     # fewer); the overall target is met by pruning the other layers more. 0 disables.
     min_row_weights: int = 8
+    # Re-fit the remaining weights of each layer to its calibration outputs (SparseGPT update).
+    update: bool = False
+    # Input whose zeros mark padding ([batch, seq]); None: detect attention_mask; "none": off.
+    sample_mask: str | None = None
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

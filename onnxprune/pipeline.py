@@ -21,14 +21,25 @@ import onnx
 
 from .apply import add_bias, write_weight
 from .calibrate.runner import collect_statistics
-from .calibrate.sources import CalibrationSet, DataSource, model_input_specs, open_data
+from .calibrate.sources import (
+    CalibrationSet,
+    DataSource,
+    InputSpec,
+    model_input_specs,
+    open_data,
+)
 from .calibrate.stats import LayerStats
 from .config import PruneConfig
-from .errors import ModelError
+from .errors import ModelError, UsageError
 from .graph import GraphView
 from .io import load_model
 from .layers import Layer, LayerScan, find_layers
-from .masking import select_masks
+from .masking import allocate, row_cap, select_masks
+from .reconstruct import (
+    ReconstructionError,
+    inverse_hessian_factor,
+    reconstruct,
+)
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
 from .session import save_for_session
@@ -81,9 +92,11 @@ class Pruner:
             self.calibration, self.evaluation is not None, config
         )
         self.scan: LayerScan = find_layers(GraphView(self.proto), config)
+        self.sample_mask = choose_sample_mask(specs, config.sample_mask)
         self.scorer = get_method(config.method)
         self._stats: dict[str, LayerStats] | None = None
         self._matrices: list[np.ndarray] | None = None
+        self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
         self._auto_reference: ReferenceRun | None = None
         self._verify_reference: ReferenceRun | None = None
 
@@ -103,6 +116,7 @@ class Pruner:
             gated = self.scorer.needs_gates or any(
                 get_method(v).needs_gates for v in self.scorer.auto_variants
             )
+            hessian = self.config.update or self.scorer.adaptive_mask
             self._stats = collect_statistics(
                 self.proto,
                 self.layers,
@@ -111,8 +125,24 @@ class Pruner:
                 self.config.batch_size,
                 gated=gated,
                 progress=self.progress,
+                hessian=hessian,
+                sample_mask=self.sample_mask,
             )
         return self._stats
+
+    def factors(self, layer: Layer) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Per conv group, the inverse-Hessian factor reconstruction needs; computed once per
+        layer. None when the layer's input correlation was not gathered or is unusable."""
+        if layer.weight_name not in self._factors:
+            inputs = self.statistics()[layer.weight_name].inputs
+            factors = None
+            if inputs.xtx is not None:
+                try:
+                    factors = [inverse_hessian_factor(x, inputs.count) for x in inputs.xtx]
+                except ReconstructionError:
+                    factors = None
+            self._factors[layer.weight_name] = factors
+        return self._factors[layer.weight_name]
 
     def matrices(self) -> list[np.ndarray]:
         if self._matrices is None:
@@ -149,19 +179,47 @@ class Pruner:
             i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
         ]
         matrices = [self.matrices()[i] for i in chosen]
-        scores = [
-            scorer.score(matrices[k], stats[self.layers[i].weight_name])
-            for k, i in enumerate(chosen)
-        ]
-        masks = select_masks(scores, config, group)
+        scores = (
+            []
+            if scorer.adaptive_mask
+            else [
+                scorer.score(matrices[k], stats[self.layers[i].weight_name])
+                for k, i in enumerate(chosen)
+            ]
+        )
+        layer_stats = [stats[self.layers[i].weight_name] for i in chosen]
+        if scorer.adaptive_mask:
+            # The mask is chosen inside the reconstruction, block by block.
+            targets = allocate(
+                [m.shape for m in matrices], config.target_sparsity, config.min_row_weights
+            )
+            masks: list[np.ndarray | None] = [None] * len(matrices)
+        else:
+            targets = [config.target_sparsity] * len(matrices)
+            masks = list(select_masks(scores, config, group))
+        warnings: list[str] = []
+        finals, deltas = [], []
+        for index, (matrix, keep, target) in enumerate(zip(matrices, masks, targets, strict=True)):
+            layer = self.layers[chosen[index]]
+            reconstructing = config.update or scorer.adaptive_mask
+            factors = self.factors(layer) if reconstructing else None
+            final, delta, problem = prune_matrix(
+                matrix, keep, layer_stats[index], scorer, config, target, factors
+            )
+            if problem:
+                warnings.append(f"{layer.name}: {problem}")
+            finals.append(final)
+            deltas.append(delta)
         model = onnx.ModelProto()
         model.CopyFrom(self.proto)
         view = GraphView(model)
         layers = find_layers(view, config).layers  # same order, nodes of the copy
-        reports, warnings = apply_masks(
-            view, [layers[i] for i in chosen], matrices, masks, stats, scorer
+        reports, written_warnings = write_matrices(
+            view, [layers[i] for i in chosen], finals, deltas, layer_stats
         )
-        return Candidate(model, config.target_sparsity, scorer, group, reports, warnings)
+        return Candidate(
+            model, config.target_sparsity, scorer, group, reports, warnings + written_warnings
+        )
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
         """``--group auto``: build each variant x selection group and keep the candidate whose
@@ -234,22 +292,95 @@ def mean_cosine(fidelity: Fidelity) -> float:
     return float(np.mean([o.cosine for o in fidelity.outputs]))
 
 
-def apply_masks(
+MASK_NAMES = ("attention_mask", "input_mask")
+
+
+def choose_sample_mask(specs: list[InputSpec], requested: str | None) -> str | None:
+    """The input whose zeros mark padded tokens, if any (``requested``: a name or "none")."""
+    if requested == "none":
+        return None
+    if requested is not None:
+        spec = next((s for s in specs if s.name == requested), None)
+        if spec is None:
+            names = ", ".join(s.name for s in specs)
+            raise UsageError(f"--sample-mask {requested!r} is not a model input ({names})")
+        if spec.rank != 2:
+            raise UsageError(
+                f"--sample-mask {requested!r} must be [batch, seq], got {spec.describe()}"
+            )
+        return requested
+    for spec in specs:
+        integral = np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_
+        if spec.name.lower() in MASK_NAMES and spec.rank == 2 and integral:
+            return spec.name
+    return None
+
+
+def prune_matrix(
+    matrix: np.ndarray,
+    keep: np.ndarray | None,
+    stats: LayerStats,
+    scorer: ScoringMethod,
+    config: PruneConfig,
+    target: float,
+    factors: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """(pruned matrix [out, K], bias change [out] or None, a problem worth reporting).
+
+    Without reconstruction: zero the masked weights; the method's compensation goes to the bias.
+    With it (``--update`` or a method that selects its mask during the update): the remaining
+    weights are re-fitted to the layer's calibration outputs, and the bias absorbs the residual
+    mean ``(W - W') E[x]`` (adding the pruned mean on top would count it twice).
+    """
+    reconstructing = config.update or scorer.adaptive_mask
+    if reconstructing and factors is None:
+        problem = "no reconstruction (input correlation too wide or not positive definite)"
+        if keep is None:  # the method needs the update to choose a mask: fall back to |W|
+            keep = select_masks(
+                [np.abs(matrix)], dataclasses.replace(config, sparsity=target), "row"
+            )[0]
+        reconstructing = False
+    else:
+        problem = None
+    if not reconstructing:
+        assert keep is not None
+        pruned = np.where(keep, matrix, 0.0)
+        delta = scorer.compensate(matrix, stats, keep) if scorer.compensate else None
+        return pruned, delta, problem
+    assert factors is not None
+    rows = matrix.shape[0]
+    groups = len(factors)
+    per_group = rows // groups
+    pruned = np.empty_like(matrix)
+    pattern = config.nm
+    for g in range(groups):
+        part = slice(g * per_group, (g + 1) * per_group)
+        pruned[part], _ = reconstruct(
+            matrix[part],
+            factors[g],
+            None if keep is None else keep[part],
+            sparsity=target,
+            pattern=pattern,
+            row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
+        )
+    mean = stats.row_expand(stats.inputs.mean, rows)
+    delta = ((matrix - pruned) * mean).sum(axis=1)
+    return pruned, delta, problem
+
+
+def write_matrices(
     view: GraphView,
     layers: list[Layer],
     matrices: list[np.ndarray],
-    masks: list[np.ndarray],
-    stats: dict[str, LayerStats],
-    scorer: ScoringMethod,
+    deltas: list[np.ndarray | None],
+    stats: list[LayerStats],
 ) -> tuple[list[LayerReport], list[str]]:
-    """Zero the masked weights, fold the method's compensation into the biases."""
+    """Write the pruned weights, add the bias changes, describe each layer."""
     reports, warnings = [], []
-    for layer, matrix, keep in zip(layers, matrices, masks, strict=True):
+    for layer, pruned, delta, layer_stats in zip(layers, matrices, deltas, stats, strict=True):
         nonzero_before = int(np.count_nonzero(layer.weight))
-        pruned = np.where(keep, matrix, 0.0)
         write_weight(view, layer, pruned)
-        if scorer.compensate is not None:
-            delta = scorer.compensate(matrix, stats[layer.weight_name], keep)
+        if delta is not None:
             warnings += add_bias(view, layer, delta)
         written = layer.from_matrix(pruned)
         reports.append(
@@ -259,7 +390,7 @@ def apply_masks(
                 weight=layer.weight_name,
                 shape=list(layer.shape),
                 storage=layer.storage,
-                gate=stats[layer.weight_name].gate_kind,
+                gate=layer_stats.gate_kind,
                 params=int(layer.weight.size),
                 nonzero_before=nonzero_before,
                 nonzero_after=int(np.count_nonzero(written)),

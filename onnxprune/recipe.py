@@ -54,6 +54,8 @@ def build_recipe(
         "pattern": config.pattern,
         "exclude": list(config.exclude),
         "min_row_weights": config.min_row_weights,
+        "update": config.update,
+        "sample_mask": config.sample_mask,
         "num_samples": config.num_samples,
         "batch_size": config.batch_size,
         "seed": config.seed,
@@ -86,6 +88,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
             holdout_fraction=float(recipe["holdout_fraction"]),
             layer_cap=float(recipe["layer_cap"]),
             min_row_weights=int(recipe["min_row_weights"]),
+            update=bool(recipe["update"]),
+            sample_mask=recipe["sample_mask"],
         )
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"recipe {path} is incomplete or malformed: {err}") from err

@@ -72,6 +72,8 @@ class Report:
     # op type -> [count before, count after]
     op_counts: dict[str, list[int]] = field(default_factory=dict)
     output_written: bool = False
+    # Input whose zeros marked padding in the statistics (None: every row counted).
+    sample_mask: str | None = None
     recipe: str | None = None
 
     @property

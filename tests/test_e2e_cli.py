@@ -376,7 +376,8 @@ def test_two_four_pattern_on_matmul(cli: CliRunner, tmp_path: Path, method: str)
         groups = weight.reshape(k // 4, 4, n)
         assert np.all(np.count_nonzero(groups, axis=1) == 2), name
         kept = weight != 0
-        assert np.array_equal(weight[kept], before[name][kept]), name
+        if not get_method(method).adaptive_mask:  # reconstruction re-fits what it keeps
+            assert np.array_equal(weight[kept], before[name][kept]), name
 
 
 def test_two_four_pattern_on_gemm_transposed(cli: CliRunner, tmp_path: Path) -> None:

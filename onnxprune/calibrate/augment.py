@@ -27,6 +27,9 @@ class InputTap:
     shape: str  # [2] int64: (rows, K)
     x_sum: str  # [K]
     x_sq_sum: str  # [K]
+    xtx: str | None = None  # [K, K] x2d^T x2d, for reconstruction (--update)
+    # With a sample mask: the number of real (unpadded) rows, float []; replaces shape[0].
+    count: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class ConvTap:
     g2: str | None  # [N, Cout, *spatial_out] float32
     geometry: ConvGeometry
     out_channels: int
+    hessian: bool = False  # also fold patches^T patches per group (for --update)
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,39 @@ class CalibrationPlan:
     taps: dict[str, list[NodeTaps]] = field(default_factory=dict)  # by weight name
     gates: dict[str, str] = field(default_factory=dict)  # weight name -> gate kind
     outputs: list[str] = field(default_factory=list)
+    # Layers whose K x K input correlation would not fit (no reconstruction for them).
+    too_wide: list[str] = field(default_factory=list)
 
 
-def build_plan(model: onnx.ModelProto, layers: list[Layer], gated: bool) -> CalibrationPlan:
-    """A copy of ``model`` with statistic outputs for every layer (the input stays untouched)."""
+# The largest K for which the K x K float64 input correlation is gathered (512 MiB per layer).
+MAX_HESSIAN_COLUMNS = 8192
+
+
+def build_plan(
+    model: onnx.ModelProto,
+    layers: list[Layer],
+    gated: bool,
+    hessian: bool = False,
+    sample_mask: str | None = None,
+    masked_inputs: frozenset[str] = frozenset(),
+) -> CalibrationPlan:
+    """A copy of ``model`` with statistic outputs for every layer (the input stays untouched).
+
+    ``sample_mask``: a graph input [batch, seq] (e.g. ``attention_mask``) whose zeros mark
+    padding; statistics of the layers reading a tensor in ``masked_inputs`` ([batch, seq, K])
+    then count real tokens only.
+    """
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     view = GraphView(augmented)
     sink = NodeSink(view, "onnxprune")
     plan = CalibrationPlan(augmented)
-    input_taps: dict[tuple[str, int], InputTap] = {}
+    input_taps: dict[tuple[str, int, bool, bool], InputTap] = {}
+    row_weights = None
+    if masked_inputs:
+        assert sample_mask is not None
+        flat = sink.op("Reshape", sample_mask, sink.const([-1, 1], dtype=np.int64))
+        row_weights = sink.op("Cast", flat, to=FLOAT, hint="row_weight")  # [B*S, 1]
     for layer in layers:
         rows, columns = layer.matrix_shape
         gates = [find_gate(view, node) for node in layer.nodes]
@@ -77,6 +104,9 @@ def build_plan(model: onnx.ModelProto, layers: list[Layer], gated: bool) -> Cali
         gate_kind = kinds.pop() if len(kinds) == 1 else "none"
         plan.gates[layer.weight_name] = gate_kind
         use_gate = gated and gate_kind != "none"
+        use_hessian = hessian and columns <= MAX_HESSIAN_COLUMNS
+        if hessian and not use_hessian:
+            plan.too_wide.append(layer.weight_name)
         node_taps = []
         for node, gate in zip(layer.nodes, gates, strict=True):
             data = node.input[layer.op.data_input]
@@ -84,14 +114,15 @@ def build_plan(model: onnx.ModelProto, layers: list[Layer], gated: bool) -> Cali
                 x = sink.op("Cast", data, to=FLOAT, hint="x")
                 g2 = _squared_gate(sink, gate) if use_gate else None
                 geometry = ConvGeometry.from_node(node, layer.shape)
-                node_taps.append(NodeTaps(conv=ConvTap(x, g2, geometry, rows)))
+                node_taps.append(NodeTaps(conv=ConvTap(x, g2, geometry, rows, use_hessian)))
                 continue
-            key = (data, columns)
+            weights = row_weights if data in masked_inputs else None
+            key = (data, columns, use_hessian, weights is not None)
             if key not in input_taps:
-                input_taps[key] = _input_tap(sink, data, columns, view.opset)
+                input_taps[key] = _input_tap(sink, data, columns, view.opset, use_hessian, weights)
             gated_tap = None
             if use_gate:
-                gated_tap = _gated_tap(sink, data, columns, gate, rows, view.opset)
+                gated_tap = _gated_tap(sink, data, columns, gate, rows, view.opset, weights)
             node_taps.append(NodeTaps(input_tap=input_taps[key], gated=gated_tap))
         plan.taps[layer.weight_name] = node_taps
 
@@ -116,6 +147,7 @@ def _tap_outputs(tap: NodeTaps) -> list[tuple[str, int]]:
     if tap.input_tap:
         names.append((tap.input_tap.shape, onnx.TensorProto.INT64))
         names += [(tap.input_tap.x_sum, FLOAT), (tap.input_tap.x_sq_sum, FLOAT)]
+        names += [(n, FLOAT) for n in (tap.input_tap.xtx, tap.input_tap.count) if n]
     if tap.gated:
         names += [(n, FLOAT) for n in (tap.gated.g2_sum, tap.gated.gx_sum, tap.gated.gx_sq_sum)]
     if tap.conv:
@@ -136,12 +168,29 @@ def _reduce_rows(sink: NodeSink, op_type: str, x2d: str, opset: int, hint: str) 
     return sink.op(op_type, x2d, axes=[0], keepdims=0, hint=hint)
 
 
-def _input_tap(sink: NodeSink, data: str, columns: int, opset: int) -> InputTap:
+def _input_tap(
+    sink: NodeSink,
+    data: str,
+    columns: int,
+    opset: int,
+    hessian: bool = False,
+    row_weights: str | None = None,
+) -> InputTap:
     x2d = _as_2d(sink, data, columns)
+    count = None
+    if row_weights is not None:
+        # Padded rows become zeros (weights are 0/1, so (x m)^2 = x^2 m) and are not counted.
+        x2d = sink.op("Mul", x2d, row_weights, hint="x_masked")
+        count = sink.op("ReduceSum", row_weights, keepdims=0, hint="count")
+    xtx = None
+    if hessian:
+        xtx = sink.op("MatMul", sink.op("Transpose", x2d, perm=[1, 0]), x2d, hint="xtx")
     return InputTap(
         shape=sink.op("Shape", x2d, hint="x_shape"),
         x_sum=_reduce_rows(sink, "ReduceSum", x2d, opset, "x_sum"),
         x_sq_sum=_reduce_rows(sink, "ReduceSumSquare", x2d, opset, "x_sq_sum"),
+        xtx=xtx,
+        count=count,
     )
 
 
@@ -152,11 +201,19 @@ def _squared_gate(sink: NodeSink, gate: Gate) -> str:
 
 
 def _gated_tap(
-    sink: NodeSink, data: str, columns: int, gate: Gate, rows: int, opset: int
+    sink: NodeSink,
+    data: str,
+    columns: int,
+    gate: Gate,
+    rows: int,
+    opset: int,
+    row_weights: str | None = None,
 ) -> GatedTap:
     x2d = _as_2d(sink, data, columns)  # [R, K]
     g2 = _squared_gate(sink, gate)
     g2_2d = sink.op("Reshape", g2, sink.const([-1, rows], dtype=np.int64))  # [R, out]
+    if row_weights is not None:
+        g2_2d = sink.op("Mul", g2_2d, row_weights, hint="g2_masked")
     x_t = sink.op("Transpose", x2d, perm=[1, 0])  # [K, R]
     x_sq_t = sink.op("Transpose", sink.op("Mul", x2d, x2d), perm=[1, 0])
     return GatedTap(

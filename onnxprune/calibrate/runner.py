@@ -9,9 +9,11 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from ..graph import GraphView
 from ..layers import Layer
 from ..session import make_session, run, save_for_session
 from .augment import CalibrationPlan, NodeTaps, build_plan
+from .gates import NodeSink
 from .sources import CalibrationSet
 from .stats import GatedMoments, InputMoments, LayerStats, conv_moments
 
@@ -37,9 +39,16 @@ def collect_statistics(
     batch_size: int,
     gated: bool,
     progress: bool,
+    hessian: bool = False,
+    sample_mask: str | None = None,
 ) -> dict[str, LayerStats]:
     """Statistics of every layer over the selected samples, keyed by weight name."""
-    plan = build_plan(model, layers, gated)
+    masked: frozenset[str] = frozenset()
+    if sample_mask is not None:
+        masked = _tensors_shaped_like_mask(
+            model, layers, dataset, selected, batch_size, sample_mask
+        )
+    plan = build_plan(model, layers, gated, hessian, sample_mask, masked)
     accumulators = {layer.weight_name: _LayerAccumulator() for layer in layers}
     with tempfile.TemporaryDirectory(prefix="onnxprune-calib-") as tmp:
         session = make_session(save_for_session(plan.model, Path(tmp) / "augmented.onnx"))
@@ -78,13 +87,16 @@ def _node_moments(
     if tap.conv is not None:
         conv = tap.conv
         g2 = fetched[conv.g2] if conv.g2 else None
-        return conv_moments(fetched[conv.x], g2, conv.geometry, conv.out_channels)
+        return conv_moments(fetched[conv.x], g2, conv.geometry, conv.out_channels, conv.hessian)
     assert tap.input_tap is not None
-    rows = float(fetched[tap.input_tap.shape][0])
+    count = tap.input_tap.count
+    rows = float(fetched[count]) if count else float(fetched[tap.input_tap.shape][0])
+    xtx = tap.input_tap.xtx
     inputs = InputMoments(
         rows,
         fetched[tap.input_tap.x_sum].astype(np.float64)[None],
         fetched[tap.input_tap.x_sq_sum].astype(np.float64)[None],
+        None if xtx is None else fetched[xtx].astype(np.float64)[None],
     )
     if tap.gated is None:
         return inputs, None
@@ -94,3 +106,48 @@ def _node_moments(
         fetched[tap.gated.gx_sq_sum].astype(np.float64).T,
     )
     return inputs, gated
+
+
+def _tensors_shaped_like_mask(
+    model: onnx.ModelProto,
+    layers: list[Layer],
+    dataset: CalibrationSet,
+    selected: np.ndarray,
+    batch_size: int,
+    mask_name: str,
+) -> frozenset[str]:
+    """Layer inputs that are [batch, seq, K] with the mask's [batch, seq], seen on one real batch.
+
+    Static shape inference loses the sequence dim behind the exporters' Reshape/Expand
+    chains, so this asks the runtime instead: one batch, the dense layers' inputs exposed.
+    """
+    names = sorted(
+        {
+            node.input[layer.op.data_input]
+            for layer in layers
+            if layer.op.stats_kind == "dense"
+            for node in layer.nodes
+        }
+    )
+    if not names:
+        return frozenset()
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    sink = NodeSink(GraphView(probe), "onnxprune_probe")
+    shapes = [sink.op("Shape", name, hint="shape") for name in names]  # [rank] int64 each
+    probe.graph.node.extend(sink.nodes)
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(s, onnx.TensorProto.INT64, None) for s in shapes
+    )
+    batch = next(iter(dataset.batches(selected, batch_size)))
+    mask_shape = tuple(batch.feed[mask_name].shape)
+    if len(mask_shape) != 2 or mask_shape[0] == mask_shape[1]:
+        return frozenset()  # a square batch could not tell batch from sequence
+    with tempfile.TemporaryDirectory(prefix="onnxprune-probe-") as tmp:
+        session = make_session(save_for_session(probe, Path(tmp) / "probe.onnx"))
+        values = run(session, shapes, batch.feed, dataset.name)
+    return frozenset(
+        name
+        for name, shape in zip(names, values, strict=True)
+        if len(shape) == 3 and tuple(int(d) for d in shape[:2]) == mask_shape
+    )

@@ -23,10 +23,18 @@ class InputMoments:
     count: float
     x_sum: np.ndarray  # (G, K)
     x_sq_sum: np.ndarray  # (G, K)
+    # sum_n x(n) x(n)^T per group, (G, K, K): the layer Hessian of ||W x - W' x||^2, up to 2/N
+    xtx: np.ndarray | None = None
 
     def merge(self, other: InputMoments) -> InputMoments:
+        xtx = None
+        if self.xtx is not None and other.xtx is not None:
+            xtx = self.xtx + other.xtx
         return InputMoments(
-            self.count + other.count, self.x_sum + other.x_sum, self.x_sq_sum + other.x_sq_sum
+            self.count + other.count,
+            self.x_sum + other.x_sum,
+            self.x_sq_sum + other.x_sq_sum,
+            xtx,
         )
 
     @property
@@ -77,11 +85,12 @@ class LayerStats:
 
 
 def dense_moments(
-    x2d: np.ndarray, g2: np.ndarray | None
+    x2d: np.ndarray, g2: np.ndarray | None, hessian: bool = False
 ) -> tuple[InputMoments, GatedMoments | None]:
     """Moments of one batch: ``x2d`` [R, K] layer inputs, ``g2`` [R, out] squared gates."""
     x = x2d.astype(np.float64)
-    inputs = InputMoments(float(x.shape[0]), x.sum(0)[None], (x * x).sum(0)[None])
+    xtx = (x.T @ x)[None] if hessian else None
+    inputs = InputMoments(float(x.shape[0]), x.sum(0)[None], (x * x).sum(0)[None], xtx)
     if g2 is None:
         return inputs, None
     g = g2.astype(np.float64)
@@ -175,13 +184,18 @@ def conv_patches(x: np.ndarray, geo: ConvGeometry) -> Iterator[tuple[slice, np.n
 
 
 def conv_moments(
-    x: np.ndarray, g2: np.ndarray | None, geo: ConvGeometry, out_channels: int
+    x: np.ndarray,
+    g2: np.ndarray | None,
+    geo: ConvGeometry,
+    out_channels: int,
+    hessian: bool = False,
 ) -> tuple[InputMoments, GatedMoments | None]:
     """Moments of one batch of a Conv: ``x`` [N, C, *sp] input, ``g2`` [N, Cout, *sp_out]."""
     groups = geo.group
     k = int(np.prod(geo.kernel)) * (x.shape[1] // groups)
     x_sum = np.zeros((groups, k))
     x_sq_sum = np.zeros((groups, k))
+    xtx = np.zeros((groups, k, k)) if hessian else None
     count = 0.0
     rows_per_group = out_channels // groups
     gated = (
@@ -198,6 +212,10 @@ def conv_moments(
         x_sum += flat.sum(0)
         sq = flat * flat
         x_sq_sum += sq.sum(0)
+        if xtx is not None:
+            for gi in range(groups):
+                column = np.ascontiguousarray(flat[:, gi])  # [m*P, K]
+                xtx[gi] += column.T @ column
         if gated is not None and g2 is not None:
             # [m, Cout, *sp_out] -> [m, P, Cout] -> [m*P, Cout], rows aligned with ``flat``
             per_position = g2[samples].astype(np.float64).reshape(p.shape[0], out_channels, -1)
@@ -209,4 +227,4 @@ def conv_moments(
                 gate_rows = np.ascontiguousarray(gate[:, rows].T)  # [Cout/G, m*P]
                 gated.gx_sum[rows] += gate_rows @ np.ascontiguousarray(flat[:, gi])
                 gated.gx_sq_sum[rows] += gate_rows @ np.ascontiguousarray(sq[:, gi])
-    return InputMoments(count, x_sum, x_sq_sum), gated
+    return InputMoments(count, x_sum, x_sq_sum, xtx), gated

@@ -29,6 +29,8 @@ class ScoringMethod:
     hidden: bool = False
     # --group auto also tries these registered methods (same statistics) in place of this one.
     auto_variants: tuple[str, ...] = ()
+    # The mask is chosen during reconstruction (SparseGPT), not from ``score`` up front.
+    adaptive_mask: bool = False
 
 
 METHODS: dict[str, ScoringMethod] = {}
@@ -55,4 +57,4 @@ def input_rms(stats: LayerStats, rows: int) -> np.ndarray:
 
 
 # Registration happens on import; the order here is the order of the CLI's choices.
-from . import contrib, magnitude, ria, stade, wanda  # noqa: E402, F401
+from . import contrib, magnitude, ria, sparsegpt, stade, wanda  # noqa: E402, F401

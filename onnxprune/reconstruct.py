@@ -1,0 +1,104 @@
+"""SparseGPT-style weight reconstruction (Frantar & Alistarh 2023), pure numpy, one layer.
+
+Minimises ``||W x - W' x||^2`` over the calibration inputs for a pruned ``W'``: walking the
+columns in blocks, each removed weight's error is pushed onto the columns not yet processed
+through the inverse Hessian ``H^-1`` of that objective (``H = 2 X X^T / N``, here from
+``xtx = sum_n x x^T``). With ``keep`` given, the mask is fixed in advance (chosen by any scoring
+method); without it, SparseGPT's own saliency ``w^2 / [H^-1]_jj^2`` picks the mask block by block
+from the already-updated weights. Shapes: ``W`` (out, K), ``xtx`` (K, K).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import NMPattern
+
+BLOCK = 128
+DAMPING = 0.01
+
+
+class ReconstructionError(ValueError):
+    """The Hessian could not be factorised even with damping."""
+
+
+def inverse_hessian_factor(xtx: np.ndarray, count: float) -> tuple[np.ndarray, np.ndarray]:
+    """(U, dead): U the upper Cholesky factor of the damped H^-1; dead the all-zero inputs."""
+    hessian = 2.0 * xtx / max(count, 1.0)
+    diagonal = np.diag(hessian).copy()
+    dead = diagonal == 0
+    hessian[dead, dead] = 1.0
+    diagonal[dead] = 1.0
+    damp = DAMPING * float(np.mean(diagonal))
+    reverse = slice(None, None, -1)
+    for attempt in range(6):
+        try:
+            damped = hessian + (damp * 10**attempt) * np.eye(hessian.shape[0])
+            # Cholesky of the index-reversed H gives H = R R^T with R upper triangular, so
+            # H^-1 = (R^-1)^T R^-1 and U = R^-1 is the upper factor wanted: one Cholesky and one
+            # triangular inverse instead of inverting H and factorising again.
+            lower = np.linalg.cholesky(np.ascontiguousarray(damped[reverse, reverse]))
+            upper_r = lower[reverse, reverse]
+            return np.linalg.inv(upper_r), dead
+        except np.linalg.LinAlgError:
+            continue
+    raise ReconstructionError("the input correlation is not positive definite even with damping")
+
+
+def reconstruct(
+    weight: np.ndarray,
+    factor: tuple[np.ndarray, np.ndarray],
+    keep: np.ndarray | None = None,
+    sparsity: float = 0.0,
+    pattern: NMPattern | None = None,
+    row_cap: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(updated weight with the pruned entries exactly 0, keep mask), both (out, K).
+
+    ``factor`` is ``inverse_hessian_factor(xtx, count)``: it depends only on the layer's
+    inputs, so callers compute it once and reuse it for every candidate mask. ``row_cap``: the
+    largest share of a row the adaptive selection may remove, applied in every block.
+    """
+    w = weight.astype(np.float64).copy()
+    upper, dead = factor
+    w[:, dead] = 0.0
+    columns = w.shape[1]
+    mask = np.zeros_like(w, dtype=bool) if keep is None else ~keep  # True = prune
+    for start in range(0, columns, BLOCK):
+        end = min(start + BLOCK, columns)
+        block = w[:, start:end].copy()
+        errors = np.zeros_like(block)
+        u_block = upper[start:end, start:end]
+        diagonal = np.diag(u_block)
+        if keep is None and pattern is None:
+            saliency = block**2 / diagonal[None, :] ** 2
+            # Each row may lose at most its cap within the block (the row floor overall).
+            limit = int(np.floor(row_cap * saliency.shape[1] + 1e-9))
+            ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
+            saliency = np.where(ranks < limit, saliency, np.inf)
+            count_pruned = min(round(sparsity * saliency.size), int(np.isfinite(saliency).sum()))
+            if count_pruned:
+                order = np.argsort(saliency, axis=None, kind="stable")[:count_pruned]
+                block_mask = np.zeros(saliency.size, dtype=bool)
+                block_mask[order] = True
+                mask[:, start:end] = block_mask.reshape(saliency.shape)
+        for i in range(end - start):
+            column = start + i
+            if keep is None and pattern is not None and i % pattern.m == 0:
+                group = slice(i, min(i + pattern.m, end - start))
+                saliency = block[:, group] ** 2 / diagonal[None, group] ** 2
+                ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
+                width = saliency.shape[1]
+                mask[:, start + group.start : start + group.stop] = ranks < width - min(
+                    pattern.n, width
+                )
+            w_column = block[:, i]
+            quantised = np.where(mask[:, column], 0.0, w_column)
+            error = (w_column - quantised) / u_block[i, i]
+            block[:, i:] -= np.outer(error, u_block[i, i:])
+            block[:, i] = quantised
+            errors[:, i] = error
+        w[:, start:end] = block
+        w[:, end:] -= errors @ upper[start:end, end:]
+    w[mask] = 0.0
+    return w, ~mask
