@@ -119,9 +119,7 @@ def shared_view(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Reshape", ["C", "shape"], ["Cr"], name="rc"),
         helper.make_node("MatMul", ["h1", "Cr"], ["y"], name="fc"),
     ]
-    return _model(
-        "shared_view", nodes, [_vi("x", [8, 8])], [_vi("y", [8, 8])], _tensors(params)
-    )
+    return _model("shared_view", nodes, [_vi("x", [8, 8])], [_vi("y", [8, 8])], _tensors(params))
 
 
 def bf16_matmul(seed: int = 0) -> onnx.ModelProto:
@@ -278,9 +276,13 @@ def if_model(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("ReduceSum", ["x"], ["total"], name="total", keepdims=0),
         helper.make_node("Greater", ["total", "zero"], ["cond"], name="positive"),
         helper.make_node(
-            "If", ["cond"], ["branch"], name="choose", then_branch=then_branch,
+            "If",
+            ["cond"],
+            ["branch"],
+            name="choose",
+            then_branch=then_branch,
             else_branch=else_branch,
-        ),  # fmt: skip
+        ),
         helper.make_node("Relu", ["branch"], ["r"], name="relu"),
         helper.make_node("MatMul", ["r", "W_out"], ["m"], name="out_fc"),
         helper.make_node("Add", ["m", "b"], ["y"], name="out_bias"),

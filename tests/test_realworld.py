@@ -57,9 +57,9 @@ def stored(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 def check_row_counts(matrix: np.ndarray, target: float) -> None:
     """Group ``row`` without a row floor: every row loses floor(s*K) or one more weight."""
-    rows, columns = matrix.shape
+    rows = matrix.shape[0]
     zeros = (matrix == 0).sum(axis=1)
-    base = int(round(target * matrix.size)) // rows
+    base = round(target * matrix.size) // rows
     assert set(zeros.tolist()) <= {base, base + 1}, zeros
     assert zeros.sum() == round(target * matrix.size)
 
