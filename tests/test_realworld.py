@@ -6,6 +6,8 @@ input model in onnxruntime (differential), not only the report.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import realworld_models as rw
+from conftest import CliRunner
 from onnx import numpy_helper
 
 import onnxprune
@@ -284,3 +287,17 @@ def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path
     explicit = run(pruned, {**feed, **weights})["y"]
     np.testing.assert_array_equal(default, explicit)
     assert not np.array_equal(default, run(model, feed)["y"])
+
+
+def test_inspect_lists_views_and_subgraph_layers(cli: CliRunner, tmp_path: Path) -> None:
+    viewed = models.save(rw.viewed_weights(), tmp_path / "viewed.onnx")
+    result = cli("inspect", viewed)
+    assert result.code == 0, result.err
+    rows = [line for line in result.out.splitlines() if line.startswith("fc")]
+    assert len(rows) == 3
+    for row in rows:  # the storage column never runs into the dtype column
+        assert re.search(r"initializer via \S+\s{2,}float32", row), row
+    looped = models.save(rw.loop_model(), tmp_path / "loop.onnx")
+    report = json.loads(cli("inspect", looped, "--json").out)
+    assert [s["name"] for s in report["skipped"]] == ["loop/body/loop_fc"]
+    assert report["skipped"][0]["reason"].startswith(SUBGRAPH_REASON)
