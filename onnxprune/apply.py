@@ -1,6 +1,7 @@
 """Write pruned weights and bias compensation back into the graph (unstructured pruning).
 
-Weights keep their name, dtype, layout and storage (initializer or Constant node). A bias change
+Weights keep their name, dtype, layout and storage (initializer or Constant node); a weight
+reached through a Transpose / Cast is zeroed in its stored form. A bias change
 ``delta`` [out] is in units of ``W @ x``; it lands in Gemm's C (scaled by alpha/beta), Conv's B,
 or the Add that follows a MatMul, and a bias is created when the layer has none.
 """
@@ -13,13 +14,23 @@ import numpy as np
 import onnx
 
 from .graph import GraphView
-from .layers import Layer
+from .layers import Layer, stored_keep_mask
 
 log = logging.getLogger(__name__)
 
 
 def write_weight(view: GraphView, layer: Layer, matrix: np.ndarray) -> None:
-    view.set_constant(layer.weight_name, layer.from_matrix(matrix))
+    """Store the pruned ``matrix``. A weight reached through views (Transpose, Cast) keeps its
+    stored values and is zeroed where the layer's pruned weight is zero, mapped back through
+    the views, so that what the layer reads is exactly the pruned weight."""
+    seen = layer.from_matrix(matrix)
+    if not layer.views:
+        view.set_constant(layer.weight_name, seen)
+        return
+    stored = view.constant_value(layer.weight_name)
+    assert stored is not None
+    keep = stored_keep_mask(layer.views, seen != 0)
+    view.set_constant(layer.weight_name, np.where(keep, stored, np.zeros((), stored.dtype)))
 
 
 def add_bias(view: GraphView, layer: Layer, delta: np.ndarray) -> list[str]:

@@ -308,7 +308,9 @@ def main(argv: list[str] | None = None) -> None:
         target, prog = SUBCOMMANDS[args[0]], f"onnxprune {args[0]}"
         args = args[1:]
     try:
-        code = target.main(args=args, prog_name=prog, standalone_mode=False)
+        # Not ``target.main``: on Ctrl-C it prints a blank line to stderr before aborting.
+        with target.make_context(prog, args) as ctx:
+            code = target.invoke(ctx)
     except click.exceptions.Exit as done:  # --help, --version
         code = done.exit_code
     except click.ClickException as err:

@@ -12,12 +12,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-# Ops through which a constant weight may be reached; a layer whose weight comes through one of
-# these is reported as skipped instead of silently ignored.
-WEIGHT_TRANSFORM_OPS = frozenset(
-    {"Transpose", "Cast", "Reshape", "Identity", "DequantizeLinear", "Squeeze", "Unsqueeze"}
-)
-
 
 class GraphView:
     def __init__(self, model: onnx.ModelProto) -> None:
@@ -126,18 +120,6 @@ class GraphView:
             k += 1
             name = f"{base}_{k}"
         return name
-
-    def traces_to_constant(self, name: str, depth: int = 4) -> onnx.NodeProto | None:
-        """If ``name`` is a constant reshaped/cast/transposed/dequantised, the op that does it."""
-        node = self.producer.get(name)
-        for _ in range(depth):
-            if node is None or node.op_type not in WEIGHT_TRANSFORM_OPS or not node.input:
-                return None
-            source = node.input[0]
-            if self.is_constant(source):
-                return node
-            node = self.producer.get(source)
-        return None
 
 
 def _names_read_in_subgraphs(graph: onnx.GraphProto) -> set[str]:

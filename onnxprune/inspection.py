@@ -69,7 +69,8 @@ class InspectReport:
             "",
         ]
         width = max([24, *(len(layer.name) + 2 for layer in self.layers)])
-        header = f"{'layer':<{width}}{'op':<8}{'shape':<18}{'params':>10}  {'stored as':<15}"
+        stored = max([15, *(len(layer.storage) + 2 for layer in self.layers)])
+        header = f"{'layer':<{width}}{'op':<8}{'shape':<18}{'params':>10}  {'stored as':<{stored}}"
         header += f"{'dtype':<9}{'gate':<11}"
         if self.sensitivity_sparsity is not None:
             header += f"{'cosine alone':>13}"
@@ -78,7 +79,7 @@ class InspectReport:
             shape = "x".join(str(d) for d in layer.shape)
             line = (
                 f"{layer.name:<{width}}{layer.op_type:<8}{shape:<18}{layer.params:>10,}  "
-                f"{layer.storage:<15}{layer.dtype:<9}{layer.gate:<11}"
+                f"{layer.storage:<{stored}}{layer.dtype:<9}{layer.gate:<11}"
             )
             if layer.cosine_alone is not None:
                 line += f"{layer.cosine_alone:>13.5f}"

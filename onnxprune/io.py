@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -106,11 +107,17 @@ def check_output_path(
         raise OutputWriteError(f"output directory is not writable: {parent}")
 
 
+# errno values that can only mean the output could not be written.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
 @contextlib.contextmanager
 def staging_dir(output_path: Path) -> Iterator[Path]:
     """A temporary directory beside the output, removed whatever happens.
 
-    Beside the output (same filesystem) so that publishing is an atomic rename.
+    Beside the output (same filesystem) so that publishing is an atomic rename. An OSError
+    while it is open that concerns a file inside it, or that can only come from writing (disk
+    full, quota, read-only filesystem), becomes an OutputWriteError (exit 4).
     """
     parent = output_path.parent if str(output_path.parent) else Path(".")
     try:
@@ -119,6 +126,11 @@ def staging_dir(output_path: Path) -> Iterator[Path]:
         raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
     try:
         yield tmp
+    except OSError as err:
+        inside = err.filename is not None and Path(str(err.filename)).parent == tmp
+        if inside or err.errno in _WRITE_ERRNOS:
+            raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -144,17 +156,25 @@ def write_model(model: onnx.ModelProto, path: Path, external_data: bool) -> None
 def publish(staged_model: Path, output_path: Path, extra: dict[Path, Path] | None = None) -> None:
     """Move a staged model (and its external data) into place; data first, model last.
 
-    ``extra`` maps further staged files (the JSON report) to their destinations; they are
-    moved just before the model, so a failure there leaves no model behind.
+    ``extra`` maps further staged files (the JSON report, the recipe) to their destinations;
+    they are moved just before the model. When any move fails, the files already moved by this
+    call are removed again: a failed publish leaves neither a model nor its side files.
     """
     data_files = external_data_files(staged_model)
+    moved: list[Path] = []
     try:
         for data in data_files:
-            os.replace(data, output_path.parent / data.name)
+            destination = output_path.parent / data.name
+            os.replace(data, destination)
+            moved.append(destination)
         for staged, destination in (extra or {}).items():
             shutil.move(staged, destination)  # may cross filesystems
+            moved.append(destination)
         os.replace(staged_model, output_path)
     except OSError as err:
+        for path in moved:
+            with contextlib.suppress(OSError):
+                path.unlink()
         raise OutputWriteError(f"cannot write {output_path}: {_first_line(err)}") from err
 
 

@@ -7,6 +7,12 @@ Every layer is handled through its weight *matrix view* ``W`` of shape ``(out, K
   (kernel position, input channel) order, so that consecutive columns walk input channels
   (the reduction axis TensorRT's 2:4 patterns use). Grouped convs: rows of group ``k`` only see
   the columns of group ``k``'s input channels; statistics are kept per group.
+
+A weight may also reach its layer through *weight view* ops (``WEIGHT_VIEWS``): a 2-D
+``Transpose``, a float-to-float ``Cast`` or an ``Identity`` of a stored constant that nothing else
+reads. The layer is then scored on what it sees, and the stored constant is zeroed where the
+mask, mapped back through the views, says so. Other ops between a constant and a layer
+(``Reshape``, ``DequantizeLinear``, ...) have a registry entry that says why the layer is skipped.
 """
 
 from __future__ import annotations
@@ -148,16 +154,179 @@ NOT_PRUNED_OPS: dict[str, str] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Weight views: ops between a stored constant and the layer that reads it
+
+
+QUANTISED_WEIGHT = "quantised weight: prune the float model before quantization"
+
+
+@dataclass(frozen=True)
+class WeightView:
+    """An op a stored weight may pass through on its way to a layer.
+
+    ``refuse`` set: a layer whose weight comes through this op is skipped with that reason.
+    Otherwise ``check`` (None when the node is supported for this input value), ``forward``
+    (the op on the value) and ``mask_back`` (a keep mask in the op's output layout -> in its
+    input layout) let the stored constant be pruned for what the layer sees.
+    """
+
+    op_type: str
+    refuse: str | None = None
+    check: Callable[[onnx.NodeProto, np.ndarray], str | None] = lambda node, value: None
+    forward: Callable[[np.ndarray, onnx.NodeProto], np.ndarray] = lambda value, node: value
+    mask_back: Callable[[np.ndarray, onnx.NodeProto], np.ndarray] = lambda mask, node: mask
+
+
+WEIGHT_VIEWS: dict[str, WeightView] = {}
+
+
+def register_weight_view(spec: WeightView) -> WeightView:
+    WEIGHT_VIEWS[spec.op_type] = spec
+    return spec
+
+
+def _perm(node: onnx.NodeProto, ndim: int) -> list[int]:
+    perm = _attr(node, "perm", None)
+    return list(perm) if perm else list(reversed(range(ndim)))  # type: ignore[call-overload]
+
+
+def _transpose_check(node: onnx.NodeProto, value: np.ndarray) -> str | None:
+    if value.ndim != 2:
+        return f"weight is transposed from a rank-{value.ndim} constant (only 2-D is supported)"
+    return None
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return dtype in FLOAT_DTYPES or dtype.name == "bfloat16"
+
+
+def _cast_target(node: onnx.NodeProto) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(_attr(node, "to", 0))))  # type: ignore[call-overload]
+
+
+def _cast_check(node: onnx.NodeProto, value: np.ndarray) -> str | None:
+    try:
+        target = _cast_target(node)
+    except (KeyError, ValueError, TypeError):
+        return "weight is cast from a constant to an unknown type"
+    if not (_is_float(value.dtype) and _is_float(target)):
+        return f"weight is cast from a {value.dtype} constant to {target} (only float to float)"
+    return None
+
+
+register_weight_view(
+    WeightView(
+        "Transpose",
+        check=_transpose_check,
+        forward=lambda value, node: np.transpose(value, _perm(node, value.ndim)),
+        mask_back=lambda mask, node: np.transpose(mask, np.argsort(_perm(node, mask.ndim))),
+    )
+)
+register_weight_view(
+    WeightView(
+        "Cast", check=_cast_check, forward=lambda value, node: value.astype(_cast_target(node))
+    )
+)
+register_weight_view(WeightView("Identity"))
+for _op in ("Reshape", "Squeeze", "Unsqueeze", "Flatten"):
+    register_weight_view(
+        WeightView(_op, refuse=f"weight is computed by {_op} from a constant (not supported)")
+    )
+register_weight_view(WeightView("DequantizeLinear", refuse=QUANTISED_WEIGHT))
+register_weight_view(WeightView("QuantizeLinear", refuse=QUANTISED_WEIGHT))
+
+
+@dataclass(frozen=True)
+class WeightTrace:
+    """A stored constant and the view nodes (stored -> layer) that lead to a layer's input."""
+
+    stored: str
+    views: tuple[onnx.NodeProto, ...]
+    refuse: str | None
+
+
+def trace_weight(view: GraphView, name: str, depth: int = 4) -> WeightTrace | None:
+    """How the layer input ``name`` is computed from a stored constant through weight views;
+    None when it is not (an activation, or too long a chain)."""
+    chain: list[onnx.NodeProto] = []
+    current = name
+    for _ in range(depth):
+        node = view.producer.get(current)
+        if node is None or node.op_type not in WEIGHT_VIEWS or not node.input:
+            return None
+        chain.insert(0, node)
+        current = node.input[0]
+        if view.is_constant(current):
+            refuse = next(
+                (WEIGHT_VIEWS[n.op_type].refuse for n in chain if WEIGHT_VIEWS[n.op_type].refuse),
+                None,
+            )
+            return WeightTrace(current, tuple(chain), refuse)
+    return None
+
+
+def _view_problem(view: GraphView, trace: WeightTrace) -> str | None:
+    """Why a weight reached through views cannot be pruned (shared tensors, unsupported op)."""
+    names = [trace.stored] + [n.output[0] for n in trace.views[:-1]]
+    for tensor, reader in zip(names, trace.views, strict=True):
+        others = [n for n in view.consumers.get(tensor, []) if n is not reader]
+        if others:
+            return (
+                f"weight {tensor} reaches the layer through {reader.op_type} but also feeds "
+                f"{others[0].op_type} ({view.node_name(others[0])})"
+            )
+        if tensor in view.used_in_subgraphs:
+            return f"weight {tensor} is also read inside a subgraph"
+        if tensor in view.graph_outputs:
+            return f"weight {tensor} is a graph output"
+    value = view.constant_value(trace.stored)
+    if value is None:
+        return "weight value could not be read"
+    for node in trace.views:
+        problem = WEIGHT_VIEWS[node.op_type].check(node, value)
+        if problem:
+            return problem
+        value = WEIGHT_VIEWS[node.op_type].forward(value, node)
+    return None
+
+
+def seen_value(view: GraphView, trace: WeightTrace) -> np.ndarray:
+    """The weight as the layer reads it: the stored constant through the trace's views."""
+    value = view.constant_value(trace.stored)
+    assert value is not None
+    for node in trace.views:
+        value = WEIGHT_VIEWS[node.op_type].forward(value, node)
+    return value
+
+
+def stored_keep_mask(views: tuple[onnx.NodeProto, ...], keep: np.ndarray) -> np.ndarray:
+    """A keep mask in the layout the layer reads -> in the stored constant's layout."""
+    for node in reversed(views):
+        keep = WEIGHT_VIEWS[node.op_type].mask_back(keep, node)
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+
+
 @dataclass
 class Layer:
-    """One prunable weight and the nodes that use it (several when the weight is shared)."""
+    """One prunable weight and the nodes that use it (several when the weight is shared).
+
+    ``weight_name`` is the stored constant that is rewritten; ``weight`` is the value the nodes
+    compute with: the stored value itself, or the stored value through ``views`` (stored ->
+    layer order).
+    """
 
     name: str
     weight_name: str
     op: LayerOp
     nodes: list[onnx.NodeProto]
-    weight: np.ndarray  # as stored, original dtype and layout
-    storage: str  # "initializer" or "Constant node"
+    weight: np.ndarray  # as the layer reads it: dtype and layout
+    storage: str  # "initializer" or "Constant node", plus the views it passes through
+    views: tuple[onnx.NodeProto, ...] = ()
 
     @property
     def groups(self) -> int:
@@ -196,9 +365,11 @@ class LayerScan:
 
 
 def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
-    """All prunable layers of the main graph, and every weight-bearing node left alone with why."""
+    """All prunable layers of the main graph, and every weight-bearing node left alone with why
+    (including those inside If/Loop/Scan subgraphs)."""
     scan = LayerScan()
     by_weight: dict[str, list[onnx.NodeProto]] = {}
+    traces: dict[str, WeightTrace] = {}
     for node in view.model.graph.node:
         name = view.node_name(node)
         spec = LAYER_OPS.get(node.op_type)
@@ -210,41 +381,96 @@ def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
             continue
         weight_name = node.input[spec.weight_input]
         if not view.is_constant(weight_name):
-            via = view.traces_to_constant(weight_name)
-            if via is not None:
-                reason = f"weight is computed by {via.op_type} from a constant, not stored"
-                scan.skipped.append(SkippedLayer(name, node.op_type, reason))
-            # Otherwise both operands are activations (e.g. attention scores): not a layer.
-            continue
+            trace = trace_weight(view, weight_name)
+            if trace is None:
+                continue  # both operands are activations (e.g. attention scores): not a layer
+            if trace.refuse is not None:
+                scan.skipped.append(SkippedLayer(name, node.op_type, trace.refuse))
+                continue
+            traces[weight_name] = trace
         by_weight.setdefault(weight_name, []).append(node)
 
     for weight_name, nodes in by_weight.items():
         first = nodes[0]
         name = view.node_name(first)
-        skip = _skip_reason(view, config, weight_name, nodes)
+        trace = traces.get(weight_name)
+        skip = _skip_reason(view, config, weight_name, nodes, trace)
         if skip is not None:
             scan.skipped.append(SkippedLayer(name, first.op_type, skip))
             continue
-        weight = view.constant_value(weight_name)
+        stored = trace.stored if trace is not None else weight_name
+        weight = seen_value(view, trace) if trace is not None else view.constant_value(stored)
         assert weight is not None
-        storage = "initializer" if weight_name in view.initializers else "Constant node"
+        storage = "initializer" if stored in view.initializers else "Constant node"
+        views = trace.views if trace is not None else ()
+        if views:
+            storage += " via " + "+".join(n.op_type for n in views)
         scan.layers.append(
-            Layer(name, weight_name, LAYER_OPS[first.op_type], nodes, weight, storage)
+            Layer(name, stored, LAYER_OPS[first.op_type], nodes, weight, storage, views)
         )
+    _skip_subgraph_layers(view, view.model.graph, "", set(view.initializers), scan)
     return scan
 
 
+SUBGRAPH_REASON = "inside a Loop/If/Scan subgraph: not pruned"
+
+
+def _skip_subgraph_layers(
+    view: GraphView, graph: onnx.GraphProto, prefix: str, constants: set[str], scan: LayerScan
+) -> None:
+    """List every weight-bearing node of every subgraph (at any depth) as skipped."""
+    constants = constants | {t.name for t in graph.initializer}
+    constants |= {n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = [*attr.graphs, *([attr.g] if attr.HasField("g") else [])]
+            for sub in subgraphs:
+                parent = f"{prefix}{view.node_name(node)}/{attr.name}/"
+                inner = constants | {t.name for t in sub.initializer}
+                inner |= {n.output[0] for n in sub.node if n.op_type == "Constant" and n.output}
+                for child in sub.node:
+                    spec = LAYER_OPS.get(child.op_type)
+                    if spec is not None:
+                        bears = len(child.input) > spec.weight_input and (
+                            child.input[spec.weight_input] in inner
+                        )
+                    else:
+                        bears = child.op_type in NOT_PRUNED_OPS
+                    if bears:
+                        reason = f"{SUBGRAPH_REASON} ({node.op_type} {view.node_name(node)})"
+                        scan.skipped.append(
+                            SkippedLayer(parent + view.node_name(child), child.op_type, reason)
+                        )
+                _skip_subgraph_layers(view, sub, parent, inner, scan)
+
+
 def _skip_reason(
-    view: GraphView, config: PruneConfig, weight_name: str, nodes: list[onnx.NodeProto]
+    view: GraphView,
+    config: PruneConfig,
+    weight_name: str,
+    nodes: list[onnx.NodeProto],
+    trace: WeightTrace | None = None,
 ) -> str | None:
     first = nodes[0]
     names = [view.node_name(n) for n in nodes]
-    if config.is_excluded(weight_name, *names):
+    stored = trace.stored if trace is not None else weight_name
+    if config.is_excluded(weight_name, stored, *names):
         return "excluded by --exclude"
     spec = LAYER_OPS[first.op_type]
-    weight = view.constant_value(weight_name)
+    if trace is not None:
+        problem = _view_problem(view, trace)
+        if problem:
+            return problem
+        weight: np.ndarray | None = seen_value(view, trace)
+    else:
+        weight = view.constant_value(weight_name)
     if weight is None:
         return "weight value could not be read"
+    if weight.dtype.name == "bfloat16":
+        return (
+            f"{first.op_type} computes in bfloat16: onnxruntime has no CPU kernel to calibrate "
+            "it (a bfloat16 weight behind a Cast to float is pruned)"
+        )
     if weight.dtype not in FLOAT_DTYPES:
         return f"weight dtype {weight.dtype} is not float16/float32/float64"
     if weight.size == 0:

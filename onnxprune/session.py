@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from .io import write_model
 
 # Protobuf's hard limit; above it a model must live on disk with external data.
 _INLINE_LIMIT = 1_800_000_000
+# onnxruntime's own logger writes to the process's stderr (not through Python); errors reach
+# the user through our one-line messages instead, so only fatal ones may print.
+_ORT_LOG_FATAL_ONLY = 4
 
 
 def save_for_session(model: onnx.ModelProto, path: Path) -> Path:
@@ -24,7 +28,7 @@ def save_for_session(model: onnx.ModelProto, path: Path) -> Path:
 
 def make_session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings from ORT would reach the user's terminal
+    options.log_severity_level = _ORT_LOG_FATAL_ONLY
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own pybind exception types
@@ -37,16 +41,39 @@ def run(
     feed: dict[str, np.ndarray],
     source: str,
 ) -> list[np.ndarray]:
+    """``session.run``; a batch onnxruntime rejects becomes one CalibrationDataError line that
+    names the source and every input with its dtype and shape."""
+    run_options = ort.RunOptions()
+    run_options.log_severity_level = _ORT_LOG_FATAL_ONLY
     try:
-        return session.run(list(outputs) if outputs is not None else None, feed)  # type: ignore[no-any-return]
+        return session.run(  # type: ignore[no-any-return]
+            list(outputs) if outputs is not None else None, feed, run_options
+        )
     except Exception as err:
-        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+        inputs = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feed.items())
         raise CalibrationDataError(
-            f"onnxruntime rejected a batch from {source} ({shapes}): {first_line(err)}"
+            f"onnxruntime rejected a batch from {source} (input {inputs}): {ort_message(err)}"
         ) from err
 
 
-def first_line(err: BaseException) -> str:
+def ort_message(err: BaseException) -> str:
+    """onnxruntime's error without its status prefix and C++ source locations, one line."""
+    text = first_line(err, limit=2000)
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    # "Status Message: /onnxruntime_src/...:84 onnxruntime::F(args) cond was false. Why" -> Why
+    text = re.sub(r"Status Message: \S*onnxruntime_src\S* .*? was false\. ", "", text)
+    text = re.sub(r"Status Message: \S*onnxruntime_src\S*:\d+ \S+ ", "", text)
+    text = text.replace("Non-zero status code returned while running ", "")
+    # Nodes onnxprune added to compute statistics are not the user's: say what they are.
+    text = re.sub(
+        r"\w+ node\. Name:'onnxprune/[^']*'",
+        "a node onnxprune added to read a layer's input:",
+        text,
+    )
+    return text[:300]
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
     text = str(err).strip()
     line = text.splitlines()[0] if text else type(err).__name__
-    return line[:300]
+    return line[:limit]
