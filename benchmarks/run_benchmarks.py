@@ -222,26 +222,44 @@ class GridConfig:
     method: str
     group: str | None
     min_row_weights: int
-    kind: str  # "method", "ablation", "group", "baseline-mrw0"
+    kind: str  # "method", "ablation", "group", "baseline-mrw0", "update"
+    # The selection group as configured: the explicit one, or "<method default> (default)".
+    group_label: str
+    # --update: SparseGPT-style reconstruction after the mask (``sparsegpt`` always has it).
+    update: bool = False
+
+
+# MiniLM runs take minutes each: its grid keeps the published methods and contrib --update.
 
 
 def grid_configs(methods_filter: Sequence[str] | None) -> list[GridConfig]:
     public = onnxprune.available_methods()
-    configs = [GridConfig(f"{m}", m, None, DEFAULT_MIN_ROW_WEIGHTS, "method") for m in public]
+
+    def default(name: str) -> str:
+        return f"{METHODS[name].default_group} (default)"
+
+    configs = [
+        GridConfig(m, m, None, DEFAULT_MIN_ROW_WEIGHTS, "method", default(m)) for m in public
+    ]
     configs += [
-        GridConfig(name, name, None, DEFAULT_MIN_ROW_WEIGHTS, "ablation")
+        GridConfig(name, name, None, DEFAULT_MIN_ROW_WEIGHTS, "ablation", default(name))
         for name in METHODS
         if name.startswith("contrib-")
     ]
     configs += [
-        GridConfig(f"contrib, group={g}", "contrib", g, DEFAULT_MIN_ROW_WEIGHTS, "group")
+        GridConfig(f"contrib, group={g}", "contrib", g, DEFAULT_MIN_ROW_WEIGHTS, "group", g)
         for g in GROUPS
         if "contrib" in METHODS
     ]
     configs += [
-        GridConfig(f"{m}, min_row_weights=0", m, None, 0, "baseline-mrw0")
+        GridConfig(f"{m}, min_row_weights=0", m, None, 0, "baseline-mrw0", default(m))
         for m in public
         if not m.startswith("contrib")
+    ]
+    configs += [
+        GridConfig(f"{m}, --update", m, None, DEFAULT_MIN_ROW_WEIGHTS, "update", default(m), True)
+        for m in ("contrib", "wanda", "magnitude")
+        if m in public
     ]
     if methods_filter:
         configs = [c for c in configs if c.method in methods_filter]
@@ -269,6 +287,7 @@ def run_quality(
                 **asdict(config),
                 "sparsity": sparsity,
                 "num_samples": num_samples,
+                "load1": load1(),
             }
             started = time.perf_counter()
             try:
@@ -282,12 +301,15 @@ def run_quality(
                     num_samples=num_samples,
                     batch_size=BATCH_SIZE,
                     min_row_weights=config.min_row_weights,
+                    update=config.update,
                     eval_data=files.eval,
                 )
                 row["prune_wall"] = time.perf_counter() - started
                 fidelity = report.fidelity
                 row.update(
                     effective_group=report.group,
+                    variant=getattr(report, "variant", None),
+                    group_trials=dict(getattr(report, "group_trials", None) or {}),
                     achieved_sparsity=report.achieved_sparsity,
                     calibration_samples=report.calibration_samples,
                     timings=dict(report.timings),
@@ -378,6 +400,11 @@ def plain_inference_main(spec_text: str) -> int:
     return 0
 
 
+def load1() -> float:
+    """1-minute load average: above the CPU count, other processes competed for the CPUs."""
+    return os.getloadavg()[0]
+
+
 def timed_run(command: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     clock = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -402,15 +429,18 @@ def run_speed(files: ModelFiles, methods: Sequence[str], work_dir: Path) -> list
         row: dict[str, Any] = {"model": files.name, "method": method, "samples": SPEED_SAMPLES}
         for rep in range(SPEED_REPS):
             command = plain_inference_command(files, SPEED_SAMPLES)
+            load_plain = load1()
             wall, done = timed_run(command)
             if done.returncode != 0:
                 row.update(failure(command, done))
                 break
             plain = json.loads(done.stdout.strip().splitlines()[-1])
             plain["process_wall"] = wall
+            plain["load1"] = load_plain
             plain_runs.append(plain)
             report_path = work_dir / f"{files.name}.{method}.speed.json"
             command = cli_command(files, method, SPEED_SAMPLES, output, report_path)
+            load_cli = load1()
             wall, done = timed_run(command)
             if done.returncode != 0:
                 row.update(failure(command, done))
@@ -419,6 +449,7 @@ def run_speed(files: ModelFiles, methods: Sequence[str], work_dir: Path) -> list
             cli_runs.append(
                 {
                     "wall": wall,
+                    "load1": load_cli,
                     "timings": report["timings"],
                     "calibration_samples": report["calibration_samples"],
                     "fidelity_samples": report["fidelity"]["samples"],
@@ -495,6 +526,7 @@ def run_memory(files: ModelFiles, methods: Sequence[str], work_dir: Path) -> lis
         row: dict[str, Any] = {"model": files.name, "method": method, "runs": []}
         for samples in MEMORY_SAMPLES:
             command = cli_command(files, method, samples, output, report_path)
+            load = load1()
             clock = time.perf_counter()
             peak, how, done = peak_rss_kib(command)
             wall = time.perf_counter() - clock
@@ -508,6 +540,7 @@ def run_memory(files: ModelFiles, methods: Sequence[str], work_dir: Path) -> lis
                     "calibration_samples": report["calibration_samples"],
                     "peak_rss_kib": peak,
                     "wall": wall,
+                    "load1": load,
                     "measured_with": how,
                 }
             )
@@ -558,9 +591,9 @@ def git_state() -> dict[str, Any]:
         done = subprocess.run(
             ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
         )
-        return done.stdout.strip() if done.returncode == 0 else ""
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
 
-    dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if line]
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if line.strip()]
     return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "uncommitted": dirty}
 
 
@@ -598,6 +631,7 @@ def grid_table(
     sparsities: Sequence[float],
     value: Callable[[dict[str, Any]], float | None],
     digits: int = 4,
+    bold: bool = True,
 ) -> list[str]:
     """Rows = config, columns = sparsity; the best shown value of each column in bold."""
     labels = list(dict.fromkeys(r["label"] for r in rows))
@@ -606,13 +640,13 @@ def grid_table(
     for s in sparsities:
         shown = [fmt(value(cell[(lb, s)]), digits) for lb in labels if (lb, s) in cell]
         numbers = [float(x) for x in shown if x != "-"]
-        if numbers:
+        if numbers and bold:
             best[s] = fmt(max(numbers), digits)
     header = "| method / config | group | " + " | ".join(f"{s:g}" for s in sparsities) + " |"
     lines = [header, "|" + "---|" * (len(sparsities) + 2)]
     for label in labels:
         some = next(r for r in rows if r["label"] == label)
-        group = some.get("effective_group") or some.get("group") or "-"
+        group = some.get("group_label") or "-"
         cells = []
         for s in sparsities:
             row = cell.get((label, s))
@@ -625,6 +659,42 @@ def grid_table(
                 cells.append(f"**{text}**" if text == best.get(s) else text)
         lines.append(f"| {label} | {group} | " + " | ".join(cells) + " |")
     return lines
+
+
+def choices_table(rows: list[dict[str, Any]], sparsities: Sequence[float]) -> list[str]:
+    """Per cell, the selection group (and scoring variant) a default-group run ended up with."""
+    chosen = [r for r in rows if "effective_group" in r and r["group"] is None]
+    resolved = [
+        r
+        for r in chosen
+        if r["effective_group"] != r["group_label"].removesuffix(" (default)")
+        or r.get("variant") not in (None, r["method"])
+    ]
+    labels = list(dict.fromkeys(r["label"] for r in resolved))
+    if not labels:
+        return []
+    cell = {(r["label"], r["sparsity"]): r for r in chosen}
+    out = [
+        "Selection the tool ended up with where the group was left to the method (`report.group`,"
+        " and `report.variant` where it names another scoring variant; auto's candidates are "
+        "judged on calibration samples, see `group_trials` in results.json):",
+        "",
+        "| method / config | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
+        "|---|" + "---|" * len(sparsities),
+    ]
+    for label in labels:
+        cells = []
+        for s in sparsities:
+            row = cell.get((label, s))
+            if row is None:
+                cells.append("")
+                continue
+            text = row["effective_group"]
+            if row.get("variant") not in (None, row["method"]):
+                text += f" ({row['variant']})"
+            cells.append(text)
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def contrib_lines(rows: list[dict[str, Any]], sparsities: Sequence[float]) -> list[str]:
@@ -646,11 +716,26 @@ def contrib_lines(rows: list[dict[str, Any]], sparsities: Sequence[float]) -> li
         ours = default[0]["value"]
         top = max(rivals, key=lambda r: r["value"])
         verdict = "yes" if ours >= top["value"] else "no"
-        lines.append(
+        line = (
             f"- sparsity {s:g}: contrib {ours:.4f} vs best baseline {top['value']:.4f} "
             f"({top['label']}): contrib >= best baseline: **{verdict}** "
             f"({ours - top['value']:+.4f})"
         )
+        updated = [
+            r
+            for r in rows
+            if r["label"] == "contrib, --update" and r["sparsity"] == s and "value" in r
+        ]
+        sparsegpt = [
+            r for r in rows if r["label"] == "sparsegpt" and r["sparsity"] == s and "value" in r
+        ]
+        if updated and sparsegpt:
+            mine, theirs = updated[0]["value"], sparsegpt[0]["value"]
+            line += (
+                f"; contrib --update {mine:.4f} vs sparsegpt {theirs:.4f}: "
+                f"**{'yes' if mine >= theirs else 'no'}** ({mine - theirs:+.4f})"
+            )
+        lines.append(line)
     return lines
 
 
@@ -686,6 +771,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"(digest {meta['source_digest_start']} -> {meta['source_digest_end']}); "
             "CLI subprocesses started after the change ran the new code."
         )
+    loads = all_loads(results)
+    if loads:
+        busy = sum(x > env["nproc"] for x in loads)
+        out.append(
+            f"- machine load: 1-minute load average sampled before each of the {len(loads)} "
+            f"measurements: min {min(loads):.2f}, median {statistics.median(loads):.2f}, max "
+            f"{max(loads):.2f}; above {env['nproc']} (the CPU count, i.e. other processes "
+            f"competing for the CPUs) before {busy} of them"
+        )
     minilm = meta.get("minilm_source") or {}
     if minilm:
         text = minilm["text_source"]
@@ -706,7 +800,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"(`min_row_weights={DEFAULT_MIN_ROW_WEIGHTS}`, the default), the hidden `contrib-*` "
         "ablations registered at run time, `contrib` with each selection group given "
         "explicitly, and the non-contrib methods with `min_row_weights=0` (as published: tiny "
-        "layers unprotected). The group column is the selection group the run used. Best "
+        "layers unprotected). The group column is the selection group as configured (what a "
+        "default group resolved to is listed below each model). Best "
         "value per column in bold. The contrib line per sparsity compares the default "
         "`contrib` row with the best magnitude / wanda / ria row (default or "
         "`min_row_weights=0`).",
@@ -723,7 +818,13 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"over the {block['dense']['eval_samples']} held-out sentences, computed by "
                 f"this script with onnxruntime. Calibration: `num_samples="
                 f"{block['num_samples']}` of the {minilm.get('split', {}).get('calib', '?')} "
-                "calibration sentences.",
+                "calibration sentences"
+                + (
+                    f" (the script's default is {MINILM_SAMPLES}; this run set "
+                    "`--minilm-samples` to keep the whole run within its time budget)."
+                    if block["num_samples"] != MINILM_SAMPLES
+                    else "."
+                ),
                 "",
             ]
             out += grid_table(rows, sparsities, lambda r: r.get("value"))
@@ -784,12 +885,22 @@ def render_markdown(results: dict[str, Any]) -> str:
                     f"target in every cell (largest deviation {max(achieved, key=abs):+.4f})."
                 )
         out += ["", "<details><summary>achieved sparsity per cell</summary>", ""]
-        out += grid_table(rows, sparsities, lambda r: r.get("achieved_sparsity"))
+        out += grid_table(rows, sparsities, lambda r: r.get("achieved_sparsity"), bold=False)
         out += ["", "</details>", ""]
+        out += choices_table(rows, sparsities)
     out += error_section(results)
     out += speed_section(results)
     out += memory_section(results)
     return "\n".join(out).rstrip() + "\n"
+
+
+def all_loads(results: dict[str, Any]) -> list[float]:
+    loads = [r["load1"] for b in results.get("quality", {}).values() for r in b["rows"]]
+    for row in results.get("speed", {}).get("rows", []):
+        loads += [r["load1"] for r in row.get("plain_runs", []) + row.get("cli_runs", [])]
+    for row in results.get("memory", {}).get("rows", []):
+        loads += [r["load1"] for r in row.get("runs", [])]
+    return [x for x in loads if x is not None]
 
 
 def error_section(results: dict[str, Any]) -> list[str]:
@@ -874,7 +985,14 @@ def speed_section(results: dict[str, Any]) -> list[str]:
             continue
         plain = ", ".join(f"{r['inference']:.3f}" for r in row["plain_runs"])
         cli = ", ".join(f"{r['wall']:.2f}" for r in row["cli_runs"])
-        out.append(f"- {row['model']} / {row['method']}: plain inference [{plain}], CLI [{cli}]")
+        loads = ", ".join(
+            f"{p['load1']:.1f}/{c['load1']:.1f}"
+            for p, c in zip(row["plain_runs"], row["cli_runs"], strict=False)
+        )
+        out.append(
+            f"- {row['model']} / {row['method']}: plain inference [{plain}], CLI [{cli}]; "
+            f"load average before plain/CLI [{loads}]"
+        )
     return [*out, ""]
 
 
@@ -997,7 +1115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["quality"] = {}
         for name in models:
             samples = args.minilm_samples if name == "minilm" else None
-            dense, rows = run_quality(files[name], configs, sparsities, samples, work_dir)
+            model_configs = (
+                [
+                    c
+                    for c in configs
+                    if c.kind == "method" or (c.kind == "update" and c.method == "contrib")
+                ]
+                if name == "minilm"
+                else configs
+            )
+            dense, rows = run_quality(files[name], model_configs, sparsities, samples, work_dir)
             results["quality"][name] = {"dense": dense, "num_samples": samples, "rows": rows}
             save()
     speed_methods = [m for m in SPEED_METHODS if not args.methods or m in args.methods]
