@@ -135,6 +135,14 @@ def staging_dir(output_path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def proto_size_bytes(model: onnx.ModelProto) -> int:
+    """The serialised size, summed part by part: ``ModelProto.ByteSize()`` itself fails above
+    protobuf's 2 GB limit, which is exactly when the answer matters."""
+    graph = model.graph
+    parts = [*graph.initializer, *graph.node, *graph.sparse_initializer]
+    return sum(part.ByteSize() for part in parts)
+
+
 def write_model(model: onnx.ModelProto, path: Path, external_data: bool) -> None:
     """Write ``model`` to ``path`` (inside a staging directory), with external data if asked."""
     try:

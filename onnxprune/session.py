@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import CalibrationDataError, ModelError
-from .io import write_model
+from .io import proto_size_bytes, write_model
 
 # Protobuf's hard limit; above it a model must live on disk with external data.
 _INLINE_LIMIT = 1_800_000_000
@@ -22,7 +22,7 @@ _ORT_LOG_FATAL_ONLY = 4
 
 def save_for_session(model: onnx.ModelProto, path: Path) -> Path:
     """Write ``model`` where onnxruntime can load it by path (external data when large)."""
-    write_model(model, path, external_data=model.ByteSize() > _INLINE_LIMIT)
+    write_model(model, path, external_data=proto_size_bytes(model) > _INLINE_LIMIT)
     return path
 
 
