@@ -15,7 +15,7 @@ import click
 
 from .api import prune
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError
-from .inspection import inspect_model
+from .inspection import check_pattern, inspect_model
 from .scoring import available_methods
 
 CALIB_HELP = (
@@ -296,7 +296,23 @@ def inspect_command(
     return report.exit_code
 
 
-SUBCOMMANDS: dict[str, click.Command] = {"inspect": inspect_command}
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--pattern", default="2:4", show_default=True, help="N:M pattern to check.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
+def check_pattern_command(model: Path, pattern: str, as_json: bool, debug: bool) -> int:
+    """Check which of MODEL's prunable layers keep at most N of every M weights along the
+    reduction axis (TensorRT 2:4). Exits 5 unless every layer conforms."""
+    report = check_pattern(model, pattern)
+    click.echo(report.to_json() if as_json else report.format_table())
+    return report.exit_code
+
+
+SUBCOMMANDS: dict[str, click.Command] = {
+    "inspect": inspect_command,
+    "check-pattern": check_pattern_command,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

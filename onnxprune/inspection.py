@@ -13,9 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .calibrate.gates import find_gate
 from .calibrate.sources import DataSource
-from .config import PruneConfig
+from .config import PruneConfig, parse_pattern
+from .errors import EXIT_GATE_FAILED, UsageError
 from .graph import GraphView
 from .io import load_model
 from .layers import find_layers
@@ -152,3 +155,79 @@ def inspect_model(
     report.sensitivity_source = reference.source
     report.sensitivity_samples = int(reference.selected.sum())
     return report
+
+
+@dataclass
+class PatternLayer:
+    name: str
+    op_type: str
+    weight: str
+    groups: int  # complete groups of M along the reduction axis, over all rows
+    conforming: int  # of those, groups with at most N non-zeros
+
+    @property
+    def ok(self) -> bool:
+        return self.groups > 0 and self.conforming == self.groups
+
+
+@dataclass
+class PatternReport:
+    model: str
+    pattern: str
+    layers: list[PatternLayer]
+
+    @property
+    def exit_code(self) -> int:
+        """5 (a check failed) unless every prunable layer follows the pattern."""
+        return 0 if self.layers and all(layer.ok for layer in self.layers) else EXIT_GATE_FAILED
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["all_conform"] = self.exit_code == 0
+        for item, layer in zip(data["layers"], self.layers, strict=True):
+            item["ok"] = layer.ok
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    def format_table(self) -> str:
+        width = max([24, *(len(layer.name) + 2 for layer in self.layers)])
+        lines = [
+            f"onnxprune check-pattern: {self.model} ({self.pattern} along the reduction axis)",
+            "",
+            f"{'layer':<{width}}{'op':<8}{'groups':>12}{'conforming':>12}  ok",
+        ]
+        for layer in self.layers:
+            lines.append(
+                f"{layer.name:<{width}}{layer.op_type:<8}{layer.groups:>12,}"
+                f"{layer.conforming:>12,}  {'yes' if layer.ok else 'NO'}"
+            )
+        verdict = "every layer conforms" if self.exit_code == 0 else "NOT every layer conforms"
+        lines += ["", verdict]
+        return "\n".join(lines)
+
+
+def check_pattern(model: str | Path, pattern: str = "2:4") -> PatternReport:
+    """Which prunable layers keep at most N of every M weights along the reduction axis (the
+    axis TensorRT's sparse tensor cores use: MatMul B[K, N] axis 0, Gemm by transB, Conv input
+    channels). Trailing groups shorter than M are not counted."""
+    nm = parse_pattern(pattern)
+    if nm is None:
+        raise UsageError("check-pattern needs an N:M pattern such as 2:4")
+    model_path = Path(model)
+    view = GraphView(load_model(model_path))
+    scan = find_layers(view, PruneConfig(sparsity=0.0, min_row_weights=0))
+    layers = []
+    for layer in scan.layers:
+        matrix = layer.matrix()  # [out, K], K in (kernel position, input channel) order for Conv
+        rows, columns = matrix.shape
+        full = columns - columns % nm.m
+        nonzero = np.count_nonzero(matrix[:, :full].reshape(rows, -1, nm.m), axis=2)
+        layers.append(
+            PatternLayer(
+                layer.name,
+                layer.op.op_type,
+                layer.weight_name,
+                int(nonzero.size),
+                int((nonzero <= nm.n).sum()),
+            )
+        )
+    return PatternReport(str(model_path), str(nm), layers)

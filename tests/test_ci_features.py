@@ -260,3 +260,21 @@ def test_python_generator_source_streams_each_pass(tmp_path: Path) -> None:
     assert streamed.keys() == loaded.keys()
     for name, weight in streamed.items():
         np.testing.assert_allclose(weight, loaded[name], rtol=1e-4, atol=1e-6)
+
+
+# -- check-pattern ------------------------------------------------------------------------------
+
+
+def test_check_pattern_accepts_a_2_4_model_and_rejects_the_dense_one(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    output = tmp_path / "p24.onnx"
+    assert cli(CNN, "--calib", CALIB, "--pattern", "2:4", "-o", output, "-q").code == 0
+    result = cli("check-pattern", output, "--json")
+    assert result.code == 0
+    report = json.loads(result.out)
+    assert report["all_conform"] and all(layer["ok"] for layer in report["layers"])
+    dense = cli("check-pattern", CNN)
+    assert dense.code == EXIT_GATE_FAILED and "NOT every layer conforms" in dense.out
+    bad = cli("check-pattern", CNN, "--pattern", "unstructured")
+    assert bad.code == EXIT_USAGE and "N:M" in bad.err
