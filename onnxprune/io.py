@@ -43,12 +43,13 @@ _GZIP_LIMIT = 512 * 1024 * 1024
 
 
 def gzip_size_bytes(model_path: Path) -> int | None:
-    """Size of the model (and its external data) after gzip -6: what zeroed weights save in
+    """Size of the model (and its external data) after gzip -1: what zeroed weights save in
     a compressed artifact or download. None for very large models."""
     files = [model_path, *external_data_files(model_path)]
     if sum(f.stat().st_size for f in files if f.exists()) > _GZIP_LIMIT:
         return None
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip container
+    # Level 1: a few times faster than the default 6 on weights, within a few % of its size.
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: gzip container
     total = 0
     for file in files:
         with file.open("rb") as handle:

@@ -49,7 +49,7 @@ from .verify import Fidelity, ReferenceRun
 MAX_HOLDOUT = 256
 # --group auto: the selections it tries, and how many calibration samples judge them.
 AUTO_GROUPS = ("row", "global")
-AUTO_SAMPLES = 128
+AUTO_SAMPLES = 64
 # The original's outputs on at most this many verification samples are kept in memory.
 MAX_CACHED_SAMPLES = 1024
 
