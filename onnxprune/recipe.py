@@ -7,6 +7,7 @@ byte for byte without searching again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -45,26 +46,21 @@ def build_recipe(
     calibration_fingerprint: str | None,
     versions: dict[str, str],
 ) -> dict[str, Any]:
-    return {
-        "recipe_version": RECIPE_VERSION,
-        "method": variant,
-        "requested_method": config.method,
-        "group": group,
-        "sparsity": config.sparsity,
-        "pattern": config.pattern,
-        "exclude": list(config.exclude),
-        "min_row_weights": config.min_row_weights,
-        "update": config.update,
-        "sample_mask": config.sample_mask,
-        "num_samples": config.num_samples,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "holdout_fraction": config.holdout_fraction,
-        "layer_cap": config.layer_cap,
-        "layers": layer_sparsity,
-        "calibration_fingerprint": calibration_fingerprint,
-        "versions": versions,
+    """Every PruneConfig field, with the method and group that actually ran."""
+    recipe: dict[str, Any] = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init
     }
+    recipe["exclude"] = list(config.exclude)
+    recipe.update(
+        recipe_version=RECIPE_VERSION,
+        method=variant,
+        requested_method=config.method,
+        group=group,
+        layers=layer_sparsity,
+        calibration_fingerprint=calibration_fingerprint,
+        versions=versions,
+    )
+    return recipe
 
 
 def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
@@ -76,21 +72,9 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     if not isinstance(recipe, dict) or recipe.get("recipe_version") != RECIPE_VERSION:
         raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
     try:
-        config = PruneConfig(
-            sparsity=float(recipe["sparsity"]),
-            method=str(recipe["method"]),
-            pattern=str(recipe["pattern"]),
-            group=str(recipe["group"]),
-            exclude=tuple(recipe["exclude"]),
-            num_samples=recipe["num_samples"],
-            batch_size=int(recipe["batch_size"]),
-            seed=int(recipe["seed"]),
-            holdout_fraction=float(recipe["holdout_fraction"]),
-            layer_cap=float(recipe["layer_cap"]),
-            min_row_weights=int(recipe["min_row_weights"]),
-            update=bool(recipe["update"]),
-            sample_mask=recipe["sample_mask"],
-        )
+        settings = {f.name: recipe[f.name] for f in dataclasses.fields(PruneConfig) if f.init}
+        settings["exclude"] = tuple(settings["exclude"])
+        config = PruneConfig(**settings)
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"recipe {path} is incomplete or malformed: {err}") from err
     return config, recipe
