@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -18,10 +20,38 @@ from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError
 from .inspection import check_pattern, inspect_model
 from .scoring import available_methods
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 CALIB_HELP = (
     "Calibration data: .npz, a directory of .npz or <input>.npy files, or test_data_set_* "
     "directories."
 )
+
+
+def method_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--method",
+        type=click.Choice(available_methods()),
+        default="contrib",
+        show_default=True,
+        help=help_text,
+    )
+
+
+num_samples_option = click.option(
+    "--num-samples", type=int, default=None, help="Use at most N calibration samples."
+)
+batch_size_option = click.option(
+    "--batch-size", type=int, default=32, show_default=True, help="Samples per onnxruntime batch."
+)
+seed_option = click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for the held-out split and sample subset.",
+)
+debug_option = click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
 
 
 def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float]:
@@ -50,13 +80,7 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     default=None,
     help="Output model (default: <model>.pruned.onnx). Never the input.",
 )
-@click.option(
-    "--method",
-    type=click.Choice(available_methods()),
-    default="contrib",
-    show_default=True,
-    help="Scoring method.",
-)
+@method_option("Scoring method.")
 @click.option(
     "--pattern",
     default="unstructured",
@@ -97,10 +121,8 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Input [batch, seq] whose zeros mark padding, so statistics count real tokens only "
     "(default: an input named attention_mask, if any; 'none' turns it off).",
 )
-@click.option("--num-samples", type=int, default=None, help="Use at most N calibration samples.")
-@click.option(
-    "--batch-size", type=int, default=32, show_default=True, help="Samples per onnxruntime batch."
-)
+@num_samples_option
+@batch_size_option
 @click.option(
     "--eval",
     "eval_data",
@@ -150,15 +172,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Write the report as JSON to this file.",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed for the held-out split and sample subset.",
-)
+@seed_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
-@click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
+@debug_option
 @click.version_option(package_name="onnxprune")
 def command(
     model: Path,
@@ -255,19 +271,13 @@ def command(
     show_default=True,
     help="Sensitivity: prune one layer at a time to this sparsity.",
 )
-@click.option(
-    "--method",
-    type=click.Choice(available_methods()),
-    default="contrib",
-    show_default=True,
-    help="Scoring method for the sensitivity runs.",
-)
-@click.option("--num-samples", type=int, default=None, help="Use at most N calibration samples.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@method_option("Scoring method for the sensitivity runs.")
+@num_samples_option
+@batch_size_option
+@seed_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
+@debug_option
 def inspect_command(
     model: Path,
     calib: Path | None,
@@ -300,7 +310,7 @@ def inspect_command(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--pattern", default="2:4", show_default=True, help="N:M pattern to check.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-@click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
+@debug_option
 def check_pattern_command(model: Path, pattern: str, as_json: bool, debug: bool) -> int:
     """Check which of MODEL's prunable layers keep at most N of every M weights along the
     reduction axis (TensorRT 2:4). Exits 5 unless every layer conforms."""
