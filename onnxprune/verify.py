@@ -147,15 +147,3 @@ class ReferenceRun:
             fidelity.accuracy_original = accuracy.correct_original / accuracy.total
             fidelity.accuracy_pruned = accuracy.correct_pruned / accuracy.total
         return fidelity
-
-
-def compare_models(
-    original: Path,
-    pruned: Path,
-    dataset: CalibrationSet,
-    selected: np.ndarray,
-    batch_size: int,
-    source: str,
-) -> Fidelity:
-    """Run both models on the selected samples and compare their outputs."""
-    return ReferenceRun(original, dataset, selected, batch_size, source).compare(pruned)
