@@ -7,11 +7,13 @@ what to write.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -40,6 +42,7 @@ from .io import (
 from .pipeline import Candidate, Pruner, mean_cosine
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
 from .report import Report, SkippedReport
+from .session import save_for_session
 from .verify import Fidelity
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,8 @@ def prune(
     min_row_weights: int = 8,
     update: bool = False,
     sample_mask: str | None = None,
+    structured: float = 0.0,
+    structured_score: str = "variance",
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -95,7 +100,7 @@ def prune(
     elif config is None:
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
-            min_row_weights, update, sample_mask, search,
+            min_row_weights, update, sample_mask, search, structured, structured_score,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -132,70 +137,94 @@ def prune(
         _copy_model(model_path, output_path, report, extra_outputs)
         return report
 
-    clock = time.perf_counter()
-    pruner.statistics()
-    timings["calibrate"] = time.perf_counter() - clock
+    with contextlib.ExitStack() as stack:
+        original = pruner.proto
+        candidate: Candidate | None = None
+        fidelity: Fidelity | None = None
+        if config.structured:
+            clock = time.perf_counter()
+            shrunk = pruner.shrink()
+            timings["shrink"] = time.perf_counter() - clock
+            report.structured = shrunk.groups
+            report.warnings += shrunk.warnings
+            if config.target_sparsity > 0 or search or sweep:
+                # Weight pruning of what is left: a second pass over the shrunk model, checked
+                # against the original.
+                scratch = Path(
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="onnxprune-"))
+                )
+                shrunk_path = save_for_session(shrunk.model, scratch / "shrunk.onnx")
+                pruner = Pruner(shrunk_path, calib, config, eval_data, progress, model_path)
+            else:
+                candidate = Candidate(shrunk.model, 0.0, pruner.scorer, "none", [], [])
 
-    clock = time.perf_counter()
-    candidate: Candidate | None = None
-    fidelity: Fidelity | None = None
-    if search:
-        candidate, fidelity = _search(pruner, gates, report)
-        config = dataclasses.replace(config, sparsity=candidate.sparsity)
-        report.target_sparsity = candidate.sparsity
-    for point in sweep:
-        swept = pruner.build(point)
-        report.curve.append(_curve_point(point, pruner.compare(swept), gates))
-    if candidate is None:
-        candidate = pruner.build()
-    timings["prune"] = time.perf_counter() - clock
-    _describe_candidate(report, candidate, config, pruner.proto)
+        if candidate is None:
+            clock = time.perf_counter()
+            pruner.statistics()
+            timings["calibrate"] = time.perf_counter() - clock
 
-    with staging_dir(output_path) as staging:
-        staged = staging / output_path.name
         clock = time.perf_counter()
-        write_model(candidate.model, staged, external_data=bool(external_data_files(model_path)))
-        _full_check(staged)
-        timings["save"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        if fidelity is None:
-            fidelity = pruner.verification_reference().compare(staged)
-        report.fidelity = fidelity
-        report.gate_failures = gates.check(fidelity)
-        if sweep and all(p["sparsity"] != round(config.target_sparsity, 6) for p in report.curve):
-            report.curve.append(_curve_point(config.target_sparsity, fidelity, gates))
-        timings["verify"] = time.perf_counter() - clock
-        report.file_size_after = model_size_bytes(staged)
-        report.gzip_size_after = gzip_size_bytes(staged)
-        recipe_file = recipe_path(output_path)
-        recipe_data = build_recipe(
-            config,
-            candidate.scorer.name,
-            candidate.group,
-            {layer.weight: layer.sparsity for layer in report.layers},
-            fingerprint(calib),
-            report.versions,
-        )
-        if replayed is not None:
-            _compare_with_recipe(report, replayed, recipe_data)
-        report.recipe = str(recipe_file)
-        if plot is not None:
-            from .plot import draw
+        if search:
+            candidate, fidelity = _search(pruner, gates, report)
+            config = dataclasses.replace(config, sparsity=candidate.sparsity)
+            report.target_sparsity = candidate.sparsity
+        for point in sweep:
+            swept = pruner.build(point)
+            report.curve.append(_curve_point(point, pruner.compare(swept), gates))
+        if candidate is None:
+            candidate = pruner.build()
+        timings["prune"] = time.perf_counter() - clock
+        _describe_candidate(report, candidate, config, original)
 
-            draw(report, staging / ".plot.png")
-        report.timings = {**timings, "total": time.perf_counter() - started}
-        if report.gate_failures and not keep_on_fail:
-            report.status = "fidelity gate failed: no output written (--keep-on-fail keeps it)"
-            report.recipe = None
-            report.output_written = False
-            _publish_side_files(staging, report, extra_outputs)
-            return report
-        report.output_written = True
-        staged_recipe = staging / ".recipe.json"
-        staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
-        extras = {staged_recipe: recipe_file, **_side_files(staging, report, extra_outputs)}
-        publish(staged, output_path, extras)
-    return report
+        with staging_dir(output_path) as staging:
+            staged = staging / output_path.name
+            clock = time.perf_counter()
+            write_model(
+                candidate.model, staged, external_data=bool(external_data_files(model_path))
+            )
+            _full_check(staged)
+            timings["save"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            if fidelity is None:
+                fidelity = pruner.verification_reference().compare(staged)
+            report.fidelity = fidelity
+            report.gate_failures = gates.check(fidelity)
+            if sweep and all(
+                p["sparsity"] != round(config.target_sparsity, 6) for p in report.curve
+            ):
+                report.curve.append(_curve_point(config.target_sparsity, fidelity, gates))
+            timings["verify"] = time.perf_counter() - clock
+            report.file_size_after = model_size_bytes(staged)
+            report.gzip_size_after = gzip_size_bytes(staged)
+            recipe_file = recipe_path(output_path)
+            recipe_data = build_recipe(
+                config,
+                candidate.scorer.name,
+                candidate.group,
+                {layer.weight: layer.sparsity for layer in report.layers},
+                fingerprint(calib),
+                report.versions,
+            )
+            if replayed is not None:
+                _compare_with_recipe(report, replayed, recipe_data)
+            report.recipe = str(recipe_file)
+            if plot is not None:
+                from .plot import draw
+
+                draw(report, staging / ".plot.png")
+            report.timings = {**timings, "total": time.perf_counter() - started}
+            if report.gate_failures and not keep_on_fail:
+                report.status = "fidelity gate failed: no output written (--keep-on-fail keeps it)"
+                report.recipe = None
+                report.output_written = False
+                _publish_side_files(staging, report, extra_outputs)
+                return report
+            report.output_written = True
+            staged_recipe = staging / ".recipe.json"
+            staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
+            extras = {staged_recipe: recipe_file, **_side_files(staging, report, extra_outputs)}
+            publish(staged, output_path, extras)
+        return report
 
 
 def _config_from_arguments(
@@ -211,15 +240,20 @@ def _config_from_arguments(
     update: bool,
     sample_mask: str | None,
     search: bool,
+    structured: float,
+    structured_score: str,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
         sparsity = 0.5  # a placeholder; the search sets the real value
     if sparsity is None and nm is not None:
         sparsity = nm.sparsity
+    if sparsity is None and structured:
+        sparsity = 0.0  # --structured alone: shrink only
     if sparsity is None:
         raise UsageError(
-            "--sparsity is required (a number, or auto with a gate), or an N:M --pattern"
+            "--sparsity is required (a number, or auto with a gate), an N:M --pattern, or "
+            "--structured"
         )
     if isinstance(sparsity, str):
         try:
@@ -238,6 +272,8 @@ def _config_from_arguments(
         min_row_weights=min_row_weights,
         update=update,
         sample_mask=sample_mask,
+        structured=structured,
+        structured_score=structured_score,
     )
 
 
@@ -286,6 +322,7 @@ def _new_report(
         seed=config.seed,
         arguments=_arguments(config, calib, eval_data, output_path),
         versions=_versions(),
+        params_before=params_before,
         params_total=params_before,
         nonzero_before=nonzero_before,
         file_size_before=model_size_bytes(pruner.model_path),
@@ -470,6 +507,8 @@ def _arguments(
         "min_row_weights": config.min_row_weights,
         "update": config.update,
         "sample_mask": config.sample_mask,
+        "structured": config.structured,
+        "structured_score": config.structured_score,
         "seed": config.seed,
     }
 

@@ -19,6 +19,7 @@ from .api import prune
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError
 from .inspection import check_pattern, inspect_model
 from .scoring import available_methods
+from .structure.scores import available_unit_scorers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,6 +122,24 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Input [batch, seq] whose zeros mark padding, so statistics count real tokens only "
     "(default: an input named attention_mask, if any; 'none' turns it off).",
 )
+@click.option(
+    "--structured",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="R",
+    help="Remove this share of the hidden units (MLP neurons, Conv channels, attention heads) "
+    "so that tensors really shrink; combines with --sparsity (shrink first, then prune what "
+    "is left).",
+)
+@click.option(
+    "--structured-score",
+    type=click.Choice(available_unit_scorers()),
+    default="variance",
+    show_default=True,
+    help="How --structured ranks units: variance (output variance x reader weight norm, "
+    "mean-compensated) or l1 (weight L1 norm, the usual baseline).",
+)
 @num_samples_option
 @batch_size_option
 @click.option(
@@ -188,6 +207,8 @@ def command(
     min_row_weights: int,
     update: bool,
     sample_mask: str | None,
+    structured: float,
+    structured_score: str,
     num_samples: int | None,
     batch_size: int,
     eval_data: Path | None,
@@ -227,6 +248,8 @@ def command(
         min_row_weights=min_row_weights,
         update=update,
         sample_mask=sample_mask,
+        structured=structured,
+        structured_score=structured_score,
         eval_data=eval_data,
         report_path=report_path,
         seed=seed,

@@ -62,6 +62,11 @@ class PruneConfig:
     update: bool = False
     # Input whose zeros mark padding ([batch, seq]); None: detect attention_mask; "none": off.
     sample_mask: str | None = None
+    # Share of the hidden units (neurons, channels, heads) to remove structurally, before any
+    # weight pruning; 0 disables.
+    structured: float = 0.0
+    # How --structured ranks units (see ``onnxprune.structure.scores``).
+    structured_score: str = "variance"
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +99,15 @@ class PruneConfig:
             raise UsageError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
         if self.min_row_weights < 0:
             raise UsageError(f"--min-row-weights must be >= 0, got {self.min_row_weights}")
+        if not isinstance(self.structured, (int, float)) or not 0.0 <= self.structured < 1.0:
+            raise UsageError(f"--structured must be in [0, 1), got {self.structured!r}")
+        from .structure.scores import UNIT_SCORERS
+
+        if self.structured_score not in UNIT_SCORERS:
+            choices = ", ".join(UNIT_SCORERS)
+            raise UsageError(
+                f"unknown --structured-score {self.structured_score!r}; choose one of: {choices}"
+            )
         if not 0.0 < self.layer_cap <= 1.0:
             raise UsageError(f"layer cap must be in (0, 1], got {self.layer_cap}")
 

@@ -54,6 +54,11 @@ class LayerOp:
     # z = weight_scale * W x + bias_scale * b (Gemm alpha/beta); 1 for the others.
     weight_scale: Callable[[onnx.NodeProto], float] = lambda node: 1.0
     bias_scale: Callable[[onnx.NodeProto], float] = lambda node: 1.0
+    # Columns of the matrix view that read the given input channels (the last axis of a
+    # MatMul/Gemm input, axis 1 of a Conv input), for a weight of the given shape.
+    input_columns: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] = lambda channels, shape: (
+        channels
+    )
 
 
 LAYER_OPS: dict[str, LayerOp] = {}
@@ -121,6 +126,12 @@ def _conv_to_matrix(w: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
     return np.moveaxis(w, 1, -1).reshape(w.shape[0], -1)
 
 
+def _conv_columns(channels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    # column = kernel position * (Cin / group) + input channel (see _conv_to_matrix)
+    positions = np.arange(int(np.prod(shape[2:])))
+    return (positions[:, None] * shape[1] + channels[None, :]).reshape(-1)
+
+
 def _conv_from_matrix(m: np.ndarray, node: onnx.NodeProto, shape: tuple[int, ...]) -> np.ndarray:
     moved = (shape[0], *shape[2:], shape[1])
     return np.moveaxis(m.reshape(moved), -1, 1)
@@ -137,6 +148,7 @@ register_layer_op(
         to_matrix=_conv_to_matrix,
         from_matrix=_conv_from_matrix,
         num_groups=lambda node: int(_attr(node, "group", 1)),  # type: ignore[call-overload]
+        input_columns=lambda channels, shape: _conv_columns(channels, shape),
     )
 )
 

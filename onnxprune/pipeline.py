@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from .apply import add_bias, write_weight
-from .calibrate.runner import collect_statistics
+from .calibrate.runner import collect_statistics, probe_shapes
 from .calibrate.sources import (
     CalibrationSet,
     DataSource,
@@ -43,6 +43,7 @@ from .reconstruct import (
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
 from .session import save_for_session
+from .structure import StructuredResult, prune_units
 from .verify import Fidelity, ReferenceRun
 
 # Held-out verification never needs more than this many samples.
@@ -76,8 +77,11 @@ class Pruner:
         config: PruneConfig,
         eval_data: DataSource | None = None,
         progress: bool = False,
+        reference_path: Path | None = None,
     ) -> None:
         self.model_path = model_path
+        # The model candidates are checked against (the original, when this one was shrunk).
+        self.reference_path = reference_path or model_path
         self.config = config
         self.progress = progress
         self.proto = load_model(model_path)
@@ -148,6 +152,34 @@ class Pruner:
         if self._matrices is None:
             self._matrices = [layer.matrix() for layer in self.layers]
         return self._matrices
+
+    # -- structured removal --------------------------------------------------------------
+
+    def shrink(self, cut: bool = True) -> StructuredResult:
+        """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the
+        layers that read the units are gathered in one pass; shapes come from one probe batch.
+        ``cut=False`` returns the masked and compensated model instead of the cut one."""
+        shapes = probe_shapes(
+            self.proto,
+            probe_names(self.proto),
+            self.calibration,
+            self.calib_mask,
+            self.config.batch_size,
+        )
+
+        def stats_for(readers: list[Layer]) -> dict[str, LayerStats]:
+            return collect_statistics(
+                self.proto,
+                readers,
+                self.calibration,
+                self.calib_mask,
+                self.config.batch_size,
+                gated=False,
+                progress=self.progress,
+                sample_mask=self.sample_mask,
+            )
+
+        return prune_units(self.proto, shapes, self.config, stats_for, cut)
 
     # -- building candidates -------------------------------------------------------------
 
@@ -232,7 +264,7 @@ class Pruner:
             probe = np.zeros_like(self.calib_mask)
             probe[np.flatnonzero(self.calib_mask)[:AUTO_SAMPLES]] = True
             self._auto_reference = ReferenceRun(
-                self.model_path,
+                self.reference_path,
                 self.calibration,
                 probe,
                 config.batch_size,
@@ -273,7 +305,7 @@ class Pruner:
             # outputs when that stays small.
             cache = int(selected.sum()) <= MAX_CACHED_SAMPLES
             self._verify_reference = ReferenceRun(
-                self.model_path, data, selected, self.config.batch_size, source, cache=cache
+                self.reference_path, data, selected, self.config.batch_size, source, cache=cache
             )
         return self._verify_reference
 
@@ -286,6 +318,23 @@ class Pruner:
 def candidate_file(model: onnx.ModelProto) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="onnxprune-candidate-") as tmp:
         yield save_for_session(model, Path(tmp) / "candidate.onnx")
+
+
+# Ops whose outputs may be sequences or optionals, which have no shape to probe.
+_UNSHAPED_OPS = ("SplitToSequence", "Optional", "OptionalGetElement", "If", "Loop", "Scan")
+
+
+def probe_names(model: onnx.ModelProto) -> list[str]:
+    """Every tensor of the main graph whose run-time shape the structure analysis may need."""
+    names = [i.name for i in model.graph.input]
+    for node in model.graph.node:
+        if node.op_type == "Constant" or node.op_type.startswith("Sequence"):
+            continue
+        if node.op_type in _UNSHAPED_OPS:
+            continue
+        names += [o for o in node.output if o]
+    initializers = {t.name for t in model.graph.initializer}
+    return list(dict.fromkeys(n for n in names if n not in initializers))
 
 
 def mean_cosine(fidelity: Fidelity) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .checks import GateFailure
 from .errors import EXIT_GATE_FAILED, EXIT_OK
+from .structure import GroupReport
 from .verify import Fidelity
 
 
@@ -46,6 +47,8 @@ class Report:
     seed: int
     arguments: dict[str, Any]
     versions: dict[str, str]
+    # Float weights in the model before and after (they differ when --structured shrinks it).
+    params_before: int = 0
     params_total: int = 0
     nonzero_before: int = 0
     nonzero_after: int = 0
@@ -75,6 +78,8 @@ class Report:
     # Input whose zeros marked padding in the statistics (None: every row counted).
     sample_mask: str | None = None
     recipe: str | None = None
+    # --structured: every dependency group, its units before and after, why it was frozen.
+    structured: list[GroupReport] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -120,7 +125,7 @@ class Report:
         if self.status != "pruned":
             lines.append(f"status: {self.status}")
         lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
-        lines.append(_row("parameters", self.params_total, self.params_total))
+        lines.append(_row("parameters", self.params_before, self.params_total))
         lines.append(_row("non-zeros", self.nonzero_before, self.nonzero_after))
         lines.append(_row("file size (bytes)", self.file_size_before, self.file_size_after))
         if self.gzip_size_before is not None and self.gzip_size_after is not None:
@@ -138,6 +143,8 @@ class Report:
                     f"{layer.name:<{width}}{layer.op_type:<8}{shape:<18}"
                     f"{layer.params:>10,}{layer.sparsity:>10.3f}"
                 )
+        if self.structured:
+            lines += _structured_lines(self.structured)
         if self.op_counts:
             lines += ["", f"{'op':<22}{'before':>14}{'after':>14}{'change':>10}"]
             for op, (before, after) in sorted(self.op_counts.items()):
@@ -167,6 +174,23 @@ class Report:
             parts = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
             lines += ["", f"time: {parts}"]
         return "\n".join(lines)
+
+
+def _structured_lines(groups: list[GroupReport]) -> list[str]:
+    width = max(24, *(len(g.name) for g in groups)) + 2
+    lines = [
+        "",
+        f"{'structured group':<{width}}{'kind':<10}{'units':>8}{'kept':>8}  frozen because",
+    ]
+    for group in groups:
+        why = group.frozen[0] if group.frozen else ""
+        if len(group.frozen) > 1:
+            why += f" (+{len(group.frozen) - 1} more)"
+        lines.append(
+            f"{group.name:<{width}}{group.kind:<10}{group.units_before:>8}"
+            f"{group.units_after:>8}  {why}"
+        )
+    return lines
 
 
 def _maybe(value: float | None) -> str:

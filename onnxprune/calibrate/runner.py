@@ -129,8 +129,27 @@ def _tensors_shaped_like_mask(
             for node in layer.nodes
         }
     )
+    batch = next(iter(dataset.batches(selected, batch_size)))
+    mask_shape = tuple(batch.feed[mask_name].shape)
+    if not names or len(mask_shape) != 2 or mask_shape[0] == mask_shape[1]:
+        return frozenset()  # a square batch could not tell batch from sequence
+    shapes = probe_shapes(model, names, dataset, selected, batch_size)
+    return frozenset(
+        name for name, shape in shapes.items() if len(shape) == 3 and shape[:2] == mask_shape
+    )
+
+
+def probe_shapes(
+    model: onnx.ModelProto,
+    names: list[str],
+    dataset: CalibrationSet,
+    selected: np.ndarray,
+    batch_size: int,
+) -> dict[str, tuple[int, ...]]:
+    """Run-time shapes of the named tensors on the first calibration batch (one Shape node
+    per tensor, so only [rank] integers come back)."""
     if not names:
-        return frozenset()
+        return {}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     sink = NodeSink(GraphView(probe), "onnxprune_probe")
@@ -140,14 +159,7 @@ def _tensors_shaped_like_mask(
         onnx.helper.make_tensor_value_info(s, onnx.TensorProto.INT64, None) for s in shapes
     )
     batch = next(iter(dataset.batches(selected, batch_size)))
-    mask_shape = tuple(batch.feed[mask_name].shape)
-    if len(mask_shape) != 2 or mask_shape[0] == mask_shape[1]:
-        return frozenset()  # a square batch could not tell batch from sequence
     with tempfile.TemporaryDirectory(prefix="onnxprune-probe-") as tmp:
         session = make_session(save_for_session(probe, Path(tmp) / "probe.onnx"))
         values = run(session, shapes, batch.feed, dataset.name)
-    return frozenset(
-        name
-        for name, shape in zip(names, values, strict=True)
-        if len(shape) == 3 and tuple(int(d) for d in shape[:2]) == mask_shape
-    )
+    return {name: tuple(int(d) for d in value) for name, value in zip(names, values, strict=True)}

@@ -1,0 +1,151 @@
+"""Structured removal of whole units (neurons, channels, attention heads) so tensors shrink.
+
+``specs`` (how each op carries channels) -> ``groups`` (coupled tensors, readers, writers, why a
+group is frozen) -> ``scores`` (pure unit importance and allocation) -> ``shrink`` (surgery).
+``prune_units`` ties them together for ``Pipeline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ..calibrate.stats import LayerStats
+from ..config import PruneConfig
+from ..graph import GraphView
+from ..layers import Layer, find_layers
+from .groups import GraphIndex, Group, find_groups
+from .scores import UNIT_SCORERS, GroupData, ReaderData, WriterData, compensation
+from .shrink import ReaderChange, Removal, cut_units, mask_units
+
+__all__ = ["UNIT_SCORERS", "GroupReport", "StructuredResult", "analyse", "prune_units"]
+
+
+@dataclass
+class GroupReport:
+    name: str
+    kind: str
+    units_before: int
+    units_after: int
+    writers: list[str]
+    readers: list[str]
+    frozen: list[str]
+
+
+@dataclass
+class StructuredResult:
+    model: onnx.ModelProto
+    groups: list[GroupReport]
+    warnings: list[str]
+
+
+StatsFor = Callable[[list[Layer]], dict[str, LayerStats]]
+
+
+def analyse(
+    model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], config: PruneConfig
+) -> tuple[list[Group], list[Layer]]:
+    """The model's dependency groups (``--exclude`` freezes the groups it touches)."""
+    layers = find_layers(GraphView(model), dataclasses.replace(config, exclude=())).layers
+    groups = find_groups(GraphIndex(model, shapes), layers)
+    for group in groups:
+        members = [layer for layer in group.writers] + [r.layer for r in group.readers]
+        excluded = [m.name for m in members if config.is_excluded(m.name, m.weight_name)]
+        if excluded:
+            group.freeze(f"excluded by --exclude ({', '.join(excluded)})")
+    return groups, layers
+
+
+def prune_units(
+    model: onnx.ModelProto,
+    shapes: dict[str, tuple[int, ...]],
+    config: PruneConfig,
+    stats_for: StatsFor,
+    cut: bool = True,
+) -> StructuredResult:
+    """Remove ``config.structured`` of the units of the model's unfrozen groups. With
+    ``cut=False`` the units are only masked and compensated (the reference the cut model must
+    match exactly)."""
+    groups, _ = analyse(model, shapes, config)
+    active = [g for g in groups if not g.frozen and g.units >= 2]
+    readers = list({r.layer.weight_name: r.layer for g in active for r in g.readers}.values())
+    stats = stats_for(readers) if readers else {}
+    scorer = UNIT_SCORERS[config.structured_score]
+    data = [_group_data(group, stats) for group in active]
+    removed = scorer.choose([scorer.score(d) for d in data], config.structured)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    view = GraphView(copy)
+    copy_layers = {
+        layer.weight_name: layer
+        for layer in find_layers(view, dataclasses.replace(config, exclude=())).layers
+    }
+    changes: dict[str, ReaderChange] = {}
+    for group, group_data, units in zip(active, data, removed, strict=True):
+        for reader, reader_data in zip(group.readers, group_data.readers, strict=True):
+            columns = [reader_data.columns[u] for u in units]
+            delta = compensation(reader_data, units) if scorer.compensate else None
+            _merge(changes, reader.layer.weight_name, columns, delta)
+    warnings = mask_units(view, copy_layers, changes)
+    if cut:
+        cut_units(view, [Removal(g, u) for g, u in zip(active, removed, strict=True)])
+    view.flush_inserts()
+    cut_of = {id(g): len(u) for g, u in zip(active, removed, strict=True)}
+    reports = [
+        GroupReport(
+            name=g.name,
+            kind=g.kind,
+            units_before=g.units,
+            units_after=g.units - cut_of.get(id(g), 0),
+            writers=[w.name for w in g.writers],
+            readers=[r.layer.name for r in g.readers],
+            frozen=list(g.frozen),
+        )
+        for g in groups
+    ]
+    return StructuredResult(copy, reports, warnings)
+
+
+def _merge(
+    changes: dict[str, ReaderChange],
+    weight_name: str,
+    columns: list[np.ndarray],
+    delta: np.ndarray | None,
+) -> None:
+    """A reader may read several groups (a Concat of two branches): changes add up."""
+    new_columns = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
+    known = changes.get(weight_name)
+    if known is None:
+        changes[weight_name] = ReaderChange(new_columns, delta)
+        return
+    known.columns = np.concatenate([known.columns, new_columns])
+    if delta is not None:
+        known.delta = delta if known.delta is None else known.delta + delta
+
+
+def _group_data(group: Group, stats: dict[str, LayerStats]) -> GroupData:
+    every_unit = [np.array([u]) for u in range(group.units)]
+    readers = []
+    for reader in group.readers:
+        layer = reader.layer
+        moments = stats[layer.weight_name].inputs
+        readers.append(
+            ReaderData(
+                matrix=layer.matrix(),
+                mean=moments.mean[0],
+                mean_square=moments.mean_square[0],
+                columns=[
+                    layer.op.input_columns(group.indices(reader.site, u), layer.shape)
+                    for u in every_unit
+                ],
+            )
+        )
+    writers = []
+    for layer in group.writers:
+        site = next(group.sites[n.output[0]] for n in layer.nodes if n.output[0] in group.sites)
+        writers.append(WriterData(layer.matrix(), [group.indices(site, u) for u in every_unit]))
+    return GroupData(group.units, readers, writers)
