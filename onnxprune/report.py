@@ -117,7 +117,13 @@ class Report:
             f"method {self.method}"
             + (f" (auto chose {self.variant})" if self.variant not in (None, self.method) else "")
             + f", group {self.group}, pattern {self.pattern}, target sparsity "
-            f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}",
+            f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}"
+            + (
+                f", structured {self.arguments['structured']:g} of the units "
+                f"({self.arguments['structured_score']})"
+                if self.arguments.get("structured")
+                else ""
+            ),
         ]
         if self.group_trials:
             tried = ", ".join(f"{g} {c:.5f}" for g, c in self.group_trials.items())
