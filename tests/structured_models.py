@@ -248,3 +248,34 @@ def encoder_layer(
         [helper.make_tensor_value_info("y", FLOAT, ["batch", "seq", hidden])],
         params,
     )
+
+
+def sliced_concat_cnn(chunk: bool = False, seed: int = 0) -> onnx.ModelProto:
+    """x -> conv_a(3->6) -> relu -+
+       x -> conv_b(3->4) -> relu -+-> Concat [10] -+-> Slice [6:10] -> conv_c(4->4) -> relu -+
+                                                   +-> conv_d(10->4) -> relu ----------------+
+       Add -> head. The Slice reads conv_b's channels only (conv_a's lie before its start).
+    ``chunk=True`` slices [0:5] instead, cutting through conv_a's channels (a YOLO-style chunk):
+    that group must freeze."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {
+        "starts": np.array([0 if chunk else 6], np.int64),
+        "ends": np.array([5 if chunk else 10], np.int64),
+        "axes": np.array([1], np.int64),
+    }
+    width = 5 if chunk else 4
+    nodes = [
+        _conv("conv_a", "x", 3, 6, params, rng),
+        helper.make_node("Relu", ["conv_a"], ["ra"], name="relu_a"),
+        _conv("conv_b", "x", 3, 4, params, rng),
+        helper.make_node("Relu", ["conv_b"], ["rb"], name="relu_b"),
+        helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1),
+        helper.make_node("Slice", ["cat", "starts", "ends", "axes"], ["part"], name="slice"),
+        _conv("conv_c", "part", width, 4, params, rng),
+        helper.make_node("Relu", ["conv_c"], ["rc"], name="relu_c"),
+        _conv("conv_d", "cat", 10, 4, params, rng, k=1),
+        helper.make_node("Relu", ["conv_d"], ["rd"], name="relu_d"),
+        helper.make_node("Add", ["rc", "rd"], ["sum"], name="sum"),
+    ]
+    _head(nodes, params, rng, "sum", 4)
+    return _image_model("sliced_concat_cnn", nodes, params)

@@ -50,6 +50,11 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], Callable[[int, int], dict]
         None,
         {"conv_a": "channels", "conv_b": "channels"},
     ),
+    "slice_of_a_concat": (
+        structured_models.sliced_concat_cnn,
+        None,
+        {"conv_a": "channels", "conv_b": "channels"},
+    ),
     "flatten_into_gemm": (
         structured_models.flatten_gemm_cnn,
         None,
@@ -150,6 +155,32 @@ def test_flatten_rows_and_attention_heads_follow_their_channels(tmp_path: Path) 
     assert dims["heads_dims"] == [2] and dims["hidden_dim"] == [1]  # int64 constants
     values = {t.name: onnx.numpy_helper.to_array(t) for t in cut.model.graph.initializer}
     assert values["heads_dims"].tolist() == [2, 8] and values["hidden_dim"].tolist() == [16]
+
+
+def test_slice_bounds_follow_the_channels_before_and_inside(tmp_path: Path) -> None:
+    model = structured_models.sliced_concat_cnn()
+    cut, _ = _shrink(tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance-uniform")
+    kept = {g.name: g.units_after for g in cut.groups}
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in cut.model.graph.initializer}
+    # conv_a's channels sit before the slice, conv_b's inside it
+    assert values["starts"].tolist() == [kept["conv_a"]]
+    assert values["ends"].tolist() == [10]  # reached the end before: still does (clamped)
+    assert values["conv_c_w"].shape[1] == kept["conv_b"]
+
+    chunked = structured_models.sliced_concat_cnn(chunk=True)
+    cut, _ = _shrink(tmp_path, chunked, models.random_inputs(chunked, 32, 0), 0.5, "variance")
+    groups = {g.name: g for g in cut.groups}
+    assert any("straddle the Slice" in r for r in groups["conv_a"].frozen)
+    assert groups["conv_a"].units_after == 6
+
+
+def test_same_inputs_give_the_same_shrunk_model(cli: CliRunner, tmp_path: Path) -> None:
+    outputs = []
+    for name in ("one.onnx", "two.onnx"):
+        done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.4, "-o", tmp_path / name, "-q")
+        assert done.code == 0, done.err
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]
 
 
 def test_groups_freeze_with_a_reason(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import onnx
 
 from ..graph import GraphView
 from ..layers import Layer
-from .specs import OP_SPECS, AttrEdit, Coarsen, CountEdit, Freeze, Port, Site
+from .specs import CONTRACTING, OP_SPECS, AttrEdit, Coarsen, CountEdit, Freeze, Port, Site
 
 # Ops in these domains are standard ONNX; anything else has no spec.
 _STANDARD_DOMAINS = ("", "ai.onnx")
@@ -211,7 +211,7 @@ def _assign_roles(group: Group, layers: list[Layer]) -> None:
     group.readers = list(readers.values())
     for node in group.visited:
         absorbs = not any(out in group.sites for out in node.output)
-        if absorbs and id(node) not in reader_nodes:
+        if node.op_type in CONTRACTING and absorbs and id(node) not in reader_nodes:
             group.freeze(
                 f"{node.name or node.op_type} ({node.op_type}) contracts the channels but is not "
                 "a prunable layer"

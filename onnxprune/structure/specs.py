@@ -96,12 +96,17 @@ class SpecContext(Protocol):
 
 OpSpec = Callable[[SpecContext, onnx.NodeProto, Port, Site], list[Link]]
 OP_SPECS: dict[str, OpSpec] = {}
+# Op types that can contract the channels (their output then does not carry them): such a node
+# must be a prunable layer, whose bias takes the compensation, or the group freezes.
+CONTRACTING: set[str] = set()
 
 
-def op_spec(*op_types: str) -> Callable[[OpSpec], OpSpec]:
+def op_spec(*op_types: str, contracts: bool = False) -> Callable[[OpSpec], OpSpec]:
     def register(function: OpSpec) -> OpSpec:
         for op_type in op_types:
             OP_SPECS[op_type] = function
+            if contracts:
+                CONTRACTING.add(op_type)
         return function
 
     return register
@@ -218,7 +223,7 @@ def pooling(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> l
 # -- layers ------------------------------------------------------------------------------------
 
 
-@op_spec("MatMul")
+@op_spec("MatMul", contracts=True)
 def matmul(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> list[Link]:
     """Y[..., M, N] = A[..., M, K] @ B[..., K, N]. K is contracted: A's -1 pairs with B's -2 and
     Y does not carry it (B constant: Y is read by a layer, the reader); M and N pass to Y;
@@ -247,7 +252,7 @@ def matmul(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> li
     return links
 
 
-@op_spec("Gemm")
+@op_spec("Gemm", contracts=True)
 def gemm(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> list[Link]:
     """Y[M, N] = alpha A[M, K] B[K, N] (B[N, K] when transB) + beta C (broadcast to [M, N])."""
     if attr(node, "transA", 0):
@@ -272,7 +277,7 @@ def gemm(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> list
     raise Freeze("Gemm rows carry the channels")
 
 
-@op_spec("Conv")
+@op_spec("Conv", contracts=True)
 def conv(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> list[Link]:
     """X[N, C, *S], W[Cout, C / group, *k], B[Cout]. group 1: input channels are contracted
     (the Conv reads them: W axis 1); output channels are W axis 0 and B. Depthwise
@@ -534,3 +539,48 @@ def gather(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> li
     if position >= gathered + index_rank:
         return [_moved(site, data)]
     raise Freeze("Gather's index axes carry the channels")
+
+
+@op_spec("Slice")
+def slice_(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> list[Link]:
+    """Y = X[starts:ends] along ``axes`` (constant inputs, step 1 on the channel axis). Units
+    inside the slice pass to Y at ``offset - start`` and shrink ``ends``; units before it shift
+    both ``starts`` and ``ends``; units after it are not read."""
+    if port.kind == "in" and port.index > 0:
+        raise Freeze("Slice parameters read the channels")
+    x, y = node.input[0], node.output[0]
+    rank = len(_shape(ctx, x))
+    if len(node.input) < 3:
+        raise Freeze("Slice with attribute parameters (opset < 10)")
+    values = [ctx.constant(n) if n else None for n in [*node.input, "", ""][1:5]]
+    starts, ends, axes, steps = values
+    if starts is None or ends is None or (len(node.input) > 3 and node.input[3] and axes is None):
+        raise Freeze("Slice parameters are computed at run time")
+    if len(node.input) > 4 and node.input[4] and steps is None:
+        raise Freeze("Slice steps are computed at run time")
+    axes_list = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+    axes_list = [a - rank if a >= 0 else a for a in axes_list]
+    if site.axis not in axes_list:
+        return [_moved(site, y if port.kind == "in" else x)]
+    entry = axes_list.index(site.axis)
+    if steps is not None and int(steps[entry]) != 1:
+        raise Freeze("Slice with a step along the channel axis")
+    size = _shape(ctx, x)[site.axis]
+    start, end = int(starts[entry]), int(ends[entry])
+    if start < 0 or end < 0:
+        raise Freeze("Slice with negative bounds on the channel axis")
+    end = min(end, size)
+    node_index = ctx.node_index(node)
+    shrink_end: list[Link] = (
+        [] if int(ends[entry]) >= size else [CountEdit(node_index, 2, entry, site.block)]
+    )
+    if port.kind == "out":
+        return [_moved(site, x, offset=site.offset + start), *shrink_end]
+    span = ctx.units * site.block
+    if site.offset + span <= start:
+        return [CountEdit(node_index, 1, entry, site.block), *shrink_end]
+    if site.offset >= end:
+        return []
+    if start <= site.offset and site.offset + span <= end:
+        return [_moved(site, y, offset=site.offset - start), *shrink_end]
+    raise Freeze("the units straddle the Slice bounds")
