@@ -14,6 +14,7 @@ from pathlib import Path
 
 import models
 import numpy as np
+import realworld_models
 import onnx
 import onnxruntime as ort
 import pytest
@@ -39,6 +40,11 @@ def _encoder_feeds(n: int, seed: int) -> dict[str, np.ndarray]:
 CASES: dict[str, tuple[Callable[[], onnx.ModelProto], Callable[[int, int], dict], dict]] = {  # type: ignore[type-arg]
     "mlp_chain": (models.mlp_matmul, None, {"fc0": "neurons", "fc1": "neurons"}),
     "gemm_chain": (models.mlp_gemm, None, {"gemm0": "neurons", "gemm1": "neurons"}),
+    "weights_behind_transpose_and_cast": (
+        realworld_models.viewed_weights,
+        None,
+        {"fc0": "neurons", "fc1": "neurons"},
+    ),
     "conv_bn_depthwise_separable": (
         models.cnn_bn,
         None,

@@ -60,8 +60,15 @@ class GraphIndex:
     def node(self, index: int) -> onnx.NodeProto:
         return self.nodes[index]
 
-    def is_variable_input(self, tensor: str) -> bool:
-        return tensor in self.view.graph_inputs and not self.view.is_constant(tensor)
+    def is_static(self, tensor: str, depth: int = 4) -> bool:
+        """A constant, or computed from constants only (a weight seen through a Transpose or
+        Cast view)."""
+        if self.view.is_constant(tensor):
+            return tensor not in self.view.graph_inputs
+        node = self.view.producer.get(tensor)
+        if node is None or depth == 0 or not node.input:
+            return False
+        return all(self.is_static(name, depth - 1) for name in node.input if name)
 
 
 @dataclass

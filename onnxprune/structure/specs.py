@@ -90,6 +90,8 @@ class SpecContext(Protocol):
 
     def node(self, index: int) -> onnx.NodeProto: ...
 
+    def is_static(self, tensor: str) -> bool: ...
+
     @property
     def opset(self) -> int: ...
 
@@ -236,7 +238,7 @@ def matmul(ctx: SpecContext, node: onnx.NodeProto, port: Port, site: Site) -> li
     links: list[Link] = []
     contraction = (tensor == a and axis == -1) or (tensor == b and axis == -2)
     if contraction:
-        if ctx.constant(a) is None and ctx.constant(b) is None:
+        if not ctx.is_static(a) and not ctx.is_static(b):
             raise Freeze("a MatMul of two activations contracts over the channel axis")
         links.append(_moved(site, b, -2) if tensor == a else _moved(site, a, -1))
     elif axis == -2 and tensor in (a, y):
