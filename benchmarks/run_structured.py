@@ -44,6 +44,8 @@ import onnxprune
 BEGIN, END = "<!-- structured:begin -->", "<!-- structured:end -->"
 RESULTS = rb.BENCH_DIR / "structured_results.json"
 SCORERS = ("variance", "l1")
+# Allocation ablations (hidden scorers): fidelity only, no latency rows.
+ABLATIONS = ("variance-standardised", "variance-uniform")
 MINILM_FFN_RATIOS = (0.25, 0.5, 0.75)
 DIGITS_RATIOS = (0.25, 0.5, 0.75)
 LATENCY_ROUNDS = 7
@@ -135,7 +137,8 @@ def run_model(
     dense_macs = {k: multiply_adds(files.onnx, f) for k, f in feeds.items()}
     rows = []
     for config in configs:
-        out = work / f"{files.name}_{config['label']}_{config['score']}.onnx".replace(" ", "_")
+        stem = f"{files.name}_{config['label']}_{config['ratio']}_{config['score']}"
+        out = work / f"{stem.replace(' ', '_')}.onnx"
         started = time.perf_counter()
         report = onnxprune.prune(
             files.onnx,
@@ -155,7 +158,7 @@ def run_model(
             "units": {g.name: [g.units_before, g.units_after] for g in report.structured},
             "metric": _metric(evaluator.measure(out)),
         }
-        for name, feed in feeds.items():
+        for name, feed in feeds.items() if config["score"] not in ABLATIONS else ():
             dense_time, shrunk_time = latencies([files.onnx, out], feed)
             row[name] = {
                 "dense_ms": dense_time * 1e3,
@@ -198,6 +201,8 @@ def render(results: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in block["rows"]:
+            if row["score"] in ABLATIONS:
+                continue
             b1, b32 = row["batch 1"], row["batch 32"]
             lines.append(
                 f"| {row['label']} | {row['ratio']:.2f} | {row['score']} | {row['metric']:.4f} | "
@@ -211,10 +216,30 @@ def render(results: dict[str, Any]) -> str:
             f"Dense latency in this run: batch 1 {dense_ms['batch 1']:.2f} ms, batch 32 "
             f"{dense_ms['batch 32']:.2f} ms (first row's measurement)."
         )
-        lines.append("")
+        lines += ["", *allocation_table(block["rows"]), ""]
     lines += checks(results)
     lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def allocation_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Fidelity of the default allocation against the ablations, same score and ratio."""
+    scores = ["variance", *ABLATIONS, "l1"]
+    keys = sorted({(r["label"], r["ratio"]) for r in rows})
+    metric = {(r["label"], r["ratio"], r["score"]): r["metric"] for r in rows}
+    lines = [
+        "Allocation ablation (metric): `variance` ranks units by their share of their group's "
+        "total score; `variance-standardised` by per-group z-scores (METHODS.md section 5 as "
+        "written); `variance-uniform` removes the same share of every group.",
+        "",
+        "| units | ratio | " + " | ".join(scores) + " |",
+        "|---|---|" + "---|" * len(scores),
+    ]
+    for label, ratio in keys:
+        cells = [metric.get((label, ratio, s)) for s in scores]
+        shown = ["-" if c is None else f"{c:.4f}" for c in cells]
+        lines.append(f"| {label} | {ratio:.2f} | " + " | ".join(shown) + " |")
+    return lines
 
 
 def checks(results: dict[str, Any]) -> list[str]:
@@ -303,14 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             configs = [
                 {"label": "FFN neurons", "ratio": r, "score": s, "exclude": ["attention"]}
                 for r in MINILM_FFN_RATIOS
-                for s in SCORERS
+                for s in (*SCORERS, *ABLATIONS)
             ] + [{"label": "whole model", "ratio": 0.5, "score": s} for s in SCORERS]
             samples = args.minilm_samples
         else:
             configs = [
                 {"label": "channels + neurons", "ratio": r, "score": s}
                 for r in DIGITS_RATIOS
-                for s in SCORERS
+                for s in (*SCORERS, *ABLATIONS)
             ]
             samples = None
         results["models"][name] = run_model(files, configs, work, samples)

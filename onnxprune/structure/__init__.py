@@ -53,7 +53,7 @@ def analyse(
     layers = find_layers(GraphView(model), dataclasses.replace(config, exclude=())).layers
     groups = find_groups(GraphIndex(model, shapes), layers)
     for group in groups:
-        members = [layer for layer in group.writers] + [r.layer for r in group.readers]
+        members = [*group.writers, *(r.layer for r in group.readers)]
         excluded = [m.name for m in members if config.is_excluded(m.name, m.weight_name)]
         if excluded:
             group.freeze(f"excluded by --exclude ({', '.join(excluded)})")
