@@ -177,6 +177,7 @@ class Pruner:
                 gated=False,
                 progress=self.progress,
                 sample_mask=self.sample_mask,
+                shapes=shapes,
             )
 
         return prune_units(self.proto, shapes, self.config, stats_for, cut)

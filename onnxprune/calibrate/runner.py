@@ -41,12 +41,16 @@ def collect_statistics(
     progress: bool,
     hessian: bool = False,
     sample_mask: str | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> dict[str, LayerStats]:
-    """Statistics of every layer over the selected samples, keyed by weight name."""
+    """Statistics of every layer over the selected samples, keyed by weight name.
+
+    ``shapes``: run-time shapes already probed on the first batch (``probe_shapes``), which
+    saves the padding probe a second run."""
     masked: frozenset[str] = frozenset()
     if sample_mask is not None:
         masked = _tensors_shaped_like_mask(
-            model, layers, dataset, selected, batch_size, sample_mask
+            model, layers, dataset, selected, batch_size, sample_mask, shapes
         )
     plan = build_plan(model, layers, gated, hessian, sample_mask, masked)
     accumulators = {layer.weight_name: _LayerAccumulator() for layer in layers}
@@ -115,6 +119,7 @@ def _tensors_shaped_like_mask(
     selected: np.ndarray,
     batch_size: int,
     mask_name: str,
+    shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> frozenset[str]:
     """Layer inputs that are [batch, seq, K] with the mask's [batch, seq], seen on one real batch.
 
@@ -129,11 +134,15 @@ def _tensors_shaped_like_mask(
             for node in layer.nodes
         }
     )
-    batch = next(iter(dataset.batches(selected, batch_size)))
-    mask_shape = tuple(batch.feed[mask_name].shape)
+    if shapes is None or mask_name not in shapes or any(n not in shapes for n in names):
+        batch = next(iter(dataset.batches(selected, batch_size)))
+        mask_shape = tuple(batch.feed[mask_name].shape)
+    else:
+        mask_shape = shapes[mask_name]
     if not names or len(mask_shape) != 2 or mask_shape[0] == mask_shape[1]:
         return frozenset()  # a square batch could not tell batch from sequence
-    shapes = probe_shapes(model, names, dataset, selected, batch_size)
+    if shapes is None or any(n not in shapes for n in names):
+        shapes = probe_shapes(model, names, dataset, selected, batch_size)
     return frozenset(
         name for name, shape in shapes.items() if len(shape) == 3 and shape[:2] == mask_shape
     )
