@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import tempfile
@@ -11,10 +12,23 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+from onnx.external_data_helper import set_external_data, uses_external_data
 
 from .errors import ModelError, OutputWriteError, UsageError
+
+log = logging.getLogger(__name__)
+
+# Models whose file plus external data exceed this are handled in big-model mode: tensors stay
+# on disk and are read one at a time (see docs and ``Pruner``). Protobuf's own limit is 2 GiB.
+BIG_MODEL_BYTES = 1_500_000_000
+
+
+def is_big_model(model_path: Path) -> bool:
+    return model_size_bytes(model_path) > BIG_MODEL_BYTES
 
 
 def external_data_files(model_path: Path) -> list[Path]:
@@ -58,8 +72,12 @@ def gzip_size_bytes(model_path: Path) -> int | None:
     return total + len(compressor.flush())
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """Load and sanity-check a model; every failure becomes one ModelError line."""
+def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
+    """Load and sanity-check a model; every failure becomes one ModelError line.
+
+    ``external_data=False``: tensors stored outside the model file stay there (the proto only
+    names their file, offset and length); read them one at a time with :func:`read_tensor`.
+    """
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
     if path.is_dir():
@@ -70,7 +88,7 @@ def load_model(path: Path) -> onnx.ModelProto:
         raise ModelError(f"model file is empty: {path}")
     try:
         # Lazy external data resolves against the model's own directory here, not the CWD.
-        model = onnx.load(str(path), load_external_data=True)
+        model = onnx.load(str(path), load_external_data=external_data)
     except (DecodeError, RuntimeError) as err:
         raise ModelError(f"{path} is not a valid ONNX model (protobuf parse failed)") from err
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
@@ -160,6 +178,124 @@ def write_model(model: onnx.ModelProto, path: Path, external_data: bool) -> None
             onnx.save_model(model, str(path))
     except OSError as err:
         raise OutputWriteError(f"cannot write {path.name}: {_first_line(err)}") from err
+
+
+def read_tensor(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    """A tensor's value; external data is read from ``base_dir`` (the tensor is unchanged).
+
+    Read here rather than with onnx's helper, which refuses hard-linked files (big-model mode
+    links the original data into its work directory).
+    """
+    if not uses_external_data(tensor):
+        return numpy_helper.to_array(tensor)
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    if base_dir is None or not location or Path(location).is_absolute() or ".." in location:
+        raise ModelError(f"tensor {tensor.name} has unusable external data ({location!r})")
+    offset = int(info.get("offset", 0))
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    with (base_dir / location).open("rb") as handle:
+        if tensor.data_type in _PLAIN_TYPES:
+            value = np.fromfile(handle, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
+            if value.size != count:
+                raise ModelError(f"external data of tensor {tensor.name} is truncated")
+            return value.astype(dtype, copy=False).reshape(tuple(tensor.dims))
+        handle.seek(offset)
+        length = int(info["length"]) if "length" in info else -1
+        inline = onnx.TensorProto()
+        inline.CopyFrom(tensor)
+        del inline.external_data[:]
+        inline.data_location = onnx.TensorProto.DEFAULT
+        inline.raw_data = handle.read(length)
+    return numpy_helper.to_array(inline)
+
+
+# Element types whose raw bytes are the numpy array's (little-endian, one element each).
+_PLAIN_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT64,
+    }
+)
+
+
+def link_external_data(model_path: Path, directory: Path) -> None:
+    """Make ``model_path``'s external data files visible in ``directory`` under their own names,
+    so that a model written there refers to them without copying them into memory.
+
+    Hard links (onnxruntime and the ONNX checker refuse symbolic links that leave the model's
+    directory); a copy when the directory is on another filesystem.
+    """
+    for data in external_data_files(model_path):
+        target = directory / data.name
+        try:
+            os.link(data, target)
+        except OSError:
+            log.info("cannot hard-link %s into %s: copying it", data, directory)
+            shutil.copyfile(data, target)
+
+
+_ALIGN = 4096
+
+
+def spill_tensor(tensor: onnx.TensorProto, data_file: Path) -> None:
+    """Append ``tensor``'s bytes to ``data_file`` and make it refer to them (external data)."""
+    raw = _raw_bytes(tensor)
+    with data_file.open("ab") as handle:
+        offset = handle.seek(0, os.SEEK_END)
+        padding = -offset % _ALIGN
+        handle.write(b"\0" * padding)
+        handle.write(raw)
+    tensor.raw_data = raw
+    set_external_data(tensor, data_file.name, offset + padding, len(raw))
+    tensor.ClearField("raw_data")
+    _clear_typed_fields(tensor)
+
+
+def write_model_streamed(model: onnx.ModelProto, path: Path, base_dir: Path) -> None:
+    """Write a model whose tensors may live in external files under ``base_dir``, one tensor at
+    a time: every initializer of 1 KiB or more goes to ``<path>.data``, and the whole model is
+    never held (or serialised) in memory. ``model`` is left unchanged."""
+    data_file = path.with_name(path.name + ".data")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)  # small: the large tensors are external or get spilled below
+    try:
+        data_file.unlink(missing_ok=True)
+        data_file.touch()
+        for tensor in out.graph.initializer:
+            if uses_external_data(tensor):
+                raw = read_tensor(tensor, base_dir).tobytes()
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                tensor.raw_data = raw
+                del raw
+                spill_tensor(tensor, data_file)
+            elif tensor.data_type != onnx.TensorProto.STRING and tensor.ByteSize() >= 1024:
+                spill_tensor(tensor, data_file)
+        onnx.save_model(out, str(path))
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {path.name}: {_first_line(err)}") from err
+
+
+def _raw_bytes(tensor: onnx.TensorProto) -> bytes:
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data
+    return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
+
+
+def _clear_typed_fields(tensor: onnx.TensorProto) -> None:
+    for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+        tensor.ClearField(field)
 
 
 def publish(staged_model: Path, output_path: Path, extra: dict[Path, Path] | None = None) -> None:
