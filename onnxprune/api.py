@@ -34,8 +34,10 @@ from .io import (
     gzip_size_bytes,
     model_size_bytes,
     publish,
+    read_tensor,
     staging_dir,
     write_model,
+    write_model_streamed,
 )
 from .pipeline import Candidate, Pruner, mean_cosine
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
@@ -116,86 +118,96 @@ def prune(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     pruner = Pruner(model_path, calib, config, eval_data, progress)
-    timings["load"] = time.perf_counter() - clock
-    report = _new_report(pruner, config, output_path, calib, eval_data, gates)
-    if gates.max_accuracy_drop is not None and not (
-        pruner.evaluation is not None and pruner.evaluation.has_labels
-    ):
-        raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
+    try:
+        timings["load"] = time.perf_counter() - clock
+        report = _new_report(pruner, config, output_path, calib, eval_data, gates)
+        if gates.max_accuracy_drop is not None and not (
+            pruner.evaluation is not None and pruner.evaluation.has_labels
+        ):
+            raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
 
-    if not pruner.layers:
-        report.status = "no prunable layer found: output is a copy of the input"
-        report.nonzero_after = report.nonzero_before
-        report.file_size_after = report.file_size_before
-        report.gzip_size_after = report.gzip_size_before
-        report.timings = {**timings, "total": time.perf_counter() - started}
-        _copy_model(model_path, output_path, report, extra_outputs)
-        return report
-
-    clock = time.perf_counter()
-    pruner.statistics()
-    timings["calibrate"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    candidate: Candidate | None = None
-    fidelity: Fidelity | None = None
-    if search:
-        candidate, fidelity = _search(pruner, gates, report)
-        config = dataclasses.replace(config, sparsity=candidate.sparsity)
-        report.target_sparsity = candidate.sparsity
-    for point in sweep:
-        swept = pruner.build(point)
-        report.curve.append(_curve_point(point, pruner.compare(swept), gates))
-    if candidate is None:
-        candidate = pruner.build()
-    timings["prune"] = time.perf_counter() - clock
-    _describe_candidate(report, candidate, config, pruner.proto)
-
-    with staging_dir(output_path) as staging:
-        staged = staging / output_path.name
-        clock = time.perf_counter()
-        write_model(candidate.model, staged, external_data=bool(external_data_files(model_path)))
-        _full_check(staged)
-        timings["save"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        if fidelity is None:
-            fidelity = pruner.verification_reference().compare(staged)
-        report.fidelity = fidelity
-        report.gate_failures = gates.check(fidelity)
-        if sweep and all(p["sparsity"] != round(config.target_sparsity, 6) for p in report.curve):
-            report.curve.append(_curve_point(config.target_sparsity, fidelity, gates))
-        timings["verify"] = time.perf_counter() - clock
-        report.file_size_after = model_size_bytes(staged)
-        report.gzip_size_after = gzip_size_bytes(staged)
-        recipe_file = recipe_path(output_path)
-        recipe_data = build_recipe(
-            config,
-            candidate.scorer.name,
-            candidate.group,
-            {layer.weight: layer.sparsity for layer in report.layers},
-            fingerprint(calib),
-            report.versions,
-        )
-        if replayed is not None:
-            _compare_with_recipe(report, replayed, recipe_data)
-        report.recipe = str(recipe_file)
-        if plot is not None:
-            from .plot import draw
-
-            draw(report, staging / ".plot.png")
-        report.timings = {**timings, "total": time.perf_counter() - started}
-        if report.gate_failures and not keep_on_fail:
-            report.status = "fidelity gate failed: no output written (--keep-on-fail keeps it)"
-            report.recipe = None
-            report.output_written = False
-            _publish_side_files(staging, report, extra_outputs)
+        if not pruner.layers:
+            report.status = "no prunable layer found: output is a copy of the input"
+            report.nonzero_after = report.nonzero_before
+            report.file_size_after = report.file_size_before
+            report.gzip_size_after = report.gzip_size_before
+            report.timings = {**timings, "total": time.perf_counter() - started}
+            _copy_model(model_path, output_path, report, extra_outputs)
             return report
-        report.output_written = True
-        staged_recipe = staging / ".recipe.json"
-        staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
-        extras = {staged_recipe: recipe_file, **_side_files(staging, report, extra_outputs)}
-        publish(staged, output_path, extras)
-    return report
+
+        clock = time.perf_counter()
+        pruner.statistics()
+        timings["calibrate"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        candidate: Candidate | None = None
+        fidelity: Fidelity | None = None
+        if search:
+            candidate, fidelity = _search(pruner, gates, report)
+            config = dataclasses.replace(config, sparsity=candidate.sparsity)
+            report.target_sparsity = candidate.sparsity
+        for point in sweep:
+            swept = pruner.build(point)
+            report.curve.append(_curve_point(point, pruner.compare(swept), gates))
+        if candidate is None:
+            candidate = pruner.build()
+        timings["prune"] = time.perf_counter() - clock
+        _describe_candidate(report, candidate, config, pruner)
+
+        with staging_dir(output_path) as staging:
+            staged = staging / output_path.name
+            clock = time.perf_counter()
+            if pruner.base_dir is not None:  # big-model mode: tensor by tensor, external data
+                write_model_streamed(candidate.model, staged, pruner.base_dir)
+            else:
+                write_model(
+                    candidate.model, staged, external_data=bool(external_data_files(model_path))
+                )
+            _full_check(staged)
+            timings["save"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            if fidelity is None:
+                fidelity = pruner.verification_reference().compare(staged)
+            report.fidelity = fidelity
+            report.gate_failures = gates.check(fidelity)
+            if sweep and all(
+                p["sparsity"] != round(config.target_sparsity, 6) for p in report.curve
+            ):
+                report.curve.append(_curve_point(config.target_sparsity, fidelity, gates))
+            timings["verify"] = time.perf_counter() - clock
+            report.file_size_after = model_size_bytes(staged)
+            report.gzip_size_after = gzip_size_bytes(staged)
+            recipe_file = recipe_path(output_path)
+            recipe_data = build_recipe(
+                config,
+                candidate.scorer.name,
+                candidate.group,
+                {layer.weight: layer.sparsity for layer in report.layers},
+                fingerprint(calib),
+                report.versions,
+            )
+            if replayed is not None:
+                _compare_with_recipe(report, replayed, recipe_data)
+            report.recipe = str(recipe_file)
+            if plot is not None:
+                from .plot import draw
+
+                draw(report, staging / ".plot.png")
+            report.timings = {**timings, "total": time.perf_counter() - started}
+            if report.gate_failures and not keep_on_fail:
+                report.status = "fidelity gate failed: no output written (--keep-on-fail keeps it)"
+                report.recipe = None
+                report.output_written = False
+                _publish_side_files(staging, report, extra_outputs)
+                return report
+            report.output_written = True
+            staged_recipe = staging / ".recipe.json"
+            staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
+            extras = {staged_recipe: recipe_file, **_side_files(staging, report, extra_outputs)}
+            publish(staged, output_path, extras)
+        return report
+    finally:
+        pruner.close()  # the big-model work directory, if any
 
 
 def _config_from_arguments(
@@ -274,7 +286,7 @@ def _new_report(
     eval_data: DataSource | None,
     gates: Gates,
 ) -> Report:
-    params_before, nonzero_before = count_weights(pruner.proto)
+    params_before, nonzero_before = count_weights(pruner.proto, pruner.base_dir)
     group = config.group or pruner.scorer.default_group
     return Report(
         model=str(pruner.model_path),
@@ -298,21 +310,24 @@ def _new_report(
 
 
 def _describe_candidate(
-    report: Report, candidate: Candidate, config: PruneConfig, original: onnx.ModelProto
+    report: Report, candidate: Candidate, config: PruneConfig, pruner: Pruner
 ) -> None:
+    original = pruner.proto
     report.layers = candidate.layers
     report.warnings += candidate.warnings
     if candidate.trials:
         report.group = f"auto -> {candidate.group}"
         report.variant = candidate.scorer.name
         report.group_trials = candidate.trials
+    elif report.group == "auto":  # big-model mode: no trials
+        report.group = f"auto -> {candidate.group}"
     if report.achieved_sparsity < config.target_sparsity - 0.005:
         report.warnings.append(
             f"achieved sparsity {report.achieved_sparsity:.4f} is below the requested "
             f"{config.target_sparsity:.4f}: the layers' rows are too short to give more under "
             f"--min-row-weights {config.min_row_weights}"
         )
-    report.params_total, report.nonzero_after = count_weights(candidate.model)
+    report.params_total, report.nonzero_after = count_weights(candidate.model, pruner.base_dir)
     before = Counter(n.op_type for n in original.graph.node)
     after = Counter(n.op_type for n in candidate.model.graph.node)
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
@@ -396,8 +411,9 @@ def _publish_side_files(staging: Path, report: Report, extra: dict[str, Path]) -
         raise OutputWriteError(f"cannot write {err.filename}: {err.strerror or err}") from err
 
 
-def count_weights(model: onnx.ModelProto) -> tuple[int, int]:
-    """(parameters, non-zeros) over float initializers and float Constant-node tensors."""
+def count_weights(model: onnx.ModelProto, base_dir: Path | None = None) -> tuple[int, int]:
+    """(parameters, non-zeros) over float initializers and float Constant-node tensors; one
+    tensor in memory at a time (external data is read from ``base_dir``)."""
     params = nonzero = 0
     tensors = list(model.graph.initializer)
     tensors += [
@@ -410,7 +426,7 @@ def count_weights(model: onnx.ModelProto) -> tuple[int, int]:
     for tensor in tensors:
         if tensor.data_type not in _FLOAT_TYPES:
             continue
-        array = onnx.numpy_helper.to_array(tensor)
+        array = read_tensor(tensor, base_dir)
         params += array.size
         nonzero += int(np.count_nonzero(array))
     return params, nonzero
