@@ -19,14 +19,15 @@ from .io import read_tensor
 
 class GraphView:
     """``base_dir``: where tensors stored as external data are read from (big-model mode).
-    ``spill``: called on every tensor ``set_constant`` / ``add_initializer`` writes, e.g. to move
-    its bytes out of memory into a file."""
+    ``spill``: given the name and value of every initializer ``set_constant`` writes, returns
+    the tensor to store instead (e.g. one whose data went to a file), or None to store it
+    inline."""
 
     def __init__(
         self,
         model: onnx.ModelProto,
         base_dir: Path | None = None,
-        spill: Callable[[onnx.TensorProto], None] | None = None,
+        spill: Callable[[str, np.ndarray], onnx.TensorProto | None] | None = None,
     ) -> None:
         self.model = model
         self.base_dir = base_dir
@@ -117,9 +118,10 @@ class GraphView:
         """Replace a stored constant's value in place, keeping its name and storage kind."""
         if name in self.initializers:
             tensor = self.initializers[name]
-            tensor.CopyFrom(numpy_helper.from_array(value, name))
-            if self.spill is not None:
-                self.spill(tensor)
+            spilled = self.spill(name, value) if self.spill is not None else None
+            tensor.CopyFrom(
+                spilled if spilled is not None else numpy_helper.from_array(value, name)
+            )
             return
         node = self.constant_nodes[name]
         for attr in node.attribute:
@@ -132,8 +134,6 @@ class GraphView:
         """Add a new initializer under a name not used anywhere in the graph."""
         unique = self.unique_name(name)
         tensor = numpy_helper.from_array(value, unique)
-        if self.spill is not None:
-            self.spill(tensor)
         self.model.graph.initializer.append(tensor)
         self.initializers[unique] = self.model.graph.initializer[-1]
         return unique

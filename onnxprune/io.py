@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
-from onnx.external_data_helper import set_external_data, uses_external_data
+from onnx.external_data_helper import uses_external_data
 
 from .errors import ModelError, OutputWriteError, UsageError
 
@@ -248,18 +248,30 @@ def link_external_data(model_path: Path, directory: Path) -> None:
 _ALIGN = 4096
 
 
-def spill_tensor(tensor: onnx.TensorProto, data_file: Path) -> None:
-    """Append ``tensor``'s bytes to ``data_file`` and make it refer to them (external data)."""
-    raw = _raw_bytes(tensor)
+def spill_array(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:
+    """Append ``value`` to ``data_file`` and return a tensor that refers to it (external data),
+    or None for element types whose bytes are not numpy's (those stay inline).
+
+    The bytes never pass through a protobuf message: a message keeps every byte string it was
+    given until it is freed, even after the field is cleared.
+    """
+    try:
+        data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if data_type not in _PLAIN_TYPES:
+        return None
     with data_file.open("ab") as handle:
         offset = handle.seek(0, os.SEEK_END)
-        padding = -offset % _ALIGN
-        handle.write(b"\0" * padding)
-        handle.write(raw)
-    tensor.raw_data = raw
-    set_external_data(tensor, data_file.name, offset + padding, len(raw))
-    tensor.ClearField("raw_data")
-    _clear_typed_fields(tensor)
+        handle.write(b"\0" * (-offset % _ALIGN))
+        offset += -offset % _ALIGN
+        np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tofile(handle)
+    tensor = onnx.TensorProto(name=name, data_type=data_type, dims=value.shape)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, item in (("location", data_file.name), ("offset", offset), ("length", value.nbytes)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, str(item)
+    return tensor
 
 
 def write_model_streamed(model: onnx.ModelProto, path: Path, base_dir: Path) -> None:
@@ -268,34 +280,23 @@ def write_model_streamed(model: onnx.ModelProto, path: Path, base_dir: Path) -> 
     never held (or serialised) in memory. ``model`` is left unchanged."""
     data_file = path.with_name(path.name + ".data")
     out = onnx.ModelProto()
-    out.CopyFrom(model)  # small: the large tensors are external or get spilled below
+    out.CopyFrom(model)  # small: the large tensors are external
     try:
         data_file.unlink(missing_ok=True)
         data_file.touch()
         for tensor in out.graph.initializer:
-            if uses_external_data(tensor):
-                raw = read_tensor(tensor, base_dir).tobytes()
-                del tensor.external_data[:]
-                tensor.data_location = onnx.TensorProto.DEFAULT
-                tensor.raw_data = raw
-                del raw
-                spill_tensor(tensor, data_file)
-            elif tensor.data_type != onnx.TensorProto.STRING and tensor.ByteSize() >= 1024:
-                spill_tensor(tensor, data_file)
+            external = uses_external_data(tensor)
+            if external or tensor.ByteSize() >= 1024:
+                value = read_tensor(tensor, base_dir)
+                moved = spill_array(value, tensor.name, data_file)
+                del value
+                if moved is not None:
+                    tensor.CopyFrom(moved)
+                elif external:  # an exotic element type: inline it
+                    tensor.CopyFrom(numpy_helper.from_array(read_tensor(tensor, base_dir)))
         onnx.save_model(out, str(path))
     except OSError as err:
         raise OutputWriteError(f"cannot write {path.name}: {_first_line(err)}") from err
-
-
-def _raw_bytes(tensor: onnx.TensorProto) -> bytes:
-    if tensor.HasField("raw_data"):
-        return tensor.raw_data
-    return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
-
-
-def _clear_typed_fields(tensor: onnx.TensorProto) -> None:
-    for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-        tensor.ClearField(field)
 
 
 def publish(staged_model: Path, output_path: Path, extra: dict[Path, Path] | None = None) -> None:

@@ -34,7 +34,7 @@ from .calibrate.stats import LayerStats
 from .config import PruneConfig
 from .errors import ModelError, UsageError
 from .graph import GraphView
-from .io import is_big_model, link_external_data, load_model, spill_tensor
+from .io import is_big_model, link_external_data, load_model, spill_array
 from .layers import Layer, LayerScan, find_layers
 from .masking import allocate, nm_mask, row_cap, row_mask, select_masks
 from .reconstruct import (
@@ -291,9 +291,8 @@ class Pruner:
         ]
         spill_file = self.base_dir / f"candidate-{next(self._files)}.data"
 
-        def spill(tensor: onnx.TensorProto) -> None:
-            if tensor.ByteSize() >= SPILL_BYTES:
-                spill_tensor(tensor, spill_file)
+        def spill(name: str, value: np.ndarray) -> onnx.TensorProto | None:
+            return spill_array(value, name, spill_file) if value.nbytes >= SPILL_BYTES else None
 
         model = onnx.ModelProto()
         model.CopyFrom(self.proto)  # small: the weights are external
