@@ -155,9 +155,11 @@ def test_big_model_write_failure_leaves_no_file(
 # Hidden width and depth: 36 MatMul layers of 4096 x 4096 float32 (64 MiB each) = 2.25 GiB.
 BIG_WIDTH = 4096
 BIG_LAYERS = 36
-# Peak RSS of the CLI process, as a multiple of the model's size on disk (measured: see the
-# docs / commit message; the bound leaves room for allocator and onnxruntime variance).
-BIG_RSS_BOUND = 3.0
+# Peak RSS of the CLI process, as a multiple of the model's size on disk. Measured on the
+# 2.25 GiB model (2 cores, onnxruntime 1.32): contrib 4.63 GiB = 2.06x (525 s; the peak is one
+# calibration part: the session plus 1 GiB of statistics), wanda 2.40 GiB = 1.07x (194 s).
+# The bound leaves room for allocator and onnxruntime variance.
+BIG_RSS_BOUND = 2.5
 
 
 def write_big_mlp(path: Path, width: int, layers: int, seed: int = 0) -> int:
