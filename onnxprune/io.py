@@ -102,6 +102,15 @@ def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
     return model
 
 
+def load_for_reading(path: Path) -> tuple[onnx.ModelProto, Path | None]:
+    """(model, directory to read its external tensors from): a big model (see
+    ``BIG_MODEL_BYTES``) is loaded without its external data, to be read one tensor at a time
+    (``GraphView(model, base_dir)``); other models are loaded whole (directory None)."""
+    if is_big_model(path):
+        return load_model(path, external_data=False), path.parent
+    return load_model(path), None
+
+
 def default_output_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".pruned.onnx")
 
@@ -144,14 +153,24 @@ def staging_dir(output_path: Path) -> Iterator[Path]:
     except OSError as err:
         raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
     try:
-        yield tmp
-    except OSError as err:
-        inside = err.filename is not None and Path(str(err.filename)).parent == tmp
-        if inside or err.errno in _WRITE_ERRNOS:
-            raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
-        raise
+        with write_errors(tmp, parent):
+            yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def write_errors(directory: Path, shown: Path | None = None) -> Iterator[None]:
+    """An OSError about a file inside ``directory``, or one that can only come from writing
+    (disk full, quota, read-only filesystem), becomes an OutputWriteError naming ``shown``."""
+    try:
+        yield
+    except OSError as err:
+        inside = err.filename is not None and Path(str(err.filename)).parent == directory
+        if inside or err.errno in _WRITE_ERRNOS:
+            where = shown if shown is not None else directory
+            raise OutputWriteError(f"cannot write to {where}: {_first_line(err)}") from err
+        raise
 
 
 def proto_size_bytes(model: onnx.ModelProto) -> int:

@@ -34,7 +34,7 @@ from .calibrate.stats import LayerStats
 from .config import PruneConfig
 from .errors import ModelError, UsageError
 from .graph import GraphView
-from .io import is_big_model, link_external_data, load_model, spill_array
+from .io import is_big_model, link_external_data, load_model, spill_array, write_errors
 from .layers import Layer, LayerScan, find_layers
 from .masking import allocate, nm_mask, row_cap, row_mask, select_masks
 from .reconstruct import (
@@ -97,11 +97,6 @@ class Pruner:
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.base_dir: Path | None = None
         self.proto = load_model(model_path, external_data=not self.big)
-        if self.big:
-            self._workdir = tempfile.TemporaryDirectory(prefix="onnxprune-big-")
-            self.base_dir = Path(self._workdir.name)
-            link_external_data(model_path, self.base_dir)
-            log.info("big-model mode: weights stay on disk (work directory %s)", self.base_dir)
         self._files = itertools.count(1)
         specs = model_input_specs(self.proto)
         if not specs:
@@ -113,9 +108,21 @@ class Pruner:
         self.calib_mask, self.holdout_mask = split_samples(
             self.calibration, self.evaluation is not None, config
         )
-        self.scan: LayerScan = find_layers(GraphView(self.proto, self.base_dir), config)
         self.sample_mask = choose_sample_mask(specs, config.sample_mask)
         self.scorer = get_method(config.method)
+        # Last: nothing after this may fail without removing the work directory.
+        if self.big:
+            self._workdir = tempfile.TemporaryDirectory(prefix="onnxprune-big-")
+            self.base_dir = Path(self._workdir.name)
+            log.info("big-model mode: weights stay on disk (work directory %s)", self.base_dir)
+        try:
+            if self.base_dir is not None:
+                with write_errors(self.base_dir):
+                    link_external_data(model_path, self.base_dir)
+            self.scan: LayerScan = find_layers(GraphView(self.proto, self.base_dir), config)
+        except BaseException:
+            self.close()
+            raise
         self._stats: Mapping[str, LayerStats] | None = None
         self._matrices: list[np.ndarray] | None = None
         self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
@@ -145,20 +152,20 @@ class Pruner:
                 get_method(v).needs_gates for v in self.scorer.auto_variants
             )
             hessian = self.config.update or self.scorer.adaptive_mask
-            if self.big:
-                assert self.base_dir is not None
-                self._stats = collect_statistics_in_parts(
-                    self.proto,
-                    self.layers,
-                    self.calibration,
-                    self.calib_mask,
-                    self.config.batch_size,
-                    gated=gated,
-                    progress=self.progress,
-                    hessian=hessian,
-                    sample_mask=self.sample_mask,
-                    workdir=self.base_dir,
-                )
+            if self.base_dir is not None:
+                with write_errors(self.base_dir):
+                    self._stats = collect_statistics_in_parts(
+                        self.proto,
+                        self.layers,
+                        self.calibration,
+                        self.calib_mask,
+                        self.config.batch_size,
+                        gated=gated,
+                        progress=self.progress,
+                        hessian=hessian,
+                        sample_mask=self.sample_mask,
+                        workdir=self.base_dir,
+                    )
                 return self._stats
             self._stats = collect_statistics(
                 self.proto,
@@ -213,17 +220,19 @@ class Pruner:
         group = group or config.group or scorer.default_group
         if config.nm is not None:
             group = "row"  # N:M fixes the selection
-        if group == "auto" and self.big:
+        if group == "auto" and self.base_dir is not None:
             # Each trial is a full pruned copy and a verification run: too much for a big model.
-            candidate = self._build_streamed(config, scorer, "row", only)
+            with write_errors(self.base_dir):
+                candidate = self._build_streamed(config, scorer, "row", only)
             candidate.warnings.append(
                 "big model: --group auto tried no candidates, row selection was used"
             )
             return candidate
         if group == "auto":
             return self._choose(config, scorer)
-        if self.big:
-            return self._build_streamed(config, scorer, group, only)
+        if self.base_dir is not None:
+            with write_errors(self.base_dir):
+                return self._build_streamed(config, scorer, group, only)
         return self._build(config, scorer, group, only)
 
     def _build(

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -274,3 +275,41 @@ def test_model_over_2gb_end_to_end(tmp_path: Path, method: str) -> None:
     y = session.run(None, {"x": rng.standard_normal((4, BIG_WIDTH), dtype=np.float32)})[0]
     assert y.shape == (4, BIG_WIDTH) and np.isfinite(y).all()
     assert ratio < BIG_RSS_BOUND, f"peak RSS {ratio:.2f} x the model size"
+
+
+def test_inspect_and_check_pattern_on_a_big_model_match_the_normal_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxprune.inspection import check_pattern, inspect_model
+
+    model = models.mlp_matmul(sizes=(32, 64, 8))
+    source = _save_external(model, tmp_path / "mlp.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 40, seed=0))
+    normal = (inspect_model(source, calib).to_json(), check_pattern(source).to_json())
+    monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
+    assert (inspect_model(source, calib).to_json(), check_pattern(source).to_json()) == normal
+
+
+def test_big_model_full_work_directory_is_a_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full while a pruned weight goes to the work directory: exit 4, no output, and the
+    work directory is gone."""
+    import onnxprune.pipeline
+
+    model = models.mlp_matmul(sizes=(512, 1024, 8))  # W0 is 2 MiB: spilled
+    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=0))
+    monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
+
+    def full(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(data_file))
+
+    monkeypatch.setattr(onnxprune.pipeline, "spill_array", full)
+    work_dirs = set(Path(tempfile.gettempdir()).glob("onnxprune-big-*"))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(onnxprune.OutputWriteError, match="No space left"):
+        onnxprune.prune(source, calib, sparsity=0.5, method="wanda", output=out_dir / "m.onnx")
+    assert list(out_dir.iterdir()) == []
+    assert set(Path(tempfile.gettempdir()).glob("onnxprune-big-*")) == work_dirs
