@@ -209,7 +209,12 @@ def read_tensor(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
         return numpy_helper.to_array(tensor)
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
-    if base_dir is None or not location or Path(location).is_absolute() or ".." in location:
+    if (
+        base_dir is None
+        or not location
+        or Path(location).is_absolute()
+        or ".." in Path(location).parts
+    ):
         raise ModelError(f"tensor {tensor.name} has unusable external data ({location!r})")
     offset = int(info.get("offset", 0))
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
