@@ -30,14 +30,17 @@ from .checks import Gates
 from .config import PruneConfig, parse_pattern
 from .errors import ModelError, OutputWriteError, UsageError
 from .io import (
+    BIG_MODEL_BYTES,
     check_output_path,
     default_output_path,
     external_data_files,
     gzip_size_bytes,
     model_size_bytes,
     publish,
+    read_tensor,
     staging_dir,
     write_model,
+    write_model_streamed,
 )
 from .pipeline import Candidate, Pruner, mean_cosine
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
@@ -121,27 +124,34 @@ def prune(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     pruner = Pruner(model_path, calib, config, eval_data, progress)
-    timings["load"] = time.perf_counter() - clock
-    report = _new_report(pruner, config, output_path, calib, eval_data, gates)
-    if gates.max_accuracy_drop is not None and not (
-        pruner.evaluation is not None and pruner.evaluation.has_labels
-    ):
-        raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
+    stack = contextlib.ExitStack()
+    stack.callback(pruner.close)  # the big-model work directory, if any
+    try:
+        timings["load"] = time.perf_counter() - clock
+        report = _new_report(pruner, config, output_path, calib, eval_data, gates)
+        if gates.max_accuracy_drop is not None and not (
+            pruner.evaluation is not None and pruner.evaluation.has_labels
+        ):
+            raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
 
-    if not pruner.layers:
-        report.status = "no prunable layer found: output is a copy of the input"
-        report.nonzero_after = report.nonzero_before
-        report.file_size_after = report.file_size_before
-        report.gzip_size_after = report.gzip_size_before
-        report.timings = {**timings, "total": time.perf_counter() - started}
-        _copy_model(model_path, output_path, report, extra_outputs)
-        return report
+        if not pruner.layers:
+            report.status = "no prunable layer found: output is a copy of the input"
+            report.nonzero_after = report.nonzero_before
+            report.file_size_after = report.file_size_before
+            report.gzip_size_after = report.gzip_size_before
+            report.timings = {**timings, "total": time.perf_counter() - started}
+            _copy_model(model_path, output_path, report, extra_outputs)
+            return report
 
-    with contextlib.ExitStack() as stack:
-        original = pruner.proto
+        original = pruner
         candidate: Candidate | None = None
         fidelity: Fidelity | None = None
         if config.structured:
+            if pruner.base_dir is not None:
+                raise UsageError(
+                    "--structured is not supported on models over "
+                    f"{BIG_MODEL_BYTES / 1e9:.1f} GB yet (weight pruning is)"
+                )
             clock = time.perf_counter()
             shrunk = pruner.shrink()
             timings["shrink"] = time.perf_counter() - clock
@@ -154,7 +164,10 @@ def prune(
                     stack.enter_context(tempfile.TemporaryDirectory(prefix="onnxprune-"))
                 )
                 shrunk_path = save_for_session(shrunk.model, scratch / "shrunk.onnx")
-                pruner = Pruner(shrunk_path, calib, config, eval_data, progress, model_path)
+                pruner = Pruner(
+                    shrunk_path, calib, config, eval_data, progress, reference_path=model_path
+                )
+                stack.callback(pruner.close)
             else:
                 candidate = Candidate(shrunk.model, 0.0, pruner.scorer, "none", [], [])
 
@@ -174,14 +187,17 @@ def prune(
         if candidate is None:
             candidate = pruner.build()
         timings["prune"] = time.perf_counter() - clock
-        _describe_candidate(report, candidate, config, original)
+        _describe_candidate(report, candidate, config, original.proto, pruner.base_dir)
 
         with staging_dir(output_path) as staging:
             staged = staging / output_path.name
             clock = time.perf_counter()
-            write_model(
-                candidate.model, staged, external_data=bool(external_data_files(model_path))
-            )
+            if pruner.base_dir is not None:  # big-model mode: tensor by tensor, external data
+                write_model_streamed(candidate.model, staged, pruner.base_dir)
+            else:
+                write_model(
+                    candidate.model, staged, external_data=bool(external_data_files(model_path))
+                )
             _full_check(staged)
             timings["save"] = time.perf_counter() - clock
             clock = time.perf_counter()
@@ -225,6 +241,8 @@ def prune(
             extras = {staged_recipe: recipe_file, **_side_files(staging, report, extra_outputs)}
             publish(staged, output_path, extras)
         return report
+    finally:
+        stack.close()
 
 
 def _config_from_arguments(
@@ -310,7 +328,7 @@ def _new_report(
     eval_data: DataSource | None,
     gates: Gates,
 ) -> Report:
-    params_before, nonzero_before = count_weights(pruner.proto)
+    params_before, nonzero_before = count_weights(pruner.proto, pruner.base_dir)
     group = config.group or pruner.scorer.default_group
     return Report(
         model=str(pruner.model_path),
@@ -335,7 +353,11 @@ def _new_report(
 
 
 def _describe_candidate(
-    report: Report, candidate: Candidate, config: PruneConfig, original: onnx.ModelProto
+    report: Report,
+    candidate: Candidate,
+    config: PruneConfig,
+    original: onnx.ModelProto,
+    base_dir: Path | None,
 ) -> None:
     report.layers = candidate.layers
     report.warnings += candidate.warnings
@@ -343,13 +365,15 @@ def _describe_candidate(
         report.group = f"auto -> {candidate.group}"
         report.variant = candidate.scorer.name
         report.group_trials = candidate.trials
+    elif report.group == "auto":  # big-model mode: no trials
+        report.group = f"auto -> {candidate.group}"
     if report.achieved_sparsity < config.target_sparsity - 0.005:
         report.warnings.append(
             f"achieved sparsity {report.achieved_sparsity:.4f} is below the requested "
             f"{config.target_sparsity:.4f}: the layers' rows are too short to give more under "
             f"--min-row-weights {config.min_row_weights}"
         )
-    report.params_total, report.nonzero_after = count_weights(candidate.model)
+    report.params_total, report.nonzero_after = count_weights(candidate.model, base_dir)
     before = Counter(n.op_type for n in original.graph.node)
     after = Counter(n.op_type for n in candidate.model.graph.node)
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
@@ -433,8 +457,9 @@ def _publish_side_files(staging: Path, report: Report, extra: dict[str, Path]) -
         raise OutputWriteError(f"cannot write {err.filename}: {err.strerror or err}") from err
 
 
-def count_weights(model: onnx.ModelProto) -> tuple[int, int]:
-    """(parameters, non-zeros) over float initializers and float Constant-node tensors."""
+def count_weights(model: onnx.ModelProto, base_dir: Path | None = None) -> tuple[int, int]:
+    """(parameters, non-zeros) over float initializers and float Constant-node tensors; one
+    tensor in memory at a time (external data is read from ``base_dir``)."""
     params = nonzero = 0
     tensors = list(model.graph.initializer)
     tensors += [
@@ -447,7 +472,7 @@ def count_weights(model: onnx.ModelProto) -> tuple[int, int]:
     for tensor in tensors:
         if tensor.data_type not in _FLOAT_TYPES:
             continue
-        array = onnx.numpy_helper.to_array(tensor)
+        array = read_tensor(tensor, base_dir)
         params += array.size
         nonzero += int(np.count_nonzero(array))
     return params, nonzero

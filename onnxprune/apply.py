@@ -74,7 +74,7 @@ def _add_to_node_bias(
         return None
     while len(node.input) < index:
         node.input.append("")
-    bias = change.astype(layer.weight.dtype)
+    bias = change.astype(layer.dtype)
     new_name = view.add_initializer(f"{layer.weight_name}_bias", bias)
     if len(node.input) > index:
         node.input[index] = new_name
@@ -118,7 +118,7 @@ def _add_to_following_add(
             return None
     # No bias to fold into: insert ``Add(matmul_out, new_bias)`` under the original name.
     renamed = view.unique_name(out + "_unbiased")
-    bias = view.add_initializer(f"{layer.weight_name}_bias", change.astype(layer.weight.dtype))
+    bias = view.add_initializer(f"{layer.weight_name}_bias", change.astype(layer.dtype))
     node.output[0] = renamed
     add_node = onnx.helper.make_node("Add", [renamed, bias], [out], name=renamed + "_bias_add")
     view.insert_after(renamed, add_node)

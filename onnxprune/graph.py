@@ -7,15 +7,31 @@ collected so that an outer-scope weight used there is never treated as privately
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
+
+from .io import read_tensor
 
 
 class GraphView:
-    def __init__(self, model: onnx.ModelProto) -> None:
+    """``base_dir``: where tensors stored as external data are read from (big-model mode).
+    ``spill``: given the name and value of every initializer ``set_constant`` writes, returns
+    the tensor to store instead (e.g. one whose data went to a file), or None to store it
+    inline."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        base_dir: Path | None = None,
+        spill: Callable[[str, np.ndarray], onnx.TensorProto | None] | None = None,
+    ) -> None:
         self.model = model
+        self.base_dir = base_dir
+        self.spill = spill
         graph = model.graph
         self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
         self.constant_nodes: dict[str, onnx.NodeProto] = {
@@ -69,7 +85,7 @@ class GraphView:
     def constant_value(self, name: str) -> np.ndarray | None:
         """The value of an initializer or a Constant node's output, else None."""
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return read_tensor(self.initializers[name], self.base_dir)
         node = self.constant_nodes.get(name)
         if node is None:
             return None
@@ -86,11 +102,26 @@ class GraphView:
                 return np.array(list(attr.ints), dtype=np.int64)
         return None
 
+    def constant_meta(self, name: str) -> tuple[np.dtype, tuple[int, ...]] | None:
+        """(dtype, shape) of a stored constant, without reading an initializer's data."""
+        if name in self.initializers:
+            tensor = self.initializers[name]
+            try:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+            except (KeyError, TypeError, ValueError):
+                dtype = np.dtype(object)
+            return dtype, tuple(int(d) for d in tensor.dims)
+        value = self.constant_value(name)
+        return None if value is None else (value.dtype, tuple(value.shape))
+
     def set_constant(self, name: str, value: np.ndarray) -> None:
         """Replace a stored constant's value in place, keeping its name and storage kind."""
         if name in self.initializers:
             tensor = self.initializers[name]
-            tensor.CopyFrom(numpy_helper.from_array(value, name))
+            spilled = self.spill(name, value) if self.spill is not None else None
+            tensor.CopyFrom(
+                spilled if spilled is not None else numpy_helper.from_array(value, name)
+            )
             return
         node = self.constant_nodes[name]
         for attr in node.attribute:

@@ -20,7 +20,7 @@ from .calibrate.sources import DataSource
 from .config import PruneConfig, parse_pattern
 from .errors import EXIT_GATE_FAILED, UsageError
 from .graph import GraphView
-from .io import load_model
+from .io import load_for_reading
 from .layers import find_layers
 from .pipeline import Pruner, mean_cosine
 
@@ -122,8 +122,7 @@ def inspect_model(
         seed=seed,
         min_row_weights=0,
     )
-    proto = load_model(model_path)
-    view = GraphView(proto)
+    view = GraphView(*load_for_reading(model_path))
     scan = find_layers(view, config)
     layers = [
         InspectedLayer(
@@ -131,9 +130,9 @@ def inspect_model(
             op_type=layer.op.op_type,
             weight=layer.weight_name,
             shape=list(layer.shape),
-            params=int(layer.weight.size),
+            params=layer.size,
             storage=layer.storage,
-            dtype=str(layer.weight.dtype),
+            dtype=str(layer.dtype),
             gate=find_gate(view, layer.nodes[0]).kind,
         )
         for layer in scan.layers
@@ -146,10 +145,13 @@ def inspect_model(
     if calib is None or not layers:
         return report
     pruner = Pruner(model_path, calib, config, progress=progress)
-    reference = pruner.verification_reference()
-    for inspected in layers:
-        candidate = pruner.build(only={inspected.weight})
-        inspected.cosine_alone = mean_cosine(pruner.compare(candidate, reference))
+    try:
+        reference = pruner.verification_reference()
+        for inspected in layers:
+            candidate = pruner.build(only={inspected.weight})
+            inspected.cosine_alone = mean_cosine(pruner.compare(candidate, reference))
+    finally:
+        pruner.close()
     report.sensitivity_sparsity = sparsity
     report.sensitivity_method = method
     report.sensitivity_source = reference.source
@@ -213,7 +215,7 @@ def check_pattern(model: str | Path, pattern: str = "2:4") -> PatternReport:
     if nm is None:
         raise UsageError("check-pattern needs an N:M pattern such as 2:4")
     model_path = Path(model)
-    view = GraphView(load_model(model_path))
+    view = GraphView(*load_for_reading(model_path))
     scan = find_layers(view, PruneConfig(sparsity=0.0, min_row_weights=0))
     layers = []
     for layer in scan.layers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import tempfile
@@ -11,10 +12,23 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+from onnx.external_data_helper import uses_external_data
 
 from .errors import ModelError, OutputWriteError, UsageError
+
+log = logging.getLogger(__name__)
+
+# Models whose file plus external data exceed this are handled in big-model mode: tensors stay
+# on disk and are read one at a time (see docs and ``Pruner``). Protobuf's own limit is 2 GiB.
+BIG_MODEL_BYTES = 1_500_000_000
+
+
+def is_big_model(model_path: Path) -> bool:
+    return model_size_bytes(model_path) > BIG_MODEL_BYTES
 
 
 def external_data_files(model_path: Path) -> list[Path]:
@@ -58,8 +72,12 @@ def gzip_size_bytes(model_path: Path) -> int | None:
     return total + len(compressor.flush())
 
 
-def load_model(path: Path) -> onnx.ModelProto:
-    """Load and sanity-check a model; every failure becomes one ModelError line."""
+def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
+    """Load and sanity-check a model; every failure becomes one ModelError line.
+
+    ``external_data=False``: tensors stored outside the model file stay there (the proto only
+    names their file, offset and length); read them one at a time with :func:`read_tensor`.
+    """
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
     if path.is_dir():
@@ -70,7 +88,7 @@ def load_model(path: Path) -> onnx.ModelProto:
         raise ModelError(f"model file is empty: {path}")
     try:
         # Lazy external data resolves against the model's own directory here, not the CWD.
-        model = onnx.load(str(path), load_external_data=True)
+        model = onnx.load(str(path), load_external_data=external_data)
     except (DecodeError, RuntimeError) as err:
         raise ModelError(f"{path} is not a valid ONNX model (protobuf parse failed)") from err
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
@@ -82,6 +100,15 @@ def load_model(path: Path) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError, OSError) as err:
         raise ModelError(f"{path} fails the ONNX checker: {_first_line(err)}") from err
     return model
+
+
+def load_for_reading(path: Path) -> tuple[onnx.ModelProto, Path | None]:
+    """(model, directory to read its external tensors from): a big model (see
+    ``BIG_MODEL_BYTES``) is loaded without its external data, to be read one tensor at a time
+    (``GraphView(model, base_dir)``); other models are loaded whole (directory None)."""
+    if is_big_model(path):
+        return load_model(path, external_data=False), path.parent
+    return load_model(path), None
 
 
 def default_output_path(model_path: Path) -> Path:
@@ -126,14 +153,24 @@ def staging_dir(output_path: Path) -> Iterator[Path]:
     except OSError as err:
         raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
     try:
-        yield tmp
-    except OSError as err:
-        inside = err.filename is not None and Path(str(err.filename)).parent == tmp
-        if inside or err.errno in _WRITE_ERRNOS:
-            raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
-        raise
+        with write_errors(tmp, parent):
+            yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def write_errors(directory: Path, shown: Path | None = None) -> Iterator[None]:
+    """An OSError about a file inside ``directory``, or one that can only come from writing
+    (disk full, quota, read-only filesystem), becomes an OutputWriteError naming ``shown``."""
+    try:
+        yield
+    except OSError as err:
+        inside = err.filename is not None and Path(str(err.filename)).parent == directory
+        if inside or err.errno in _WRITE_ERRNOS:
+            where = shown if shown is not None else directory
+            raise OutputWriteError(f"cannot write to {where}: {_first_line(err)}") from err
+        raise
 
 
 def proto_size_bytes(model: onnx.ModelProto) -> int:
@@ -158,6 +195,130 @@ def write_model(model: onnx.ModelProto, path: Path, external_data: bool) -> None
             )
         else:
             onnx.save_model(model, str(path))
+    except OSError as err:
+        raise OutputWriteError(f"cannot write {path.name}: {_first_line(err)}") from err
+
+
+def read_tensor(tensor: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    """A tensor's value; external data is read from ``base_dir`` (the tensor is unchanged).
+
+    Read here rather than with onnx's helper, which refuses hard-linked files (big-model mode
+    links the original data into its work directory).
+    """
+    if not uses_external_data(tensor):
+        return numpy_helper.to_array(tensor)
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    if (
+        base_dir is None
+        or not location
+        or Path(location).is_absolute()
+        or ".." in Path(location).parts
+    ):
+        raise ModelError(f"tensor {tensor.name} has unusable external data ({location!r})")
+    offset = int(info.get("offset", 0))
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    with (base_dir / location).open("rb") as handle:
+        if tensor.data_type in _PLAIN_TYPES:
+            value = np.fromfile(handle, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
+            if value.size != count:
+                raise ModelError(f"external data of tensor {tensor.name} is truncated")
+            return value.astype(dtype, copy=False).reshape(tuple(tensor.dims))
+        handle.seek(offset)
+        length = int(info["length"]) if "length" in info else -1
+        inline = onnx.TensorProto()
+        inline.CopyFrom(tensor)
+        del inline.external_data[:]
+        inline.data_location = onnx.TensorProto.DEFAULT
+        inline.raw_data = handle.read(length)
+    return numpy_helper.to_array(inline)
+
+
+# Element types whose raw bytes are the numpy array's (little-endian, one element each).
+_PLAIN_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT64,
+    }
+)
+
+
+def link_external_data(model_path: Path, directory: Path) -> None:
+    """Make ``model_path``'s external data files visible in ``directory`` under their own names,
+    so that a model written there refers to them without copying them into memory.
+
+    Hard links (onnxruntime and the ONNX checker refuse symbolic links that leave the model's
+    directory); a copy when the directory is on another filesystem.
+    """
+    for data in external_data_files(model_path):
+        target = directory / data.name
+        try:
+            os.link(data, target)
+        except OSError:
+            log.info("cannot hard-link %s into %s: copying it", data, directory)
+            shutil.copyfile(data, target)
+
+
+_ALIGN = 4096
+
+
+def spill_array(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:
+    """Append ``value`` to ``data_file`` and return a tensor that refers to it (external data),
+    or None for element types whose bytes are not numpy's (those stay inline).
+
+    The bytes never pass through a protobuf message: a message keeps every byte string it was
+    given until it is freed, even after the field is cleared.
+    """
+    try:
+        data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if data_type not in _PLAIN_TYPES:
+        return None
+    with data_file.open("ab") as handle:
+        offset = handle.seek(0, os.SEEK_END)
+        handle.write(b"\0" * (-offset % _ALIGN))
+        offset += -offset % _ALIGN
+        np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tofile(handle)
+    tensor = onnx.TensorProto(name=name, data_type=data_type, dims=value.shape)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, item in (("location", data_file.name), ("offset", offset), ("length", value.nbytes)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, str(item)
+    return tensor
+
+
+def write_model_streamed(model: onnx.ModelProto, path: Path, base_dir: Path) -> None:
+    """Write a model whose tensors may live in external files under ``base_dir``, one tensor at
+    a time: every initializer of 1 KiB or more goes to ``<path>.data``, and the whole model is
+    never held (or serialised) in memory. ``model`` is left unchanged."""
+    data_file = path.with_name(path.name + ".data")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)  # small: the large tensors are external
+    try:
+        data_file.unlink(missing_ok=True)
+        data_file.touch()
+        for tensor in out.graph.initializer:
+            external = uses_external_data(tensor)
+            if external or tensor.ByteSize() >= 1024:
+                value = read_tensor(tensor, base_dir)
+                moved = spill_array(value, tensor.name, data_file)
+                del value
+                if moved is not None:
+                    tensor.CopyFrom(moved)
+                elif external:  # an exotic element type: inline it
+                    tensor.CopyFrom(numpy_helper.from_array(read_tensor(tensor, base_dir)))
+        onnx.save_model(out, str(path))
     except OSError as err:
         raise OutputWriteError(f"cannot write {path.name}: {_first_line(err)}") from err
 

@@ -17,6 +17,7 @@ mask, mapped back through the views, says so. Other ops between a constant and a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -329,16 +330,32 @@ class Layer:
 
     ``weight_name`` is the stored constant that is rewritten; ``weight`` is the value the nodes
     compute with: the stored value itself, or the stored value through ``views`` (stored ->
-    layer order).
+    layer order). In big-model mode (the view reads external data) the value is not kept: every
+    access to ``weight`` reads it again, so only the layer being worked on is in memory.
     """
 
     name: str
     weight_name: str
     op: LayerOp
     nodes: list[onnx.NodeProto]
-    weight: np.ndarray  # as the layer reads it: dtype and layout
+    value: np.ndarray | None  # the weight as the layer reads it, or None: read on access
     storage: str  # "initializer" or "Constant node", plus the views it passes through
     views: tuple[onnx.NodeProto, ...] = ()
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    shape: tuple[int, ...] = ()
+    load: Callable[[], np.ndarray] | None = None
+
+    @property
+    def weight(self) -> np.ndarray:
+        """As the layer reads it: dtype and layout."""
+        if self.value is not None:
+            return self.value
+        assert self.load is not None
+        return self.load()
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
 
     @property
     def groups(self) -> int:
@@ -349,17 +366,16 @@ class Layer:
         return np.array(self.op.to_matrix(self.weight, self.nodes[0]), dtype=np.float64)
 
     def from_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        out = self.op.from_matrix(matrix, self.nodes[0], self.weight.shape)
-        return np.ascontiguousarray(out.astype(self.weight.dtype))
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.weight.shape)
+        out = self.op.from_matrix(matrix, self.nodes[0], self.shape)
+        return np.ascontiguousarray(out.astype(self.dtype))
 
     @property
     def matrix_shape(self) -> tuple[int, int]:
-        """(out, K) of the matrix view, without copying the weight."""
-        rows = self.op.to_matrix(self.weight, self.nodes[0])
+        """(out, K) of the matrix view, without reading or copying the weight."""
+        if len(self.shape) != 2:  # Conv: (Cout, prod(kernel) * Cin/g)
+            return self.shape[0], math.prod(self.shape[1:])
+        stand_in = np.broadcast_to(np.zeros((), dtype=np.int8), self.shape)
+        rows = self.op.to_matrix(stand_in, self.nodes[0])
         return int(rows.shape[0]), int(rows.shape[1])
 
 
@@ -411,17 +427,47 @@ def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
             scan.skipped.append(SkippedLayer(name, first.op_type, skip))
             continue
         stored = trace.stored if trace is not None else weight_name
-        weight = seen_value(view, trace) if trace is not None else view.constant_value(stored)
-        assert weight is not None
         storage = "initializer" if stored in view.initializers else "Constant node"
         views = trace.views if trace is not None else ()
         if views:
             storage += " via " + "+".join(n.op_type for n in views)
+        load = _loader(view, stored, trace)
+        if view.base_dir is None:  # the whole model is in memory: keep the value
+            weight: np.ndarray | None = load()
+            assert weight is not None
+            dtype, shape = weight.dtype, tuple(weight.shape)
+        else:
+            weight = None
+            meta = _seen_meta(view, stored, trace)
+            assert meta is not None
+            dtype, shape = meta
         scan.layers.append(
-            Layer(name, stored, LAYER_OPS[first.op_type], nodes, weight, storage, views)
-        )
+            Layer(name, stored, LAYER_OPS[first.op_type], nodes, weight, storage, views,
+                  dtype, shape, load)
+        )  # fmt: skip
     _skip_subgraph_layers(view, view.model.graph, "", set(view.initializers), scan)
     return scan
+
+
+def _loader(view: GraphView, stored: str, trace: WeightTrace | None) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        if trace is not None:
+            return seen_value(view, trace)
+        value = view.constant_value(stored)
+        assert value is not None
+        return value
+
+    return load
+
+
+def _seen_meta(
+    view: GraphView, stored: str, trace: WeightTrace | None
+) -> tuple[np.dtype, tuple[int, ...]] | None:
+    """(dtype, shape) as the layer reads the weight; reads the value only through views."""
+    if trace is not None:
+        value = seen_value(view, trace)
+        return value.dtype, tuple(value.shape)
+    return view.constant_meta(stored)
 
 
 SUBGRAPH_REASON = "inside a Loop/If/Scan subgraph: not pruned"
@@ -473,22 +519,21 @@ def _skip_reason(
         problem = _view_problem(view, trace)
         if problem:
             return problem
-        weight: np.ndarray | None = seen_value(view, trace)
-    else:
-        weight = view.constant_value(weight_name)
-    if weight is None:
+    meta = _seen_meta(view, weight_name, trace)
+    if meta is None:
         return "weight value could not be read"
-    if weight.dtype.name == "bfloat16":
+    dtype, shape = meta
+    if dtype.name == "bfloat16":
         return (
             f"{first.op_type} computes in bfloat16: onnxruntime has no CPU kernel to calibrate "
             "it (a bfloat16 weight behind a Cast to float is pruned)"
         )
-    if weight.dtype not in FLOAT_DTYPES:
-        return f"weight dtype {weight.dtype} is not float16/float32/float64"
-    if weight.size == 0:
+    if dtype not in FLOAT_DTYPES:
+        return f"weight dtype {dtype} is not float16/float32/float64"
+    if math.prod(shape) == 0:
         return "weight is empty"
     for node in nodes:
-        problem = spec.check(node, tuple(weight.shape))
+        problem = spec.check(node, shape)
         if problem:
             return problem
         if node.op_type != first.op_type or node.attribute != first.attribute:

@@ -9,9 +9,11 @@ sweep and ``inspect``'s per-layer sensitivity are all built from these pieces.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 import onnx
 
 from .apply import add_bias, write_weight
-from .calibrate.runner import collect_statistics, probe_shapes
+from .calibrate.runner import collect_statistics, collect_statistics_in_parts, probe_shapes
 from .calibrate.sources import (
     CalibrationSet,
     DataSource,
@@ -32,9 +34,9 @@ from .calibrate.stats import LayerStats
 from .config import PruneConfig
 from .errors import ModelError, UsageError
 from .graph import GraphView
-from .io import load_model
+from .io import is_big_model, link_external_data, load_model, spill_array, write_errors
 from .layers import Layer, LayerScan, find_layers
-from .masking import allocate, row_cap, select_masks
+from .masking import allocate, nm_mask, row_cap, row_mask, select_masks
 from .reconstruct import (
     ReconstructionError,
     inverse_hessian_factor,
@@ -53,6 +55,10 @@ AUTO_GROUPS = ("row", "global")
 AUTO_SAMPLES = 64
 # The original's outputs on at most this many verification samples are kept in memory.
 MAX_CACHED_SAMPLES = 1024
+# Big-model mode: pruned tensors of at least this many bytes go straight to a file.
+SPILL_BYTES = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +76,12 @@ class Candidate:
 
 
 class Pruner:
+    """Big-model mode (``big``; by default when the model and its data exceed
+    ``io.BIG_MODEL_BYTES``): the model is loaded without its external data, which is hard-linked
+    into a work directory; sessions load models written there by path; weights are read one
+    layer at a time, statistics are gathered in parts and kept on disk, and pruned weights are
+    written to files as they are made. Nothing holds all the weights in memory at once."""
+
     def __init__(
         self,
         model_path: Path,
@@ -78,13 +90,18 @@ class Pruner:
         eval_data: DataSource | None = None,
         progress: bool = False,
         reference_path: Path | None = None,
+        big: bool | None = None,
     ) -> None:
         self.model_path = model_path
         # The model candidates are checked against (the original, when this one was shrunk).
         self.reference_path = reference_path or model_path
         self.config = config
         self.progress = progress
-        self.proto = load_model(model_path)
+        self.big = is_big_model(model_path) if big is None else big
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.base_dir: Path | None = None
+        self.proto = load_model(model_path, external_data=not self.big)
+        self._files = itertools.count(1)
         specs = model_input_specs(self.proto)
         if not specs:
             raise ModelError(f"{model_path} has no graph inputs to feed calibration data to")
@@ -95,14 +112,31 @@ class Pruner:
         self.calib_mask, self.holdout_mask = split_samples(
             self.calibration, self.evaluation is not None, config
         )
-        self.scan: LayerScan = find_layers(GraphView(self.proto), config)
         self.sample_mask = choose_sample_mask(specs, config.sample_mask)
         self.scorer = get_method(config.method)
-        self._stats: dict[str, LayerStats] | None = None
+        # Last: nothing after this may fail without removing the work directory.
+        if self.big:
+            self._workdir = tempfile.TemporaryDirectory(prefix="onnxprune-big-")
+            self.base_dir = Path(self._workdir.name)
+            log.info("big-model mode: weights stay on disk (work directory %s)", self.base_dir)
+        try:
+            if self.base_dir is not None:
+                with write_errors(self.base_dir):
+                    link_external_data(model_path, self.base_dir)
+            self.scan: LayerScan = find_layers(GraphView(self.proto, self.base_dir), config)
+        except BaseException:
+            self.close()
+            raise
+        self._stats: Mapping[str, LayerStats] | None = None
         self._matrices: list[np.ndarray] | None = None
         self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
         self._auto_reference: ReferenceRun | None = None
         self._verify_reference: ReferenceRun | None = None
+
+    def close(self) -> None:
+        """Remove the big-model work directory (also done when the Pruner is collected)."""
+        if self._workdir is not None:
+            self._workdir.cleanup()
 
     @property
     def layers(self) -> list[Layer]:
@@ -114,13 +148,29 @@ class Pruner:
 
     # -- statistics ----------------------------------------------------------------------
 
-    def statistics(self) -> dict[str, LayerStats]:
-        """Gathered on first use, in one pass over the calibration samples."""
+    def statistics(self) -> Mapping[str, LayerStats]:
+        """Gathered on first use, in one pass over the calibration samples (big-model mode:
+        one pass per part of the layers, the statistics kept on disk)."""
         if self._stats is None:
             gated = self.scorer.needs_gates or any(
                 get_method(v).needs_gates for v in self.scorer.auto_variants
             )
             hessian = self.config.update or self.scorer.adaptive_mask
+            if self.base_dir is not None:
+                with write_errors(self.base_dir):
+                    self._stats = collect_statistics_in_parts(
+                        self.proto,
+                        self.layers,
+                        self.calibration,
+                        self.calib_mask,
+                        self.config.batch_size,
+                        gated=gated,
+                        progress=self.progress,
+                        hessian=hessian,
+                        sample_mask=self.sample_mask,
+                        workdir=self.base_dir,
+                    )
+                return self._stats
             self._stats = collect_statistics(
                 self.proto,
                 self.layers,
@@ -136,7 +186,10 @@ class Pruner:
 
     def factors(self, layer: Layer) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per conv group, the inverse-Hessian factor reconstruction needs; computed once per
-        layer. None when the layer's input correlation was not gathered or is unusable."""
+        layer (not kept in big-model mode). None when the layer's input correlation was not
+        gathered or is unusable."""
+        if self.big:
+            self._factors.clear()
         if layer.weight_name not in self._factors:
             inputs = self.statistics()[layer.weight_name].inputs
             factors = None
@@ -200,8 +253,19 @@ class Pruner:
         group = group or config.group or scorer.default_group
         if config.nm is not None:
             group = "row"  # N:M fixes the selection
+        if group == "auto" and self.base_dir is not None:
+            # Each trial is a full pruned copy and a verification run: too much for a big model.
+            with write_errors(self.base_dir):
+                candidate = self._build_streamed(config, scorer, "row", only)
+            candidate.warnings.append(
+                "big model: --group auto tried no candidates, row selection was used"
+            )
+            return candidate
         if group == "auto":
             return self._choose(config, scorer)
+        if self.base_dir is not None:
+            with write_errors(self.base_dir):
+                return self._build_streamed(config, scorer, group, only)
         return self._build(config, scorer, group, only)
 
     def _build(
@@ -253,6 +317,69 @@ class Pruner:
         return Candidate(
             model, config.target_sparsity, scorer, group, reports, warnings + written_warnings
         )
+
+    def _build_streamed(
+        self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
+    ) -> Candidate:
+        """``_build`` one layer at a time (big-model mode): read, score, prune, write to a file.
+
+        Same masks and weights as ``_build``. Row and N:M selection need one layer's scores at a
+        time; layer-wide and global selection still hold every layer's scores together.
+        """
+        assert self.base_dir is not None
+        stats = self.statistics()
+        chosen = [
+            i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
+        ]
+        spill_file = self.base_dir / f"candidate-{next(self._files)}.data"
+
+        def spill(name: str, value: np.ndarray) -> onnx.TensorProto | None:
+            return spill_array(value, name, spill_file) if value.nbytes >= SPILL_BYTES else None
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)  # small: the weights are external
+        view = GraphView(model, self.base_dir, spill)
+        copies = find_layers(view, config).layers  # same order, nodes of the copy
+        originals = [self.layers[i] for i in chosen]
+        shapes = [layer.matrix_shape for layer in originals]
+        row_targets = allocate(shapes, config.target_sparsity, config.min_row_weights)
+        per_layer = scorer.adaptive_mask or config.nm is not None or group == "row"
+        all_masks = None
+        if not per_layer:
+            all_masks = select_masks(
+                [scorer.score(layer.matrix(), stats[layer.weight_name]) for layer in originals],
+                config,
+                group,
+            )
+        reconstructing = config.update or scorer.adaptive_mask
+        reports, warnings = [], []
+        for k, layer in enumerate(originals):
+            matrix = layer.matrix()
+            layer_stats = stats[layer.weight_name]
+            keep: np.ndarray | None = None
+            if all_masks is not None:
+                keep = all_masks[k]
+            elif not scorer.adaptive_mask:
+                score = scorer.score(matrix, layer_stats)
+                keep = (
+                    nm_mask(score, config.nm)
+                    if config.nm is not None
+                    else row_mask(score, row_targets[k])
+                )
+                del score
+            target = row_targets[k] if scorer.adaptive_mask else config.target_sparsity
+            factors = self.factors(layer) if reconstructing else None
+            final, delta, problem = prune_matrix(
+                matrix, keep, layer_stats, scorer, config, target, factors
+            )
+            del matrix, keep
+            if problem:
+                warnings.append(f"{layer.name}: {problem}")
+            report, written = write_layer(view, copies[chosen[k]], final, delta, layer_stats)
+            reports.append(report)
+            warnings += written
+        view.flush_inserts()
+        return Candidate(model, config.target_sparsity, scorer, group, reports, warnings)
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
         """``--group auto``: build each variant x selection group and keep the candidate whose
@@ -308,11 +435,28 @@ class Pruner:
             self._verify_reference = ReferenceRun(
                 self.reference_path, data, selected, self.config.batch_size, source, cache=cache
             )
+            if self.big and cache:
+                # Run the original now and drop its session: never two big sessions at once.
+                self._verify_reference.prefetch()
         return self._verify_reference
 
     def compare(self, candidate: Candidate, reference: ReferenceRun | None = None) -> Fidelity:
-        with candidate_file(candidate.model) as path:
+        with self.candidate_file(candidate.model) as path:
             return (reference or self.verification_reference()).compare(path)
+
+    @contextmanager
+    def candidate_file(self, model: onnx.ModelProto) -> Iterator[Path]:
+        """``model`` on disk for onnxruntime; in big-model mode, beside the files its external
+        tensors live in (the work directory)."""
+        if self.base_dir is None:
+            with candidate_file(model) as path:
+                yield path
+            return
+        path = self.base_dir / f"candidate-{next(self._files)}.onnx"
+        try:
+            yield save_for_session(model, path)
+        finally:
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -428,26 +572,39 @@ def write_matrices(
     """Write the pruned weights, add the bias changes, describe each layer."""
     reports, warnings = [], []
     for layer, pruned, delta, layer_stats in zip(layers, matrices, deltas, stats, strict=True):
-        nonzero_before = int(np.count_nonzero(layer.weight))
-        write_weight(view, layer, pruned)
-        if delta is not None:
-            warnings += add_bias(view, layer, delta)
-        written = layer.from_matrix(pruned)
-        reports.append(
-            LayerReport(
-                name=layer.name,
-                op_type=layer.op.op_type,
-                weight=layer.weight_name,
-                shape=list(layer.shape),
-                storage=layer.storage,
-                gate=layer_stats.gate_kind,
-                params=int(layer.weight.size),
-                nonzero_before=nonzero_before,
-                nonzero_after=int(np.count_nonzero(written)),
-            )
-        )
+        report, written = write_layer(view, layer, pruned, delta, layer_stats)
+        reports.append(report)
+        warnings += written
     view.flush_inserts()
     return reports, warnings
+
+
+def write_layer(
+    view: GraphView,
+    layer: Layer,
+    pruned: np.ndarray,
+    delta: np.ndarray | None,
+    layer_stats: LayerStats,
+) -> tuple[LayerReport, list[str]]:
+    """Write one layer's pruned weight and bias change; the caller flushes the view's inserts."""
+    warnings: list[str] = []
+    nonzero_before = int(np.count_nonzero(layer.weight))
+    write_weight(view, layer, pruned)
+    if delta is not None:
+        warnings += add_bias(view, layer, delta)
+    written = layer.from_matrix(pruned)
+    report = LayerReport(
+        name=layer.name,
+        op_type=layer.op.op_type,
+        weight=layer.weight_name,
+        shape=list(layer.shape),
+        storage=layer.storage,
+        gate=layer_stats.gate_kind,
+        params=layer.size,
+        nonzero_before=nonzero_before,
+        nonzero_after=int(np.count_nonzero(written)),
+    )
+    return report, warnings
 
 
 def split_samples(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from .calibrate.sources import Batch, CalibrationSet
 from .session import make_session, run
@@ -109,7 +110,7 @@ class ReferenceRun:
         source: str,
         cache: bool = False,
     ) -> None:
-        self.session = make_session(original)
+        self.session: ort.InferenceSession | None = make_session(original)
         self.names = [o.name for o in self.session.get_outputs()]
         self.dataset = dataset
         self.selected = selected
@@ -123,11 +124,20 @@ class ReferenceRun:
         if self.cache and self._cached:
             yield from zip(batches, self._cached, strict=True)
             return
+        assert self.session is not None, "prefetched outputs are always cached"
         for batch in batches:
             outputs = run(self.session, self.names, batch.feed, self.dataset.name)
             if self.cache:
                 self._cached.append(outputs)
             yield batch, outputs
+
+    def prefetch(self) -> None:
+        """Run the original on every selected sample now and release its session (the outputs
+        are cached): a big model's reference and candidate are then never loaded together."""
+        assert self.cache
+        for _ in self._reference_batches():
+            pass
+        self.session = None
 
     def compare(self, pruned: Path) -> Fidelity:
         candidate = make_session(pruned)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import models
 import numpy as np
-import realworld_models
 import onnx
 import onnxruntime as ort
 import pytest
+import realworld_models
 import structured_models
 from conftest import REPO, CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -287,4 +287,17 @@ def test_cli_structured_rejects_impossible_ratios(
     done = cli(EXAMPLE, "--calib", CALIB, "--structured", value, "-o", out)
     assert done.code == 2
     assert "--structured" in done.err and "Traceback" not in done.err
+    assert not out.exists()
+
+
+def test_structured_refuses_big_model_mode_cleanly(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxprune.io
+
+    monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)  # every model is "big"
+    out = tmp_path / "big.onnx"
+    done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "-o", out)
+    assert done.code == 2
+    assert "--structured is not supported" in done.err and "Traceback" not in done.err
     assert not out.exists()

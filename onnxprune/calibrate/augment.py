@@ -10,6 +10,7 @@ reduced once. Conv: the input and ``g2`` are exposed and folded per batch with i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -78,16 +79,17 @@ def build_plan(
     hessian: bool = False,
     sample_mask: str | None = None,
     masked_inputs: frozenset[str] = frozenset(),
+    base_dir: Path | None = None,
 ) -> CalibrationPlan:
     """A copy of ``model`` with statistic outputs for every layer (the input stays untouched).
 
     ``sample_mask``: a graph input [batch, seq] (e.g. ``attention_mask``) whose zeros mark
     padding; statistics of the layers reading a tensor in ``masked_inputs`` ([batch, seq, K])
-    then count real tokens only.
+    then count real tokens only. ``base_dir``: where external tensors are read from.
     """
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
-    view = GraphView(augmented)
+    view = GraphView(augmented, base_dir)
     sink = NodeSink(view, "onnxprune")
     plan = CalibrationPlan(augmented)
     input_taps: dict[tuple[str, int, bool, bool], InputTap] = {}

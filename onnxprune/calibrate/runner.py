@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from ..session import make_session, run, save_for_session
 from .augment import CalibrationPlan, NodeTaps, build_plan
 from .gates import NodeSink
 from .sources import CalibrationSet
-from .stats import GatedMoments, InputMoments, LayerStats, conv_moments
+from .stats import GatedMoments, InputMoments, LayerStats, StatsOnDisk, conv_moments
 
 
 class _LayerAccumulator:
@@ -26,9 +28,10 @@ class _LayerAccumulator:
         self.gated: GatedMoments | None = None
 
     def add(self, inputs: InputMoments, gated: GatedMoments | None) -> None:
-        self.inputs = inputs if self.inputs is None else self.inputs.merge(inputs)
+        # In place: the same sums as ``merge`` without a second copy of the largest arrays.
+        self.inputs = inputs if self.inputs is None else self.inputs.merge_into(inputs)
         if gated is not None:
-            self.gated = gated if self.gated is None else self.gated.merge(gated)
+            self.gated = gated if self.gated is None else self.gated.merge_into(gated)
 
 
 def collect_statistics(
@@ -41,21 +44,25 @@ def collect_statistics(
     progress: bool,
     hessian: bool = False,
     sample_mask: str | None = None,
+    session_dir: Path | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> dict[str, LayerStats]:
     """Statistics of every layer over the selected samples, keyed by weight name.
 
-    ``shapes``: run-time shapes already probed on the first batch (``probe_shapes``), which
-    saves the padding probe a second run."""
+    ``session_dir``: where the augmented model is written for onnxruntime (a temporary
+    directory by default); big-model mode passes the directory the model's external data is
+    in, which is also where its tensors are read from. ``shapes``: run-time shapes already
+    probed on the first batch (``probe_shapes``), which saves the padding probe a second run.
+    """
     masked: frozenset[str] = frozenset()
     if sample_mask is not None:
         masked = _tensors_shaped_like_mask(
-            model, layers, dataset, selected, batch_size, sample_mask, shapes
+            model, layers, dataset, selected, batch_size, sample_mask, session_dir, shapes
         )
-    plan = build_plan(model, layers, gated, hessian, sample_mask, masked)
+    plan = build_plan(model, layers, gated, hessian, sample_mask, masked, session_dir)
     accumulators = {layer.weight_name: _LayerAccumulator() for layer in layers}
-    with tempfile.TemporaryDirectory(prefix="onnxprune-calib-") as tmp:
-        session = make_session(save_for_session(plan.model, Path(tmp) / "augmented.onnx"))
+    with _session_file(session_dir, "augmented") as path:
+        session = make_session(save_for_session(plan.model, path))
         total = int(selected.sum())
         with tqdm(
             total=total, desc="calibrating", unit="sample", disable=not progress, leave=False
@@ -65,12 +72,73 @@ def collect_statistics(
                 fetched = dict(zip(plan.outputs, values, strict=True))
                 _fold(plan, layers, fetched, accumulators)
                 bar.update(batch.count)
+        del session
     stats = {}
     for layer in layers:
         acc = accumulators[layer.weight_name]
         assert acc.inputs is not None
         stats[layer.weight_name] = LayerStats(acc.inputs, acc.gated, plan.gates[layer.weight_name])
     return stats
+
+
+# Big-model mode: the statistics of one part of the layers take at most this many bytes
+# (float64 sums); each part is one pass over the calibration data.
+PART_BYTES = 1 << 30
+
+
+def collect_statistics_in_parts(
+    model: onnx.ModelProto,
+    layers: list[Layer],
+    dataset: CalibrationSet,
+    selected: np.ndarray,
+    batch_size: int,
+    gated: bool,
+    progress: bool,
+    hessian: bool,
+    sample_mask: str | None,
+    workdir: Path,
+) -> StatsOnDisk:
+    """``collect_statistics`` for a model too big to hold every layer's statistics in memory:
+    the layers are split into parts of at most ``PART_BYTES`` of statistics, each part is one
+    pass over the data (its own augmented session), and each part's result goes to disk."""
+    stored = StatsOnDisk(workdir / "stats")
+    for part in _parts(layers, gated, hessian):
+        found = collect_statistics(
+            model, part, dataset, selected, batch_size, gated, progress, hessian, sample_mask,
+            session_dir=workdir,
+        )  # fmt: skip
+        for name, layer_stats in found.items():
+            stored.store(name, layer_stats)
+        del found
+    return stored
+
+
+def _parts(layers: list[Layer], gated: bool, hessian: bool) -> list[list[Layer]]:
+    parts: list[list[Layer]] = [[]]
+    size = 0
+    for layer in layers:
+        rows, columns = layer.matrix_shape
+        need = 8 * (2 * columns + (2 * rows * columns if gated else 0))
+        need += 8 * columns * columns if hessian else 0
+        if parts[-1] and size + need > PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(layer)
+        size += need
+    return parts
+
+
+@contextlib.contextmanager
+def _session_file(directory: Path | None, stem: str) -> Iterator[Path]:
+    if directory is None:
+        with tempfile.TemporaryDirectory(prefix=f"onnxprune-{stem}-") as tmp:
+            yield Path(tmp) / f"{stem}.onnx"
+        return
+    path = Path(tempfile.mkstemp(prefix=f"{stem}-", suffix=".onnx", dir=directory)[1])
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _fold(
@@ -119,6 +187,7 @@ def _tensors_shaped_like_mask(
     selected: np.ndarray,
     batch_size: int,
     mask_name: str,
+    session_dir: Path | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> frozenset[str]:
     """Layer inputs that are [batch, seq, K] with the mask's [batch, seq], seen on one real batch.
@@ -134,17 +203,22 @@ def _tensors_shaped_like_mask(
             for node in layer.nodes
         }
     )
-    if shapes is None or mask_name not in shapes or any(n not in shapes for n in names):
+    if not names:
+        return frozenset()
+    known = shapes is not None and all(n in shapes for n in [mask_name, *names])
+    if not known:
         batch = next(iter(dataset.batches(selected, batch_size)))
         mask_shape = tuple(batch.feed[mask_name].shape)
     else:
+        assert shapes is not None
         mask_shape = shapes[mask_name]
-    if not names or len(mask_shape) != 2 or mask_shape[0] == mask_shape[1]:
+    if len(mask_shape) != 2 or mask_shape[0] == mask_shape[1]:
         return frozenset()  # a square batch could not tell batch from sequence
-    if shapes is None or any(n not in shapes for n in names):
-        shapes = probe_shapes(model, names, dataset, selected, batch_size)
+    if not known:
+        shapes = probe_shapes(model, names, dataset, selected, batch_size, session_dir)
+    assert shapes is not None
     return frozenset(
-        name for name, shape in shapes.items() if len(shape) == 3 and shape[:2] == mask_shape
+        name for name in names if len(shapes[name]) == 3 and shapes[name][:2] == mask_shape
     )
 
 
@@ -154,6 +228,7 @@ def probe_shapes(
     dataset: CalibrationSet,
     selected: np.ndarray,
     batch_size: int,
+    session_dir: Path | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Run-time shapes of the named tensors on the first calibration batch (one Shape node
     per tensor, so only [rank] integers come back)."""
@@ -161,14 +236,15 @@ def probe_shapes(
         return {}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    sink = NodeSink(GraphView(probe), "onnxprune_probe")
-    shapes = [sink.op("Shape", name, hint="shape") for name in names]  # [rank] int64 each
+    sink = NodeSink(GraphView(probe, session_dir), "onnxprune_probe")
+    outputs = [sink.op("Shape", name, hint="shape") for name in names]  # [rank] int64 each
     probe.graph.node.extend(sink.nodes)
     probe.graph.output.extend(
-        onnx.helper.make_tensor_value_info(s, onnx.TensorProto.INT64, None) for s in shapes
+        onnx.helper.make_tensor_value_info(s, onnx.TensorProto.INT64, None) for s in outputs
     )
     batch = next(iter(dataset.batches(selected, batch_size)))
-    with tempfile.TemporaryDirectory(prefix="onnxprune-probe-") as tmp:
-        session = make_session(save_for_session(probe, Path(tmp) / "probe.onnx"))
-        values = run(session, shapes, batch.feed, dataset.name)
+    with _session_file(session_dir, "probe") as path:
+        session = make_session(save_for_session(probe, path))
+        values = run(session, outputs, batch.feed, dataset.name)
+        del session
     return {name: tuple(int(d) for d in value) for name, value in zip(names, values, strict=True)}

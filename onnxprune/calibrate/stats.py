@@ -6,8 +6,9 @@ Shapes: ``K`` is the number of columns of a layer's weight matrix view (see ``la
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -37,6 +38,17 @@ class InputMoments:
             xtx,
         )
 
+    def merge_into(self, other: InputMoments) -> InputMoments:
+        """``merge`` that adds ``other`` into this object's arrays (same sums, no new copy)."""
+        self.count += other.count
+        self.x_sum += other.x_sum
+        self.x_sq_sum += other.x_sq_sum
+        if self.xtx is not None and other.xtx is not None:
+            self.xtx += other.xtx
+        else:
+            self.xtx = None
+        return self
+
     @property
     def mean(self) -> np.ndarray:
         return self.x_sum / max(self.count, 1.0)
@@ -61,6 +73,12 @@ class GatedMoments:
             self.gx_sq_sum + other.gx_sq_sum,
         )
 
+    def merge_into(self, other: GatedMoments) -> GatedMoments:
+        self.g2_sum += other.g2_sum
+        self.gx_sum += other.gx_sum
+        self.gx_sq_sum += other.gx_sq_sum
+        return self
+
 
 @dataclass
 class LayerStats:
@@ -82,6 +100,53 @@ class LayerStats:
         x_sum = self.row_expand(self.inputs.x_sum, rows)
         x_sq_sum = self.row_expand(self.inputs.x_sq_sum, rows)
         return GatedMoments(np.full(rows, self.inputs.count), x_sum, x_sq_sum)
+
+
+class StatsOnDisk(Mapping[str, LayerStats]):
+    """Layer statistics kept as one ``.npz`` file per layer, read back on each access
+    (big-model mode: the gated moments of every layer together are twice the model in float64).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, Path] = {}
+
+    def store(self, name: str, stats: LayerStats) -> None:
+        arrays = {
+            "count": np.array(stats.inputs.count),
+            "x_sum": stats.inputs.x_sum,
+            "x_sq_sum": stats.inputs.x_sq_sum,
+            "gate_kind": np.array(stats.gate_kind),
+        }
+        if stats.inputs.xtx is not None:
+            arrays["xtx"] = stats.inputs.xtx
+        if stats.gated is not None:
+            arrays["g2_sum"] = stats.gated.g2_sum
+            arrays["gx_sum"] = stats.gated.gx_sum
+            arrays["gx_sq_sum"] = stats.gated.gx_sq_sum
+        path = self.directory / f"{len(self._files)}.npz"
+        np.savez(path, **arrays)  # type: ignore[arg-type]
+        self._files[name] = path
+
+    def __getitem__(self, name: str) -> LayerStats:
+        with np.load(self._files[name]) as data:
+            inputs = InputMoments(
+                float(data["count"]),
+                data["x_sum"],
+                data["x_sq_sum"],
+                data.get("xtx"),
+            )
+            gated = None
+            if "gx_sum" in data:
+                gated = GatedMoments(data["g2_sum"], data["gx_sum"], data["gx_sq_sum"])
+            return LayerStats(inputs, gated, str(data["gate_kind"]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
 
 
 def dense_moments(
