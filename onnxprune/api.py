@@ -64,6 +64,9 @@ def prune(
     min_row_weights: int = 8,
     update: bool = False,
     sample_mask: str | None = None,
+    layer_overrides: Sequence[str] = (),
+    sequential: bool = False,
+    stages: int = 8,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -95,7 +98,7 @@ def prune(
     elif config is None:
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
-            min_row_weights, update, sample_mask, search,
+            min_row_weights, update, sample_mask, search, layer_overrides, sequential, stages,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -149,6 +152,9 @@ def prune(
     if candidate is None:
         candidate = pruner.build()
     timings["prune"] = time.perf_counter() - clock
+    report.calibration_passes = pruner.calibration_passes
+    if config.sequential:
+        report.stages = len(pruner.stages())
     _describe_candidate(report, candidate, config, pruner.proto)
 
     with staging_dir(output_path) as staging:
@@ -211,6 +217,9 @@ def _config_from_arguments(
     update: bool,
     sample_mask: str | None,
     search: bool,
+    layer_overrides: Sequence[str],
+    sequential: bool,
+    stages: int,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -238,6 +247,9 @@ def _config_from_arguments(
         min_row_weights=min_row_weights,
         update=update,
         sample_mask=sample_mask,
+        layer_overrides=tuple(layer_overrides),
+        sequential=sequential,
+        stages=stages,
     )
 
 
@@ -311,6 +323,11 @@ def _describe_candidate(
             f"achieved sparsity {report.achieved_sparsity:.4f} is below the requested "
             f"{config.target_sparsity:.4f}: the layers' rows are too short to give more under "
             f"--min-row-weights {config.min_row_weights}"
+            + (
+                ", or the --layer overrides leave too few weights to the others"
+                if config.layer_overrides
+                else ""
+            )
         )
     report.params_total, report.nonzero_after = count_weights(candidate.model)
     before = Counter(n.op_type for n in original.graph.node)
@@ -470,6 +487,9 @@ def _arguments(
         "min_row_weights": config.min_row_weights,
         "update": config.update,
         "sample_mask": config.sample_mask,
+        "layer_overrides": list(config.layer_overrides),
+        "sequential": config.sequential,
+        "stages": config.stages,
         "seed": config.seed,
     }
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .config import PruneConfig
+from .config import LayerOverride, PruneConfig
 from .graph import GraphView
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
@@ -327,6 +327,8 @@ class Layer:
     weight: np.ndarray  # as the layer reads it: dtype and layout
     storage: str  # "initializer" or "Constant node", plus the views it passes through
     views: tuple[onnx.NodeProto, ...] = ()
+    # The first --layer override matching the layer's node or weight name (never a skip).
+    override: LayerOverride | None = None
 
     @property
     def groups(self) -> int:
@@ -405,8 +407,9 @@ def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
         views = trace.views if trace is not None else ()
         if views:
             storage += " via " + "+".join(n.op_type for n in views)
+        override = config.override_for(weight_name, stored, *(view.node_name(n) for n in nodes))
         scan.layers.append(
-            Layer(name, stored, LAYER_OPS[first.op_type], nodes, weight, storage, views)
+            Layer(name, stored, LAYER_OPS[first.op_type], nodes, weight, storage, views, override)
         )
     _skip_subgraph_layers(view, view.model.graph, "", set(view.initializers), scan)
     return scan
@@ -456,6 +459,9 @@ def _skip_reason(
     stored = trace.stored if trace is not None else weight_name
     if config.is_excluded(weight_name, stored, *names):
         return "excluded by --exclude"
+    override = config.override_for(weight_name, stored, *names)
+    if override is not None and override.skip:
+        return f"skipped by --layer {override.text}"
     spec = LAYER_OPS[first.op_type]
     if trace is not None:
         problem = _view_problem(view, trace)

@@ -22,6 +22,8 @@ class LayerReport:
     params: int
     nonzero_before: int
     nonzero_after: int
+    # The --layer override that set this layer's sparsity / method, if any.
+    override: str | None = None
 
     @property
     def sparsity(self) -> float:
@@ -75,6 +77,10 @@ class Report:
     # Input whose zeros marked padding in the statistics (None: every row counted).
     sample_mask: str | None = None
     recipe: str | None = None
+    # Calibration passes over the data (1, plus one per --sequential stage after the first
+    # for every candidate built), and the number of --sequential stages.
+    calibration_passes: int = 0
+    stages: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -117,6 +123,10 @@ class Report:
         if self.group_trials:
             tried = ", ".join(f"{g} {c:.5f}" for g, c in self.group_trials.items())
             lines.append(f"group auto tried (mean output cosine on calibration samples): {tried}")
+        if self.stages is not None:
+            lines.append(
+                f"sequential: {self.stages} stages, {self.calibration_passes} calibration passes"
+            )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")
         lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
@@ -137,6 +147,7 @@ class Report:
                 lines.append(
                     f"{layer.name:<{width}}{layer.op_type:<8}{shape:<18}"
                     f"{layer.params:>10,}{layer.sparsity:>10.3f}"
+                    + (f"  --layer {layer.override}" if layer.override else "")
                 )
         if self.op_counts:
             lines += ["", f"{'op':<22}{'before':>14}{'after':>14}{'change':>10}"]
