@@ -238,3 +238,18 @@ def test_sequential_statistics_come_from_the_pruned_upstream(tmp_path: Path, upd
             final[name].inputs.x_sq_sum, staged[name].inputs.x_sq_sum, rtol=1e-5
         )
     assert pruner.calibration_passes == 3
+
+
+def test_recipe_replays_sequential_with_overrides_byte_identically(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    _, path, calib = _prepare(tmp_path, models.transformer_block)
+    first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
+    _run(cli, path, calib, first, "--sparsity", 0.6, "--sequential", "--stages", 3,
+         "--layer", "ffn2=0.4:wanda")  # fmt: skip
+    recipe = Path(str(first) + ".recipe.json")
+    data = json.loads(recipe.read_text())
+    assert data["sequential"] is True and data["stages"] == 3
+    report = _run(cli, path, calib, second, "--recipe", recipe)
+    assert second.read_bytes() == first.read_bytes()
+    assert report["warnings"] == [] and report["calibration_passes"] == 3
