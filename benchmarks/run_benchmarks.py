@@ -3,8 +3,9 @@
 Everything below is measured side by side in ONE run of this script (the machines this runs on
 are noisy, so numbers from different runs are never compared). The script builds its models
 from PyPI packages when they are missing (``benchmarks/build_digits.py``,
-``benchmarks/build_minilm.py``) and writes ``BENCHMARKS.md`` at the repository root plus the raw
-numbers in ``benchmarks/results.json``; the markdown is generated entirely from those numbers.
+``benchmarks/build_minilm.py``, ``benchmarks/build_mobile.py``) and writes ``BENCHMARKS.md`` at
+the repository root plus the raw numbers in ``benchmarks/results.json``; the markdown is
+generated entirely from those numbers.
 
 Sections:
 
@@ -16,6 +17,10 @@ Sections:
    too. Rows: every public method with its default selection group, every hidden ``contrib-*``
    ablation registered at run time, ``contrib`` with each selection group, and the baselines with
    ``min_row_weights=0``.
+   ``mobile`` (EfficientNet-Lite0, ``benchmarks/build_mobile.py``; only with ``--models mobile``
+   or as part of the default model list): top-1 agreement and logit cosine with the dense model
+   on held-out image crops, from the tool's own comparison; one calibration pass per
+   configuration serves every sparsity and a 2:4 column (see ``run_quality_mobile``).
 2. Speed. Wall time of a whole ``onnxprune`` CLI run (fresh subprocess, ``--quiet``) divided by
    the wall time of plain onnxruntime inference (default session options, batch 32) over the same
    number of calibration samples, timed right before it; median of 3 repetitions of each.
@@ -67,7 +72,7 @@ BENCH_DIR = REPO_ROOT / "benchmarks"
 DEFAULT_MARKDOWN = REPO_ROOT / "BENCHMARKS.md"
 DEFAULT_RESULTS = BENCH_DIR / "results.json"
 
-ALL_MODELS = ("digits_cnn", "digits_mlp", "minilm")
+ALL_MODELS = ("digits_cnn", "digits_mlp", "minilm", "mobile")
 DIGITS_MODELS = ("digits_cnn", "digits_mlp")
 SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 QUICK_SPARSITIES = (0.5, 0.9)
@@ -103,6 +108,13 @@ class ModelFiles:
 
 
 def model_files(models_dir: Path, name: str) -> ModelFiles:
+    if name == "mobile":
+        return ModelFiles(
+            name,
+            models_dir / "mobile.onnx",
+            models_dir / "mobile_calib.npz",
+            models_dir / "mobile_eval.npz",
+        )
     if name == "minilm":
         return ModelFiles(
             name,
@@ -137,6 +149,10 @@ def ensure_models(models_dir: Path, names: Sequence[str]) -> dict[str, Any]:
         build_digits.train_and_export(models_dir)
     else:
         print(f"digits models present in {models_dir}")
+    if "mobile" in names:
+        import build_mobile
+
+        build_mobile.build(models_dir)
     if "minilm" not in names:
         return {}
     import build_minilm
@@ -342,6 +358,133 @@ def run_quality(
             )
     output.unlink(missing_ok=True)
     return dense, rows
+
+
+# EfficientNet-Lite0 (benchmarks/build_mobile.py): these rows, at every sparsity and 2:4.
+MOBILE_METHODS = ("contrib", "magnitude", "wanda", "ria", "sparsegpt", "stade")
+MOBILE_PATTERN = "2:4"
+
+
+def run_quality_mobile(
+    files: ModelFiles, sparsities: Sequence[float], methods_filter: Sequence[str] | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The mobile CNN's grid through ``onnxprune.pipeline.Pruner``: one calibration pass per
+    configuration serves every sparsity and the 2:4 pattern (a pass over 256 images at 224x224
+    takes minutes here), exactly as ``--sweep`` does. Metric: the tool's own comparison with
+    the dense model on the 128 held-out images (``--eval``): top-1 agreement of the logits
+    and their mean per-sample cosine."""
+    from onnxprune.config import PruneConfig
+    from onnxprune.pipeline import Pruner
+
+    configs = [(m, False) for m in MOBILE_METHODS] + [("contrib", True)]
+    if methods_filter:
+        configs = [c for c in configs if c[0] in methods_filter]
+    print(
+        f"\n== quality: {files.name} ({len(configs)} configs x {len(sparsities)} sparsities + 2:4)"
+    )
+    rows: list[dict[str, Any]] = []
+    for method, update in configs:
+        label = f"{method}, --update" if update else method
+        started = time.perf_counter()
+        config = PruneConfig(sparsity=sparsities[0], method=method, update=update)
+        pruner = Pruner(files.onnx, files.calib, config, eval_data=files.eval)
+        pruner.statistics()
+        calibrate = time.perf_counter() - started
+        points: list[float | str] = [*sparsities, MOBILE_PATTERN]
+        for point in points:
+            row: dict[str, Any] = {
+                "model": files.name, "label": label, "method": method, "update": update,
+                "group": None, "group_label": f"{METHODS[method].default_group} (default)",
+                "kind": "update" if update else "method", "sparsity": point,
+                "calibrate_seconds": calibrate, "load1": load1(),
+            }  # fmt: skip
+            clock = time.perf_counter()
+            try:
+                if point == MOBILE_PATTERN:
+                    nm = PruneConfig(sparsity=0.5, method=method, update=update, pattern=point)
+                    pruner.config = nm
+                    candidate = pruner.build()
+                    pruner.config = config
+                else:
+                    assert isinstance(point, float)
+                    candidate = pruner.build(point)
+                fidelity = pruner.compare(candidate)
+                params = sum(x.params for x in candidate.layers)
+                zeros = sum(x.params - x.nonzero_after for x in candidate.layers)
+                out = fidelity.outputs[0]
+                row.update(
+                    effective_group=candidate.group,
+                    variant=candidate.scorer.name,
+                    group_trials=dict(candidate.trials),
+                    achieved_sparsity=zeros / params,
+                    layer_sparsity={x.name: x.sparsity for x in candidate.layers},
+                    warnings=list(candidate.warnings),
+                    top1_agreement=out.top1_agreement,
+                    tool_cosine=out.cosine,
+                    fidelity_samples=fidelity.samples,
+                    value=out.top1_agreement,
+                )
+            except Exception as err:
+                row["error"] = f"{type(err).__name__}: {err}"
+                row["traceback"] = traceback.format_exc()
+            row["wall"] = time.perf_counter() - clock
+            rows.append(row)
+            shown = (
+                f"top-1 {row['top1_agreement']:.4f} cosine {row['tool_cosine']:.4f}"
+                if "value" in row
+                else f"ERROR {row['error']}"
+            )
+            print(
+                f"  {label:<20} {point!s:>5} -> {shown} (achieved "
+                f"{row.get('achieved_sparsity', float('nan')):.4f}, {row['wall']:.1f}s; "
+                f"calibration {calibrate:.0f}s)",
+                flush=True,
+            )
+    dense = {"metric": None, "eval_samples": rows[0].get("fidelity_samples") if rows else None}
+    return dense, rows
+
+
+def mobile_lines(block: dict[str, Any], sparsities: Sequence[float]) -> list[str]:
+    rows = block["rows"]
+    points: list[Any] = [*sparsities, MOBILE_PATTERN]
+    out = [
+        "EfficientNet-Lite0 (`benchmarks/build_mobile.py`). Metric: top-1 agreement of the "
+        f"logits with the dense model on {block['dense']['eval_samples']} held-out image crops "
+        "(photographs the calibration crops never come from); the logit cosine follows. One "
+        "calibration pass per configuration serves every column (256 crops).",
+        "",
+        "| method / config | group | " + " | ".join(str(p) for p in points) + " |",
+        "|" + "---|" * (len(points) + 2),
+    ]
+    cell = {(r["label"], r["sparsity"]): r for r in rows}
+    for label in dict.fromkeys(r["label"] for r in rows):
+        group = next(r for r in rows if r["label"] == label)["group_label"]
+        cells = []
+        for p in points:
+            row = cell.get((label, p))
+            if row is None:
+                cells.append("")
+            elif "error" in row:
+                cells.append("error")
+            else:
+                cells.append(f"{row['top1_agreement']:.4f} / {row['tool_cosine']:.4f}")
+        out.append(f"| {label} | {group} | " + " | ".join(cells) + " |")
+    off = [
+        r
+        for r in rows
+        if "achieved_sparsity" in r
+        and abs(
+            r["achieved_sparsity"] - (0.5 if r["sparsity"] == MOBILE_PATTERN else r["sparsity"])
+        )
+        > 5e-3
+    ]
+    out += [""]
+    out += [
+        f"- achieved sparsity off target: {r['label']} at {r['sparsity']}: "
+        f"{r['achieved_sparsity']:.4f}"
+        for r in off
+    ] or ["Achieved sparsity is within 0.005 of the target in every cell."]
+    return [*out, ""]
 
 
 # --------------------------------------------------------------------------- speed and memory
@@ -811,6 +954,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     for model, block in quality.items():
         rows = block["rows"]
         out += [f"### {model}", ""]
+        if model == "mobile":
+            out += mobile_lines(block, sparsities)
+            continue
         if model == "minilm":
             out += [
                 f"Metric: cosine between the pruned and the dense model's sentence embeddings "
@@ -1115,6 +1261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["quality"] = {}
         for name in models:
             samples = args.minilm_samples if name == "minilm" else None
+            if name == "mobile":
+                dense, rows = run_quality_mobile(files[name], sparsities, args.methods)
+                results["quality"][name] = {"dense": dense, "num_samples": None, "rows": rows}
+                save()
+                continue
             model_configs = (
                 [
                     c

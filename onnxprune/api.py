@@ -72,6 +72,9 @@ def prune(
     sample_mask: str | None = None,
     structured: float = 0.0,
     structured_score: str = "variance",
+    layer_overrides: Sequence[str] = (),
+    sequential: bool = False,
+    stages: int = 8,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -104,6 +107,7 @@ def prune(
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
+            layer_overrides, sequential, stages,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -146,6 +150,13 @@ def prune(
         original = pruner
         candidate: Candidate | None = None
         fidelity: Fidelity | None = None
+        if pruner.base_dir is not None and (
+            config.sequential or any(o.sparsity is not None for o in config.overrides)
+        ):
+            raise UsageError(
+                "--sequential and --layer sparsity overrides are not supported on models over "
+                f"{BIG_MODEL_BYTES / 1e9:.1f} GB yet (--layer REGEX=skip and --exclude are)"
+            )
         if config.structured:
             if pruner.base_dir is not None:
                 raise UsageError(
@@ -187,6 +198,11 @@ def prune(
         if candidate is None:
             candidate = pruner.build()
         timings["prune"] = time.perf_counter() - clock
+        report.calibration_passes = original.calibration_passes + (
+            pruner.calibration_passes if pruner is not original else 0
+        )
+        if config.sequential:
+            report.stages = len(pruner.stages())
         _describe_candidate(report, candidate, config, original.proto, pruner.base_dir)
 
         with staging_dir(output_path) as staging:
@@ -260,6 +276,9 @@ def _config_from_arguments(
     search: bool,
     structured: float,
     structured_score: str,
+    layer_overrides: Sequence[str],
+    sequential: bool,
+    stages: int,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -292,6 +311,9 @@ def _config_from_arguments(
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,
+        layer_overrides=tuple(layer_overrides),
+        sequential=sequential,
+        stages=stages,
     )
 
 
@@ -372,6 +394,11 @@ def _describe_candidate(
             f"achieved sparsity {report.achieved_sparsity:.4f} is below the requested "
             f"{config.target_sparsity:.4f}: the layers' rows are too short to give more under "
             f"--min-row-weights {config.min_row_weights}"
+            + (
+                ", or the --layer overrides leave too few weights to the others"
+                if config.layer_overrides
+                else ""
+            )
         )
     report.params_total, report.nonzero_after = count_weights(candidate.model, base_dir)
     before = Counter(n.op_type for n in original.graph.node)
@@ -534,6 +561,9 @@ def _arguments(
         "sample_mask": config.sample_mask,
         "structured": config.structured,
         "structured_score": config.structured_score,
+        "layer_overrides": list(config.layer_overrides),
+        "sequential": config.sequential,
+        "stages": config.stages,
         "seed": config.seed,
     }
 

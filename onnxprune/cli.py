@@ -102,6 +102,29 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Leave layers whose node or weight name matches (repeatable).",
 )
 @click.option(
+    "--layer",
+    "layer_overrides",
+    multiple=True,
+    metavar="REGEX=SPEC",
+    help="Per-layer override for layers whose node or weight name matches REGEX (repeatable, "
+    "first match wins). SPEC: 'skip' (like --exclude), S (exactly this sparsity) or S:METHOD "
+    "(also scored by METHOD). The other layers share the rest of --sparsity.",
+)
+@click.option(
+    "--sequential",
+    is_flag=True,
+    help="Calibrate and prune in topological stages: each stage's statistics come from the "
+    "model already pruned upstream (one extra calibration pass per stage).",
+)
+@click.option(
+    "--stages",
+    type=int,
+    default=8,
+    show_default=True,
+    help="--sequential: at most this many stages (consecutive depths are merged); 0: one "
+    "stage per layer depth.",
+)
+@click.option(
     "--min-row-weights",
     type=int,
     default=8,
@@ -204,6 +227,9 @@ def command(
     pattern: str,
     group: str | None,
     exclude: tuple[str, ...],
+    layer_overrides: tuple[str, ...],
+    sequential: bool,
+    stages: int,
     min_row_weights: int,
     update: bool,
     sample_mask: str | None,
@@ -243,6 +269,9 @@ def command(
         pattern=pattern,
         group=group,
         exclude=exclude,
+        layer_overrides=layer_overrides,
+        sequential=sequential,
+        stages=stages,
         num_samples=num_samples,
         batch_size=batch_size,
         min_row_weights=min_row_weights,

@@ -25,6 +25,54 @@ class NMPattern:
         return 1.0 - self.n / self.m
 
 
+@dataclass(frozen=True)
+class LayerOverride:
+    """``--layer REGEX=SPEC``: layers whose node or weight name matches ``regex`` are skipped
+    (``skip``), or pruned to exactly ``sparsity`` (``S``), optionally scored by ``method``
+    (``S:METHOD``)."""
+
+    text: str
+    regex: str
+    skip: bool = False
+    sparsity: float | None = None
+    method: str | None = None
+
+
+def parse_layer_override(text: str) -> LayerOverride:
+    """``"classifier=skip"``, ``"conv1=0.3"``, ``"attn.*=0.6:wanda"`` -> LayerOverride.
+
+    The regex is everything before the last ``=`` (a spec never contains one).
+    """
+    from .scoring import available_methods  # local: scoring imports config types
+
+    regex, sep, spec = text.rpartition("=")
+    if not sep or not regex:
+        raise UsageError(
+            f"--layer {text!r}: expected REGEX=SPEC with SPEC skip, S or S:METHOD "
+            "(e.g. 'classifier=skip', 'conv1=0.3', 'attn.*=0.6:wanda')"
+        )
+    try:
+        re.compile(regex)
+    except re.error as err:
+        raise UsageError(f"--layer {text!r}: {regex!r} is not a valid regex: {err}") from err
+    spec = spec.strip()
+    if spec == "skip":
+        return LayerOverride(text, regex, skip=True)
+    value, _, method = spec.partition(":")
+    try:
+        sparsity = float(value)
+    except ValueError as err:
+        raise UsageError(
+            f"--layer {text!r}: SPEC must be skip, S or S:METHOD, got {spec!r}"
+        ) from err
+    if not 0.0 <= sparsity < 1.0:
+        raise UsageError(f"--layer {text!r}: sparsity must be in [0, 1), got {value}")
+    if method and method not in available_methods(include_hidden=True):
+        choices = ", ".join(available_methods())
+        raise UsageError(f"--layer {text!r}: unknown method {method!r}; choose one of: {choices}")
+    return LayerOverride(text, regex, sparsity=sparsity, method=method or None)
+
+
 def parse_pattern(text: str) -> NMPattern | None:
     """``"unstructured"`` -> None; ``"2:4"`` -> NMPattern(2, 4)."""
     if text == "unstructured":
@@ -67,7 +115,14 @@ class PruneConfig:
     structured: float = 0.0
     # How --structured ranks units (see ``onnxprune.structure.scores``).
     structured_score: str = "variance"
+    # --layer REGEX=SPEC, in order: the first pattern matching a layer's name decides.
+    layer_overrides: tuple[str, ...] = ()
+    # --sequential: calibrate and prune in topological stages (at most ``stages`` of them;
+    # 0: one stage per depth), each stage's statistics from the model pruned upstream.
+    sequential: bool = False
+    stages: int = 8
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
+    overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from .scoring import available_methods  # local: scoring imports config types
@@ -91,6 +146,17 @@ class PruneConfig:
                 re.compile(pattern)
             except re.error as err:
                 raise UsageError(f"--exclude {pattern!r} is not a valid regex: {err}") from err
+        overrides = tuple(parse_layer_override(text) for text in self.layer_overrides)
+        object.__setattr__(self, "overrides", overrides)
+        if nm is not None:
+            for override in overrides:
+                if not override.skip:
+                    raise UsageError(
+                        f"--layer {override.text!r}: an N:M --pattern fixes every layer's "
+                        "sparsity; only 'skip' overrides combine with it"
+                    )
+        if self.stages < 0:
+            raise UsageError(f"--stages must be >= 0, got {self.stages}")
         if self.num_samples is not None and self.num_samples < 1:
             raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.batch_size < 1:
@@ -118,3 +184,10 @@ class PruneConfig:
 
     def is_excluded(self, *names: str) -> bool:
         return any(re.search(p, name) for p in self.exclude for name in names if name)
+
+    def override_for(self, *names: str) -> LayerOverride | None:
+        """The first --layer override whose regex matches one of the names (re.search)."""
+        for override in self.overrides:
+            if any(re.search(override.regex, name) for name in names if name):
+                return override
+        return None

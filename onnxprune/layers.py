@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .config import PruneConfig
+from .config import LayerOverride, PruneConfig
 from .graph import GraphView
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
@@ -344,6 +344,8 @@ class Layer:
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
     shape: tuple[int, ...] = ()
     load: Callable[[], np.ndarray] | None = None
+    # The first --layer override matching the layer's node or weight name (never a skip).
+    override: LayerOverride | None = None
 
     @property
     def weight(self) -> np.ndarray:
@@ -441,9 +443,10 @@ def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
             meta = _seen_meta(view, stored, trace)
             assert meta is not None
             dtype, shape = meta
+        override = config.override_for(weight_name, stored, *(view.node_name(n) for n in nodes))
         scan.layers.append(
             Layer(name, stored, LAYER_OPS[first.op_type], nodes, weight, storage, views,
-                  dtype, shape, load)
+                  dtype, shape, load, override)
         )  # fmt: skip
     _skip_subgraph_layers(view, view.model.graph, "", set(view.initializers), scan)
     return scan
@@ -514,6 +517,9 @@ def _skip_reason(
     stored = trace.stored if trace is not None else weight_name
     if config.is_excluded(weight_name, stored, *names):
         return "excluded by --exclude"
+    override = config.override_for(weight_name, stored, *names)
+    if override is not None and override.skip:
+        return f"skipped by --layer {override.text}"
     spec = LAYER_OPS[first.op_type]
     if trace is not None:
         problem = _view_problem(view, trace)

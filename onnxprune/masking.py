@@ -138,15 +138,56 @@ def nm_mask(scores: np.ndarray, pattern: NMPattern) -> np.ndarray:
     return keep
 
 
-def select_masks(scores: list[np.ndarray], config: PruneConfig, group: str) -> list[np.ndarray]:
-    """Keep masks for every layer under the run's pattern / selection group."""
+def shared_sparsity(
+    fixed: list[tuple[int, float]], shared_size: int, sparsity: float
+) -> tuple[float, float]:
+    """(sparsity the layers without a --layer override share, the overall sparsity it implies).
+
+    ``fixed``: (size, sparsity) of every overridden layer. The shared value makes the total
+    over all layers ``sparsity`` when it lies in [0, MAX_SHARED]; outside that it is clipped
+    (the overrides alone remove too much, or leave too little to the others) and the second
+    value says what the overall sparsity then is.
+    """
+    fixed_pruned = sum(pruned_count(size, s) for size, s in fixed)
+    total = shared_size + sum(size for size, _ in fixed)
+    if shared_size == 0:
+        return 0.0, fixed_pruned / total if total else 0.0
+    needed = (sparsity * total - fixed_pruned) / shared_size
+    shared = min(max(needed, 0.0), MAX_SHARED)
+    return shared, (fixed_pruned + shared * shared_size) / total
+
+
+# The layers without an override never lose more than this share between them.
+MAX_SHARED = 0.99
+
+
+def layer_select(
+    scores: np.ndarray,
+    sparsity: float,
+    group: str,
+    pattern: NMPattern | None,
+    min_row_weights: int,
+) -> np.ndarray:
+    """The keep mask of one layer pruned on its own to ``sparsity`` (exact count): ``row``
+    selection per row, ``layer`` / ``global`` over the layer (with the row floors)."""
+    if pattern is not None:
+        return nm_mask(scores, pattern)
+    if group == "row":
+        return row_mask(scores, sparsity)
+    return layer_mask(scores, sparsity, min_row_weights)
+
+
+def select_masks(
+    scores: list[np.ndarray], config: PruneConfig, group: str, sparsity: float | None = None
+) -> list[np.ndarray]:
+    """Keep masks for every layer under the run's pattern / selection group, removing
+    ``sparsity`` (default: the run's target) of their weights together."""
+    target = config.target_sparsity if sparsity is None else sparsity
     if config.nm is not None:
         return [nm_mask(s, config.nm) for s in scores]
     if group == "global":
-        return global_masks(
-            scores, config.target_sparsity, config.layer_cap, config.min_row_weights
-        )
-    targets = allocate([s.shape for s in scores], config.target_sparsity, config.min_row_weights)
+        return global_masks(scores, target, config.layer_cap, config.min_row_weights)
+    targets = allocate([s.shape for s in scores], target, config.min_row_weights)
     if group == "layer":
         return [
             layer_mask(s, t, config.min_row_weights) for s, t in zip(scores, targets, strict=True)

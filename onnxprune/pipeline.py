@@ -36,7 +36,15 @@ from .errors import ModelError, UsageError
 from .graph import GraphView
 from .io import is_big_model, link_external_data, load_model, spill_array, write_errors
 from .layers import Layer, LayerScan, find_layers
-from .masking import allocate, nm_mask, row_cap, row_mask, select_masks
+from .masking import (
+    allocate,
+    layer_select,
+    nm_mask,
+    row_cap,
+    row_mask,
+    select_masks,
+    shared_sparsity,
+)
 from .reconstruct import (
     ReconstructionError,
     inverse_hessian_factor,
@@ -45,6 +53,7 @@ from .reconstruct import (
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
 from .session import save_for_session
+from .stages import group_stages, layer_depths
 from .structure import StructuredResult, prune_units
 from .verify import Fidelity, ReferenceRun
 
@@ -73,6 +82,24 @@ class Candidate:
     warnings: list[str]
     # --group auto: mean output cosine of every variant/group tried.
     trials: dict[str, float] = dataclasses.field(default_factory=dict)
+    # weight name -> share of the layer's weights selected for removal.
+    removed: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Budget remarks (--layer overrides) that hold for every build at this sparsity.
+    notes: list[str] = dataclasses.field(default_factory=list)
+    # --sequential: calibration passes this candidate needed beyond the one-shot pass.
+    stage_passes: int = 0
+
+
+@dataclass
+class LayerPlan:
+    """What happens to one layer: scored by ``scorer``, ``target`` of its weights removed,
+    ``keep`` the mask (None: chosen during reconstruction), rows keep ``min_row_weights``."""
+
+    index: int
+    scorer: ScoringMethod
+    target: float
+    keep: np.ndarray | None
+    min_row_weights: int
 
 
 class Pruner:
@@ -132,6 +159,10 @@ class Pruner:
         self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
         self._auto_reference: ReferenceRun | None = None
         self._verify_reference: ReferenceRun | None = None
+        # Calibration passes run so far (one-shot statistics, --sequential stages, --structured).
+        self.calibration_passes = 0
+        # --sequential: the statistics each layer was last pruned with (stage passes).
+        self.stage_statistics: dict[str, LayerStats] = {}
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""
@@ -148,63 +179,78 @@ class Pruner:
 
     # -- statistics ----------------------------------------------------------------------
 
+    def _statistic_kinds(self) -> tuple[bool, bool]:
+        """(gated, hessian): what the run's method, its auto variants and the methods named
+        by --layer overrides need gathered."""
+        methods = [self.scorer, *(get_method(v) for v in self.scorer.auto_variants)]
+        methods += [get_method(o.method) for o in self.config.overrides if o.method]
+        gated = any(m.needs_gates for m in methods)
+        hessian = self.config.update or any(m.adaptive_mask for m in methods)
+        return gated, hessian
+
+    def _collect(self, model: onnx.ModelProto, layers: list[Layer]) -> dict[str, LayerStats]:
+        """One calibration pass over ``model`` gathering the statistics of ``layers``."""
+        gated, hessian = self._statistic_kinds()
+        self.calibration_passes += 1
+        return collect_statistics(
+            model,
+            layers,
+            self.calibration,
+            self.calib_mask,
+            self.config.batch_size,
+            gated=gated,
+            progress=self.progress,
+            hessian=hessian,
+            sample_mask=self.sample_mask,
+        )
+
     def statistics(self) -> Mapping[str, LayerStats]:
         """Gathered on first use, in one pass over the calibration samples (big-model mode:
         one pass per part of the layers, the statistics kept on disk)."""
+        if self._stats is None and self.base_dir is not None:
+            gated, hessian = self._statistic_kinds()
+            self.calibration_passes += 1
+            with write_errors(self.base_dir):
+                self._stats = collect_statistics_in_parts(
+                    self.proto,
+                    self.layers,
+                    self.calibration,
+                    self.calib_mask,
+                    self.config.batch_size,
+                    gated=gated,
+                    progress=self.progress,
+                    hessian=hessian,
+                    sample_mask=self.sample_mask,
+                    workdir=self.base_dir,
+                )
         if self._stats is None:
-            gated = self.scorer.needs_gates or any(
-                get_method(v).needs_gates for v in self.scorer.auto_variants
-            )
-            hessian = self.config.update or self.scorer.adaptive_mask
-            if self.base_dir is not None:
-                with write_errors(self.base_dir):
-                    self._stats = collect_statistics_in_parts(
-                        self.proto,
-                        self.layers,
-                        self.calibration,
-                        self.calib_mask,
-                        self.config.batch_size,
-                        gated=gated,
-                        progress=self.progress,
-                        hessian=hessian,
-                        sample_mask=self.sample_mask,
-                        workdir=self.base_dir,
-                    )
-                return self._stats
-            self._stats = collect_statistics(
-                self.proto,
-                self.layers,
-                self.calibration,
-                self.calib_mask,
-                self.config.batch_size,
-                gated=gated,
-                progress=self.progress,
-                hessian=hessian,
-                sample_mask=self.sample_mask,
-            )
+            self._stats = self._collect(self.proto, self.layers)
         return self._stats
 
-    def factors(self, layer: Layer) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    def factors(
+        self, layer: Layer, stats: Mapping[str, LayerStats] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Per conv group, the inverse-Hessian factor reconstruction needs; computed once per
-        layer (not kept in big-model mode). None when the layer's input correlation was not
-        gathered or is unusable."""
-        if self.big:
+        layer from the one-shot statistics (``stats``: from these instead, not cached). None
+        when the layer's input correlation was not gathered or is unusable."""
+        if stats is not None:
+            return _inverse_factors(stats[layer.weight_name])
+        if self.big:  # not kept in big-model mode
             self._factors.clear()
         if layer.weight_name not in self._factors:
-            inputs = self.statistics()[layer.weight_name].inputs
-            factors = None
-            if inputs.xtx is not None:
-                try:
-                    factors = [inverse_hessian_factor(x, inputs.count) for x in inputs.xtx]
-                except ReconstructionError:
-                    factors = None
-            self._factors[layer.weight_name] = factors
+            self._factors[layer.weight_name] = _inverse_factors(
+                self.statistics()[layer.weight_name]
+            )
         return self._factors[layer.weight_name]
 
     def matrices(self) -> list[np.ndarray]:
         if self._matrices is None:
             self._matrices = [layer.matrix() for layer in self.layers]
         return self._matrices
+
+    def stages(self) -> list[list[int]]:
+        """--sequential: layer indices per calibration stage, shallowest first."""
+        return group_stages(layer_depths(self.proto, self.layers), self.config.stages)
 
     # -- structured removal --------------------------------------------------------------
 
@@ -221,6 +267,7 @@ class Pruner:
         )
 
         def stats_for(readers: list[Layer]) -> dict[str, LayerStats]:
+            self.calibration_passes += 1
             return collect_statistics(
                 self.proto,
                 readers,
@@ -245,7 +292,10 @@ class Pruner:
         only: set[str] | None = None,
     ) -> Candidate:
         """A pruned copy of the model. ``group`` "auto" picks a variant and group on data;
-        ``only`` restricts pruning to the layers with these weight names."""
+        ``only`` restricts pruning to the layers with these weight names (never sequential).
+
+        With --sequential the variant, selection group and per-layer sparsity are decided on
+        the one-shot statistics, then applied stage by stage (``_sequential``)."""
         config = (
             self.config if sparsity is None else dataclasses.replace(self.config, sparsity=sparsity)
         )
@@ -253,70 +303,147 @@ class Pruner:
         group = group or config.group or scorer.default_group
         if config.nm is not None:
             group = "row"  # N:M fixes the selection
-        if group == "auto" and self.base_dir is not None:
-            # Each trial is a full pruned copy and a verification run: too much for a big model.
+        if self.base_dir is not None:
+            # Big-model mode, one layer at a time. --group auto: each trial would be a full
+            # pruned copy and a verification run, too much for a big model; row is used.
             with write_errors(self.base_dir):
-                candidate = self._build_streamed(config, scorer, "row", only)
-            candidate.warnings.append(
-                "big model: --group auto tried no candidates, row selection was used"
-            )
+                candidate = self._build_streamed(
+                    config, scorer, "row" if group == "auto" else group, only
+                )
+            if group == "auto":
+                candidate.warnings.append(
+                    "big model: --group auto tried no candidates, row selection was used"
+                )
             return candidate
         if group == "auto":
-            return self._choose(config, scorer)
-        if self.base_dir is not None:
-            with write_errors(self.base_dir):
-                return self._build_streamed(config, scorer, group, only)
-        return self._build(config, scorer, group, only)
-
-    def _build(
-        self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
-    ) -> Candidate:
-        stats = self.statistics()
-        chosen = [
-            i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
-        ]
-        matrices = [self.matrices()[i] for i in chosen]
-        scores = (
-            []
-            if scorer.adaptive_mask
-            else [
-                scorer.score(matrices[k], stats[self.layers[i].weight_name])
-                for k, i in enumerate(chosen)
-            ]
-        )
-        layer_stats = [stats[self.layers[i].weight_name] for i in chosen]
-        if scorer.adaptive_mask:
-            # The mask is chosen inside the reconstruction, block by block.
-            targets = allocate(
-                [m.shape for m in matrices], config.target_sparsity, config.min_row_weights
-            )
-            masks: list[np.ndarray | None] = [None] * len(matrices)
+            candidate = self._choose(config, scorer)
         else:
-            targets = [config.target_sparsity] * len(matrices)
-            masks = list(select_masks(scores, config, group))
+            candidate = self._build(config, scorer, group, only)
+        if config.sequential and only is None:
+            return self._sequential(config, candidate)
+        return candidate
+
+    def _decide(
+        self, config: PruneConfig, scorer: ScoringMethod, group: str, chosen: list[int]
+    ) -> tuple[list[LayerPlan], list[str]]:
+        """What to do to each chosen layer: its scoring method, sparsity and keep mask.
+
+        Layers with a --layer sparsity get exactly that (selected on their own); the others
+        share what is left of the overall budget under the run's selection group.
+        """
+        stats = self.statistics()
+        matrices = self.matrices()
+        overridden = [i for i in chosen if self.layers[i].override is not None]
+        shared = [i for i in chosen if self.layers[i].override is None]
+        fixed: list[tuple[int, float]] = []
+        for i in overridden:
+            override = self.layers[i].override
+            assert override is not None and override.sparsity is not None
+            fixed.append((matrices[i].size, override.sparsity))
         warnings: list[str] = []
-        finals, deltas = [], []
-        for index, (matrix, keep, target) in enumerate(zip(matrices, masks, targets, strict=True)):
-            layer = self.layers[chosen[index]]
-            reconstructing = config.update or scorer.adaptive_mask
-            factors = self.factors(layer) if reconstructing else None
+        target = config.target_sparsity
+        if overridden and config.nm is None:
+            shared_size = sum(matrices[i].size for i in shared)
+            target, overall = shared_sparsity(fixed, shared_size, config.target_sparsity)
+            if overall > config.target_sparsity + 0.005:
+                warnings.append(
+                    f"the --layer overrides alone remove more than the requested "
+                    f"{config.target_sparsity:.4f}: the other layers are not pruned and the "
+                    f"overall sparsity is {overall:.4f}"
+                )
+        plans: dict[int, LayerPlan] = {}
+        if shared:
+            shared_matrices = [matrices[i] for i in shared]
+            if scorer.adaptive_mask:
+                # The mask is chosen inside the reconstruction, block by block.
+                targets = allocate(
+                    [m.shape for m in shared_matrices], target, config.min_row_weights
+                )
+                for i, layer_target in zip(shared, targets, strict=True):
+                    plans[i] = LayerPlan(i, scorer, layer_target, None, config.min_row_weights)
+            else:
+                scores = [
+                    scorer.score(m, stats[self.layers[i].weight_name])
+                    for m, i in zip(shared_matrices, shared, strict=True)
+                ]
+                masks = select_masks(scores, config, group, sparsity=target)
+                for i, mask in zip(shared, masks, strict=True):
+                    plans[i] = LayerPlan(i, scorer, target, mask, config.min_row_weights)
+        for i, (_, layer_target) in zip(overridden, fixed, strict=True):
+            override = self.layers[i].override
+            assert override is not None
+            method = get_method(override.method) if override.method else scorer
+            keep: np.ndarray | None = None
+            if not method.adaptive_mask:
+                scores_i = method.score(matrices[i], stats[self.layers[i].weight_name])
+                keep = layer_select(scores_i, layer_target, group, config.nm, 0)
+            plans[i] = LayerPlan(i, method, layer_target, keep, 0)
+        return [plans[i] for i in chosen], warnings
+
+    def _apply(
+        self,
+        model: onnx.ModelProto,
+        config: PruneConfig,
+        plans: list[LayerPlan],
+        stats: Mapping[str, LayerStats],
+        factors_from_stats: bool = False,
+    ) -> tuple[list[LayerReport], list[str], dict[str, float]]:
+        """Prune the planned layers in ``model`` (in place): (reports, warnings, the share of
+        each layer's weights that was selected for removal)."""
+        warnings: list[str] = []
+        finals, deltas, removed = [], [], {}
+        for plan in plans:
+            layer = self.layers[plan.index]
+            matrix = self.matrices()[plan.index]
+            reconstructing = config.update or plan.scorer.adaptive_mask
+            factors = None
+            if reconstructing:
+                factors = self.factors(layer, stats if factors_from_stats else None)
+            layer_config = dataclasses.replace(config, min_row_weights=plan.min_row_weights)
             final, delta, problem = prune_matrix(
-                matrix, keep, layer_stats[index], scorer, config, target, factors
+                matrix,
+                plan.keep,
+                stats[layer.weight_name],
+                plan.scorer,
+                layer_config,
+                plan.target,
+                factors,
             )
             if problem:
                 warnings.append(f"{layer.name}: {problem}")
             finals.append(final)
             deltas.append(delta)
+            removed[layer.weight_name] = (
+                plan.target if plan.keep is None else 1.0 - float(plan.keep.mean())
+            )
+        view = GraphView(model)
+        layers = find_layers(view, config).layers  # same order, nodes of ``model``
+        assert [layer.weight_name for layer in layers] == [x.weight_name for x in self.layers]
+        reports, written_warnings = write_matrices(
+            view,
+            [layers[plan.index] for plan in plans],
+            finals,
+            deltas,
+            [stats[layers[plan.index].weight_name] for plan in plans],
+        )
+        return reports, warnings + written_warnings, removed
+
+    def _build(
+        self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
+    ) -> Candidate:
+        chosen = [
+            i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
+        ]
+        plans, notes = self._decide(config, scorer, group, chosen)
         model = onnx.ModelProto()
         model.CopyFrom(self.proto)
-        view = GraphView(model)
-        layers = find_layers(view, config).layers  # same order, nodes of the copy
-        reports, written_warnings = write_matrices(
-            view, [layers[i] for i in chosen], finals, deltas, layer_stats
+        reports, warnings, removed = self._apply(model, config, plans, self.statistics())
+        candidate = Candidate(
+            model, config.target_sparsity, scorer, group, reports, notes + warnings
         )
-        return Candidate(
-            model, config.target_sparsity, scorer, group, reports, warnings + written_warnings
-        )
+        candidate.removed = removed
+        candidate.notes = notes
+        return candidate
 
     def _build_streamed(
         self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
@@ -380,6 +507,63 @@ class Pruner:
             warnings += written
         view.flush_inserts()
         return Candidate(model, config.target_sparsity, scorer, group, reports, warnings)
+
+    def _sequential(self, config: PruneConfig, one_shot: Candidate) -> Candidate:
+        """Prune stage by stage, each stage's statistics gathered on the model whose earlier
+        stages are already pruned. Each layer keeps the scoring variant, selection group and
+        sparsity decided on the one-shot statistics (so --group auto and global budgets keep
+        their meaning); the first stage's statistics are the one-shot ones (nothing upstream
+        of it is pruned). Costs one calibration pass per stage after the first."""
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)
+        reports: dict[int, LayerReport] = {}
+        warnings = list(one_shot.notes)
+        passes = 0
+        self.stage_statistics = {}
+        for number, stage in enumerate(self.stages()):
+            if number == 0:
+                stats = self.statistics()
+            else:
+                layers = find_layers(GraphView(model), config).layers
+                stats = self._collect(model, [layers[i] for i in stage])
+                passes += 1
+            self.stage_statistics.update(
+                {self.layers[i].weight_name: stats[self.layers[i].weight_name] for i in stage}
+            )
+            plans = []
+            for i in stage:
+                layer = self.layers[i]
+                override = layer.override
+                method = (
+                    get_method(override.method)
+                    if override is not None and override.method
+                    else one_shot.scorer
+                )
+                floor = 0 if override is not None else config.min_row_weights
+                target = one_shot.removed[layer.weight_name]
+                keep: np.ndarray | None = None
+                if not method.adaptive_mask:
+                    scores = method.score(self.matrices()[i], stats[layer.weight_name])
+                    keep = layer_select(scores, target, one_shot.group, config.nm, floor)
+                plans.append(LayerPlan(i, method, target, keep, floor))
+            stage_reports, stage_warnings, _ = self._apply(
+                model, config, plans, stats, factors_from_stats=number > 0
+            )
+            reports.update(zip(stage, stage_reports, strict=True))
+            warnings += stage_warnings
+        candidate = Candidate(
+            model,
+            one_shot.sparsity,
+            one_shot.scorer,
+            one_shot.group,
+            [reports[i] for i in sorted(reports)],
+            warnings,
+            one_shot.trials,
+        )
+        candidate.removed = one_shot.removed
+        candidate.notes = one_shot.notes
+        candidate.stage_passes = passes
+        return candidate
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
         """``--group auto``: build each variant x selection group and keep the candidate whose
@@ -463,6 +647,15 @@ class Pruner:
 def candidate_file(model: onnx.ModelProto) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="onnxprune-candidate-") as tmp:
         yield save_for_session(model, Path(tmp) / "candidate.onnx")
+
+
+def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    if stats.inputs.xtx is None:
+        return None
+    try:
+        return [inverse_hessian_factor(x, stats.inputs.count) for x in stats.inputs.xtx]
+    except ReconstructionError:
+        return None
 
 
 # Ops whose outputs may be sequences or optionals, which have no shape to probe.
@@ -603,6 +796,7 @@ def write_layer(
         params=layer.size,
         nonzero_before=nonzero_before,
         nonzero_after=int(np.count_nonzero(written)),
+        override=layer.override.text if layer.override is not None else None,
     )
     return report, warnings
 

@@ -17,6 +17,8 @@ from .config import PruneConfig
 from .errors import UsageError
 
 RECIPE_VERSION = 1
+# PruneConfig fields that are tuples (JSON lists in the recipe).
+TUPLE_FIELDS = ("exclude", "layer_overrides")
 
 
 def recipe_path(output: Path) -> Path:
@@ -50,7 +52,8 @@ def build_recipe(
     recipe: dict[str, Any] = {
         f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init
     }
-    recipe["exclude"] = list(config.exclude)
+    for name in TUPLE_FIELDS:
+        recipe[name] = list(getattr(config, name))
     recipe.update(
         recipe_version=RECIPE_VERSION,
         method=variant,
@@ -73,7 +76,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
         raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
     try:
         settings = {f.name: recipe[f.name] for f in dataclasses.fields(PruneConfig) if f.init}
-        settings["exclude"] = tuple(settings["exclude"])
+        for name in TUPLE_FIELDS:
+            settings[name] = tuple(settings[name])
         config = PruneConfig(**settings)
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"recipe {path} is incomplete or malformed: {err}") from err

@@ -23,6 +23,8 @@ class LayerReport:
     params: int
     nonzero_before: int
     nonzero_after: int
+    # The --layer override that set this layer's sparsity / method, if any.
+    override: str | None = None
 
     @property
     def sparsity(self) -> float:
@@ -80,6 +82,11 @@ class Report:
     recipe: str | None = None
     # --structured: every dependency group, its units before and after, why it was frozen.
     structured: list[GroupReport] = field(default_factory=list)
+    # Calibration passes over the data (the one-shot pass, --structured's pass over the original,
+    # and one per --sequential stage after the first for every candidate built), and the number
+    # of --sequential stages.
+    calibration_passes: int = 0
+    stages: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -128,6 +135,10 @@ class Report:
         if self.group_trials:
             tried = ", ".join(f"{g} {c:.5f}" for g, c in self.group_trials.items())
             lines.append(f"group auto tried (mean output cosine on calibration samples): {tried}")
+        if self.stages is not None:
+            lines.append(
+                f"sequential: {self.stages} stages, {self.calibration_passes} calibration passes"
+            )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")
         lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
@@ -148,6 +159,7 @@ class Report:
                 lines.append(
                     f"{layer.name:<{width}}{layer.op_type:<8}{shape:<18}"
                     f"{layer.params:>10,}{layer.sparsity:>10.3f}"
+                    + (f"  --layer {layer.override}" if layer.override else "")
                 )
         if self.structured:
             lines += _structured_lines(self.structured)

@@ -211,11 +211,14 @@ class ConvGeometry:
         return begin, end
 
 
-def conv_patches(x: np.ndarray, geo: ConvGeometry) -> Iterator[tuple[slice, np.ndarray]]:
-    """im2col of ``x`` [N, C, *spatial] in slices of samples.
+def conv_columns(x: np.ndarray, geo: ConvGeometry) -> Iterator[tuple[slice, np.ndarray]]:
+    """im2col of ``x`` [N, C, *spatial] in slices of samples, one matrix per conv group.
 
-    Yields (sample slice, patches [n, P, G, K]) with P output positions and K = prod(kernel) * C/G
-    ordered (kernel position, input channel), matching ``layers._conv_to_matrix``.
+    Yields (sample slice, columns [G, K, m * P] float64) for the slice's m samples, with P
+    output positions (sample-major, then row-major positions) and K = prod(kernel) * C/G
+    ordered (kernel position, input channel), matching ``layers._conv_to_matrix``. Built one
+    kernel position at a time, straight into this layout: products over the groups are then
+    batched BLAS calls (a depthwise conv has hundreds of groups).
     """
     if x.ndim == 3:  # Conv1d: treat as 2-D with height 1
         x = x[:, :, None, :]
@@ -231,21 +234,28 @@ def conv_patches(x: np.ndarray, geo: ConvGeometry) -> Iterator[tuple[slice, np.n
     begin, end = geo.resolved_pads(tuple(x.shape[2:]))
     padded = np.pad(x, [(0, 0), (0, 0), *zip(begin, end, strict=True)])
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.strides, geo.dilations
-    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
-    # [N, C, Ho, Wo, kh, kw]
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]
-    positions = windows.shape[2] * windows.shape[3]
-    cg = c // geo.group
+    out_h = (padded.shape[2] - ((kh - 1) * dh + 1)) // sh + 1
+    out_w = (padded.shape[3] - ((kw - 1) * dw + 1)) // sw + 1
+    positions = out_h * out_w
+    groups, cg = geo.group, c // geo.group
     per_sample = positions * c * kh * kw
     step = max(1, _PATCH_BUDGET // max(per_sample, 1))
     for start in range(0, n, step):
-        part = windows[start : start + step]
+        part = padded[start : start + step]
         m = part.shape[0]
-        # [m, C, Ho, Wo, kh, kw] -> [m, Ho, Wo, G, kh, kw, Cg] -> [m, P, G, K]
-        grouped = part.reshape(m, geo.group, cg, *part.shape[2:])
-        moved = grouped.transpose(0, 3, 4, 1, 5, 6, 2)
-        yield slice(start, start + m), moved.reshape(m, positions, geo.group, kh * kw * cg)
+        columns = np.empty((groups, kh * kw, cg, m, positions))
+        for i in range(kh):
+            for j in range(kw):
+                top, left = i * dh, j * dw
+                window = part[
+                    :,
+                    :,
+                    top : top + (out_h - 1) * sh + 1 : sh,
+                    left : left + (out_w - 1) * sw + 1 : sw,
+                ]  # [m, C, Ho, Wo]
+                grouped = window.reshape(m, groups, cg, positions).transpose(1, 2, 0, 3)
+                columns[:, i * kw + j] = grouped  # [G, Cg, m, P]
+        yield slice(start, start + m), columns.reshape(groups, kh * kw * cg, m * positions)
 
 
 def conv_moments(
@@ -270,26 +280,22 @@ def conv_moments(
             np.zeros(out_channels), np.zeros((out_channels, k)), np.zeros((out_channels, k))
         )
     )
-    for samples, patches in conv_patches(x, geo):
-        p = patches.astype(np.float64)  # [m, P, G, K]
-        flat = p.reshape(-1, groups, k)  # [m*P, G, K]
-        count += flat.shape[0]
-        x_sum += flat.sum(0)
-        sq = flat * flat
-        x_sq_sum += sq.sum(0)
+    for samples, columns in conv_columns(x, geo):  # [G, K, M]
+        count += columns.shape[2]
+        x_sum += columns.sum(2)
+        sq = columns * columns
+        x_sq_sum += sq.sum(2)
         if xtx is not None:
-            for gi in range(groups):
-                column = np.ascontiguousarray(flat[:, gi])  # [m*P, K]
-                xtx[gi] += column.T @ column
+            xtx += np.matmul(columns, columns.transpose(0, 2, 1))
         if gated is not None and g2 is not None:
-            # [m, Cout, *sp_out] -> [m, P, Cout] -> [m*P, Cout], rows aligned with ``flat``
-            per_position = g2[samples].astype(np.float64).reshape(p.shape[0], out_channels, -1)
-            gate = per_position.transpose(0, 2, 1).reshape(-1, out_channels)
-            gated.g2_sum += gate.sum(0)
-            for gi in range(groups):
-                rows = slice(gi * rows_per_group, (gi + 1) * rows_per_group)
-                # Contiguous operands: numpy's matmul leaves BLAS for strided views.
-                gate_rows = np.ascontiguousarray(gate[:, rows].T)  # [Cout/G, m*P]
-                gated.gx_sum[rows] += gate_rows @ np.ascontiguousarray(flat[:, gi])
-                gated.gx_sq_sum[rows] += gate_rows @ np.ascontiguousarray(sq[:, gi])
+            # [m, Cout, *sp_out] -> [G, Cout/G, m * P], positions aligned with ``columns``
+            part = g2[samples].astype(np.float64)
+            gate = np.ascontiguousarray(
+                part.reshape(part.shape[0], groups, rows_per_group, -1)
+                .transpose(1, 2, 0, 3)
+                .reshape(groups, rows_per_group, -1)
+            )
+            gated.g2_sum += gate.sum(2).reshape(out_channels)
+            gated.gx_sum += np.matmul(gate, columns.transpose(0, 2, 1)).reshape(out_channels, k)
+            gated.gx_sq_sum += np.matmul(gate, sq.transpose(0, 2, 1)).reshape(out_channels, k)
     return InputMoments(count, x_sum, x_sq_sum, xtx), gated
