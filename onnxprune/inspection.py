@@ -21,7 +21,7 @@ from .config import PruneConfig, parse_pattern
 from .errors import EXIT_GATE_FAILED, UsageError
 from .graph import GraphView
 from .io import load_for_reading
-from .layers import find_layers
+from .layers import find_layers, nm_problem
 from .pipeline import Pruner, mean_cosine
 
 
@@ -166,9 +166,14 @@ class PatternLayer:
     weight: str
     groups: int  # complete groups of M along the reduction axis, over all rows
     conforming: int  # of those, groups with at most N non-zeros
+    # Why the pattern does not apply (reduction runs not a multiple of M: pruning keeps such a
+    # layer dense); None when it does.
+    not_applicable: str | None = None
 
     @property
     def ok(self) -> bool:
+        if self.not_applicable is not None:
+            return True
         return self.groups > 0 and self.conforming == self.groups
 
 
@@ -181,7 +186,8 @@ class PatternReport:
     @property
     def exit_code(self) -> int:
         """5 (a check failed) unless every prunable layer follows the pattern."""
-        return 0 if self.layers and all(layer.ok for layer in self.layers) else EXIT_GATE_FAILED
+        applicable = [layer for layer in self.layers if layer.not_applicable is None]
+        return 0 if applicable and all(layer.ok for layer in applicable) else EXIT_GATE_FAILED
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -200,7 +206,8 @@ class PatternReport:
         for layer in self.layers:
             lines.append(
                 f"{layer.name:<{width}}{layer.op_type:<8}{layer.groups:>12,}"
-                f"{layer.conforming:>12,}  {'yes' if layer.ok else 'NO'}"
+                f"{layer.conforming:>12,}  "
+                + ("n/a (kept dense)" if layer.not_applicable else "yes" if layer.ok else "NO")
             )
         verdict = "every layer conforms" if self.exit_code == 0 else "NOT every layer conforms"
         lines += ["", verdict]
@@ -217,8 +224,15 @@ def check_pattern(model: str | Path, pattern: str = "2:4") -> PatternReport:
     model_path = Path(model)
     view = GraphView(*load_for_reading(model_path))
     scan = find_layers(view, PruneConfig(sparsity=0.0, min_row_weights=0))
+    config = PruneConfig(sparsity=nm.sparsity, pattern=str(nm))
     layers = []
     for layer in scan.layers:
+        problem = nm_problem(layer.op, layer.nodes[0], layer.shape, config)
+        if problem is not None:
+            layers.append(
+                PatternLayer(layer.name, layer.op.op_type, layer.weight_name, 0, 0, problem)
+            )
+            continue
         matrix = layer.matrix()  # [out, K], K in (kernel position, input channel) order for Conv
         rows, columns = matrix.shape
         full = columns - columns % nm.m

@@ -60,6 +60,10 @@ class LayerOp:
     input_columns: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] = lambda channels, shape: (
         channels
     )
+    # Length of one contiguous run of the reduction axis in the matrix view, for a weight of
+    # the given shape: K for MatMul/Gemm, input channels per group for Conv (the runs repeat
+    # per kernel position). N:M groups of M must fit inside it.
+    reduction_run: Callable[[onnx.NodeProto, tuple[int, ...]], int] = lambda node, shape: shape[0]
 
 
 LAYER_OPS: dict[str, LayerOp] = {}
@@ -110,6 +114,7 @@ register_layer_op(
         check=_gemm_check,
         to_matrix=_gemm_to_matrix,
         from_matrix=lambda m, node, shape: _gemm_to_matrix(m, node),
+        reduction_run=lambda node, shape: shape[1] if _attr(node, "transB", 0) else shape[0],
         weight_scale=lambda node: float(_attr(node, "alpha", 1.0)),  # type: ignore[arg-type]
         bias_scale=lambda node: float(_attr(node, "beta", 1.0)),  # type: ignore[arg-type]
     )
@@ -150,6 +155,7 @@ register_layer_op(
         from_matrix=_conv_from_matrix,
         num_groups=lambda node: int(_attr(node, "group", 1)),  # type: ignore[call-overload]
         input_columns=lambda channels, shape: _conv_columns(channels, shape),
+        reduction_run=lambda node, shape: shape[1],
     )
 )
 
@@ -505,6 +511,23 @@ def _skip_subgraph_layers(
                 _skip_subgraph_layers(view, sub, parent, inner, scan)
 
 
+def nm_problem(
+    spec: LayerOp, node: onnx.NodeProto, shape: tuple[int, ...], config: PruneConfig
+) -> str | None:
+    """Why an N:M pattern cannot apply to a layer: its reduction runs (a depthwise filter's
+    single channel, a stem conv's 3 colour channels) are not a multiple of M. Such a layer stays
+    dense, as sparse tensor cores would run it dense anyway."""
+    if config.nm is None:
+        return None
+    run = spec.reduction_run(node, shape)
+    if run % config.nm.m == 0:
+        return None
+    return (
+        f"kept dense under {config.nm}: {run} input channel(s) per reduction run, not a "
+        f"multiple of {config.nm.m}"
+    )
+
+
 def _skip_reason(
     view: GraphView,
     config: PruneConfig,
@@ -546,6 +569,9 @@ def _skip_reason(
             return "weight is shared by nodes of different kinds"
         if view.is_constant(node.input[spec.data_input]):
             return "both operands are constants"
+    problem = nm_problem(spec, first, shape, config)
+    if problem:
+        return problem
     readers = view.consumers.get(weight_name, [])
     others = [n for n in readers if n not in nodes]
     if others:

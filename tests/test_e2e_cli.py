@@ -395,6 +395,36 @@ def test_two_four_pattern_on_gemm_transposed(cli: CliRunner, tmp_path: Path) -> 
         assert np.all(np.count_nonzero(groups, axis=2) == 2), name
 
 
+def test_two_four_keeps_layers_with_short_channel_runs_dense(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """cnn_bn: conv1 reads 3 channels, the depthwise conv 1 per filter: no group of 4 input
+    channels exists, so 2:4 leaves them dense (and says so); the pointwise conv (8 channels) and
+    the Gemm (16) keep exactly 2 of every 4 input channels at every kernel position."""
+    model, model_path, calib = prepare(tmp_path, "cnn_bn")
+    output = tmp_path / "pruned.onnx"
+    result = cli(model_path, "--calib", calib, "--pattern", "2:4", "-o", output, "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    skipped = {s["name"]: s["reason"] for s in report["skipped"]}
+    assert (
+        "kept dense under 2:4" in skipped["conv1"] and "kept dense under 2:4" in skipped["dwconv"]
+    )
+    assert {layer["weight"] for layer in report["layers"]} == {"pw_w", "fc_w"}
+    assert abs(report["achieved_sparsity"] - 0.5) < 1e-9
+    before, after = models.stored_weights(model), models.stored_weights(onnx.load(str(output)))
+    assert np.array_equal(after["conv1_w"], before["conv1_w"])
+    assert np.array_equal(after["dw_w"], before["dw_w"])
+    pointwise = after["pw_w"]  # [Cout=16, Cin=8, 1, 1]: groups of 4 input channels
+    assert np.all(np.count_nonzero(pointwise.reshape(16, 2, 4), axis=2) == 2)
+    check = cli("check-pattern", output, "--json")
+    assert check.code == 0, check.out
+    rows = {layer["name"]: layer for layer in json.loads(check.out)["layers"]}
+    assert rows["dwconv"]["not_applicable"] and rows["conv1"]["not_applicable"]
+    assert rows["pwconv"]["ok"] and rows["pwconv"]["groups"] > 0
+    assert "n/a (kept dense)" in cli("check-pattern", output).out
+
+
 def test_digits_example_reports_accuracy(cli: CliRunner, tmp_path: Path) -> None:
     output = tmp_path / "digits.pruned.onnx"
 
