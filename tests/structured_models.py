@@ -279,3 +279,27 @@ def sliced_concat_cnn(chunk: bool = False, seed: int = 0) -> onnx.ModelProto:
     ]
     _head(nodes, params, rng, "sum", 4)
     return _image_model("sliced_concat_cnn", nodes, params)
+
+
+def split_cnn(seed: int = 0) -> onnx.ModelProto:
+    """x -> conv_a(3->6) -> relu -+
+    x -> conv_b(3->4) -> relu -+-> Concat [10] -> Split [6, 4] -+-> conv_c(6->4) -> relu -+
+                                                                +-> conv_d(4->4) -> relu -+
+    Add -> head. Both groups shrink the one Split sizes constant, each its own entry."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {"sizes": np.array([6, 4], np.int64)}
+    nodes = [
+        _conv("conv_a", "x", 3, 6, params, rng),
+        helper.make_node("Relu", ["conv_a"], ["ra"], name="relu_a"),
+        _conv("conv_b", "x", 3, 4, params, rng),
+        helper.make_node("Relu", ["conv_b"], ["rb"], name="relu_b"),
+        helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1),
+        helper.make_node("Split", ["cat", "sizes"], ["part_a", "part_b"], name="split", axis=1),
+        _conv("conv_c", "part_a", 6, 4, params, rng, k=1),
+        helper.make_node("Relu", ["conv_c"], ["rc"], name="relu_c"),
+        _conv("conv_d", "part_b", 4, 4, params, rng, k=1),
+        helper.make_node("Relu", ["conv_d"], ["rd"], name="relu_d"),
+        helper.make_node("Add", ["rc", "rd"], ["sum"], name="sum"),
+    ]
+    _head(nodes, params, rng, "sum", 4)
+    return _image_model("split_cnn", nodes, params)

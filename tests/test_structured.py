@@ -61,6 +61,11 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], Callable[[int, int], dict]
         None,
         {"conv_a": "channels", "conv_b": "channels"},
     ),
+    "split_of_a_concat": (
+        structured_models.split_cnn,
+        None,
+        {"conv_a": "channels", "conv_b": "channels"},
+    ),
     "flatten_into_gemm": (
         structured_models.flatten_gemm_cnn,
         None,
@@ -178,6 +183,14 @@ def test_slice_bounds_follow_the_channels_before_and_inside(tmp_path: Path) -> N
     groups = {g.name: g for g in cut.groups}
     assert any("straddle the Slice" in r for r in groups["conv_a"].frozen)
     assert groups["conv_a"].units_after == 6
+
+
+def test_two_groups_shrink_one_split_sizes_constant(tmp_path: Path) -> None:
+    model = structured_models.split_cnn()
+    cut, _ = _shrink(tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance-uniform")
+    kept = {g.name: g.units_after for g in cut.groups}
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in cut.model.graph.initializer}
+    assert values["sizes"].tolist() == [kept["conv_a"], kept["conv_b"]] == [3, 2]
 
 
 def test_same_inputs_give_the_same_shrunk_model(cli: CliRunner, tmp_path: Path) -> None:

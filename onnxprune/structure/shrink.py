@@ -68,11 +68,13 @@ def cut_units(view: GraphView, removals: list[Removal]) -> None:
         if value is not None:
             view.set_constant(tensor, np.delete(value, sorted(indices), axis=axis))
     nodes = list(view.model.graph.node)
-    counts: dict[str, dict[tuple[int, int], tuple[int, int]]] = defaultdict(dict)
+    # constant name -> (node, input) reading it -> entry -> amount
+    counts: dict[str, dict[tuple[int, int], dict[int, int]]] = defaultdict(dict)
     for edit, amount in amounts.items():
         if isinstance(edit, CountEdit):
             name = nodes[edit.node].input[edit.input_index]
-            counts[name][edit.node, edit.input_index] = (edit.entry, amount)
+            entries = counts[name].setdefault((edit.node, edit.input_index), {})
+            entries[edit.entry] = entries.get(edit.entry, 0) + amount
         else:
             _shrink_attribute(nodes[edit.node], edit, amount)
     for name, uses in counts.items():
@@ -85,27 +87,29 @@ def _shrink_count(
     view: GraphView,
     nodes: list[onnx.NodeProto],
     name: str,
-    uses: dict[tuple[int, int], tuple[int, int]],
+    uses: dict[tuple[int, int], dict[int, int]],
 ) -> None:
     """Lower entries of the integer constant ``name`` as read by ``uses``
-    ((node, input) -> (entry, amount)). In place when every reader wants the same change (the
-    q, k and v Reshapes of one attention sharing ``[heads, head_dim]``); otherwise each reader
-    gets its own copy."""
+    ((node, input) -> {entry: amount}; a Split's sizes may shrink for two groups at once). In
+    place when every reader wants the same change (the q, k and v Reshapes of one attention
+    sharing ``[heads, head_dim]``); otherwise each reader gets its own copy."""
     value = view.constant_value(name)
     assert value is not None
     readers = sum(list(node.input).count(name) for node in view.consumers.get(name, []))
-    changes = set(uses.values())
+    changes = {tuple(sorted(entries.items())) for entries in uses.values()}
     if len(changes) == 1 and readers == len(uses) and name not in view.graph_outputs:
-        view.set_constant(name, _lowered(value, *changes.pop()))
+        view.set_constant(name, _lowered(value, dict(changes.pop())))
         return
-    for (node, input_index), change in uses.items():
-        copy = view.add_initializer(f"{name}_shrunk", _lowered(value, *change))
+    for (node, input_index), entries in uses.items():
+        copy = view.add_initializer(f"{name}_shrunk", _lowered(value, entries))
         nodes[node].input[input_index] = copy
 
 
-def _lowered(value: np.ndarray, entry: int, amount: int) -> np.ndarray:
+def _lowered(value: np.ndarray, entries: dict[int, int]) -> np.ndarray:
     lowered = value.copy()
-    lowered.reshape(-1)[entry] -= amount
+    flat = lowered.reshape(-1)
+    for entry, amount in entries.items():
+        flat[entry] -= amount
     return lowered
 
 
