@@ -719,6 +719,20 @@ def read_proc(path: str, key: str) -> str:
     return "unknown"
 
 
+# Sections other scripts own (benchmarks/run_structured.py): carried over when rewriting.
+KEPT_SECTIONS = (("<!-- structured:begin -->", "<!-- structured:end -->"),)
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """Write ``text``, keeping the sections of ``path`` that other scripts generate."""
+    old = path.read_text() if path.exists() else ""
+    for begin, end in KEPT_SECTIONS:
+        if begin in old and end in old and begin not in text:
+            kept = begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+            text = text.rstrip("\n") + "\n\n" + kept
+    path.write_text(text)
+
+
 def source_digest() -> str:
     """Hash of the onnxprune sources, to notice edits made while the benchmark runs."""
     digest = hashlib.sha256()
@@ -1221,7 +1235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = args.markdown or (out_dir / "BENCHMARKS.md" if partial else DEFAULT_MARKDOWN)
     results_path = args.results or (out_dir / "results.json" if partial else DEFAULT_RESULTS)
     if args.render_only:
-        markdown.write_text(render_markdown(json.loads(results_path.read_text())))
+        write_markdown(markdown, render_markdown(json.loads(results_path.read_text())))
         print(f"wrote {markdown}")
         return 0
 
@@ -1293,7 +1307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
     save()
     markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(render_markdown(results))
+    write_markdown(markdown, render_markdown(results))
     shutil.rmtree(work_dir, ignore_errors=True)
     print(f"\nwrote {markdown} and {results_path} in {time.perf_counter() - started:.0f}s")
     return 0

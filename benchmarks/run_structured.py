@@ -304,7 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=rb.DEFAULT_MARKDOWN)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--minilm-samples", type=int, default=512)
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the section from --results"
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        write_section(args.markdown, render(json.loads(args.results.read_text())))
+        print(f"wrote the structured section of {args.markdown}")
+        return 0
     started = time.perf_counter()
     out_dir = args.out_dir.resolve()
     names = ["digits_cnn"] if args.quick else ["digits_cnn", "minilm"]
