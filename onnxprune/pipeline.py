@@ -188,10 +188,32 @@ class Pruner:
         hessian = self.config.update or any(m.adaptive_mask for m in methods)
         return gated, hessian
 
-    def _collect(self, model: onnx.ModelProto, layers: list[Layer]) -> dict[str, LayerStats]:
-        """One calibration pass over ``model`` gathering the statistics of ``layers``."""
-        gated, hessian = self._statistic_kinds()
+    def _collect(
+        self,
+        model: onnx.ModelProto,
+        layers: list[Layer],
+        kinds: tuple[bool, bool] | None = None,
+        shapes: dict[str, tuple[int, ...]] | None = None,
+    ) -> Mapping[str, LayerStats]:
+        """One calibration pass over ``model`` gathering the statistics of ``layers`` (big-model
+        mode: one pass per part of the layers, the statistics kept on disk). ``kinds``:
+        (gated, hessian), by default what the run needs; ``shapes``: already probed."""
+        gated, hessian = kinds if kinds is not None else self._statistic_kinds()
         self.calibration_passes += 1
+        if self.base_dir is not None:
+            with write_errors(self.base_dir):
+                return collect_statistics_in_parts(
+                    model,
+                    layers,
+                    self.calibration,
+                    self.calib_mask,
+                    self.config.batch_size,
+                    gated=gated,
+                    progress=self.progress,
+                    hessian=hessian,
+                    sample_mask=self.sample_mask,
+                    workdir=self.base_dir,
+                )
         return collect_statistics(
             model,
             layers,
@@ -202,27 +224,11 @@ class Pruner:
             progress=self.progress,
             hessian=hessian,
             sample_mask=self.sample_mask,
+            shapes=shapes,
         )
 
     def statistics(self) -> Mapping[str, LayerStats]:
-        """Gathered on first use, in one pass over the calibration samples (big-model mode:
-        one pass per part of the layers, the statistics kept on disk)."""
-        if self._stats is None and self.base_dir is not None:
-            gated, hessian = self._statistic_kinds()
-            self.calibration_passes += 1
-            with write_errors(self.base_dir):
-                self._stats = collect_statistics_in_parts(
-                    self.proto,
-                    self.layers,
-                    self.calibration,
-                    self.calib_mask,
-                    self.config.batch_size,
-                    gated=gated,
-                    progress=self.progress,
-                    hessian=hessian,
-                    sample_mask=self.sample_mask,
-                    workdir=self.base_dir,
-                )
+        """Gathered on first use, in one pass over the calibration samples."""
         if self._stats is None:
             self._stats = self._collect(self.proto, self.layers)
         return self._stats
@@ -266,19 +272,8 @@ class Pruner:
             self.config.batch_size,
         )
 
-        def stats_for(readers: list[Layer]) -> dict[str, LayerStats]:
-            self.calibration_passes += 1
-            return collect_statistics(
-                self.proto,
-                readers,
-                self.calibration,
-                self.calib_mask,
-                self.config.batch_size,
-                gated=False,
-                progress=self.progress,
-                sample_mask=self.sample_mask,
-                shapes=shapes,
-            )
+        def stats_for(readers: list[Layer]) -> Mapping[str, LayerStats]:
+            return self._collect(self.proto, readers, kinds=(False, False), shapes=shapes)
 
         return prune_units(self.proto, shapes, self.config, stats_for, cut)
 

@@ -8,7 +8,7 @@ group is frozen) -> ``scores`` (pure unit importance and allocation) -> ``shrink
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +43,7 @@ class StructuredResult:
     warnings: list[str]
 
 
-StatsFor = Callable[[list[Layer]], dict[str, LayerStats]]
+StatsFor = Callable[[list[Layer]], Mapping[str, LayerStats]]
 
 
 def analyse(
@@ -127,7 +127,7 @@ def _merge(
         known.delta = delta if known.delta is None else known.delta + delta
 
 
-def _group_data(group: Group, stats: dict[str, LayerStats]) -> GroupData:
+def _group_data(group: Group, stats: Mapping[str, LayerStats]) -> GroupData:
     every_unit = [np.array([u]) for u in range(group.units)]
     readers = []
     for reader in group.readers:
