@@ -181,6 +181,7 @@ def prune(
                 stack.callback(pruner.close)
             else:
                 candidate = Candidate(shrunk.model, 0.0, pruner.scorer, "none", [], [])
+                report.group = "none (no weight pruning)"
 
         if candidate is None:
             clock = time.perf_counter()
