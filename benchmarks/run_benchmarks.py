@@ -20,7 +20,8 @@ Sections:
    ``mobile`` (EfficientNet-Lite0, ``benchmarks/build_mobile.py``; only with ``--models mobile``
    or as part of the default model list): top-1 agreement and logit cosine with the dense model
    on held-out image crops, from the tool's own comparison; one calibration pass per
-   configuration serves every sparsity and a 2:4 column (see ``run_quality_mobile``).
+   configuration serves every sparsity, and the 2:4 column has its own (see
+   ``run_quality_mobile``).
 2. Speed. Wall time of a whole ``onnxprune`` CLI run (fresh subprocess, ``--quiet``) divided by
    the wall time of plain onnxruntime inference (default session options, batch 32) over the same
    number of calibration samples, timed right before it; median of 3 repetitions of each.
@@ -369,8 +370,9 @@ def run_quality_mobile(
     files: ModelFiles, sparsities: Sequence[float], methods_filter: Sequence[str] | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The mobile CNN's grid through ``onnxprune.pipeline.Pruner``: one calibration pass per
-    configuration serves every sparsity and the 2:4 pattern (a pass over 256 images at 224x224
-    takes minutes here), exactly as ``--sweep`` does. Metric: the tool's own comparison with
+    configuration serves every sparsity (a pass over 256 images at 224x224 takes minutes here),
+    exactly as ``--sweep`` does; the 2:4 pattern, which changes which layers are prunable, gets
+    its own. Metric: the tool's own comparison with
     the dense model on the 128 held-out images (``--eval``): top-1 agreement of the logits
     and their mean per-sample cosine."""
     from onnxprune.config import PruneConfig
@@ -401,14 +403,17 @@ def run_quality_mobile(
             clock = time.perf_counter()
             try:
                 if point == MOBILE_PATTERN:
+                    # N:M decides which layers are prunable (layers whose input channels per
+                    # group are not a multiple of M stay dense): a Pruner of its own, with its
+                    # own calibration pass, as the CLI would run it.
                     nm = PruneConfig(sparsity=0.5, method=method, update=update, pattern=point)
-                    pruner.config = nm
-                    candidate = pruner.build()
-                    pruner.config = config
+                    nm_pruner = Pruner(files.onnx, files.calib, nm, eval_data=files.eval)
+                    candidate = nm_pruner.build()
+                    fidelity = nm_pruner.compare(candidate)
                 else:
                     assert isinstance(point, float)
                     candidate = pruner.build(point)
-                fidelity = pruner.compare(candidate)
+                    fidelity = pruner.compare(candidate)
                 params = sum(x.params for x in candidate.layers)
                 zeros = sum(x.params - x.nonzero_after for x in candidate.layers)
                 out = fidelity.outputs[0]
