@@ -27,7 +27,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
+from onnxprune.config import PruneConfig
 from onnxprune.errors import EXIT_BAD_INPUT, EXIT_USAGE, EXIT_WRITE_FAILED, OnnxPruneError
+from onnxprune.pipeline import Pruner
+from onnxprune.structure.scores import keep_floor
 
 SAMPLES = 24
 ACTIVATIONS = ("Relu", "Sigmoid", "Tanh", None)
@@ -277,3 +280,63 @@ def test_random_graphs(case: tuple[onnx.ModelProto, Graph, dict[str, object]]) -
 @given(cases())
 def test_random_graphs_long(case: tuple[onnx.ModelProto, Graph, dict[str, object]]) -> None:
     check_case(*case)
+
+
+# -- structured removal on the same random graphs -------------------------------------------
+
+
+@st.composite
+def structured_cases(draw: st.DrawFn) -> tuple[onnx.ModelProto, dict[str, object]]:
+    model, _, _ = draw(cases())
+    options: dict[str, object] = {
+        "structured": draw(st.sampled_from([0.1, 0.25, 0.5, 0.9])),
+        "structured_score": draw(st.sampled_from(["variance", "l1", "variance-uniform"])),
+        "num_samples": 16,
+    }
+    return model, options
+
+
+def check_structured_case(model: onnx.ModelProto, options: dict[str, object]) -> None:
+    """The cut model runs, keeps the floor of every group, and computes exactly what the masked
+    and compensated model computes; or the tool fails with a documented one-line error."""
+    feed = models.random_inputs(model, SAMPLES, seed=0)
+    original = _run(model, feed)
+    with tempfile.TemporaryDirectory(prefix="fuzz-structured-") as tmp:
+        path = models.save(model, Path(tmp) / "m.onnx")
+        config = PruneConfig(sparsity=0.0, **options)  # type: ignore[arg-type]
+        try:
+            pruner = Pruner(path, [feed], config)
+            cut, masked = pruner.shrink(cut=True), pruner.shrink(cut=False)
+        except OnnxPruneError as err:
+            event(f"failed: {type(err).__name__}")
+            assert err.exit_code in (EXIT_USAGE, EXIT_BAD_INPUT)
+            assert "\n" not in str(err) and str(err)
+            return
+        shrunk = sum(g.units_before - g.units_after for g in cut.groups)
+        event("shrunk" if shrunk else "nothing to shrink")
+        onnx.checker.check_model(cut.model, full_check=True)
+        got, want = _run(cut.model, feed), _run(masked.model, feed)
+        assert got.shape == original.shape and got.dtype == original.dtype
+        assert np.isfinite(got.astype(np.float64)).all()
+        tolerance = 1e-4 if got.dtype == np.float32 else 2e-2
+        scale = max(float(np.abs(want.astype(np.float64)).max()), 1e-6)
+        assert float(np.abs(got.astype(np.float64) - want).max()) <= tolerance * scale
+        for group in cut.groups:
+            assert group.units_after <= group.units_before
+            if group.frozen:
+                assert group.units_after == group.units_before
+            else:
+                assert group.units_after >= keep_floor(group.units_before)
+
+
+@settings(max_examples=100, derandomize=True, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+@given(structured_cases())
+def test_random_graphs_structured(case: tuple[onnx.ModelProto, dict[str, object]]) -> None:
+    check_structured_case(*case)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+@given(structured_cases())
+def test_random_graphs_structured_long(case: tuple[onnx.ModelProto, dict[str, object]]) -> None:
+    check_structured_case(*case)

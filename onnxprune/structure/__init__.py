@@ -20,7 +20,7 @@ from ..graph import GraphView
 from ..layers import Layer, find_layers
 from .groups import GraphIndex, Group, find_groups
 from .scores import UNIT_SCORERS, GroupData, ReaderData, WriterData, compensation
-from .shrink import ReaderChange, Removal, cut_units, mask_units
+from .shrink import ReaderChange, Removal, compensate, cut_units, zero_columns
 
 __all__ = ["UNIT_SCORERS", "GroupReport", "StructuredResult", "analyse", "prune_units"]
 
@@ -90,9 +90,14 @@ def prune_units(
             columns = [reader_data.columns[u] for u in units]
             delta = compensation(reader_data, units) if scorer.compensate else None
             _merge(changes, reader.layer.weight_name, columns, delta)
-    warnings = mask_units(view, copy_layers, changes)
+    zero_columns(view, copy_layers, changes)
+    cut_rows: dict[str, np.ndarray] = {}
     if cut:
         cut_units(view, [Removal(g, u) for g, u in zip(active, removed, strict=True)])
+        cut_rows = _writer_rows(active, removed)
+    # After the cut, a reader that also writes a cut group has fewer outputs: its compensation
+    # (and any bias it creates) loses the same rows.
+    warnings = compensate(view, copy_layers, changes, cut_rows)
     view.flush_inserts()
     cut_of = {id(g): len(u) for g, u in zip(active, removed, strict=True)}
     reports = [
@@ -108,6 +113,19 @@ def prune_units(
         for g in groups
     ]
     return StructuredResult(copy, reports, warnings)
+
+
+def _writer_rows(active: list[Group], removed: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Weight name -> output rows (channels) each writer layer lost in the cut."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for group, units in zip(active, removed, strict=True):
+        for layer in group.writers:
+            for node in layer.nodes:
+                site = group.sites.get(node.output[0])
+                if site is not None:
+                    rows.setdefault(layer.weight_name, []).append(group.indices(site, units))
+                    break
+    return {name: np.unique(np.concatenate(parts)) for name, parts in rows.items()}
 
 
 def _merge(

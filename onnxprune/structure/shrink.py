@@ -1,11 +1,12 @@
 """Graph surgery for structured removal: mask + compensate, then cut the channels out.
 
-``mask_units`` zeroes the readers' columns of the removed units and adds their mean
-contribution to the readers' biases: the *masked* model, which computes exactly what the shrunk
-model computes. ``cut_units`` then deletes the units' indices from every constant of their
-groups (weights, biases, BatchNorm vectors, per-channel constants), rewrites the integers that
-count channels (Reshape targets, Split sizes, a depthwise Conv's ``group``) and drops the stale
-shapes so that they are inferred again.
+``zero_columns`` zeroes the readers' columns of the removed units and ``compensate`` adds their
+mean contribution to the readers' biases: together the *masked* model, which computes exactly
+what the shrunk model computes. ``cut_units`` (run between the two when cutting) deletes the
+units' indices from every constant of their groups (weights, biases, BatchNorm vectors,
+per-channel constants), rewrites the integers that count channels (Reshape targets, Split
+sizes, a depthwise Conv's ``group``) and drops the stale shapes so that they are inferred
+again.
 """
 
 from __future__ import annotations
@@ -35,18 +36,31 @@ class ReaderChange:
     delta: np.ndarray | None  # bias change [out]
 
 
-def mask_units(
+def zero_columns(
     view: GraphView, layers: dict[str, Layer], changes: dict[str, ReaderChange]
-) -> list[str]:
-    """Zero each reader's removed columns and add its compensation; returns warnings."""
-    warnings: list[str] = []
+) -> None:
+    """Zero each reader's columns that read removed units."""
     for weight_name, change in changes.items():
         layer = layers[weight_name]
         matrix = layer.matrix()
         matrix[:, change.columns] = 0.0
         write_weight(view, layer, matrix)
-        if change.delta is not None:
-            warnings += add_bias(view, layer, change.delta)
+
+
+def compensate(
+    view: GraphView,
+    layers: dict[str, Layer],
+    changes: dict[str, ReaderChange],
+    cut_rows: dict[str, np.ndarray],
+) -> list[str]:
+    """Add each reader's compensation to its bias, without the output rows the cut removed from
+    it (``cut_rows``: a reader that is also a writer of a cut group); returns warnings."""
+    warnings: list[str] = []
+    for weight_name, change in changes.items():
+        if change.delta is None:
+            continue
+        delta = np.delete(change.delta, cut_rows.get(weight_name, np.zeros(0, np.int64)))
+        warnings += add_bias(view, layers[weight_name], delta)
     return warnings
 
 
