@@ -150,19 +150,9 @@ def prune(
         original = pruner
         candidate: Candidate | None = None
         fidelity: Fidelity | None = None
-        if pruner.base_dir is not None and (
-            config.sequential or any(o.sparsity is not None for o in config.overrides)
-        ):
-            raise UsageError(
-                "--sequential and --layer sparsity overrides are not supported on models over "
-                f"{BIG_MODEL_BYTES / 1e9:.1f} GB yet (--layer REGEX=skip and --exclude are)"
-            )
+        if pruner.base_dir is not None:
+            _refuse_in_big_model_mode(config)
         if config.structured:
-            if pruner.base_dir is not None:
-                raise UsageError(
-                    "--structured is not supported on models over "
-                    f"{BIG_MODEL_BYTES / 1e9:.1f} GB yet (weight pruning is)"
-                )
             clock = time.perf_counter()
             shrunk = pruner.shrink()
             timings["shrink"] = time.perf_counter() - clock
@@ -260,6 +250,26 @@ def prune(
         return report
     finally:
         stack.close()
+
+
+def _refuse_in_big_model_mode(config: PruneConfig) -> None:
+    """Options that need the whole model in memory, refused in one line."""
+    unsupported = [
+        option
+        for option, used in (
+            ("--structured", bool(config.structured)),
+            ("--sequential", config.sequential),
+            ("--layer sparsity overrides", any(o.sparsity is not None for o in config.overrides)),
+        )
+        if used
+    ]
+    if unsupported:
+        verb = "is" if len(unsupported) == 1 else "are"
+        raise UsageError(
+            f"{' and '.join(unsupported)} {verb} not supported on models over "
+            f"{BIG_MODEL_BYTES / 1e9:.1f} GB yet (weight pruning, --exclude and --layer "
+            "REGEX=skip are)"
+        )
 
 
 def _config_from_arguments(

@@ -303,14 +303,27 @@ def test_cli_structured_rejects_impossible_ratios(
     assert not out.exists()
 
 
-def test_structured_refuses_big_model_mode_cleanly(
-    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (("--structured", 0.3), "--structured is not supported"),
+        (("--sparsity", 0.5, "--sequential"), "--sequential is not supported"),
+        (("--sparsity", 0.5, "--layer", "fc1=0.3"), "--layer sparsity overrides is not"),
+    ],
+)
+def test_whole_model_options_refuse_big_model_mode_cleanly(
+    cli: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: tuple[object, ...],
+    named: str,
 ) -> None:
     import onnxprune.io
 
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)  # every model is "big"
     out = tmp_path / "big.onnx"
-    done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "-o", out)
+    done = cli(EXAMPLE, "--calib", CALIB, *options, "-o", out)
     assert done.code == 2
-    assert "--structured is not supported" in done.err and "Traceback" not in done.err
+    assert named in done.err and "Traceback" not in done.err
+    assert len(done.err.strip().splitlines()) == 1
     assert not out.exists()
