@@ -248,6 +248,44 @@ def cnn_bn(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+class LayerBuilder:
+    """Appends Linear (MatMul + bias Add) and LayerNormalization nodes with seeded weights to
+    ``nodes`` / ``params``, for the transformer-style builders."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.params: dict[str, np.ndarray] = {}
+        self.nodes: list[onnx.NodeProto] = []
+
+    def linear(
+        self, name: str, source: str, fan_in: int, fan_out: int, bias_first: bool = False
+    ) -> str:
+        """``name = source @ {name}_w + {name}_b``; ``bias_first``: Add(b, x), as PyTorch
+        exports it."""
+        self.params[f"{name}_w"] = _weight(self.rng, (fan_in, fan_out), fan_in)
+        self.params[f"{name}_b"] = _bias(self.rng, fan_out)
+        product = f"{name}_mm"
+        self.nodes.append(helper.make_node("MatMul", [source, f"{name}_w"], [product], name=name))
+        operands = [f"{name}_b", product] if bias_first else [product, f"{name}_b"]
+        self.nodes.append(helper.make_node("Add", operands, [name], name=f"{name}_bias"))
+        return name
+
+    def layer_norm(self, name: str, source: str, out: str, width: int) -> str:
+        self.params[f"{name}_scale"] = self.rng.uniform(0.8, 1.2, width).astype(np.float32)
+        self.params[f"{name}_bias"] = _bias(self.rng, width)
+        self.nodes.append(
+            helper.make_node(
+                "LayerNormalization",
+                [source, f"{name}_scale", f"{name}_bias"],
+                [out],
+                name=name,
+                axis=-1,
+                epsilon=1e-5,
+            )
+        )
+        return out
+
+
 def transformer_block(hidden: int = 32, ffn: int = 64, seed: int = 0) -> onnx.ModelProto:
     """One post-LN encoder block, single-head attention, exporter-style erf GELU.
 
@@ -260,33 +298,11 @@ def transformer_block(hidden: int = 32, ffn: int = 64, seed: int = 0) -> onnx.Mo
     ln1 -> MatMul W1 + b1 = h -> Div 1.4142135 -> Erf -> Add 1 -> Mul h -> Mul 0.5 = g
     g -> MatMul W2 + b2 = f;  Add(ln1, f) -> LayerNormalization -> y[batch,seq,H]
     """
-    rng = np.random.default_rng(seed)
-    params: dict[str, np.ndarray] = {}
-    nodes: list[onnx.NodeProto] = []
-
-    def linear(name: str, source: str, fan_in: int, fan_out: int) -> str:
-        params[f"{name}_w"] = _weight(rng, (fan_in, fan_out), fan_in)
-        params[f"{name}_b"] = _bias(rng, fan_out)
-        nodes.append(helper.make_node("MatMul", [source, f"{name}_w"], [f"{name}_mm"], name=name))
-        nodes.append(
-            helper.make_node("Add", [f"{name}_mm", f"{name}_b"], [name], name=f"{name}_bias")
-        )
-        return name
+    build = LayerBuilder(np.random.default_rng(seed))
+    params, nodes, linear = build.params, build.nodes, build.linear
 
     def layer_norm(name: str, source: str, out: str) -> str:
-        params[f"{name}_scale"] = rng.uniform(0.8, 1.2, hidden).astype(np.float32)
-        params[f"{name}_bias"] = _bias(rng, hidden)
-        nodes.append(
-            helper.make_node(
-                "LayerNormalization",
-                [source, f"{name}_scale", f"{name}_bias"],
-                [out],
-                name=name,
-                axis=-1,
-                epsilon=1e-5,
-            )
-        )
-        return out
+        return build.layer_norm(name, source, out, hidden)
 
     params["attn_scale"] = _scalar(1.0 / math.sqrt(hidden))
     params["sqrt2"] = _scalar(1.4142135)

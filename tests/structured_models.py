@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import onnx
-from models import FLOAT, _bias, _finish, _scalar, _weight
+from models import FLOAT, LayerBuilder, _bias, _finish, _scalar, _weight
 from onnx import helper
 
 
@@ -165,14 +165,11 @@ def encoder_layer(
         helper.make_node("Unsqueeze", ["mask_neg", "mask_axes"], ["mask_bias"], name="mask_unsq"),
     ]
 
+    build = LayerBuilder(rng)
+    build.params, build.nodes = params, nodes  # the builder appends to this model's lists
+
     def linear(name: str, source: str, fan_in: int, fan_out: int) -> str:
-        params[f"{name}_w"] = _weight(rng, (fan_in, fan_out), fan_in)
-        params[f"{name}_b"] = _bias(rng, fan_out)
-        nodes.append(helper.make_node("MatMul", [source, f"{name}_w"], [f"{name}_mm"], name=name))
-        nodes.append(
-            helper.make_node("Add", [f"{name}_b", f"{name}_mm"], [name], name=f"{name}_add")
-        )
-        return name
+        return build.linear(name, source, fan_in, fan_out, bias_first=True)
 
     def split_heads(name: str, perm: list[int]) -> str:
         nodes.append(
@@ -193,17 +190,7 @@ def encoder_layer(
         return f"{name}_t"
 
     def layer_norm(name: str, source: str, out: str) -> None:
-        params[f"{name}_scale"] = rng.uniform(0.8, 1.2, hidden).astype(np.float32)
-        params[f"{name}_bias"] = _bias(rng, hidden)
-        nodes.append(
-            helper.make_node(
-                "LayerNormalization",
-                [source, f"{name}_scale", f"{name}_bias"],
-                [out],
-                name=name,
-                axis=-1,
-            )
-        )
+        build.layer_norm(name, source, out, hidden)
 
     q = split_heads(linear("query", "x", hidden, hidden), [0, 2, 1, 3])
     k = split_heads(linear("key", "x", hidden, hidden), [0, 2, 3, 1])
