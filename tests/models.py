@@ -270,6 +270,21 @@ class LayerBuilder:
         self.nodes.append(helper.make_node("Add", operands, [name], name=f"{name}_bias"))
         return name
 
+    def erf_gelu(self, source: str) -> str:
+        """GELU as exporters write it: x * 0.5 * (1 + erf(x / sqrt(2))); the scalar constants
+        ``sqrt2``, ``one`` and ``half`` are added if the model has none yet."""
+        self.params.setdefault("sqrt2", _scalar(1.4142135))
+        self.params.setdefault("one", _scalar(1.0))
+        self.params.setdefault("half", _scalar(0.5))
+        self.nodes += [
+            helper.make_node("Div", [source, "sqrt2"], ["gelu_div"], name="gelu_div"),
+            helper.make_node("Erf", ["gelu_div"], ["gelu_erf"], name="gelu_erf"),
+            helper.make_node("Add", ["gelu_erf", "one"], ["gelu_add"], name="gelu_add"),
+            helper.make_node("Mul", [source, "gelu_add"], ["gelu_mul"], name="gelu_mul"),
+            helper.make_node("Mul", ["gelu_mul", "half"], ["gelu"], name="gelu_half"),
+        ]
+        return "gelu"
+
     def layer_norm(self, name: str, source: str, out: str, width: int) -> str:
         self.params[f"{name}_scale"] = self.rng.uniform(0.8, 1.2, width).astype(np.float32)
         self.params[f"{name}_bias"] = _bias(self.rng, width)
@@ -323,14 +338,8 @@ def transformer_block(hidden: int = 32, ffn: int = 64, seed: int = 0) -> onnx.Mo
     nodes.append(helper.make_node("Add", ["x", proj], ["res1"], name="residual1"))
     ln1 = layer_norm("ln1", "res1", "ln1_out")
     h = linear("ffn1", ln1, hidden, ffn)
-    nodes += [
-        helper.make_node("Div", [h, "sqrt2"], ["gelu_div"], name="gelu_div"),
-        helper.make_node("Erf", ["gelu_div"], ["gelu_erf"], name="gelu_erf"),
-        helper.make_node("Add", ["gelu_erf", "one"], ["gelu_add"], name="gelu_add"),
-        helper.make_node("Mul", [h, "gelu_add"], ["gelu_mul"], name="gelu_mul"),
-        helper.make_node("Mul", ["gelu_mul", "half"], ["gelu"], name="gelu_half"),
-    ]
-    f = linear("ffn2", "gelu", ffn, hidden)
+    gelu = build.erf_gelu(h)
+    f = linear("ffn2", gelu, ffn, hidden)
     nodes.append(helper.make_node("Add", [ln1, f], ["res2"], name="residual2"))
     layer_norm("ln2", "res2", "y")
     return _finish(

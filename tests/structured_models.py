@@ -213,14 +213,8 @@ def encoder_layer(
     nodes.append(helper.make_node("Add", [out, "x"], ["res1"], name="residual1"))
     layer_norm("ln1", "res1", "ln1_out")
     h = linear("intermediate", "ln1_out", hidden, ffn)
-    nodes += [
-        helper.make_node("Div", [h, "sqrt2"], ["gelu_div"], name="gelu_div"),
-        helper.make_node("Erf", ["gelu_div"], ["gelu_erf"], name="gelu_erf"),
-        helper.make_node("Add", ["gelu_erf", "one"], ["gelu_add"], name="gelu_add"),
-        helper.make_node("Mul", [h, "gelu_add"], ["gelu_mul"], name="gelu_mul"),
-        helper.make_node("Mul", ["gelu_mul", "half"], ["gelu"], name="gelu_half"),
-    ]
-    f = linear("ffn_out", "gelu", ffn, hidden)
+    gelu = build.erf_gelu(h)
+    f = linear("ffn_out", gelu, ffn, hidden)
     nodes.append(helper.make_node("Add", [f, "ln1_out"], ["res2"], name="residual2"))
     layer_norm("ln2", "res2", "y")
     return _finish(
