@@ -75,6 +75,7 @@ def prune(
     layer_overrides: Sequence[str] = (),
     sequential: bool = False,
     stages: int = 8,
+    allocation: str = "group",
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -107,7 +108,7 @@ def prune(
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
-            layer_overrides, sequential, stages,
+            layer_overrides, sequential, stages, allocation,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -194,6 +195,7 @@ def prune(
         )
         if config.sequential:
             report.stages = len(pruner.stages())
+        report.sensitivity_builds = pruner.sensitivity_builds
         _describe_candidate(report, candidate, config, original.proto, pruner.base_dir)
 
         with staging_dir(output_path) as staging:
@@ -259,6 +261,7 @@ def _refuse_in_big_model_mode(config: PruneConfig) -> None:
         for option, used in (
             ("--structured", bool(config.structured)),
             ("--sequential", config.sequential),
+            ("--allocation sensitivity", config.allocation == "sensitivity"),
             ("--layer sparsity overrides", any(o.sparsity is not None for o in config.overrides)),
         )
         if used
@@ -290,6 +293,7 @@ def _config_from_arguments(
     layer_overrides: Sequence[str],
     sequential: bool,
     stages: int,
+    allocation: str,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -325,6 +329,7 @@ def _config_from_arguments(
         layer_overrides=tuple(layer_overrides),
         sequential=sequential,
         stages=stages,
+        allocation=allocation,
     )
 
 
@@ -575,6 +580,7 @@ def _arguments(
         "layer_overrides": list(config.layer_overrides),
         "sequential": config.sequential,
         "stages": config.stages,
+        "allocation": config.allocation,
         "seed": config.seed,
     }
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .errors import UsageError
 
 GROUPS = ("row", "layer", "global", "auto")
+ALLOCATIONS = ("group", "sensitivity")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ class PruneConfig:
     # 0: one stage per depth), each stage's statistics from the model pruned upstream.
     sequential: bool = False
     stages: int = 8
+    # How the budget is shared between layers: "group" (as --group selects: the same share per
+    # layer, or scores competing across layers under global selection) or "sensitivity" (each
+    # layer pruned alone and measured; see ``onnxprune.allocation``).
+    allocation: str = "group"
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -155,6 +160,15 @@ class PruneConfig:
                         f"--layer {override.text!r}: an N:M --pattern fixes every layer's "
                         "sparsity; only 'skip' overrides combine with it"
                     )
+        if self.allocation not in ALLOCATIONS:
+            raise UsageError(
+                f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"
+            )
+        if self.allocation == "sensitivity" and nm is not None:
+            raise UsageError(
+                f"--allocation sensitivity cannot be combined with --pattern {nm}: an N:M "
+                "pattern fixes every layer's sparsity"
+            )
         if self.stages < 0:
             raise UsageError(f"--stages must be >= 0, got {self.stages}")
         if self.num_samples is not None and self.num_samples < 1:

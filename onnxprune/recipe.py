@@ -75,9 +75,15 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     if not isinstance(recipe, dict) or recipe.get("recipe_version") != RECIPE_VERSION:
         raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
     try:
-        settings = {f.name: recipe[f.name] for f in dataclasses.fields(PruneConfig) if f.init}
+        # A field missing from an older recipe (added since) takes its default.
+        settings = {
+            f.name: recipe[f.name]
+            for f in dataclasses.fields(PruneConfig)
+            if f.init and (f.name in recipe or f.default is dataclasses.MISSING)
+        }
         for name in TUPLE_FIELDS:
-            settings[name] = tuple(settings[name])
+            if name in settings:
+                settings[name] = tuple(settings[name])
         config = PruneConfig(**settings)
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"recipe {path} is incomplete or malformed: {err}") from err

@@ -87,6 +87,8 @@ class Report:
     # of --sequential stages.
     calibration_passes: int = 0
     stages: int | None = None
+    # --allocation sensitivity: single-layer candidates built and run to measure the layers.
+    sensitivity_builds: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -138,6 +140,11 @@ class Report:
         if self.stages is not None:
             lines.append(
                 f"sequential: {self.stages} stages, {self.calibration_passes} calibration passes"
+            )
+        if self.sensitivity_builds:
+            lines.append(
+                f"allocation: sensitivity ({self.sensitivity_builds} single-layer candidates "
+                "measured); per-layer sparsity in the layer table"
             )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")
