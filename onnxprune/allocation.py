@@ -33,7 +33,7 @@ def probe_levels(base: float, cap: float, step: float = LEVEL_STEP) -> list[floa
     side, within [0, cap]. A layer whose share is 0 (kept dense) is not measured."""
     if base <= 0.0:
         return []
-    up = min(step, (cap - base) / 2)
+    up = min(2 * step, (cap - base) / 2)
     levels = sorted(
         {max(base - 2 * step, 0.0), max(base - step, 0.0), base, base + up / 2, base + up}
     )

@@ -35,6 +35,7 @@ from .io import (
     default_output_path,
     external_data_files,
     gzip_size_bytes,
+    is_big_model,
     model_size_bytes,
     publish,
     read_tensor,
@@ -68,14 +69,14 @@ def prune(
     num_samples: int | None = None,
     batch_size: int = 32,
     min_row_weights: int = 8,
-    update: bool = False,
+    update: bool | None = None,
     sample_mask: str | None = None,
     structured: float = 0.0,
     structured_score: str = "variance",
     layer_overrides: Sequence[str] = (),
     sequential: bool = False,
     stages: int = 8,
-    allocation: str = "group",
+    allocation: str | None = None,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -125,6 +126,7 @@ def prune(
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
     extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
+    config, allocation_note = _default_allocation(config, model_path, search, bool(sweep))
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -134,6 +136,8 @@ def prune(
     try:
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
+        if allocation_note:
+            report.warnings.append(allocation_note)
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
         ):
@@ -226,6 +230,7 @@ def prune(
                 config,
                 candidate.scorer.name,
                 candidate.group,
+                candidate.allocation,
                 {layer.weight: layer.sparsity for layer in report.layers},
                 fingerprint(calib),
                 report.versions,
@@ -252,6 +257,36 @@ def prune(
         return report
     finally:
         stack.close()
+
+
+def _default_allocation(
+    config: PruneConfig, model_path: Path, search: bool, sweep: bool
+) -> tuple[PruneConfig, str | None]:
+    """The method's default sensitivity allocation measures every layer at every sparsity it
+    builds: it is left out (group allocation, and a note saying so) where that would multiply
+    the cost (--sparsity auto, --sweep) or is not supported (models over 1.5 GB). Asked for
+    explicitly, it runs (or is refused) as asked."""
+    if config.allocation is not None or config.allocation_mode != "sensitivity":
+        return config, None
+    reasons = [
+        reason
+        for reason, applies in (
+            ("--sparsity auto", search),
+            ("--sweep", sweep),
+            (
+                f"a model over {BIG_MODEL_BYTES / 1e9:.1f} GB",
+                model_path.is_file() and is_big_model(model_path),
+            ),
+        )
+        if applies
+    ]
+    if not reasons:
+        return config, None
+    note = (
+        f"allocation: group, not the default sensitivity ({' and '.join(reasons)}; "
+        "--allocation sensitivity asks for it)"
+    )
+    return dataclasses.replace(config, allocation="group"), note
 
 
 def _refuse_in_big_model_mode(config: PruneConfig) -> None:
@@ -285,7 +320,7 @@ def _config_from_arguments(
     batch_size: int,
     seed: int,
     min_row_weights: int,
-    update: bool,
+    update: bool | None,
     sample_mask: str | None,
     search: bool,
     structured: float,
@@ -293,7 +328,7 @@ def _config_from_arguments(
     layer_overrides: Sequence[str],
     sequential: bool,
     stages: int,
-    allocation: str,
+    allocation: str | None,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -399,6 +434,7 @@ def _describe_candidate(
 ) -> None:
     report.layers = candidate.layers
     report.warnings += candidate.warnings
+    report.arguments["allocation"] = candidate.allocation
     if candidate.trials:
         report.group = f"auto -> {candidate.group}"
         report.variant = candidate.scorer.name
@@ -580,7 +616,7 @@ def _arguments(
         "layer_overrides": list(config.layer_overrides),
         "sequential": config.sequential,
         "stages": config.stages,
-        "allocation": config.allocation,
+        "allocation": config.allocation_mode,
         "seed": config.seed,
     }
 

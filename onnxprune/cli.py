@@ -128,12 +128,12 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option(
     "--allocation",
     type=click.Choice(ALLOCATIONS),
-    default="group",
-    show_default=True,
+    default=None,
     help="How the sparsity budget is shared between layers. group: as --group selects. "
-    "sensitivity: each layer is pruned alone a step below, at and above its share and the "
-    "damage to the outputs measured (3 candidate runs per layer on 64 calibration samples); "
-    "the budget goes where it hurts least.",
+    "sensitivity: each layer is pruned alone at 5 sparsities around its share and the loss "
+    "of output cosine measured on 64 calibration samples; the budget goes where it hurts "
+    "least. Default: the method's own (contrib: sensitivity, except with --sparsity auto, "
+    "--sweep, N:M or models over 1.5 GB; the other methods: group).",
 )
 @click.option(
     "--min-row-weights",
@@ -144,10 +144,11 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "depthwise 3x3 or a stem conv stay dense); other layers give more. 0: off.",
 )
 @click.option(
-    "--update",
-    is_flag=True,
+    "--update/--no-update",
+    default=None,
     help="Re-fit each layer's remaining weights to its calibration outputs (SparseGPT-style "
-    "reconstruction; gathers a K x K input correlation per layer).",
+    "reconstruction; gathers a K x K input correlation per layer). Default: the method's "
+    "own (contrib: on; the other methods: off, as published).",
 )
 @click.option(
     "--sample-mask",
@@ -241,9 +242,9 @@ def command(
     layer_overrides: tuple[str, ...],
     sequential: bool,
     stages: int,
-    allocation: str,
+    allocation: str | None,
     min_row_weights: int,
-    update: bool,
+    update: bool | None,
     sample_mask: str | None,
     structured: float,
     structured_score: str,

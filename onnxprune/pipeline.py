@@ -90,6 +90,9 @@ class Candidate:
     notes: list[str] = dataclasses.field(default_factory=list)
     # --sequential: calibration passes this candidate needed beyond the one-shot pass.
     stage_passes: int = 0
+    # How its layers' shares were decided ("group" or "sensitivity"; --group auto may keep
+    # either).
+    allocation: str = "group"
 
 
 @dataclass
@@ -353,7 +356,7 @@ class Pruner:
                     f"overall sparsity is {overall:.4f}"
                 )
         plans: dict[int, LayerPlan] = {}
-        if shared and config.allocation == "sensitivity":
+        if shared and config.allocation_mode == "sensitivity":
             selection = "row" if group == "row" else "layer"
             targets = self.sensitivity_targets(config, shared, target, scorer, group)
             for i, layer_target in zip(shared, targets, strict=True):
@@ -455,6 +458,7 @@ class Pruner:
         )
         candidate.removed = removed
         candidate.notes = notes
+        candidate.allocation = config.allocation_mode
         return candidate
 
     def _build_streamed(
@@ -575,6 +579,7 @@ class Pruner:
         candidate.removed = one_shot.removed
         candidate.notes = one_shot.notes
         candidate.stage_passes = passes
+        candidate.allocation = one_shot.allocation
         return candidate
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
@@ -600,7 +605,7 @@ class Pruner:
                 if best is None or cosine > best[0]:
                     best = (cosine, candidate)
         assert best is not None
-        if config.allocation == "sensitivity":
+        if config.allocation_mode == "sensitivity":
             winner = best[1]
             candidate = self._build(config, winner.scorer, winner.group, None)
             cosine = mean_cosine(self.compare(candidate, reference))

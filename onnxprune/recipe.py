@@ -44,11 +44,12 @@ def build_recipe(
     config: PruneConfig,
     variant: str,
     group: str,
+    allocation: str,
     layer_sparsity: dict[str, float],
     calibration_fingerprint: str | None,
     versions: dict[str, str],
 ) -> dict[str, Any]:
-    """Every PruneConfig field, with the method and group that actually ran."""
+    """Every PruneConfig field, with the method, group and allocation that actually ran."""
     recipe: dict[str, Any] = {
         f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init
     }
@@ -59,6 +60,7 @@ def build_recipe(
         method=variant,
         requested_method=config.method,
         group=group,
+        allocation=allocation,
         layers=layer_sparsity,
         calibration_fingerprint=calibration_fingerprint,
         versions=versions,

@@ -127,6 +127,7 @@ class Report:
             + (f" (auto chose {self.variant})" if self.variant not in (None, self.method) else "")
             + f", group {self.group}, pattern {self.pattern}, target sparsity "
             f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}"
+            + (", --update" if self.arguments.get("update") else "")
             + (
                 f", structured {self.arguments['structured']:g} of the units "
                 f"({self.arguments['structured_score']})"

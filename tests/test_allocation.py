@@ -29,7 +29,7 @@ from onnxprune.errors import EXIT_USAGE
 
 
 def test_probe_levels_bracket_the_share_within_the_cap() -> None:
-    assert probe_levels(0.5, 1.0) == [0.3, 0.4, 0.5, 0.55, 0.6]
+    assert probe_levels(0.5, 1.0) == [0.3, 0.4, 0.5, 0.6, 0.7]
     # Near the cap the upper levels go only half the way to it.
     assert probe_levels(0.9, 0.98) == [0.7, 0.8, 0.9, 0.92, 0.94]
     assert probe_levels(0.15, 1.0)[0] == 0.0
@@ -131,14 +131,14 @@ def test_sensitivity_spends_the_budget_on_the_quiet_layer(
 ) -> None:
     model, path, calib = _prepare(tmp_path)
     common = ["--sparsity", 0.5, "--method", method, *extra]
-    uniform = _run(cli, path, calib, tmp_path / "uniform.onnx", *common)
+    uniform = _run(cli, path, calib, tmp_path / "uniform.onnx", *common, "--allocation", "group")
     sensitive = _run(
         cli, path, calib, tmp_path / "sens.onnx", *common, "--allocation", "sensitivity"
     )
     share = {layer["weight"]: layer["sparsity"] for layer in sensitive["layers"]}
-    # B's damage is 100x smaller: it goes to its highest level (0.5 + 0.1), A to the lowest
-    # that keeps the total (0.4).
-    assert share == pytest.approx({"A": 0.4, "B": 0.6}, abs=1 / 1024)
+    # B's damage is 100x smaller: it goes to its highest level, A gives what keeps the total.
+    highest = probe_levels(0.5, 1 - 8 / 64)[-1]  # K = 64, --min-row-weights 8
+    assert share == pytest.approx({"A": 1 - highest, "B": highest}, abs=1 / 1024)
     assert sensitive["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert sensitive["sensitivity_builds"] == 10  # 5 levels x 2 layers
     assert uniform["sensitivity_builds"] == 0
