@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import onnx
 import pytest
 
 from onnxprune.cli import main
@@ -40,3 +43,16 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def run_and_report(
+    cli: CliRunner, model: Path, calib: Path, out: Path, *args: object
+) -> dict[str, Any]:
+    """Prune ``model`` into ``out`` quietly (extra CLI ``args``), assert success and a model
+    that passes the full checker, and return the JSON report."""
+    report = out.with_suffix(".json")
+    result = cli(model, "--calib", calib, "-o", out, "--report", report, "-q", *args)
+    assert result.code == 0, result.err
+    onnx.checker.check_model(str(out), full_check=True)
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data

@@ -4,16 +4,14 @@ pipeline end to end on a model whose layers differ in how much their pruning hur
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
-from typing import Any
 
 import models
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import CliRunner
+from conftest import CliRunner, run_and_report
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -106,14 +104,6 @@ def _prepare(tmp_path: Path) -> tuple[onnx.ModelProto, Path, Path]:
     return model, path, calib
 
 
-def _run(cli: CliRunner, model: Path, calib: Path, out: Path, *args: object) -> dict[str, Any]:
-    report = out.with_suffix(".json")
-    result = cli(model, "--calib", calib, "-o", out, "--report", report, "-q", *args)
-    assert result.code == 0, result.err
-    onnx.checker.check_model(str(out), full_check=True)
-    return json.loads(report.read_text())
-
-
 def _error(model: onnx.ModelProto, pruned: Path, original: Path) -> float:
     feed = models.random_inputs(model, 256, seed=9)
     (dense,) = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"]).run(
@@ -131,8 +121,10 @@ def test_sensitivity_spends_the_budget_on_the_quiet_layer(
 ) -> None:
     model, path, calib = _prepare(tmp_path)
     common = ["--sparsity", 0.5, "--method", method, *extra]
-    uniform = _run(cli, path, calib, tmp_path / "uniform.onnx", *common, "--allocation", "group")
-    sensitive = _run(
+    uniform = run_and_report(
+        cli, path, calib, tmp_path / "uniform.onnx", *common, "--allocation", "group"
+    )
+    sensitive = run_and_report(
         cli, path, calib, tmp_path / "sens.onnx", *common, "--allocation", "sensitivity"
     )
     share = {layer["weight"]: layer["sparsity"] for layer in sensitive["layers"]}
@@ -152,7 +144,7 @@ def test_auto_keeps_the_reallocated_candidate_only_when_it_scores_at_least_as_we
     cli: CliRunner, tmp_path: Path
 ) -> None:
     _, path, calib = _prepare(tmp_path)
-    report = _run(
+    report = run_and_report(
         cli,
         path,
         calib,
@@ -175,9 +167,11 @@ def test_sensitivity_replays_from_the_recipe_byte_identically(
 ) -> None:
     _, path, calib = _prepare(tmp_path)
     first = tmp_path / "first.onnx"
-    _run(cli, path, calib, first, "--sparsity", 0.6, "--allocation", "sensitivity", "--update")
+    run_and_report(
+        cli, path, calib, first, "--sparsity", 0.6, "--allocation", "sensitivity", "--update"
+    )
     again = tmp_path / "again.onnx"
-    _run(cli, path, calib, again, "--recipe", f"{first}.recipe.json")
+    run_and_report(cli, path, calib, again, "--recipe", f"{first}.recipe.json")
     assert first.read_bytes() == again.read_bytes()
 
 
@@ -186,8 +180,8 @@ def test_sensitivity_with_sequential_keeps_the_measured_shares(
 ) -> None:
     _, path, calib = _prepare(tmp_path)
     args = ("--sparsity", 0.5, "--group", "layer", "--allocation", "sensitivity")
-    one_shot = _run(cli, path, calib, tmp_path / "a.onnx", *args)
-    staged = _run(cli, path, calib, tmp_path / "b.onnx", *args, "--sequential")
+    one_shot = run_and_report(cli, path, calib, tmp_path / "a.onnx", *args)
+    staged = run_and_report(cli, path, calib, tmp_path / "b.onnx", *args, "--sequential")
     assert [layer["sparsity"] for layer in staged["layers"]] == [
         layer["sparsity"] for layer in one_shot["layers"]
     ]

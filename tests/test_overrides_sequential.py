@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import CliRunner
+from conftest import CliRunner, run_and_report
 
 import onnxprune
 from onnxprune.calibrate.runner import collect_statistics
@@ -29,14 +29,6 @@ def _prepare(tmp_path: Path, build: Any = models.mlp_matmul) -> tuple[onnx.Model
     path = models.save(model, tmp_path / "model.onnx")
     calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 96, seed=1))
     return model, path, calib
-
-
-def _run(cli: CliRunner, model: Path, calib: Path, out: Path, *args: object) -> dict[str, Any]:
-    report = out.with_suffix(".json")
-    result = cli(model, "--calib", calib, "-o", out, "--report", report, "-q", *args)
-    assert result.code == 0, result.err
-    onnx.checker.check_model(str(out), full_check=True)
-    return json.loads(report.read_text())
 
 
 def _zeros(model: Path) -> dict[str, int]:
@@ -60,7 +52,7 @@ def test_overridden_layer_gets_its_sparsity_and_the_rest_keeps_the_total(
     model, path, calib = _prepare(tmp_path)
     out = tmp_path / "out.onnx"
     args = ["--sparsity", 0.5, "--layer", "^W0$=0.25", "--layer", "^W2$=skip"]
-    report = _run(cli, path, calib, out, *args, "--group", group)
+    report = run_and_report(cli, path, calib, out, *args, "--group", group)
     zeros = _zeros(out)
     assert zeros["W0"] == round(0.25 * SIZES["W0"])
     assert zeros["W2"] == 0, "skip leaves the layer as it is"
@@ -81,7 +73,9 @@ def test_first_matching_override_wins_and_names_node_or_weight(
     _, path, calib = _prepare(tmp_path)
     out = tmp_path / "out.onnx"
     # fc1 is W1's node name; "W" would match every weight but comes second.
-    _run(cli, path, calib, out, "--sparsity", 0.5, "--layer", "fc1=0.1", "--layer", "W=0.7")
+    run_and_report(
+        cli, path, calib, out, "--sparsity", 0.5, "--layer", "fc1=0.1", "--layer", "W=0.7"
+    )
     zeros = _zeros(out)
     assert zeros["W1"] == round(0.1 * SIZES["W1"])
     assert zeros["W0"] == round(0.7 * SIZES["W0"])
@@ -91,7 +85,7 @@ def test_first_matching_override_wins_and_names_node_or_weight(
 def test_override_method_scores_that_layer(cli: CliRunner, tmp_path: Path) -> None:
     model, path, calib = _prepare(tmp_path)
     out = tmp_path / "out.onnx"
-    _run(cli, path, calib, out, "--sparsity", 0.5, "--group", "row", "--layer",
+    run_and_report(cli, path, calib, out, "--sparsity", 0.5, "--group", "row", "--layer",
          "^W1$=0.5:magnitude")  # fmt: skip
     original = models.stored_weights(model)["W1"].T  # [out, K]
     pruned = models.stored_weights(onnx.load(str(out)))["W1"].T
@@ -107,7 +101,7 @@ def test_overrides_removing_more_than_requested_leave_the_rest_dense(
 ) -> None:
     _, path, calib = _prepare(tmp_path)
     out = tmp_path / "out.onnx"
-    report = _run(cli, path, calib, out, "--sparsity", 0.2, "--layer", "^W1$=0.9")
+    report = run_and_report(cli, path, calib, out, "--sparsity", 0.2, "--layer", "^W1$=0.9")
     zeros = _zeros(out)
     assert zeros["W1"] == round(0.9 * SIZES["W1"]) and zeros["W0"] == zeros["W2"] == 0
     assert any("alone remove more than the requested" in w for w in report["warnings"])
@@ -116,11 +110,11 @@ def test_overrides_removing_more_than_requested_leave_the_rest_dense(
 def test_recipe_replays_overrides_byte_identically(cli: CliRunner, tmp_path: Path) -> None:
     _, path, calib = _prepare(tmp_path)
     first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
-    _run(cli, path, calib, first, "--sparsity", 0.55, "--layer", "^W0$=0.3:wanda",
+    run_and_report(cli, path, calib, first, "--sparsity", 0.55, "--layer", "^W0$=0.3:wanda",
          "--layer", "^W2$=skip")  # fmt: skip
     recipe = Path(str(first) + ".recipe.json")
     assert json.loads(recipe.read_text())["layer_overrides"] == ["^W0$=0.3:wanda", "^W2$=skip"]
-    report = _run(cli, path, calib, second, "--recipe", recipe)
+    report = run_and_report(cli, path, calib, second, "--recipe", recipe)
     assert second.read_bytes() == first.read_bytes()
     assert report["warnings"] == []
 
@@ -180,8 +174,8 @@ def test_sequential_meets_the_target_with_every_method(
     out = tmp_path / "out.onnx"
     # No row floor: the tiny CNN's rows are too short to reach 0.6 under the default one.
     args = ["--sparsity", 0.6, "--method", method, "--min-row-weights", 0]
-    one_shot = _run(cli, path, calib, tmp_path / "one.onnx", *args)
-    report = _run(cli, path, calib, out, *args, "--sequential")
+    one_shot = run_and_report(cli, path, calib, tmp_path / "one.onnx", *args)
+    report = run_and_report(cli, path, calib, out, *args, "--sequential")
     assert report["stages"] == 4
     assert report["calibration_passes"] == 4  # one-shot (serves stage 1) + 3 stages
     assert one_shot["calibration_passes"] == 1 and one_shot["stages"] is None
@@ -196,7 +190,7 @@ def test_sequential_meets_the_target_with_every_method(
 def test_sequential_with_update(cli: CliRunner, tmp_path: Path) -> None:
     model, path, calib = _prepare(tmp_path, models.transformer_block)
     out = tmp_path / "out.onnx"
-    report = _run(cli, path, calib, out, "--sparsity", 0.5, "--sequential", "--update",
+    report = run_and_report(cli, path, calib, out, "--sparsity", 0.5, "--sequential", "--update",
                   "--stages", 2)  # fmt: skip
     assert report["stages"] == 2 and report["calibration_passes"] == 2
     assert abs(report["achieved_sparsity"] - 0.5) < 0.01
@@ -245,11 +239,11 @@ def test_recipe_replays_sequential_with_overrides_byte_identically(
 ) -> None:
     _, path, calib = _prepare(tmp_path, models.transformer_block)
     first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
-    _run(cli, path, calib, first, "--sparsity", 0.6, "--sequential", "--stages", 3,
+    run_and_report(cli, path, calib, first, "--sparsity", 0.6, "--sequential", "--stages", 3,
          "--layer", "ffn2=0.4:wanda")  # fmt: skip
     recipe = Path(str(first) + ".recipe.json")
     data = json.loads(recipe.read_text())
     assert data["sequential"] is True and data["stages"] == 3
-    report = _run(cli, path, calib, second, "--recipe", recipe)
+    report = run_and_report(cli, path, calib, second, "--recipe", recipe)
     assert second.read_bytes() == first.read_bytes()
     assert report["warnings"] == [] and report["calibration_passes"] == 3
