@@ -1,11 +1,11 @@
 """Per-layer sparsity from measured sensitivity (``--allocation sensitivity``). Pure functions.
 
-Each layer is pruned alone to a few sparsities around its uniform share, and the damage to the
-model's outputs is measured (``Pruner.sensitivity_curves``). The budget then goes where it hurts
-least: the summed damage is minimised over piecewise-linear curves through the measured points
-(their lower convex hull), under the constraint that the weights removed over all layers equal
-the uniform allocation's total. Damage is assumed to add up across layers, the usual first-order
-assumption of sensitivity-based allocation.
+Each layer is pruned alone to a few sparsities around the share the run's selection group gives
+it, and the damage to the model's outputs is measured (``Pruner.sensitivity_curves``). The budget
+then goes where it hurts least: the summed damage is minimised over piecewise-linear curves
+through the measured points (their lower convex hull), under the constraint that the weights
+removed over all layers equal the base shares' total. Damage is assumed to add up across
+layers, the usual first-order assumption of sensitivity-based allocation.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-# How far from its uniform share a layer's sparsity may move, in either direction. Upwards it is
-# also limited to half the way to the layer's cap (min_row_weights), so that a layer near its cap
-# is still measured below it.
+# The spacing of the measured sparsities: two steps below a layer's base share, two above.
+# Upwards the range is also limited to half the way to the layer's cap (min_row_weights), so
+# that a layer near its cap is still measured below it.
 LEVEL_STEP = 0.1
 
 
@@ -29,8 +29,9 @@ class SensitivityCurve:
 
 
 def probe_levels(base: float, cap: float, step: float = LEVEL_STEP) -> list[float]:
-    """The sparsities a layer is measured at: its uniform share ``base`` and one step either
-    side, within [0, cap]. A layer whose share is 0 (kept dense) is not measured."""
+    """The sparsities a layer is measured at: its base share, two steps below (not under 0)
+    and two half-steps of the upward range above. A layer whose share is 0 (kept dense) is not
+    measured."""
     if base <= 0.0:
         return []
     up = min(2 * step, (cap - base) / 2)
