@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .errors import UsageError
 
 GROUPS = ("row", "layer", "global", "auto")
+UPDATE_TARGETS = ("pruned", "dense")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ class PruneConfig:
     # 0: one stage per depth), each stage's statistics from the model pruned upstream.
     sequential: bool = False
     stages: int = 8
+    # Advanced, --sequential with the update: what each stage's update fits. "pruned": the
+    # layer's outputs on the inputs the pruned upstream gives it (W x'); "dense": the dense
+    # model's outputs on the same samples (W x), from an extra dense copy in each stage pass.
+    update_target: str = "pruned"
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -155,6 +160,11 @@ class PruneConfig:
                         f"--layer {override.text!r}: an N:M --pattern fixes every layer's "
                         "sparsity; only 'skip' overrides combine with it"
                     )
+        if self.update_target not in UPDATE_TARGETS:
+            raise UsageError(
+                f"update target must be one of {', '.join(UPDATE_TARGETS)}, "
+                f"got {self.update_target!r}"
+            )
         if self.stages < 0:
             raise UsageError(f"--stages must be >= 0, got {self.stages}")
         if self.num_samples is not None and self.num_samples < 1:

@@ -19,6 +19,9 @@ from .errors import UsageError
 RECIPE_VERSION = 1
 # PruneConfig fields that are tuples (JSON lists in the recipe).
 TUPLE_FIELDS = ("exclude", "layer_overrides")
+# Advanced PruneConfig fields written only when they differ from these defaults (recipes of
+# runs that leave them alone stay as they were; recipes without them replay the default).
+ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned"}
 
 
 def recipe_path(output: Path) -> Path:
@@ -54,6 +57,9 @@ def build_recipe(
     }
     for name in TUPLE_FIELDS:
         recipe[name] = list(getattr(config, name))
+    for name, default in ADVANCED_DEFAULTS.items():
+        if recipe[name] == default:
+            del recipe[name]
     recipe.update(
         recipe_version=RECIPE_VERSION,
         method=variant,
@@ -75,7 +81,13 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     if not isinstance(recipe, dict) or recipe.get("recipe_version") != RECIPE_VERSION:
         raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
     try:
-        settings = {f.name: recipe[f.name] for f in dataclasses.fields(PruneConfig) if f.init}
+        settings = {
+            f.name: recipe.get(f.name, ADVANCED_DEFAULTS[f.name])
+            if f.name in ADVANCED_DEFAULTS
+            else recipe[f.name]
+            for f in dataclasses.fields(PruneConfig)
+            if f.init
+        }
         for name in TUPLE_FIELDS:
             settings[name] = tuple(settings[name])
         config = PruneConfig(**settings)

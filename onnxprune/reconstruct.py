@@ -102,3 +102,22 @@ def reconstruct(
         w[:, end:] -= errors @ upper[start:end, end:]
     w[mask] = 0.0
     return w, ~mask
+
+
+def refit_to_reference(
+    weight: np.ndarray, cross: np.ndarray, count: float, factor: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """The unpruned least-squares fit of ``W x_ref`` from the inputs ``x``, (out, K) float64.
+
+    Minimises ``||W X_ref - W0 X||^2`` over the calibration samples: ``W0 = W C H^-1`` with
+    ``C = sum_n x_ref x^T`` (``cross``, (K, K)) and ``H = sum_n x x^T``, both scaled like
+    ``inverse_hessian_factor`` (``2 / N``) and ``H`` damped the same way, through its factor
+    ``U`` (``H^-1 = U^T U``). Then ``||W X_ref - W' X||^2 = ||W X_ref - W0 X||^2 +
+    tr((W0 - W') H (W0 - W')^T)``: running ``reconstruct`` on ``W0`` with the same factor
+    minimises the second term, so the whole fit targets the reference outputs.
+    """
+    upper, dead = factor
+    scaled = 2.0 * cross / max(count, 1.0)
+    scaled[:, dead] = 0.0  # dead inputs are always 0 in x: no column of C
+    fitted: np.ndarray = ((weight.astype(np.float64) @ scaled) @ upper.T) @ upper
+    return fitted
