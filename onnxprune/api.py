@@ -75,6 +75,7 @@ def prune(
     layer_overrides: Sequence[str] = (),
     sequential: bool = False,
     stages: int = 8,
+    update_target: str = "pruned",
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -107,7 +108,7 @@ def prune(
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
-            layer_overrides, sequential, stages,
+            layer_overrides, sequential, stages, update_target,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -290,6 +291,7 @@ def _config_from_arguments(
     layer_overrides: Sequence[str],
     sequential: bool,
     stages: int,
+    update_target: str = "pruned",
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -325,6 +327,7 @@ def _config_from_arguments(
         layer_overrides=tuple(layer_overrides),
         sequential=sequential,
         stages=stages,
+        update_target=update_target,
     )
 
 

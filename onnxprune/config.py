@@ -165,6 +165,11 @@ class PruneConfig:
                 f"update target must be one of {', '.join(UPDATE_TARGETS)}, "
                 f"got {self.update_target!r}"
             )
+        if self.update_target == "dense" and not self.sequential:
+            raise UsageError(
+                "--update-target dense needs --sequential (one-shot, every layer already sees "
+                "the dense model's inputs)"
+            )
         if self.stages < 0:
             raise UsageError(f"--stages must be >= 0, got {self.stages}")
         if self.num_samples is not None and self.num_samples < 1:

@@ -10,13 +10,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune.calibrate.runner import collect_statistics
 from onnxprune.calibrate.sources import model_input_specs, open_data
 from onnxprune.config import PruneConfig
-from onnxprune.errors import UsageError
+from onnxprune.errors import EXIT_USAGE, UsageError
 from onnxprune.graph import GraphView
 from onnxprune.layers import find_layers
 from onnxprune.pipeline import Pruner
@@ -199,6 +200,26 @@ def test_default_target_is_pruned_and_leaves_the_recipe_alone(tmp_path: Path) ->
     assert outputs["dense"] != outputs["pruned"]
 
 
-def test_unknown_update_target_is_refused() -> None:
+def test_unknown_update_target_or_one_shot_dense_is_refused() -> None:
     with pytest.raises(UsageError, match="update target"):
         PruneConfig(sparsity=0.5, update_target="teacher")
+    with pytest.raises(UsageError, match="needs --sequential"):
+        PruneConfig(sparsity=0.5, update=True, update_target="dense")
+
+
+def test_cli_update_target(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.transformer_block()
+    path = models.save(model, tmp_path / "m.onnx")
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 96, seed=1))
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    args = [path, "--calib", calib, "--sparsity", 0.6, "--update", "-q", "-o", out]
+    refused = cli(*args, "--update-target", "dense")
+    assert refused.code == EXIT_USAGE and "needs --sequential" in refused.err
+    result = cli(*args, "--sequential", "--update-target", "dense", "--report", report)
+    assert result.code == 0, result.err
+    data = json.loads(report.read_text())
+    assert data["calibration_passes"] == data["stages"] == 4
+    assert abs(data["achieved_sparsity"] - 0.6) < 0.01
+    onnx.checker.check_model(str(out), full_check=True)
+    recipe = json.loads(Path(str(out) + ".recipe.json").read_text())
+    assert recipe["update_target"] == "dense"
