@@ -16,6 +16,9 @@ from .config import NMPattern
 
 BLOCK = 128
 DAMPING = 0.01
+# EXPERIMENT (update_target "dense"): extra ridge of the dense-target refit towards W, as a share
+# of the mean diagonal of the damped H; 0 (the default): none.
+REFIT_RIDGE = 0.0
 
 
 class ReconstructionError(ValueError):
@@ -119,5 +122,15 @@ def refit_to_reference(
     upper, dead = factor
     scaled = 2.0 * cross / max(count, 1.0)
     scaled[:, dead] = 0.0  # dead inputs are always 0 in x: no column of C
-    fitted: np.ndarray = ((weight.astype(np.float64) @ scaled) @ upper.T) @ upper
+    w = weight.astype(np.float64)
+    if REFIT_RIDGE > 0:
+        # EXPERIMENT: ridge towards W instead of 0, ``+ rho ||W0 - W||^2``:
+        # W0 = W (C + rho I)(H_damped + rho I)^-1, rho = REFIT_RIDGE * mean(diag H_damped).
+        inverse = upper.T @ upper
+        damped = np.linalg.inv(inverse)
+        rho = REFIT_RIDGE * float(np.mean(np.diag(damped)))
+        eye = np.eye(damped.shape[0])
+        solved: np.ndarray = np.linalg.solve(damped + rho * eye, (scaled + rho * eye).T @ w.T).T
+        return solved
+    fitted: np.ndarray = ((w @ scaled) @ upper.T) @ upper
     return fitted
