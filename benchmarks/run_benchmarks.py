@@ -239,14 +239,23 @@ class GridConfig:
     method: str
     group: str | None
     min_row_weights: int
-    kind: str  # "method", "ablation", "group", "baseline-mrw0", "update"
+    # "method", "ablation", "group", "baseline-mrw0", "update", "fast", "sensitivity",
+    # "sequential"
+    kind: str
     # The selection group as configured: the explicit one, or "<method default> (default)".
     group_label: str
-    # --update: SparseGPT-style reconstruction after the mask (``sparsegpt`` always has it).
-    update: bool = False
+    # --update: SparseGPT-style reconstruction after the mask (``sparsegpt`` always has it);
+    # None: the method's default (contrib: on).
+    update: bool | None = None
+    # --allocation; None: the method's default (contrib: sensitivity).
+    allocation: str | None = None
+    sequential: bool = False
 
 
-# MiniLM runs take minutes each: its grid keeps the published methods and contrib --update.
+# MiniLM runs take minutes each: its grid keeps the published methods and contrib's fast path.
+# The fast path: contrib without the OBS update and without sensitivity allocation (the default
+# before both were measured to win).
+FAST = "contrib, --no-update --allocation group"
 
 
 def grid_configs(methods_filter: Sequence[str] | None) -> list[GridConfig]:
@@ -275,9 +284,28 @@ def grid_configs(methods_filter: Sequence[str] | None) -> list[GridConfig]:
     ]
     configs += [
         GridConfig(f"{m}, --update", m, None, DEFAULT_MIN_ROW_WEIGHTS, "update", default(m), True)
-        for m in ("contrib", "wanda", "magnitude")
+        for m in ("wanda", "magnitude")
         if m in public
     ]
+    if "contrib" in public:
+        configs += [
+            GridConfig(
+                FAST, "contrib", None, DEFAULT_MIN_ROW_WEIGHTS, "fast", default("contrib"),
+                update=False, allocation="group",
+            ),
+            GridConfig(
+                "contrib, --sequential", "contrib", None, DEFAULT_MIN_ROW_WEIGHTS, "sequential",
+                default("contrib"), sequential=True,
+            ),
+        ]  # fmt: skip
+    if "sparsegpt" in public:
+        configs.append(
+            GridConfig(
+                "sparsegpt, --allocation sensitivity", "sparsegpt", None,
+                DEFAULT_MIN_ROW_WEIGHTS, "sensitivity", default("sparsegpt"),
+                allocation="sensitivity",
+            )
+        )  # fmt: skip
     if methods_filter:
         configs = [c for c in configs if c.method in methods_filter]
     return configs
@@ -319,6 +347,8 @@ def run_quality(
                     batch_size=BATCH_SIZE,
                     min_row_weights=config.min_row_weights,
                     update=config.update,
+                    allocation=config.allocation,
+                    sequential=config.sequential,
                     eval_data=files.eval,
                 )
                 row["prune_wall"] = time.perf_counter() - started
@@ -329,6 +359,8 @@ def run_quality(
                     group_trials=dict(getattr(report, "group_trials", None) or {}),
                     achieved_sparsity=report.achieved_sparsity,
                     calibration_samples=report.calibration_samples,
+                    allocation=report.arguments.get("allocation"),
+                    sensitivity_builds=report.sensitivity_builds,
                     timings=dict(report.timings),
                     warnings=list(report.warnings),
                     tool_cosine=fidelity.outputs[0].cosine if fidelity else None,
@@ -378,17 +410,21 @@ def run_quality_mobile(
     from onnxprune.config import PruneConfig
     from onnxprune.pipeline import Pruner
 
-    configs = [(m, False) for m in MOBILE_METHODS] + [("contrib", True)]
+    # (label, method, update, allocation); None: the method's default.
+    configs: list[tuple[str, str, bool | None, str | None]] = [
+        (m, m, None, None) for m in MOBILE_METHODS
+    ] + [(FAST, "contrib", False, "group")]
     if methods_filter:
-        configs = [c for c in configs if c[0] in methods_filter]
+        configs = [c for c in configs if c[1] in methods_filter]
     print(
         f"\n== quality: {files.name} ({len(configs)} configs x {len(sparsities)} sparsities + 2:4)"
     )
     rows: list[dict[str, Any]] = []
-    for method, update in configs:
-        label = f"{method}, --update" if update else method
+    for label, method, update, allocation in configs:
         started = time.perf_counter()
-        config = PruneConfig(sparsity=sparsities[0], method=method, update=update)
+        config = PruneConfig(
+            sparsity=sparsities[0], method=method, update=update, allocation=allocation
+        )
         pruner = Pruner(files.onnx, files.calib, config, eval_data=files.eval)
         pruner.statistics()
         calibrate = time.perf_counter() - started
@@ -397,7 +433,7 @@ def run_quality_mobile(
             row: dict[str, Any] = {
                 "model": files.name, "label": label, "method": method, "update": update,
                 "group": None, "group_label": f"{METHODS[method].default_group} (default)",
-                "kind": "update" if update else "method", "sparsity": point,
+                "kind": "method" if label == method else "fast", "sparsity": point,
                 "calibrate_seconds": calibrate, "load1": load1(),
             }  # fmt: skip
             clock = time.perf_counter()
@@ -406,7 +442,10 @@ def run_quality_mobile(
                     # N:M decides which layers are prunable (layers whose input channels per
                     # group are not a multiple of M stay dense): a Pruner of its own, with its
                     # own calibration pass, as the CLI would run it.
-                    nm = PruneConfig(sparsity=0.5, method=method, update=update, pattern=point)
+                    nm = PruneConfig(
+                        sparsity=0.5, method=method, update=update, pattern=point,
+                        allocation=None if allocation == "sensitivity" else allocation,
+                    )  # fmt: skip
                     nm_pruner = Pruner(files.onnx, files.calib, nm, eval_data=files.eval)
                     candidate = nm_pruner.build()
                     fidelity = nm_pruner.compare(candidate)
@@ -423,6 +462,7 @@ def run_quality_mobile(
                     group_trials=dict(candidate.trials),
                     achieved_sparsity=zeros / params,
                     layer_sparsity={x.name: x.sparsity for x in candidate.layers},
+                    allocation=candidate.allocation,
                     warnings=list(candidate.warnings),
                     top1_agreement=out.top1_agreement,
                     tool_cosine=out.cosine,
@@ -839,7 +879,8 @@ def choices_table(rows: list[dict[str, Any]], sparsities: Sequence[float]) -> li
     out = [
         "Selection the tool ended up with where the group was left to the method (`report.group`,"
         " and `report.variant` where it names another scoring variant; auto's candidates are "
-        "judged on calibration samples, see `group_trials` in results.json):",
+        "judged on calibration samples, see `group_trials` in results.json; `sensitivity` "
+        "where the layers' shares were re-allocated by measured sensitivity):",
         "",
         "| method / config | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
         "|---|" + "---|" * len(sparsities),
@@ -854,49 +895,47 @@ def choices_table(rows: list[dict[str, Any]], sparsities: Sequence[float]) -> li
             text = row["effective_group"]
             if row.get("variant") not in (None, row["method"]):
                 text += f" ({row['variant']})"
+            if row.get("allocation") == "sensitivity":
+                text += ", sensitivity"
             cells.append(text)
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return [*out, ""]
 
 
-def contrib_lines(rows: list[dict[str, Any]], sparsities: Sequence[float]) -> list[str]:
+# The published methods the default must beat (issue 6), and the metric's name per model.
+RIVALS = ("wanda", "ria", "sparsegpt")
+
+
+def contrib_lines(rows: list[dict[str, Any]], points: Sequence[Any]) -> list[str]:
+    """Per point: the default ``contrib`` row against each of wanda, ria and sparsegpt (their
+    best row: default or ``min_row_weights=0``), and the fast path against the same."""
     lines = []
-    for s in sparsities:
-        default = [
-            r for r in rows if r["label"] == "contrib" and r["sparsity"] == s and "value" in r
-        ]
-        rivals = [
-            r
-            for r in rows
-            if r["method"] in BASELINES
-            and r["kind"] in ("method", "baseline-mrw0")
-            and r["sparsity"] == s
-            and "value" in r
-        ]
-        if not default or not rivals:
+    for s in points:
+        measured = [r for r in rows if r["sparsity"] == s and "value" in r]
+        default = [r for r in measured if r["label"] == "contrib"]
+        fast = [r for r in measured if r["label"] == FAST]
+        best_rival = {}
+        for name in RIVALS:
+            candidates = [
+                r
+                for r in measured
+                if r["method"] == name and r["kind"] in ("method", "baseline-mrw0")
+            ]
+            if candidates:
+                best_rival[name] = max(candidates, key=lambda r: r["value"])
+        if not default or not best_rival:
             continue
         ours = default[0]["value"]
-        top = max(rivals, key=lambda r: r["value"])
+        top = max(best_rival.values(), key=lambda r: r["value"])
         verdict = "yes" if ours >= top["value"] else "no"
+        rivals = ", ".join(f"{name} {r['value']:.4f}" for name, r in best_rival.items())
         line = (
-            f"- sparsity {s:g}: contrib {ours:.4f} vs best baseline {top['value']:.4f} "
-            f"({top['label']}): contrib >= best baseline: **{verdict}** "
-            f"({ours - top['value']:+.4f})"
+            f"- {s if isinstance(s, str) else f'{s:g}'}: contrib (default) {ours:.4f} vs "
+            f"{rivals}: beats all three: **{verdict}** ({ours - top['value']:+.4f} against "
+            f"the best, {top['label']})"
         )
-        updated = [
-            r
-            for r in rows
-            if r["label"] == "contrib, --update" and r["sparsity"] == s and "value" in r
-        ]
-        sparsegpt = [
-            r for r in rows if r["label"] == "sparsegpt" and r["sparsity"] == s and "value" in r
-        ]
-        if updated and sparsegpt:
-            mine, theirs = updated[0]["value"], sparsegpt[0]["value"]
-            line += (
-                f"; contrib --update {mine:.4f} vs sparsegpt {theirs:.4f}: "
-                f"**{'yes' if mine >= theirs else 'no'}** ({mine - theirs:+.4f})"
-            )
+        if fast:
+            line += f"; fast path {fast[0]['value']:.4f}"
         lines.append(line)
     return lines
 
@@ -910,8 +949,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         "# onnxprune benchmarks",
         "",
         "Generated by `benchmarks/run_benchmarks.py`; every number below was measured in the "
-        "one run described here (raw numbers: `benchmarks/results.json`). The machine is "
-        "shared and noisy: compare numbers within this file, never across runs.",
+        "one run described here"
+        + (
+            f", except the {' and '.join(s for s in SECTIONS if s in meta['kept_sections'])} "
+            "section(s), kept from the "
+            "earlier run each names (`--keep-sections-from`)"
+            if meta.get("kept_sections")
+            else ""
+        )
+        + " (raw numbers: `benchmarks/results.json`). The machine is shared and noisy: "
+        "compare numbers within this file, never across runs.",
         "",
         f"- command: `{meta['command']}`",
         f"- date: {meta['started']} (UTC), total runtime {meta['runtime_seconds'] / 60:.1f} min",
@@ -965,8 +1012,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "layers unprotected). The group column is the selection group as configured (what a "
         "default group resolved to is listed below each model). Best "
         "value per column in bold. The contrib line per sparsity compares the default "
-        "`contrib` row with the best magnitude / wanda / ria row (default or "
-        "`min_row_weights=0`).",
+        "`contrib` row (`--update` and sensitivity allocation are its defaults) with wanda, "
+        "ria and sparsegpt (each its best row: default or `min_row_weights=0`).",
         "",
     ]
     quality = results.get("quality", {})
@@ -975,6 +1022,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += [f"### {model}", ""]
         if model == "mobile":
             out += mobile_lines(block, sparsities)
+            out += ["contrib (default) vs the published methods (top-1 agreement):", ""]
+            out += contrib_lines(rows, [*sparsities, MOBILE_PATTERN]) or ["- (not measured)"]
+            out += [""]
             continue
         if model == "minilm":
             out += [
@@ -1088,6 +1138,7 @@ def speed_section(results: dict[str, Any]) -> list[str]:
     out = [
         "## 2. Speed",
         "",
+        *provenance(results, "speed"),
         f"Whole CLI run (`python -m onnxprune.cli ... --sparsity {SPEED_SPARSITY:g} "
         f"--num-samples {SPEED_SAMPLES} --batch-size {BATCH_SIZE} --quiet`, fresh process, "
         "no `--eval`: the tool also holds out part of the calibration file for its fidelity "
@@ -1169,6 +1220,7 @@ def memory_section(results: dict[str, Any]) -> list[str]:
     out = [
         "## 3. Memory",
         "",
+        *provenance(results, "memory"),
         f"Peak RSS of a fresh CLI process (measured with {', '.join(sorted(how)) or '-'}), "
         f"`--sparsity {SPEED_SPARSITY:g} --batch-size {BATCH_SIZE} --quiet`, with "
         f"`--num-samples {MEMORY_SAMPLES[0]}` and `--num-samples {MEMORY_SAMPLES[1]}` (capped "
@@ -1227,8 +1279,55 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite the markdown from --results"
     )
+    parser.add_argument(
+        "--keep-sections-from",
+        type=Path,
+        metavar="RESULTS",
+        help="take the sections this run did not measure (speed, memory) from an earlier "
+        "results.json; the markdown names the run each section comes from",
+    )
     parser.add_argument("--plain-inference", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+SECTIONS = ("quality", "speed", "memory")
+
+
+def keep_sections(results: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``results`` plus the sections it lacks from ``earlier``, each labelled with the run it
+    comes from (``meta.kept_sections``)."""
+    merged = dict(results)
+    merged["meta"] = dict(results["meta"])
+    kept = dict(results["meta"].get("kept_sections", {}))
+    for section in SECTIONS:
+        if section in results or section not in earlier:
+            continue
+        merged[section] = earlier[section]
+        meta = earlier["meta"]
+        kept[section] = {
+            "command": meta["command"],
+            "started": meta["started"],
+            "commit": meta["git"]["commit"],
+            "clean": not meta["git"]["uncommitted"],
+            "runtime_seconds": meta["runtime_seconds"],
+        }
+    merged["meta"]["kept_sections"] = kept
+    return merged
+
+
+def provenance(results: dict[str, Any], section: str) -> list[str]:
+    """A line naming the earlier run a kept section comes from (nothing for this run's)."""
+    kept = results["meta"].get("kept_sections", {}).get(section)
+    if not kept:
+        return []
+    return [
+        f"*This section comes from an earlier run, not the one described at the top:* "
+        f"`{kept['command']}` on {kept['started']} (UTC), git {kept['commit']}"
+        + (" (clean tree)" if kept["clean"] else " (with uncommitted changes)")
+        + f", {kept['runtime_seconds'] / 60:.1f} min. The `contrib` measured there is the "
+        "code of that commit, with that commit's defaults.",
+        "",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1239,8 +1338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir: Path = args.out_dir.resolve()
     markdown = args.markdown or (out_dir / "BENCHMARKS.md" if partial else DEFAULT_MARKDOWN)
     results_path = args.results or (out_dir / "results.json" if partial else DEFAULT_RESULTS)
+    earlier = json.loads(args.keep_sections_from.read_text()) if args.keep_sections_from else None
     if args.render_only:
-        write_markdown(markdown, render_markdown(json.loads(results_path.read_text())))
+        loaded = json.loads(results_path.read_text())
+        if earlier is not None:
+            loaded = keep_sections(loaded, earlier)
+            results_path.write_text(json.dumps(loaded, indent=1) + "\n")
+        write_markdown(markdown, render_markdown(loaded))
         print(f"wrote {markdown}")
         return 0
 
@@ -1286,11 +1390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 save()
                 continue
             model_configs = (
-                [
-                    c
-                    for c in configs
-                    if c.kind == "method" or (c.kind == "update" and c.method == "contrib")
-                ]
+                [c for c in configs if c.kind in ("method", "fast")]
                 if name == "minilm"
                 else configs
             )
@@ -1310,6 +1410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["memory"]["plain"].append(plain_memory(files[name]))
             results["memory"]["rows"] += run_memory(files[name], speed_methods, work_dir)
             save()
+    if earlier is not None:
+        results = keep_sections(results, earlier)
     save()
     markdown.parent.mkdir(parents=True, exist_ok=True)
     write_markdown(markdown, render_markdown(results))

@@ -35,6 +35,7 @@ from .io import (
     default_output_path,
     external_data_files,
     gzip_size_bytes,
+    is_big_model,
     model_size_bytes,
     publish,
     read_tensor,
@@ -68,7 +69,7 @@ def prune(
     num_samples: int | None = None,
     batch_size: int = 32,
     min_row_weights: int = 8,
-    update: bool = False,
+    update: bool | None = None,
     sample_mask: str | None = None,
     structured: float = 0.0,
     structured_score: str = "variance",
@@ -76,6 +77,7 @@ def prune(
     sequential: bool = False,
     stages: int = 8,
     update_target: str = "pruned",
+    allocation: str | None = None,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -108,7 +110,7 @@ def prune(
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
-            layer_overrides, sequential, stages, update_target,
+            layer_overrides, sequential, stages, update_target, allocation,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -125,6 +127,7 @@ def prune(
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
     extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
+    config, allocation_note = _default_allocation(config, model_path, search, bool(sweep))
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -134,6 +137,8 @@ def prune(
     try:
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
+        if allocation_note:
+            report.warnings.append(allocation_note)
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
         ):
@@ -195,6 +200,7 @@ def prune(
         )
         if config.sequential:
             report.stages = len(pruner.stages())
+        report.sensitivity_builds = pruner.sensitivity_builds
         _describe_candidate(report, candidate, config, original.proto, pruner.base_dir)
 
         with staging_dir(output_path) as staging:
@@ -225,6 +231,7 @@ def prune(
                 config,
                 candidate.scorer.name,
                 candidate.group,
+                candidate.allocation,
                 {layer.weight: layer.sparsity for layer in report.layers},
                 fingerprint(calib),
                 report.versions,
@@ -253,6 +260,36 @@ def prune(
         stack.close()
 
 
+def _default_allocation(
+    config: PruneConfig, model_path: Path, search: bool, sweep: bool
+) -> tuple[PruneConfig, str | None]:
+    """The method's default sensitivity allocation measures every layer at every sparsity it
+    builds: it is left out (group allocation, and a note saying so) where that would multiply
+    the cost (--sparsity auto, --sweep) or is not supported (models over 1.5 GB). Asked for
+    explicitly, it runs (or is refused) as asked."""
+    if config.allocation is not None or config.allocation_mode != "sensitivity":
+        return config, None
+    reasons = [
+        reason
+        for reason, applies in (
+            ("--sparsity auto", search),
+            ("--sweep", sweep),
+            (
+                f"a model over {BIG_MODEL_BYTES / 1e9:.1f} GB",
+                model_path.is_file() and is_big_model(model_path),
+            ),
+        )
+        if applies
+    ]
+    if not reasons:
+        return config, None
+    note = (
+        f"allocation: group, not the default sensitivity ({' and '.join(reasons)}; "
+        "--allocation sensitivity asks for it)"
+    )
+    return dataclasses.replace(config, allocation="group"), note
+
+
 def _refuse_in_big_model_mode(config: PruneConfig) -> None:
     """Options that need the whole model in memory, refused in one line."""
     unsupported = [
@@ -260,6 +297,7 @@ def _refuse_in_big_model_mode(config: PruneConfig) -> None:
         for option, used in (
             ("--structured", bool(config.structured)),
             ("--sequential", config.sequential),
+            ("--allocation sensitivity", config.allocation == "sensitivity"),
             ("--layer sparsity overrides", any(o.sparsity is not None for o in config.overrides)),
         )
         if used
@@ -283,7 +321,7 @@ def _config_from_arguments(
     batch_size: int,
     seed: int,
     min_row_weights: int,
-    update: bool,
+    update: bool | None,
     sample_mask: str | None,
     search: bool,
     structured: float,
@@ -291,7 +329,8 @@ def _config_from_arguments(
     layer_overrides: Sequence[str],
     sequential: bool,
     stages: int,
-    update_target: str = "pruned",
+    update_target: str,
+    allocation: str | None,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -328,6 +367,7 @@ def _config_from_arguments(
         sequential=sequential,
         stages=stages,
         update_target=update_target,
+        allocation=allocation,
     )
 
 
@@ -397,6 +437,7 @@ def _describe_candidate(
 ) -> None:
     report.layers = candidate.layers
     report.warnings += candidate.warnings
+    report.arguments["allocation"] = candidate.allocation
     if candidate.trials:
         report.group = f"auto -> {candidate.group}"
         report.variant = candidate.scorer.name
@@ -578,6 +619,7 @@ def _arguments(
         "layer_overrides": list(config.layer_overrides),
         "sequential": config.sequential,
         "stages": config.stages,
+        "allocation": config.allocation_mode,
         "seed": config.seed,
     }
 

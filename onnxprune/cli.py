@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from .api import prune
+from .config import ALLOCATIONS
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError
 from .inspection import check_pattern, inspect_model
 from .scoring import available_methods
@@ -134,6 +135,16 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "the same samples (dense; each stage pass also runs the dense model).",
 )
 @click.option(
+    "--allocation",
+    type=click.Choice(ALLOCATIONS),
+    default=None,
+    help="How the sparsity budget is shared between layers. group: as --group selects. "
+    "sensitivity: each layer is pruned alone at 5 sparsities around its share and the loss "
+    "of output cosine measured on 64 calibration samples; the budget goes where it hurts "
+    "least. Default: the method's own (contrib: sensitivity, except with --sparsity auto, "
+    "--sweep, N:M or models over 1.5 GB; the other methods: group).",
+)
+@click.option(
     "--min-row-weights",
     type=int,
     default=8,
@@ -142,10 +153,11 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "depthwise 3x3 or a stem conv stay dense); other layers give more. 0: off.",
 )
 @click.option(
-    "--update",
-    is_flag=True,
+    "--update/--no-update",
+    default=None,
     help="Re-fit each layer's remaining weights to its calibration outputs (SparseGPT-style "
-    "reconstruction; gathers a K x K input correlation per layer).",
+    "reconstruction; gathers a K x K input correlation per layer). Default: the method's "
+    "own (contrib: on; the other methods: off, as published).",
 )
 @click.option(
     "--sample-mask",
@@ -240,8 +252,9 @@ def command(
     sequential: bool,
     stages: int,
     update_target: str,
+    allocation: str | None,
     min_row_weights: int,
-    update: bool,
+    update: bool | None,
     sample_mask: str | None,
     structured: float,
     structured_score: str,
@@ -283,6 +296,7 @@ def command(
         sequential=sequential,
         stages=stages,
         update_target=update_target,
+        allocation=allocation,
         num_samples=num_samples,
         batch_size=batch_size,
         min_row_weights=min_row_weights,

@@ -9,6 +9,7 @@ from .errors import UsageError
 
 GROUPS = ("row", "layer", "global", "auto")
 UPDATE_TARGETS = ("pruned", "dense")
+ALLOCATIONS = ("group", "sensitivity")
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ class PruneConfig:
     # fewer); the overall target is met by pruning the other layers more. 0 disables.
     min_row_weights: int = 8
     # Re-fit the remaining weights of each layer to its calibration outputs (SparseGPT update).
-    update: bool = False
+    # None: the method's default (``ScoringMethod.default_update``), resolved on construction.
+    update: bool | None = None
     # Input whose zeros mark padding ([batch, seq]); None: detect attention_mask; "none": off.
     sample_mask: str | None = None
     # Share of the hidden units (neurons, channels, heads) to remove structurally, before any
@@ -126,11 +128,17 @@ class PruneConfig:
     # layer's outputs on the inputs the pruned upstream gives it (W x'); "dense": the dense
     # model's outputs on the same samples (W x), from an extra dense copy in each stage pass.
     update_target: str = "pruned"
+    # How the budget is shared between layers: "group" (as --group selects: the same share per
+    # layer, or scores competing across layers under global selection) or "sensitivity" (each
+    # layer pruned alone and measured; see ``onnxprune.allocation``). None: the method's
+    # default (``allocation_mode``).
+    allocation: str | None = None
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from .scoring import available_methods  # local: scoring imports config types
+        # local: scoring imports config types
+        from .scoring import available_methods, get_method
 
         if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"--sparsity must be in [0, 1), got {self.sparsity!r}")
@@ -170,6 +178,17 @@ class PruneConfig:
                 "--update-target dense needs --sequential (one-shot, every layer already sees "
                 "the dense model's inputs)"
             )
+        if self.update is None:
+            object.__setattr__(self, "update", get_method(self.method).default_update)
+        if self.allocation is not None and self.allocation not in ALLOCATIONS:
+            raise UsageError(
+                f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"
+            )
+        if self.allocation == "sensitivity" and nm is not None:
+            raise UsageError(
+                f"--allocation sensitivity cannot be combined with --pattern {nm}: an N:M "
+                "pattern fixes every layer's sparsity"
+            )
         if self.stages < 0:
             raise UsageError(f"--stages must be >= 0, got {self.stages}")
         if self.num_samples is not None and self.num_samples < 1:
@@ -191,6 +210,18 @@ class PruneConfig:
             )
         if not 0.0 < self.layer_cap <= 1.0:
             raise UsageError(f"layer cap must be in (0, 1], got {self.layer_cap}")
+
+    @property
+    def allocation_mode(self) -> str:
+        """The allocation that runs: the one asked for, else the method's default ("group"
+        under an N:M pattern, which fixes every layer's share)."""
+        if self.allocation is not None:
+            return self.allocation
+        if self.nm is not None:
+            return "group"
+        from .scoring import get_method
+
+        return get_method(self.method).default_allocation
 
     @property
     def target_sparsity(self) -> float:

@@ -121,6 +121,9 @@ def inspect_model(
         batch_size=batch_size,
         seed=seed,
         min_row_weights=0,
+        # Each layer alone, as documented: no reconstruction, no re-allocation.
+        update=False,
+        allocation="group",
     )
     view = GraphView(*load_for_reading(model_path))
     scan = find_layers(view, config)

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
+from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
 from .apply import add_bias, write_weight
 from .calibrate.augment import has_subgraphs
 from .calibrate.runner import collect_statistics, collect_statistics_in_parts, probe_shapes
@@ -90,6 +92,9 @@ class Candidate:
     notes: list[str] = dataclasses.field(default_factory=list)
     # --sequential: calibration passes this candidate needed beyond the one-shot pass.
     stage_passes: int = 0
+    # How its layers' shares were decided ("group" or "sensitivity"; --group auto may keep
+    # either).
+    allocation: str = "group"
 
 
 @dataclass
@@ -161,6 +166,10 @@ class Pruner:
         self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
         self._auto_reference: ReferenceRun | None = None
         self._verify_reference: ReferenceRun | None = None
+        # --allocation sensitivity: measured curves per (selection, layers and their shares).
+        self._sensitivity: dict[tuple[object, ...], list[SensitivityCurve]] = {}
+        # Single-layer candidates built and run to measure them.
+        self.sensitivity_builds = 0
         # Calibration passes run so far (one-shot statistics, --sequential stages, --structured).
         self.calibration_passes = 0
         # --sequential: the statistics each layer was last pruned with (stage passes).
@@ -352,7 +361,18 @@ class Pruner:
                     f"overall sparsity is {overall:.4f}"
                 )
         plans: dict[int, LayerPlan] = {}
-        if shared:
+        if shared and config.allocation_mode == "sensitivity":
+            selection = "row" if group == "row" else "layer"
+            targets = self.sensitivity_targets(config, shared, target, scorer, group)
+            for i, layer_target in zip(shared, targets, strict=True):
+                measured_keep = None
+                if not scorer.adaptive_mask:
+                    scores_i = scorer.score(matrices[i], stats[self.layers[i].weight_name])
+                    measured_keep = layer_select(
+                        scores_i, layer_target, selection, None, config.min_row_weights
+                    )
+                plans[i] = LayerPlan(i, scorer, layer_target, measured_keep, config.min_row_weights)
+        elif shared:
             shared_matrices = [matrices[i] for i in shared]
             if scorer.adaptive_mask:
                 # The mask is chosen inside the reconstruction, block by block.
@@ -443,6 +463,7 @@ class Pruner:
         )
         candidate.removed = removed
         candidate.notes = notes
+        candidate.allocation = config.allocation_mode
         return candidate
 
     def _build_streamed(
@@ -568,6 +589,7 @@ class Pruner:
         candidate.removed = one_shot.removed
         candidate.notes = one_shot.notes
         candidate.stage_passes = passes
+        candidate.allocation = one_shot.allocation
         return candidate
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
@@ -576,7 +598,114 @@ class Pruner:
 
         Statistics are reused; the original's outputs are computed once. Held-out samples are
         not used, so the reported fidelity stays an honest estimate. Ties: first candidate.
+        With --allocation sensitivity the choice is made on the group's own shares, and only
+        the winner is then re-allocated by measured sensitivity (one measurement, not one per
+        trial); the re-allocated candidate is kept unless it scores lower on the same samples.
         """
+        reference = self.calibration_reference()
+        variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
+        trying = dataclasses.replace(config, allocation="group")
+        trials: dict[str, float] = {}
+        best: tuple[float, Candidate] | None = None
+        for variant in variants:
+            for group in AUTO_GROUPS:
+                candidate = self._build(trying, variant, group, None)
+                cosine = mean_cosine(self.compare(candidate, reference))
+                trials[f"{variant.name}/{group}"] = cosine
+                if best is None or cosine > best[0]:
+                    best = (cosine, candidate)
+        assert best is not None
+        if config.allocation_mode == "sensitivity":
+            winner = best[1]
+            candidate = self._build(config, winner.scorer, winner.group, None)
+            cosine = mean_cosine(self.compare(candidate, reference))
+            trials[f"{winner.scorer.name}/{winner.group}+sensitivity"] = cosine
+            if cosine >= best[0]:
+                best = (cosine, candidate)
+        best[1].trials = trials
+        return best[1]
+
+    # -- sensitivity allocation ---------------------------------------------------------
+
+    def sensitivity_targets(
+        self,
+        config: PruneConfig,
+        chosen: list[int],
+        sparsity: float,
+        scorer: ScoringMethod,
+        group: str,
+    ) -> list[float]:
+        """--allocation sensitivity: the sparsity of each chosen layer. The selection group's
+        own shares (global selection: what the scores give each layer; otherwise the same share
+        with the row floors, ``allocate``) are the starting point; the same number of weights
+        is then moved to where the measured damage is least."""
+        shapes = [self.layers[i].matrix_shape for i in chosen]
+        if group == "global" and not scorer.adaptive_mask:
+            stats = self.statistics()
+            scores = [
+                scorer.score(self.matrices()[i], stats[self.layers[i].weight_name]) for i in chosen
+            ]
+            masks = select_masks(scores, config, "global", sparsity=sparsity)
+            base = [1.0 - float(mask.mean()) for mask in masks]
+        else:
+            base = allocate(shapes, sparsity, config.min_row_weights)
+        curves = self.sensitivity_curves(config, chosen, base, scorer, group)
+        budget = sum(c.size * t for c, t in zip(curves, base, strict=True))
+        return allocate_by_sensitivity(curves, budget)
+
+    def sensitivity_curves(
+        self,
+        config: PruneConfig,
+        chosen: list[int],
+        base: list[float],
+        scorer: ScoringMethod,
+        group: str,
+    ) -> list[SensitivityCurve]:
+        """Each chosen layer pruned alone (the run's method, update and selection within the
+        layer) at ``probe_levels`` around its share ``base``; damage = 1 - mean output cosine
+        against the original on the calibration probe samples --group auto judges on. Cached
+        per scorer, selection, layers and shares (a sweep or search measures each sparsity)."""
+        selection = "row" if group == "row" else "layer"
+        key = (
+            scorer.name,
+            selection,
+            config.update,
+            tuple(chosen),
+            tuple(round(b, 9) for b in base),
+        )
+        if key in self._sensitivity:
+            return self._sensitivity[key]
+        reference = self.calibration_reference()
+        measuring = dataclasses.replace(config, allocation="group", sequential=False)
+        curves = []
+        for i, layer_base in tqdm(
+            list(zip(chosen, base, strict=True)),
+            desc="sensitivity",
+            unit="layer",
+            disable=not self.progress,
+            leave=False,
+        ):
+            layer = self.layers[i]
+            rows, columns = layer.matrix_shape
+            cap = 1.0 - min(columns, config.min_row_weights) / columns
+            points = []
+            for level in probe_levels(layer_base, cap):
+                at_level = dataclasses.replace(measuring, sparsity=level)
+                candidate = self._build(at_level, scorer, selection, {layer.weight_name})
+                damage = 1.0 - mean_cosine(self.compare(candidate, reference))
+                self.sensitivity_builds += 1
+                points.append((level, damage))
+            curves.append(SensitivityCurve(rows * columns, tuple(points)))
+        log.info("sensitivity: %d single-layer candidates measured", self.sensitivity_builds)
+        self._sensitivity[key] = curves
+        return curves
+
+    # -- checking candidates -------------------------------------------------------------
+
+    def calibration_reference(self) -> ReferenceRun:
+        """The original's outputs on the first AUTO_SAMPLES calibration samples, on which
+        --group auto and --allocation sensitivity judge candidates (never the held-out ones, so
+        the reported fidelity stays an honest estimate)."""
         if self._auto_reference is None:
             probe = np.zeros_like(self.calib_mask)
             probe[np.flatnonzero(self.calib_mask)[:AUTO_SAMPLES]] = True
@@ -584,25 +713,11 @@ class Pruner:
                 self.reference_path,
                 self.calibration,
                 probe,
-                config.batch_size,
+                self.config.batch_size,
                 "calibration",
                 cache=True,
             )
-        variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
-        trials: dict[str, float] = {}
-        best: tuple[float, Candidate] | None = None
-        for variant in variants:
-            for group in AUTO_GROUPS:
-                candidate = self._build(config, variant, group, None)
-                cosine = mean_cosine(self.compare(candidate, self._auto_reference))
-                trials[f"{variant.name}/{group}"] = cosine
-                if best is None or cosine > best[0]:
-                    best = (cosine, candidate)
-        assert best is not None
-        best[1].trials = trials
-        return best[1]
-
-    # -- checking candidates -------------------------------------------------------------
+        return self._auto_reference
 
     def verification_reference(self) -> ReferenceRun:
         """The original's side of the held-out (or --eval) check; cached outputs are kept

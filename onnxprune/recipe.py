@@ -20,7 +20,7 @@ RECIPE_VERSION = 1
 # PruneConfig fields that are tuples (JSON lists in the recipe).
 TUPLE_FIELDS = ("exclude", "layer_overrides")
 # Advanced PruneConfig fields written only when they differ from these defaults (recipes of
-# runs that leave them alone stay as they were; recipes without them replay the default).
+# runs that leave them alone stay as they were; a missing field replays its default).
 ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned"}
 
 
@@ -47,11 +47,12 @@ def build_recipe(
     config: PruneConfig,
     variant: str,
     group: str,
+    allocation: str,
     layer_sparsity: dict[str, float],
     calibration_fingerprint: str | None,
     versions: dict[str, str],
 ) -> dict[str, Any]:
-    """Every PruneConfig field, with the method and group that actually ran."""
+    """Every PruneConfig field, with the method, group and allocation that actually ran."""
     recipe: dict[str, Any] = {
         f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init
     }
@@ -65,6 +66,7 @@ def build_recipe(
         method=variant,
         requested_method=config.method,
         group=group,
+        allocation=allocation,
         layers=layer_sparsity,
         calibration_fingerprint=calibration_fingerprint,
         versions=versions,
@@ -81,15 +83,15 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     if not isinstance(recipe, dict) or recipe.get("recipe_version") != RECIPE_VERSION:
         raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
     try:
+        # A field missing from an older recipe (added since) takes its default.
         settings = {
-            f.name: recipe.get(f.name, ADVANCED_DEFAULTS[f.name])
-            if f.name in ADVANCED_DEFAULTS
-            else recipe[f.name]
+            f.name: recipe[f.name]
             for f in dataclasses.fields(PruneConfig)
-            if f.init
+            if f.init and (f.name in recipe or f.default is dataclasses.MISSING)
         }
         for name in TUPLE_FIELDS:
-            settings[name] = tuple(settings[name])
+            if name in settings:
+                settings[name] = tuple(settings[name])
         config = PruneConfig(**settings)
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"recipe {path} is incomplete or malformed: {err}") from err

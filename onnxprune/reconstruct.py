@@ -63,8 +63,10 @@ def reconstruct(
     largest share of a row the adaptive selection may remove, applied in every block.
     """
     w = weight.astype(np.float64).copy()
+    # Inputs that were 0 on every calibration sample (``dead``) carry no evidence: a mask that
+    # keeps their weights keeps them unchanged (their H row is the identity's, so no error
+    # flows through them), and the adaptive selection removes them first, at no cost.
     upper, dead = factor
-    w[:, dead] = 0.0
     columns = w.shape[1]
     mask = np.zeros_like(w, dtype=bool) if keep is None else ~keep  # True = prune
     for start in range(0, columns, BLOCK):
@@ -73,8 +75,9 @@ def reconstruct(
         errors = np.zeros_like(block)
         u_block = upper[start:end, start:end]
         diagonal = np.diag(u_block)
+        dead_block = dead[start:end]
         if keep is None and pattern is None:
-            saliency = block**2 / diagonal[None, :] ** 2
+            saliency = np.where(dead_block[None, :], 0.0, block**2 / diagonal[None, :] ** 2)
             # Each row may lose at most its cap within the block (the row floor overall).
             limit = int(np.floor(row_cap * saliency.shape[1] + 1e-9))
             ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
@@ -89,7 +92,9 @@ def reconstruct(
             column = start + i
             if keep is None and pattern is not None and i % pattern.m == 0:
                 group = slice(i, min(i + pattern.m, end - start))
-                saliency = block[:, group] ** 2 / diagonal[None, group] ** 2
+                saliency = np.where(
+                    dead_block[None, group], 0.0, block[:, group] ** 2 / diagonal[None, group] ** 2
+                )
                 ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
                 width = saliency.shape[1]
                 mask[:, start + group.start : start + group.stop] = ranks < width - min(
@@ -131,6 +136,9 @@ def refit_to_reference(
         rho = REFIT_RIDGE * float(np.mean(np.diag(damped)))
         eye = np.eye(damped.shape[0])
         solved: np.ndarray = np.linalg.solve(damped + rho * eye, (scaled + rho * eye).T @ w.T).T
+        solved[:, dead] = w[:, dead]
         return solved
     fitted: np.ndarray = ((w @ scaled) @ upper.T) @ upper
+    # Dead inputs carry no evidence: their weights stay as they were (see ``reconstruct``).
+    fitted[:, dead] = w[:, dead]
     return fitted

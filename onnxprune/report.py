@@ -87,6 +87,8 @@ class Report:
     # of --sequential stages.
     calibration_passes: int = 0
     stages: int | None = None
+    # --allocation sensitivity: single-layer candidates built and run to measure the layers.
+    sensitivity_builds: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -125,6 +127,7 @@ class Report:
             + (f" (auto chose {self.variant})" if self.variant not in (None, self.method) else "")
             + f", group {self.group}, pattern {self.pattern}, target sparsity "
             f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}"
+            + (", --update" if self.arguments.get("update") else "")
             + (
                 f", structured {self.arguments['structured']:g} of the units "
                 f"({self.arguments['structured_score']})"
@@ -138,6 +141,11 @@ class Report:
         if self.stages is not None:
             lines.append(
                 f"sequential: {self.stages} stages, {self.calibration_passes} calibration passes"
+            )
+        if self.sensitivity_builds:
+            lines.append(
+                f"allocation: sensitivity ({self.sensitivity_builds} single-layer candidates "
+                "measured); per-layer sparsity in the layer table"
             )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")

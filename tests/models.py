@@ -351,6 +351,36 @@ def transformer_block(hidden: int = 32, ffn: int = 64, seed: int = 0) -> onnx.Mo
     )
 
 
+def quiet_branch(
+    width: int = 64, outputs: int = 16, scale: float = 0.01, seed: int = 0
+) -> onnx.ModelProto:
+    """Two layers of the same shape whose outputs are summed, one of them scaled down: pruning
+    ``B`` alone hurts the output ``1 / scale`` times less than pruning ``A`` alone.
+
+    x[batch,width] -> MatMul(A[width,outputs]) ----------------------> Add -> y[batch,outputs]
+                   -> MatMul(B[width,outputs]) -> Mul(scale) --------/
+    """
+    rng = np.random.default_rng(seed)
+    params = {
+        "A": _weight(rng, (width, outputs), width),
+        "B": _weight(rng, (width, outputs), width),
+        "scale": _scalar(scale),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "A"], ["za"], name="loud"),
+        helper.make_node("MatMul", ["x", "B"], ["zb"], name="quiet"),
+        helper.make_node("Mul", ["zb", "scale"], ["zq"], name="scale_quiet"),
+        helper.make_node("Add", ["za", "zq"], ["y"], name="sum"),
+    ]
+    return _finish(
+        "quiet_branch",
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", FLOAT, ["batch", outputs])],
+        params,
+    )
+
+
 def constant_node_mlp(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.ModelProto:
     """``mlp_matmul`` with every weight and bias in a Constant node (no initializers).
 

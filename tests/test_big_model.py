@@ -59,7 +59,8 @@ def test_big_model_mode_matches_the_normal_path(
     source = _save_external(model, tmp_path / "in" / "mlp.onnx")
     inputs = models.random_inputs(model, 80, seed=1)
     calib = models.write_npz(tmp_path / "calib.npz", inputs)
-    kwargs = {"sparsity": 0.5, "method": method, "group": group}
+    # Group allocation on both sides: big-model mode never measures sensitivity (tested below).
+    kwargs = {"sparsity": 0.5, "method": method, "group": group, "allocation": "group"}
     (tmp_path / "normal").mkdir()
     normal = onnxprune.prune(source, calib, output=tmp_path / "normal" / "m.onnx", **kwargs)
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
@@ -91,6 +92,22 @@ def test_big_model_mode_matches_the_normal_path(
     )
     assert big.fidelity is not None and normal.fidelity is not None
     assert big.fidelity.outputs[0].cosine == pytest.approx(normal.fidelity.outputs[0].cosine)
+
+
+def test_default_sensitivity_allocation_gives_way_in_big_model_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = models.mlp_matmul(sizes=(32, 64, 48, 8))
+    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 80, seed=1))
+    monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
+    report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "m.onnx")
+    assert report.sensitivity_builds == 0
+    assert report.arguments["allocation"] == "group"
+    assert any(
+        "not the default sensitivity (a model over" in warning for warning in report.warnings
+    ), report.warnings
+    assert report.achieved_sparsity == pytest.approx(0.5, abs=1e-3)
 
 
 def test_big_model_mode_reads_no_weight_up_front(

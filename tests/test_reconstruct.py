@@ -97,15 +97,28 @@ def test_adaptive_nm_pattern_keeps_n_of_every_m() -> None:
     assert np.all(updated[~keep] == 0)
 
 
-def test_dead_inputs_are_zeroed_and_do_not_break_the_factor() -> None:
+def test_dead_inputs_keep_their_weights_and_do_not_break_the_factor() -> None:
     x = _correlated_inputs(400, 16, 7)
     x[:, 3] = 0.0
     weight = np.random.default_rng(8).normal(size=(4, 16))
     factor = inverse_hessian_factor(x.T @ x, 400)
     assert factor[1][3] and factor[1].sum() == 1
-    updated, _ = reconstruct(weight, factor, np.ones_like(weight, dtype=bool))
-    assert np.all(updated[:, 3] == 0)
+    updated, keep = reconstruct(weight, factor, np.ones_like(weight, dtype=bool))
+    # A kept weight on an input never seen active stays as it was: the mask (and the row
+    # floors behind it) decide what goes, never the data's silence.
+    np.testing.assert_array_equal(updated[:, 3], weight[:, 3])
+    assert keep.all()
     np.testing.assert_allclose(x @ updated.T, x @ weight.T, atol=1e-9)
+
+
+def test_adaptive_selection_removes_dead_inputs_first() -> None:
+    x = _correlated_inputs(400, 16, 7)
+    x[:, [3, 9]] = 0.0
+    weight = np.random.default_rng(8).normal(size=(4, 16)) * 10.0  # large, but unused
+    updated, keep = reconstruct(weight, inverse_hessian_factor(x.T @ x, 400), sparsity=0.125)
+    assert (~keep).sum() == 8
+    assert not keep[:, [3, 9]].any()
+    assert np.all(updated[~keep] == 0)
 
 
 @pytest.mark.parametrize("builder", ["mlp_matmul", "transformer_block"])

@@ -309,6 +309,10 @@ def test_cli_structured_rejects_impossible_ratios(
         (("--structured", 0.3), "--structured is not supported"),
         (("--sparsity", 0.5, "--sequential"), "--sequential is not supported"),
         (("--sparsity", 0.5, "--layer", "fc1=0.3"), "--layer sparsity overrides is not"),
+        (
+            ("--sparsity", 0.5, "--allocation", "sensitivity"),
+            "--allocation sensitivity is not supported",
+        ),
     ],
 )
 def test_whole_model_options_refuse_big_model_mode_cleanly(

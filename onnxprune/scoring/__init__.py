@@ -31,6 +31,9 @@ class ScoringMethod:
     auto_variants: tuple[str, ...] = ()
     # The mask is chosen during reconstruction (SparseGPT), not from ``score`` up front.
     adaptive_mask: bool = False
+    # What the method does when --update / --allocation are not given.
+    default_update: bool = False
+    default_allocation: str = "group"
 
 
 METHODS: dict[str, ScoringMethod] = {}

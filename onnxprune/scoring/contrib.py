@@ -90,6 +90,8 @@ def _register(
     text: str,
     hidden: bool,
     auto_variants: tuple[str, ...] = (),
+    default_update: bool = False,
+    default_allocation: str = "group",
 ) -> None:
     register(
         ScoringMethod(
@@ -101,6 +103,8 @@ def _register(
             compensate=variant.compensation if variant.compensate else None,
             hidden=hidden,
             auto_variants=auto_variants,
+            default_update=default_update,
+            default_allocation=default_allocation,
         )
     )
 
@@ -114,6 +118,10 @@ _register(
     # Mean compensation helps up to high sparsity and can kill a small net beyond it (all
     # neurons pinned to their means); auto measures both on calibration samples.
     auto_variants=("contrib-nocomp",),
+    # The default pipeline is the best measured one (BENCHMARKS.md, docs/METHOD.md): the OBS
+    # update re-fits the kept weights, and sensitivity moves the budget between layers.
+    default_update=True,
+    default_allocation="sensitivity",
 )
 # Ablations, measured side by side in benchmarks/run_benchmarks.py.
 _register(

@@ -1,0 +1,85 @@
+"""Per-layer sparsity from measured sensitivity (``--allocation sensitivity``). Pure functions.
+
+Each layer is pruned alone to a few sparsities around its uniform share, and the damage to the
+model's outputs is measured (``Pruner.sensitivity_curves``). The budget then goes where it hurts
+least: the summed damage is minimised over piecewise-linear curves through the measured points
+(their lower convex hull), under the constraint that the weights removed over all layers equal
+the uniform allocation's total. Damage is assumed to add up across layers, the usual first-order
+assumption of sensitivity-based allocation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+# How far from its uniform share a layer's sparsity may move, in either direction. Upwards it is
+# also limited to half the way to the layer's cap (min_row_weights), so that a layer near its cap
+# is still measured below it.
+LEVEL_STEP = 0.1
+
+
+@dataclass(frozen=True)
+class SensitivityCurve:
+    """Measured damage of one layer pruned alone: ``points`` (sparsity, damage) ascending in
+    sparsity; the layer's sparsity stays within the first and the last point."""
+
+    size: int
+    points: tuple[tuple[float, float], ...]
+
+
+def probe_levels(base: float, cap: float, step: float = LEVEL_STEP) -> list[float]:
+    """The sparsities a layer is measured at: its uniform share ``base`` and one step either
+    side, within [0, cap]. A layer whose share is 0 (kept dense) is not measured."""
+    if base <= 0.0:
+        return []
+    up = min(2 * step, (cap - base) / 2)
+    levels = sorted(
+        {max(base - 2 * step, 0.0), max(base - step, 0.0), base, base + up / 2, base + up}
+    )
+    return [round(level, 6) for level in levels]
+
+
+def _lower_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Lower convex hull of points sorted by x, with the y values first made non-decreasing
+    (pruning more never helps; a lower measurement further right is noise)."""
+    monotone: list[tuple[float, float]] = []
+    for x, y in points:
+        monotone.append((x, max(y, monotone[-1][1]) if monotone else y))
+    hull: list[tuple[float, float]] = []
+    for point in monotone:
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            # Drop the middle point when it lies on or above the chord.
+            if (y2 - y1) * (point[0] - x1) >= (point[1] - y1) * (x2 - x1):
+                hull.pop()
+            else:
+                break
+        hull.append(point)
+    return hull
+
+
+def allocate_by_sensitivity(curves: list[SensitivityCurve], total_pruned: float) -> list[float]:
+    """Per-layer sparsity removing ``total_pruned`` weights over all layers, at the least summed
+    damage along each curve's lower convex hull.
+
+    Every layer starts at its curve's lowest sparsity; hull segments are then taken in order of
+    damage per removed weight (convexity keeps each layer's segments in order), the last one
+    partly, until the budget is spent. A curve without points keeps sparsity 0.
+    """
+    sparsity = [curve.points[0][0] if curve.points else 0.0 for curve in curves]
+    remaining = total_pruned - sum(c.size * s for c, s in zip(curves, sparsity, strict=True))
+    segments: list[tuple[float, int, float]] = []  # (damage per weight, layer, sparsity step)
+    for index, curve in enumerate(curves):
+        hull = _lower_hull(list(curve.points))
+        for (x1, y1), (x2, y2) in itertools.pairwise(hull):
+            segments.append(((y2 - y1) / (curve.size * (x2 - x1)), index, x2 - x1))
+    segments.sort(key=lambda segment: segment[0])  # stable: ties keep layer order
+    for _, index, step in segments:
+        if remaining <= 0:
+            break
+        weights = curves[index].size * step
+        taken = min(1.0, remaining / weights)
+        sparsity[index] += taken * step
+        remaining -= taken * weights
+    return sparsity

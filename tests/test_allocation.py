@@ -1,0 +1,205 @@
+"""Sensitivity-driven allocation (``--allocation sensitivity``): the pure solver, and the
+pipeline end to end on a model whose layers differ in how much their pruning hurts."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import models
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from onnxprune.allocation import (
+    SensitivityCurve,
+    _lower_hull,
+    allocate_by_sensitivity,
+    probe_levels,
+)
+from onnxprune.errors import EXIT_USAGE
+
+# -- the solver ---------------------------------------------------------------------------
+
+
+def test_probe_levels_bracket_the_share_within_the_cap() -> None:
+    assert probe_levels(0.5, 1.0) == [0.3, 0.4, 0.5, 0.6, 0.7]
+    # Near the cap the upper levels go only half the way to it.
+    assert probe_levels(0.9, 0.98) == [0.7, 0.8, 0.9, 0.92, 0.94]
+    assert probe_levels(0.15, 1.0)[0] == 0.0
+    assert probe_levels(0.0, 1.0) == [], "a layer kept dense is not measured"
+    assert probe_levels(0.5, 0.5) == [0.3, 0.4, 0.5], "a layer at its cap only goes down"
+
+
+def test_hull_ignores_noise_that_makes_pruning_more_look_better() -> None:
+    points = [(0.3, 0.02), (0.4, 0.01), (0.5, 0.05), (0.6, 0.30)]
+    hull = _lower_hull(points)
+    ys = [y for _, y in hull]
+    assert ys == sorted(ys), "damage never falls as sparsity rises"
+    slopes = [(y2 - y1) / (x2 - x1) for (x1, y1), (x2, y2) in itertools.pairwise(hull)]
+    assert slopes == sorted(slopes), "convex"
+
+
+def test_budget_moves_from_the_sensitive_layer_to_the_tolerant_one() -> None:
+    levels = (0.3, 0.4, 0.5, 0.6, 0.7)
+    steep = SensitivityCurve(1000, tuple((s, 10 * s**2) for s in levels))
+    flat = SensitivityCurve(1000, tuple((s, 0.1 * s**2) for s in levels))
+    sparsity = allocate_by_sensitivity([steep, flat], 0.5 * 2000)
+    assert sparsity == pytest.approx([0.3, 0.7])
+
+
+def test_weights_per_unit_of_damage_decide_not_sparsity() -> None:
+    # The same damage curve over sparsity, but the big layer frees 10x the weights per step:
+    # it gives up more.
+    levels = (0.3, 0.4, 0.5, 0.6, 0.7)
+    small = SensitivityCurve(100, tuple((s, s**2) for s in levels))
+    big = SensitivityCurve(1000, tuple((s, s**2) for s in levels))
+    sparsity = allocate_by_sensitivity([small, big], 0.5 * 1100)
+    assert sparsity[1] > 0.5 > sparsity[0]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 5000),
+            st.floats(0.05, 0.9),
+            st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_budget_is_spent_exactly_within_every_curve(
+    layers: list[tuple[int, float, list[float]]],
+) -> None:
+    curves, budget = [], 0.0
+    for size, base, damages in layers:
+        levels = probe_levels(base, 1.0)
+        curves.append(SensitivityCurve(size, tuple(zip(levels, damages, strict=False))))
+        budget += size * base
+    sparsity = allocate_by_sensitivity(curves, budget)
+    assert sum(c.size * s for c, s in zip(curves, sparsity, strict=True)) == pytest.approx(
+        budget, rel=1e-9, abs=1e-6
+    )
+    for curve, s in zip(curves, sparsity, strict=True):
+        assert curve.points[0][0] - 1e-12 <= s <= curve.points[-1][0] + 1e-12
+
+
+def test_a_curve_without_points_stays_dense() -> None:
+    curve = SensitivityCurve(500, ((0.3, 0.0), (0.5, 0.1), (0.6, 0.2)))
+    assert allocate_by_sensitivity([SensitivityCurve(64, ()), curve], 0.5 * 500) == [0.0, 0.5]
+
+
+# -- the pipeline -------------------------------------------------------------------------
+
+
+def _prepare(tmp_path: Path) -> tuple[onnx.ModelProto, Path, Path]:
+    model = models.quiet_branch()
+    path = models.save(model, tmp_path / "model.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 128, seed=1))
+    return model, path, calib
+
+
+def _run(cli: CliRunner, model: Path, calib: Path, out: Path, *args: object) -> dict[str, Any]:
+    report = out.with_suffix(".json")
+    result = cli(model, "--calib", calib, "-o", out, "--report", report, "-q", *args)
+    assert result.code == 0, result.err
+    onnx.checker.check_model(str(out), full_check=True)
+    return json.loads(report.read_text())
+
+
+def _error(model: onnx.ModelProto, pruned: Path, original: Path) -> float:
+    feed = models.random_inputs(model, 256, seed=9)
+    (dense,) = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"]).run(
+        None, feed
+    )
+    (ours,) = ort.InferenceSession(str(pruned), providers=["CPUExecutionProvider"]).run(None, feed)
+    return float(np.linalg.norm(ours - dense) / np.linalg.norm(dense))
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"), [("contrib", ["--group", "layer"]), ("sparsegpt", []), ("wanda", [])]
+)
+def test_sensitivity_spends_the_budget_on_the_quiet_layer(
+    cli: CliRunner, tmp_path: Path, method: str, extra: list[str]
+) -> None:
+    model, path, calib = _prepare(tmp_path)
+    common = ["--sparsity", 0.5, "--method", method, *extra]
+    uniform = _run(cli, path, calib, tmp_path / "uniform.onnx", *common, "--allocation", "group")
+    sensitive = _run(
+        cli, path, calib, tmp_path / "sens.onnx", *common, "--allocation", "sensitivity"
+    )
+    share = {layer["weight"]: layer["sparsity"] for layer in sensitive["layers"]}
+    # B's damage is 100x smaller: it goes to its highest level, A gives what keeps the total.
+    highest = probe_levels(0.5, 1 - 8 / 64)[-1]  # K = 64, --min-row-weights 8
+    assert share == pytest.approx({"A": 1 - highest, "B": highest}, abs=1 / 1024)
+    assert sensitive["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert sensitive["sensitivity_builds"] == 10  # 5 levels x 2 layers
+    assert uniform["sensitivity_builds"] == 0
+    # Differential: the re-allocated model is closer to the original on fresh inputs.
+    assert _error(model, tmp_path / "sens.onnx", path) < _error(
+        model, tmp_path / "uniform.onnx", path
+    )
+
+
+def test_auto_keeps_the_reallocated_candidate_only_when_it_scores_at_least_as_well(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    _, path, calib = _prepare(tmp_path)
+    report = _run(
+        cli,
+        path,
+        calib,
+        tmp_path / "out.onnx",
+        *("--sparsity", 0.5, "--allocation", "sensitivity"),
+    )
+    trials = report["group_trials"]
+    refined = [name for name in trials if name.endswith("+sensitivity")]
+    assert len(refined) == 1, trials
+    best_plain = max(v for k, v in trials.items() if not k.endswith("+sensitivity"))
+    kept_refined = report["sensitivity_builds"] > 0 and trials[refined[0]] >= best_plain
+    share = {layer["weight"]: layer["sparsity"] for layer in report["layers"]}
+    if kept_refined:
+        assert share["B"] > share["A"]
+    assert report["arguments"]["allocation"] == "sensitivity"
+
+
+def test_sensitivity_replays_from_the_recipe_byte_identically(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    _, path, calib = _prepare(tmp_path)
+    first = tmp_path / "first.onnx"
+    _run(cli, path, calib, first, "--sparsity", 0.6, "--allocation", "sensitivity", "--update")
+    again = tmp_path / "again.onnx"
+    _run(cli, path, calib, again, "--recipe", f"{first}.recipe.json")
+    assert first.read_bytes() == again.read_bytes()
+
+
+def test_sensitivity_with_sequential_keeps_the_measured_shares(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    _, path, calib = _prepare(tmp_path)
+    args = ("--sparsity", 0.5, "--group", "layer", "--allocation", "sensitivity")
+    one_shot = _run(cli, path, calib, tmp_path / "a.onnx", *args)
+    staged = _run(cli, path, calib, tmp_path / "b.onnx", *args, "--sequential")
+    assert [layer["sparsity"] for layer in staged["layers"]] == [
+        layer["sparsity"] for layer in one_shot["layers"]
+    ]
+
+
+def test_sensitivity_refuses_an_nm_pattern_in_one_line(cli: CliRunner, tmp_path: Path) -> None:
+    _, path, calib = _prepare(tmp_path)
+    out = tmp_path / "out.onnx"
+    result = cli(
+        path, "--calib", calib, "-o", out, "--pattern", "2:4", "--allocation", "sensitivity"
+    )
+    assert result.code == EXIT_USAGE
+    assert "--allocation sensitivity cannot be combined with --pattern 2:4" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not out.exists()
