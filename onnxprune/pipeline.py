@@ -676,7 +676,10 @@ class Pruner:
         if key in self._sensitivity:
             return self._sensitivity[key]
         reference = self.calibration_reference()
-        measuring = dataclasses.replace(config, allocation="group", sequential=False)
+        # Each layer alone, one-shot (nothing upstream of it is pruned).
+        measuring = dataclasses.replace(
+            config, allocation="group", sequential=False, update_target="pruned"
+        )
         curves = []
         for i, layer_base in tqdm(
             list(zip(chosen, base, strict=True)),
