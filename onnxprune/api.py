@@ -619,6 +619,7 @@ def _arguments(
         "layer_overrides": list(config.layer_overrides),
         "sequential": config.sequential,
         "stages": config.stages,
+        "update_target": config.update_target,
         "allocation": config.allocation_mode,
         "seed": config.seed,
     }
