@@ -76,6 +76,7 @@ def prune(
     layer_overrides: Sequence[str] = (),
     sequential: bool = False,
     stages: int = 8,
+    update_target: str = "pruned",
     allocation: str | None = None,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
@@ -109,7 +110,7 @@ def prune(
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
-            layer_overrides, sequential, stages, allocation,
+            layer_overrides, sequential, stages, update_target, allocation,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
@@ -328,6 +329,7 @@ def _config_from_arguments(
     layer_overrides: Sequence[str],
     sequential: bool,
     stages: int,
+    update_target: str,
     allocation: str | None,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
@@ -364,6 +366,7 @@ def _config_from_arguments(
         layer_overrides=tuple(layer_overrides),
         sequential=sequential,
         stages=stages,
+        update_target=update_target,
         allocation=allocation,
     )
 
@@ -616,6 +619,7 @@ def _arguments(
         "layer_overrides": list(config.layer_overrides),
         "sequential": config.sequential,
         "stages": config.stages,
+        "update_target": config.update_target,
         "allocation": config.allocation_mode,
         "seed": config.seed,
     }

@@ -126,6 +126,15 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "stage per layer depth.",
 )
 @click.option(
+    "--update-target",
+    type=click.Choice(["pruned", "dense"]),
+    default="pruned",
+    show_default=True,
+    help="Advanced, --sequential with --update (or sparsegpt): each stage's update fits the "
+    "layer's outputs on the pruned upstream's inputs (pruned) or the dense model's outputs on "
+    "the same samples (dense; each stage pass also runs the dense model).",
+)
+@click.option(
     "--allocation",
     type=click.Choice(ALLOCATIONS),
     default=None,
@@ -242,6 +251,7 @@ def command(
     layer_overrides: tuple[str, ...],
     sequential: bool,
     stages: int,
+    update_target: str,
     allocation: str | None,
     min_row_weights: int,
     update: bool | None,
@@ -285,6 +295,7 @@ def command(
         layer_overrides=layer_overrides,
         sequential=sequential,
         stages=stages,
+        update_target=update_target,
         allocation=allocation,
         num_samples=num_samples,
         batch_size=batch_size,

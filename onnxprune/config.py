@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .errors import UsageError
 
 GROUPS = ("row", "layer", "global", "auto")
+UPDATE_TARGETS = ("pruned", "dense")
 ALLOCATIONS = ("group", "sensitivity")
 
 
@@ -123,6 +124,10 @@ class PruneConfig:
     # 0: one stage per depth), each stage's statistics from the model pruned upstream.
     sequential: bool = False
     stages: int = 8
+    # Advanced, --sequential with the update: what each stage's update fits. "pruned": the
+    # layer's outputs on the inputs the pruned upstream gives it (W x'); "dense": the dense
+    # model's outputs on the same samples (W x), from an extra dense copy in each stage pass.
+    update_target: str = "pruned"
     # How the budget is shared between layers: "group" (as --group selects: the same share per
     # layer, or scores competing across layers under global selection) or "sensitivity" (each
     # layer pruned alone and measured; see ``onnxprune.allocation``). None: the method's
@@ -163,6 +168,16 @@ class PruneConfig:
                         f"--layer {override.text!r}: an N:M --pattern fixes every layer's "
                         "sparsity; only 'skip' overrides combine with it"
                     )
+        if self.update_target not in UPDATE_TARGETS:
+            raise UsageError(
+                f"update target must be one of {', '.join(UPDATE_TARGETS)}, "
+                f"got {self.update_target!r}"
+            )
+        if self.update_target == "dense" and not self.sequential:
+            raise UsageError(
+                "--update-target dense needs --sequential (one-shot, every layer already sees "
+                "the dense model's inputs)"
+            )
         if self.update is None:
             object.__setattr__(self, "update", get_method(self.method).default_update)
         if self.allocation is not None and self.allocation not in ALLOCATIONS:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
 from .apply import add_bias, write_weight
+from .calibrate.augment import has_subgraphs
 from .calibrate.runner import collect_statistics, collect_statistics_in_parts, probe_shapes
 from .calibrate.sources import (
     CalibrationSet,
@@ -51,6 +52,7 @@ from .reconstruct import (
     ReconstructionError,
     inverse_hessian_factor,
     reconstruct,
+    refit_to_reference,
 )
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
@@ -203,10 +205,12 @@ class Pruner:
         layers: list[Layer],
         kinds: tuple[bool, bool] | None = None,
         shapes: dict[str, tuple[int, ...]] | None = None,
+        reference: onnx.ModelProto | None = None,
     ) -> Mapping[str, LayerStats]:
         """One calibration pass over ``model`` gathering the statistics of ``layers`` (big-model
         mode: one pass per part of the layers, the statistics kept on disk). ``kinds``:
-        (gated, hessian), by default what the run needs; ``shapes``: already probed."""
+        (gated, hessian), by default what the run needs; ``shapes``: already probed;
+        ``reference``: the dense model, for the cross terms of update_target "dense"."""
         gated, hessian = kinds if kinds is not None else self._statistic_kinds()
         self.calibration_passes += 1
         if self.base_dir is not None:
@@ -234,6 +238,7 @@ class Pruner:
             hessian=hessian,
             sample_mask=self.sample_mask,
             shapes=shapes,
+            reference=reference,
         )
 
     def statistics(self) -> Mapping[str, LayerStats]:
@@ -536,12 +541,17 @@ class Pruner:
         warnings = list(one_shot.notes)
         passes = 0
         self.stage_statistics = {}
+        # update_target "dense": each stage pass also runs the dense model on the same batches.
+        reference = self.proto if config.update_target == "dense" else None
+        if reference is not None and has_subgraphs(reference):
+            reference = None
+            warnings.append("update target dense: the model has subgraphs, the pruned one is used")
         for number, stage in enumerate(self.stages()):
             if number == 0:
                 stats = self.statistics()
             else:
                 layers = find_layers(GraphView(model), config).layers
-                stats = self._collect(model, [layers[i] for i in stage])
+                stats = self._collect(model, [layers[i] for i in stage], reference=reference)
                 passes += 1
             self.stage_statistics.update(
                 {self.layers[i].weight_name: stats[self.layers[i].weight_name] for i in stage}
@@ -666,7 +676,10 @@ class Pruner:
         if key in self._sensitivity:
             return self._sensitivity[key]
         reference = self.calibration_reference()
-        measuring = dataclasses.replace(config, allocation="group", sequential=False)
+        # Each layer alone, one-shot (nothing upstream of it is pruned).
+        measuring = dataclasses.replace(
+            config, allocation="group", sequential=False, update_target="pruned"
+        )
         curves = []
         for i, layer_base in tqdm(
             list(zip(chosen, base, strict=True)),
@@ -850,10 +863,15 @@ def prune_matrix(
     per_group = rows // groups
     pruned = np.empty_like(matrix)
     pattern = config.nm
+    # update_target "dense": fit the dense model's outputs W x_ref, not W x (METHODS.md 3).
+    cross = stats.inputs.cross
     for g in range(groups):
         part = slice(g * per_group, (g + 1) * per_group)
+        start = matrix[part]
+        if cross is not None:
+            start = refit_to_reference(start, cross[g], stats.inputs.count, factors[g])
         pruned[part], _ = reconstruct(
-            matrix[part],
+            start,
             factors[g],
             None if keep is None else keep[part],
             sparsity=target,
@@ -861,7 +879,12 @@ def prune_matrix(
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
         )
     mean = stats.row_expand(stats.inputs.mean, rows)
-    delta = ((matrix - pruned) * mean).sum(axis=1)
+    if cross is not None and stats.inputs.ref_sum is not None:
+        # The residual mean against the dense outputs: W E[x_ref] - W' E[x].
+        ref_mean = stats.row_expand(stats.inputs.ref_sum / max(stats.inputs.count, 1.0), rows)
+        delta = (matrix * ref_mean).sum(axis=1) - (pruned * mean).sum(axis=1)
+    else:
+        delta = ((matrix - pruned) * mean).sum(axis=1)
     return pruned, delta, problem
 
 

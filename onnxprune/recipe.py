@@ -19,6 +19,9 @@ from .errors import UsageError
 RECIPE_VERSION = 1
 # PruneConfig fields that are tuples (JSON lists in the recipe).
 TUPLE_FIELDS = ("exclude", "layer_overrides")
+# Advanced PruneConfig fields written only when they differ from these defaults (recipes of
+# runs that leave them alone stay as they were; a missing field replays its default).
+ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned"}
 
 
 def recipe_path(output: Path) -> Path:
@@ -55,6 +58,9 @@ def build_recipe(
     }
     for name in TUPLE_FIELDS:
         recipe[name] = list(getattr(config, name))
+    for name, default in ADVANCED_DEFAULTS.items():
+        if recipe[name] == default:
+            del recipe[name]
     recipe.update(
         recipe_version=RECIPE_VERSION,
         method=variant,

@@ -16,6 +16,9 @@ from .config import NMPattern
 
 BLOCK = 128
 DAMPING = 0.01
+# EXPERIMENT (update_target "dense"): extra ridge of the dense-target refit towards W, as a share
+# of the mean diagonal of the damped H; 0 (the default): none.
+REFIT_RIDGE = 0.0
 
 
 class ReconstructionError(ValueError):
@@ -107,3 +110,35 @@ def reconstruct(
         w[:, end:] -= errors @ upper[start:end, end:]
     w[mask] = 0.0
     return w, ~mask
+
+
+def refit_to_reference(
+    weight: np.ndarray, cross: np.ndarray, count: float, factor: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """The unpruned least-squares fit of ``W x_ref`` from the inputs ``x``, (out, K) float64.
+
+    Minimises ``||W X_ref - W0 X||^2`` over the calibration samples: ``W0 = W C H^-1`` with
+    ``C = sum_n x_ref x^T`` (``cross``, (K, K)) and ``H = sum_n x x^T``, both scaled like
+    ``inverse_hessian_factor`` (``2 / N``) and ``H`` damped the same way, through its factor
+    ``U`` (``H^-1 = U^T U``). Then ``||W X_ref - W' X||^2 = ||W X_ref - W0 X||^2 +
+    tr((W0 - W') H (W0 - W')^T)``: running ``reconstruct`` on ``W0`` with the same factor
+    minimises the second term, so the whole fit targets the reference outputs.
+    """
+    upper, dead = factor
+    scaled = 2.0 * cross / max(count, 1.0)
+    scaled[:, dead] = 0.0  # dead inputs are always 0 in x: no column of C
+    w = weight.astype(np.float64)
+    if REFIT_RIDGE > 0:
+        # EXPERIMENT: ridge towards W instead of 0, ``+ rho ||W0 - W||^2``:
+        # W0 = W (C + rho I)(H_damped + rho I)^-1, rho = REFIT_RIDGE * mean(diag H_damped).
+        inverse = upper.T @ upper
+        damped = np.linalg.inv(inverse)
+        rho = REFIT_RIDGE * float(np.mean(np.diag(damped)))
+        eye = np.eye(damped.shape[0])
+        solved: np.ndarray = np.linalg.solve(damped + rho * eye, (scaled + rho * eye).T @ w.T).T
+        solved[:, dead] = w[:, dead]
+        return solved
+    fitted: np.ndarray = ((w @ scaled) @ upper.T) @ upper
+    # Dead inputs carry no evidence: their weights stay as they were (see ``reconstruct``).
+    fitted[:, dead] = w[:, dead]
+    return fitted

@@ -5,6 +5,10 @@ MatMul/Gemm: the layer input is viewed as ``x2d`` [rows, K] inside the graph and
 ``x2d^T @ g2`` and ``(x2d^2)^T @ g2`` [K, out] plus ``sum(g2)`` [out] (two matrix products per
 batch, the cost of the layer's own forward pass). A tensor read by several layers (Q/K/V) is
 reduced once. Conv: the input and ``g2`` are exposed and folded per batch with im2col in numpy.
+
+With a ``reference`` model (the dense original, for ``update_target="dense"``), a renamed copy of
+it runs in the same graph on the same inputs, and each layer also gets the cross term
+``x_ref2d^T @ x2d`` [K, K] and ``sum(x_ref)`` [K] of its dense-model input ``x_ref``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,15 @@ class ConvTap:
     geometry: ConvGeometry
     out_channels: int
     hessian: bool = False  # also fold patches^T patches per group (for --update)
+    x_ref: str | None = None  # [N, C, *spatial]: the dense model's input (update_target dense)
+
+
+@dataclass(frozen=True)
+class CrossTap:
+    """The dense model's input ``x_ref`` of a MatMul/Gemm layer against the model's own ``x``."""
+
+    cross: str  # [K, K] x_ref2d^T x2d
+    ref_sum: str  # [K]
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class NodeTaps:
     input_tap: InputTap | None = None
     gated: GatedTap | None = None
     conv: ConvTap | None = None
+    cross: CrossTap | None = None
 
 
 @dataclass
@@ -70,6 +84,8 @@ class CalibrationPlan:
 
 # The largest K for which the K x K float64 input correlation is gathered (512 MiB per layer).
 MAX_HESSIAN_COLUMNS = 8192
+# Tensor names of the reference (dense) model's copy inside an augmented graph start with this.
+REFERENCE_PREFIX = "onnxprune_dense/"
 
 
 def build_plan(
@@ -80,12 +96,15 @@ def build_plan(
     sample_mask: str | None = None,
     masked_inputs: frozenset[str] = frozenset(),
     base_dir: Path | None = None,
+    reference: onnx.ModelProto | None = None,
 ) -> CalibrationPlan:
     """A copy of ``model`` with statistic outputs for every layer (the input stays untouched).
 
     ``sample_mask``: a graph input [batch, seq] (e.g. ``attention_mask``) whose zeros mark
     padding; statistics of the layers reading a tensor in ``masked_inputs`` ([batch, seq, K])
     then count real tokens only. ``base_dir``: where external tensors are read from.
+    ``reference``: the dense model (same graph inputs and layer input names, no subgraphs); the
+    layers with an input correlation also get the cross terms with its inputs (``CrossTap``).
     """
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
@@ -93,6 +112,14 @@ def build_plan(
     sink = NodeSink(view, "onnxprune")
     plan = CalibrationPlan(augmented)
     input_taps: dict[tuple[str, int, bool, bool], InputTap] = {}
+    cross_taps: dict[tuple[str, int, bool], CrossTap] = {}
+    # Fed inputs only: an old-IR model also lists its initializers as graph inputs.
+    stored = {t.name for t in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input if i.name not in stored}
+
+    def ref_name(name: str) -> str:
+        return name if name in graph_inputs else REFERENCE_PREFIX + name
+
     row_weights = None
     if masked_inputs:
         assert sample_mask is not None
@@ -116,7 +143,11 @@ def build_plan(
                 x = sink.op("Cast", data, to=FLOAT, hint="x")
                 g2 = _squared_gate(sink, gate) if use_gate else None
                 geometry = ConvGeometry.from_node(node, layer.shape)
-                node_taps.append(NodeTaps(conv=ConvTap(x, g2, geometry, rows, use_hessian)))
+                x_ref = None
+                if reference is not None and use_hessian:
+                    x_ref = sink.op("Cast", ref_name(data), to=FLOAT, hint="x_ref")
+                conv_tap = ConvTap(x, g2, geometry, rows, use_hessian, x_ref)
+                node_taps.append(NodeTaps(conv=conv_tap))
                 continue
             weights = row_weights if data in masked_inputs else None
             key = (data, columns, use_hessian, weights is not None)
@@ -125,9 +156,21 @@ def build_plan(
             gated_tap = None
             if use_gate:
                 gated_tap = _gated_tap(sink, data, columns, gate, rows, view.opset, weights)
-            node_taps.append(NodeTaps(input_tap=input_taps[key], gated=gated_tap))
+            cross_tap = None
+            if reference is not None and use_hessian:
+                cross_key = (data, columns, weights is not None)
+                if cross_key not in cross_taps:
+                    cross_taps[cross_key] = _cross_tap(
+                        sink, data, ref_name(data), columns, view.opset, weights
+                    )
+                cross_tap = cross_taps[cross_key]
+            node_taps.append(NodeTaps(input_tap=input_taps[key], gated=gated_tap, cross=cross_tap))
         plan.taps[layer.weight_name] = node_taps
 
+    if reference is not None:
+        nodes, initializers = _renamed_reference(reference, graph_inputs)
+        augmented.graph.node.extend(nodes)  # before the taps that read them
+        augmented.graph.initializer.extend(initializers)
     augmented.graph.node.extend(sink.nodes)
     augmented.graph.initializer.extend(sink.initializers)
     existing = {o.name for o in augmented.graph.output}
@@ -153,8 +196,44 @@ def _tap_outputs(tap: NodeTaps) -> list[tuple[str, int]]:
     if tap.gated:
         names += [(n, FLOAT) for n in (tap.gated.g2_sum, tap.gated.gx_sum, tap.gated.gx_sq_sum)]
     if tap.conv:
-        names += [(n, FLOAT) for n in (tap.conv.x, tap.conv.g2) if n]
+        names += [(n, FLOAT) for n in (tap.conv.x, tap.conv.g2, tap.conv.x_ref) if n]
+    if tap.cross:
+        names += [(tap.cross.cross, FLOAT), (tap.cross.ref_sum, FLOAT)]
     return names
+
+
+def has_subgraphs(model: onnx.ModelProto) -> bool:
+    """Whether a node of the main graph holds a subgraph (If, Loop, Scan)."""
+    kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    return any(a.type in kinds for node in model.graph.node for a in node.attribute)
+
+
+def _renamed_reference(
+    reference: onnx.ModelProto, graph_inputs: set[str]
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The reference model's nodes and initializers with every tensor and node name prefixed
+    by ``REFERENCE_PREFIX``, except the graph inputs, which both copies read."""
+    if has_subgraphs(reference):
+        raise ValueError("a reference model with subgraphs cannot be merged")
+
+    def rename(name: str) -> str:
+        return name if not name or name in graph_inputs else REFERENCE_PREFIX + name
+
+    nodes = []
+    for node in reference.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = REFERENCE_PREFIX + node.name if node.name else ""
+        copy.input[:] = [rename(n) for n in node.input]
+        copy.output[:] = [rename(n) for n in node.output]
+        nodes.append(copy)
+    initializers = []
+    for tensor in reference.graph.initializer:
+        renamed = onnx.TensorProto()
+        renamed.CopyFrom(tensor)
+        renamed.name = rename(tensor.name)
+        initializers.append(renamed)
+    return nodes, initializers
 
 
 def _as_2d(sink: NodeSink, tensor: str, columns: int) -> str:
@@ -193,6 +272,25 @@ def _input_tap(
         x_sq_sum=_reduce_rows(sink, "ReduceSumSquare", x2d, opset, "x_sq_sum"),
         xtx=xtx,
         count=count,
+    )
+
+
+def _cross_tap(
+    sink: NodeSink,
+    data: str,
+    ref_data: str,
+    columns: int,
+    opset: int,
+    row_weights: str | None = None,
+) -> CrossTap:
+    x2d = _as_2d(sink, data, columns)  # [R, K]
+    ref2d = _as_2d(sink, ref_data, columns)  # [R, K], same rows (same samples and positions)
+    if row_weights is not None:
+        ref2d = sink.op("Mul", ref2d, row_weights, hint="x_ref_masked")  # 0/1: masks the product
+    ref_t = sink.op("Transpose", ref2d, perm=[1, 0])  # [K, R]
+    return CrossTap(
+        cross=sink.op("MatMul", ref_t, x2d, hint="cross"),
+        ref_sum=_reduce_rows(sink, "ReduceSum", ref2d, opset, "ref_sum"),
     )
 
 

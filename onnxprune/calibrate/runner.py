@@ -46,6 +46,7 @@ def collect_statistics(
     sample_mask: str | None = None,
     session_dir: Path | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
+    reference: onnx.ModelProto | None = None,
 ) -> dict[str, LayerStats]:
     """Statistics of every layer over the selected samples, keyed by weight name.
 
@@ -53,13 +54,17 @@ def collect_statistics(
     directory by default); big-model mode passes the directory the model's external data is
     in, which is also where its tensors are read from. ``shapes``: run-time shapes already
     probed on the first batch (``probe_shapes``), which saves the padding probe a second run.
+    ``reference``: the dense model, run in the same session on the same batches; with
+    ``hessian``, each layer's input moments then also hold ``cross`` and ``ref_sum``.
     """
     masked: frozenset[str] = frozenset()
     if sample_mask is not None:
         masked = _tensors_shaped_like_mask(
             model, layers, dataset, selected, batch_size, sample_mask, session_dir, shapes
         )
-    plan = build_plan(model, layers, gated, hessian, sample_mask, masked, session_dir)
+    plan = build_plan(
+        model, layers, gated, hessian, sample_mask, masked, session_dir, reference=reference
+    )
     accumulators = {layer.weight_name: _LayerAccumulator() for layer in layers}
     with _session_file(session_dir, "augmented") as path:
         session = make_session(save_for_session(plan.model, path))
@@ -159,7 +164,10 @@ def _node_moments(
     if tap.conv is not None:
         conv = tap.conv
         g2 = fetched[conv.g2] if conv.g2 else None
-        return conv_moments(fetched[conv.x], g2, conv.geometry, conv.out_channels, conv.hessian)
+        x_ref = fetched[conv.x_ref] if conv.x_ref else None
+        return conv_moments(
+            fetched[conv.x], g2, conv.geometry, conv.out_channels, conv.hessian, x_ref
+        )
     assert tap.input_tap is not None
     count = tap.input_tap.count
     rows = float(fetched[count]) if count else float(fetched[tap.input_tap.shape][0])
@@ -170,6 +178,9 @@ def _node_moments(
         fetched[tap.input_tap.x_sq_sum].astype(np.float64)[None],
         None if xtx is None else fetched[xtx].astype(np.float64)[None],
     )
+    if tap.cross is not None:
+        inputs.cross = fetched[tap.cross.cross].astype(np.float64)[None]
+        inputs.ref_sum = fetched[tap.cross.ref_sum].astype(np.float64)[None]
     if tap.gated is None:
         return inputs, None
     gated = GatedMoments(

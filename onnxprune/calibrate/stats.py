@@ -26,16 +26,20 @@ class InputMoments:
     x_sq_sum: np.ndarray  # (G, K)
     # sum_n x(n) x(n)^T per group, (G, K, K): the layer Hessian of ||W x - W' x||^2, up to 2/N
     xtx: np.ndarray | None = None
+    # update_target "dense" (--sequential --update): the same layer's input in the dense model
+    # on the same samples, x_ref. ``cross`` = sum_n x_ref(n) x(n)^T (G, K, K); ``ref_sum`` =
+    # sum_n x_ref(n) (G, K). None otherwise.
+    cross: np.ndarray | None = None
+    ref_sum: np.ndarray | None = None
 
     def merge(self, other: InputMoments) -> InputMoments:
-        xtx = None
-        if self.xtx is not None and other.xtx is not None:
-            xtx = self.xtx + other.xtx
         return InputMoments(
             self.count + other.count,
             self.x_sum + other.x_sum,
             self.x_sq_sum + other.x_sq_sum,
-            xtx,
+            _add(self.xtx, other.xtx),
+            _add(self.cross, other.cross),
+            _add(self.ref_sum, other.ref_sum),
         )
 
     def merge_into(self, other: InputMoments) -> InputMoments:
@@ -47,6 +51,14 @@ class InputMoments:
             self.xtx += other.xtx
         else:
             self.xtx = None
+        if self.cross is not None and other.cross is not None:
+            self.cross += other.cross
+        else:
+            self.cross = None
+        if self.ref_sum is not None and other.ref_sum is not None:
+            self.ref_sum += other.ref_sum
+        else:
+            self.ref_sum = None
         return self
 
     @property
@@ -56,6 +68,10 @@ class InputMoments:
     @property
     def mean_square(self) -> np.ndarray:
         return self.x_sq_sum / max(self.count, 1.0)
+
+
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return a + b if a is not None and b is not None else None
 
 
 @dataclass
@@ -264,8 +280,10 @@ def conv_moments(
     geo: ConvGeometry,
     out_channels: int,
     hessian: bool = False,
+    x_ref: np.ndarray | None = None,
 ) -> tuple[InputMoments, GatedMoments | None]:
-    """Moments of one batch of a Conv: ``x`` [N, C, *sp] input, ``g2`` [N, Cout, *sp_out]."""
+    """Moments of one batch of a Conv: ``x`` [N, C, *sp] input, ``g2`` [N, Cout, *sp_out];
+    ``x_ref`` (same shape): the dense model's input, for the ``cross`` and ``ref_sum`` sums."""
     groups = geo.group
     k = int(np.prod(geo.kernel)) * (x.shape[1] // groups)
     x_sum = np.zeros((groups, k))
@@ -280,7 +298,15 @@ def conv_moments(
             np.zeros(out_channels), np.zeros((out_channels, k)), np.zeros((out_channels, k))
         )
     )
+    cross = np.zeros((groups, k, k)) if x_ref is not None else None
+    ref_sum = np.zeros((groups, k)) if x_ref is not None else None
+    references = conv_columns(x_ref, geo) if x_ref is not None else None
     for samples, columns in conv_columns(x, geo):  # [G, K, M]
+        if references is not None and cross is not None and ref_sum is not None:
+            _, ref_columns = next(references)  # same slices: same shapes
+            ref_sum += ref_columns.sum(2)
+            cross += np.matmul(ref_columns, columns.transpose(0, 2, 1))
+            del ref_columns
         count += columns.shape[2]
         x_sum += columns.sum(2)
         sq = columns * columns
@@ -298,4 +324,4 @@ def conv_moments(
             gated.g2_sum += gate.sum(2).reshape(out_channels)
             gated.gx_sum += np.matmul(gate, columns.transpose(0, 2, 1)).reshape(out_channels, k)
             gated.gx_sq_sum += np.matmul(gate, sq.transpose(0, 2, 1)).reshape(out_channels, k)
-    return InputMoments(count, x_sum, x_sq_sum, xtx), gated
+    return InputMoments(count, x_sum, x_sq_sum, xtx, cross, ref_sum), gated
