@@ -101,6 +101,9 @@ def prune(
     :class:`Report` (whose ``exit_code`` is 5 when a gate failed and no output was kept).
     """
     started = time.perf_counter()
+    # A config or recipe states --update outright; only a call that leaves it out gets the
+    # method's default (which may give way, see _costly_defaults_give_way).
+    update_asked = update is not None or recipe is not None or config is not None
     gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop)
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None
@@ -127,7 +130,9 @@ def prune(
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
     extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
-    config, allocation_note = _default_allocation(config, model_path, search, bool(sweep))
+    config, default_notes = _costly_defaults_give_way(
+        config, model_path, search, bool(sweep), update_asked
+    )
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -137,8 +142,7 @@ def prune(
     try:
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
-        if allocation_note:
-            report.warnings.append(allocation_note)
+        report.warnings += default_notes
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
         ):
@@ -260,34 +264,39 @@ def prune(
         stack.close()
 
 
-def _default_allocation(
-    config: PruneConfig, model_path: Path, search: bool, sweep: bool
-) -> tuple[PruneConfig, str | None]:
-    """The method's default sensitivity allocation measures every layer at every sparsity it
-    builds: it is left out (group allocation, and a note saying so) where that would multiply
-    the cost (--sparsity auto, --sweep) or is not supported (models over 1.5 GB). Asked for
-    explicitly, it runs (or is refused) as asked."""
-    if config.allocation is not None or config.allocation_mode != "sensitivity":
-        return config, None
-    reasons = [
-        reason
-        for reason, applies in (
-            ("--sparsity auto", search),
-            ("--sweep", sweep),
-            (
-                f"a model over {BIG_MODEL_BYTES / 1e9:.1f} GB",
-                model_path.is_file() and is_big_model(model_path),
-            ),
-        )
-        if applies
-    ]
-    if not reasons:
-        return config, None
-    note = (
-        f"allocation: group, not the default sensitivity ({' and '.join(reasons)}; "
-        "--allocation sensitivity asks for it)"
-    )
-    return dataclasses.replace(config, allocation="group"), note
+def _costly_defaults_give_way(
+    config: PruneConfig, model_path: Path, search: bool, sweep: bool, update_asked: bool
+) -> tuple[PruneConfig, list[str]]:
+    """What the method's defaults cost, and where they give way (a note in the report each).
+
+    Sensitivity allocation measures every layer at every sparsity it builds: it is left out
+    (group allocation) where that would multiply the cost (--sparsity auto, --sweep) or is not
+    supported (models over 1.5 GB). The OBS update gathers a K x K correlation per layer: on a
+    model over 1.5 GB the default leaves it out too. Asked for explicitly, both run (or are
+    refused) as asked."""
+    big = model_path.is_file() and is_big_model(model_path)
+    big_reason = f"a model over {BIG_MODEL_BYTES / 1e9:.1f} GB"
+    notes = []
+    if config.allocation is None and config.allocation_mode == "sensitivity":
+        reasons = [
+            reason
+            for reason, applies in (
+                ("--sparsity auto", search),
+                ("--sweep", sweep),
+                (big_reason, big),
+            )
+            if applies
+        ]
+        if reasons:
+            notes.append(
+                f"allocation: group, not the default sensitivity ({' and '.join(reasons)}; "
+                "--allocation sensitivity asks for it)"
+            )
+            config = dataclasses.replace(config, allocation="group")
+    if big and config.update and not update_asked:
+        notes.append(f"no --update, not the default ({big_reason}; --update asks for it)")
+        config = dataclasses.replace(config, update=False)
+    return config, notes
 
 
 def _refuse_in_big_model_mode(config: PruneConfig) -> None:

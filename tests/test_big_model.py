@@ -59,8 +59,15 @@ def test_big_model_mode_matches_the_normal_path(
     source = _save_external(model, tmp_path / "in" / "mlp.onnx")
     inputs = models.random_inputs(model, 80, seed=1)
     calib = models.write_npz(tmp_path / "calib.npz", inputs)
-    # Group allocation on both sides: big-model mode never measures sensitivity (tested below).
-    kwargs = {"sparsity": 0.5, "method": method, "group": group, "allocation": "group"}
+    # The same decisions on both sides: big-model mode leaves out the default sensitivity
+    # allocation and update (tested below), so both are stated.
+    kwargs = {
+        "sparsity": 0.5,
+        "method": method,
+        "group": group,
+        "allocation": "group",
+        "update": False,
+    }
     (tmp_path / "normal").mkdir()
     normal = onnxprune.prune(source, calib, output=tmp_path / "normal" / "m.onnx", **kwargs)
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
@@ -94,7 +101,7 @@ def test_big_model_mode_matches_the_normal_path(
     assert big.fidelity.outputs[0].cosine == pytest.approx(normal.fidelity.outputs[0].cosine)
 
 
-def test_default_sensitivity_allocation_gives_way_in_big_model_mode(
+def test_costly_defaults_give_way_in_big_model_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = models.mlp_matmul(sizes=(32, 64, 48, 8))
@@ -104,9 +111,14 @@ def test_default_sensitivity_allocation_gives_way_in_big_model_mode(
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "m.onnx")
     assert report.sensitivity_builds == 0
     assert report.arguments["allocation"] == "group"
+    assert report.arguments["update"] is False
     assert any(
         "not the default sensitivity (a model over" in warning for warning in report.warnings
     ), report.warnings
+    assert any("no --update, not the default (a model over" in w for w in report.warnings)
+    # Asked for, the update runs in big-model mode too.
+    asked = onnxprune.prune(source, calib, sparsity=0.5, update=True, output=tmp_path / "u.onnx")
+    assert asked.arguments["update"] is True
     assert report.achieved_sparsity == pytest.approx(0.5, abs=1e-3)
 
 
