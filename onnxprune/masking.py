@@ -29,6 +29,12 @@ def row_cap(columns: int, sparsity: float, min_row_weights: int = 0) -> int:
     return min(cap, columns - min(columns, min_row_weights))
 
 
+def floor_cap(columns: int, min_row_weights: int) -> float:
+    """The largest share of a layer with rows of ``columns`` weights that the row floor lets
+    go (0 when every row has at most ``min_row_weights``)."""
+    return 1.0 - min(columns, min_row_weights) / columns
+
+
 def allocate(shapes: list[tuple[int, int]], sparsity: float, min_row_weights: int) -> list[float]:
     """Per-layer sparsity for an overall target over all layers' weights.
 
@@ -38,9 +44,7 @@ def allocate(shapes: list[tuple[int, int]], sparsity: float, min_row_weights: in
     so the total still matches the request wherever the caps allow it.
     """
     sizes = np.array([rows * cols for rows, cols in shapes], dtype=np.float64)
-    caps = np.array(
-        [1.0 - min(cols, min_row_weights) / cols for _, cols in shapes], dtype=np.float64
-    )
+    caps = np.array([floor_cap(cols, min_row_weights) for _, cols in shapes], dtype=np.float64)
     target = sparsity * sizes.sum()
     if np.minimum(caps, sparsity) @ sizes >= target - 0.5:
         return [float(min(c, sparsity)) for c in caps]

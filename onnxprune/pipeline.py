@@ -41,6 +41,7 @@ from .io import is_big_model, link_external_data, load_model, spill_array, write
 from .layers import Layer, LayerScan, find_layers
 from .masking import (
     allocate,
+    floor_cap,
     layer_select,
     nm_mask,
     row_cap,
@@ -690,9 +691,8 @@ class Pruner:
         ):
             layer = self.layers[i]
             rows, columns = layer.matrix_shape
-            cap = 1.0 - min(columns, config.min_row_weights) / columns
             points = []
-            for level in probe_levels(layer_base, cap):
+            for level in probe_levels(layer_base, floor_cap(columns, config.min_row_weights)):
                 at_level = dataclasses.replace(measuring, sparsity=level)
                 candidate = self._build(at_level, scorer, selection, {layer.weight_name})
                 damage = 1.0 - mean_cosine(self.compare(candidate, reference))
