@@ -47,18 +47,9 @@ class InputMoments:
         self.count += other.count
         self.x_sum += other.x_sum
         self.x_sq_sum += other.x_sq_sum
-        if self.xtx is not None and other.xtx is not None:
-            self.xtx += other.xtx
-        else:
-            self.xtx = None
-        if self.cross is not None and other.cross is not None:
-            self.cross += other.cross
-        else:
-            self.cross = None
-        if self.ref_sum is not None and other.ref_sum is not None:
-            self.ref_sum += other.ref_sum
-        else:
-            self.ref_sum = None
+        self.xtx = _add_into(self.xtx, other.xtx)
+        self.cross = _add_into(self.cross, other.cross)
+        self.ref_sum = _add_into(self.ref_sum, other.ref_sum)
         return self
 
     @property
@@ -72,6 +63,14 @@ class InputMoments:
 
 def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return a + b if a is not None and b is not None else None
+
+
+def _add_into(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """``_add`` into ``a``'s array (no copy); None when either side was not gathered."""
+    if a is None or b is None:
+        return None
+    a += b
+    return a
 
 
 @dataclass
