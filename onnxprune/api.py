@@ -27,7 +27,7 @@ import onnxruntime as ort
 from . import __version__
 from .calibrate.sources import DataSource
 from .checks import Gates
-from .config import PruneConfig, parse_pattern
+from .config import SENSITIVITY_ALLOCATIONS, PruneConfig, parse_pattern
 from .errors import ModelError, OutputWriteError, UsageError
 from .io import (
     BIG_MODEL_BYTES,
@@ -277,7 +277,7 @@ def _costly_defaults_give_way(
     big = model_path.is_file() and is_big_model(model_path)
     big_reason = f"a model over {BIG_MODEL_BYTES / 1e9:.1f} GB"
     notes = []
-    if config.allocation is None and config.allocation_mode == "sensitivity":
+    if config.allocation is None and config.allocation_mode in SENSITIVITY_ALLOCATIONS:
         reasons = [
             reason
             for reason, applies in (
@@ -306,7 +306,7 @@ def _refuse_in_big_model_mode(config: PruneConfig) -> None:
         for option, used in (
             ("--structured", bool(config.structured)),
             ("--sequential", config.sequential),
-            ("--allocation sensitivity", config.allocation == "sensitivity"),
+            (f"--allocation {config.allocation}", config.allocation in SENSITIVITY_ALLOCATIONS),
             ("--layer sparsity overrides", any(o.sparsity is not None for o in config.overrides)),
         )
         if used

@@ -9,7 +9,9 @@ from .errors import UsageError
 
 GROUPS = ("row", "layer", "global", "auto")
 UPDATE_TARGETS = ("pruned", "dense")
-ALLOCATIONS = ("group", "sensitivity")
+ALLOCATIONS = ("group", "sensitivity", "measured")
+# The allocations that measure each layer's damage (``onnxprune.allocation``).
+SENSITIVITY_ALLOCATIONS = ("sensitivity", "measured")
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,9 @@ class PruneConfig:
             raise UsageError(
                 f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"
             )
-        if self.allocation == "sensitivity" and nm is not None:
+        if self.allocation in SENSITIVITY_ALLOCATIONS and nm is not None:
             raise UsageError(
-                f"--allocation sensitivity cannot be combined with --pattern {nm}: an N:M "
+                f"--allocation {self.allocation} cannot be combined with --pattern {nm}: an N:M "
                 "pattern fixes every layer's sparsity"
             )
         if self.stages < 0:

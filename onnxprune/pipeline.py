@@ -34,8 +34,9 @@ from .calibrate.sources import (
     open_data,
 )
 from .calibrate.stats import LayerStats
-from .config import PruneConfig
+from .config import SENSITIVITY_ALLOCATIONS, PruneConfig
 from .errors import ModelError, UsageError
+from .evaluate import CandidateEvaluator
 from .graph import GraphView
 from .io import is_big_model, link_external_data, load_model, spill_array, write_errors
 from .layers import Layer, LayerScan, find_layers
@@ -53,6 +54,7 @@ from .reconstruct import (
     ReconstructionError,
     inverse_hessian_factor,
     reconstruct,
+    reconstruct_groups,
     refit_to_reference,
 )
 from .report import LayerReport
@@ -67,6 +69,8 @@ MAX_HOLDOUT = 256
 # --group auto: the selections it tries, and how many calibration samples judge them.
 AUTO_GROUPS = ("row", "global")
 AUTO_SAMPLES = 64
+# --allocation sensitivity (estimated curves): the samples each layer's one candidate is judged on.
+SENSITIVITY_SAMPLES = 16
 # The original's outputs on at most this many verification samples are kept in memory.
 MAX_CACHED_SAMPLES = 1024
 # Big-model mode: pruned tensors of at least this many bytes go straight to a file.
@@ -166,6 +170,8 @@ class Pruner:
         self._matrices: list[np.ndarray] | None = None
         self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
         self._auto_reference: ReferenceRun | None = None
+        self._sensitivity_reference: ReferenceRun | None = None
+        self._evaluators: dict[int, CandidateEvaluator | None] = {}
         self._verify_reference: ReferenceRun | None = None
         # --allocation sensitivity: measured curves per (selection, layers and their shares).
         self._sensitivity: dict[tuple[object, ...], list[SensitivityCurve]] = {}
@@ -362,7 +368,7 @@ class Pruner:
                     f"overall sparsity is {overall:.4f}"
                 )
         plans: dict[int, LayerPlan] = {}
-        if shared and config.allocation_mode == "sensitivity":
+        if shared and config.allocation_mode in SENSITIVITY_ALLOCATIONS:
             selection = "row" if group == "row" else "layer"
             targets = self.sensitivity_targets(config, shared, target, scorer, group)
             for i, layer_target in zip(shared, targets, strict=True):
@@ -401,16 +407,16 @@ class Pruner:
             plans[i] = LayerPlan(i, method, layer_target, keep, 0)
         return [plans[i] for i in chosen], warnings
 
-    def _apply(
+    def _prune_layers(
         self,
-        model: onnx.ModelProto,
         config: PruneConfig,
         plans: list[LayerPlan],
         stats: Mapping[str, LayerStats],
         factors_from_stats: bool = False,
-    ) -> tuple[list[LayerReport], list[str], dict[str, float]]:
-        """Prune the planned layers in ``model`` (in place): (reports, warnings, the share of
-        each layer's weights that was selected for removal)."""
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[str], dict[str, float]]:
+        """The planned layers' pruned matrices [out, K] and bias changes [out] (nothing
+        written): (matrices, deltas, warnings, the share of each layer's weights that was
+        selected for removal)."""
         warnings: list[str] = []
         finals, deltas, removed = [], [], {}
         for plan in plans:
@@ -437,6 +443,21 @@ class Pruner:
             removed[layer.weight_name] = (
                 plan.target if plan.keep is None else 1.0 - float(plan.keep.mean())
             )
+        return finals, deltas, warnings, removed
+
+    def _apply(
+        self,
+        model: onnx.ModelProto,
+        config: PruneConfig,
+        plans: list[LayerPlan],
+        stats: Mapping[str, LayerStats],
+        factors_from_stats: bool = False,
+    ) -> tuple[list[LayerReport], list[str], dict[str, float]]:
+        """Prune the planned layers in ``model`` (in place): (reports, warnings, the share of
+        each layer's weights that was selected for removal)."""
+        finals, deltas, warnings, removed = self._prune_layers(
+            config, plans, stats, factors_from_stats
+        )
         view = GraphView(model)
         layers = find_layers(view, config).layers  # same order, nodes of ``model``
         assert [layer.weight_name for layer in layers] == [x.weight_name for x in self.layers]
@@ -448,6 +469,44 @@ class Pruner:
             [stats[layers[plan.index].weight_name] for plan in plans],
         )
         return reports, warnings + written_warnings, removed
+
+    def _judge(
+        self,
+        config: PruneConfig,
+        scorer: ScoringMethod,
+        group: str,
+        reference: ReferenceRun,
+        only: set[str] | None = None,
+    ) -> float:
+        """Score (mean output cosine on ``reference``'s samples) of the candidate ``_build``
+        would make, judged in memory when the model allows it (``CandidateEvaluator``)."""
+        evaluator = self.evaluator(reference)
+        if evaluator is None:
+            return mean_cosine(self.compare(self._build(config, scorer, group, only), reference))
+        chosen = [
+            i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
+        ]
+        plans, _ = self._decide(config, scorer, group, chosen)
+        finals, deltas, _, _ = self._prune_layers(config, plans, self.statistics())
+        weights = {
+            plan.index: self.layers[plan.index].from_matrix(final)
+            for plan, final in zip(plans, finals, strict=True)
+        }
+        changes = {plan.index: d for plan, d in zip(plans, deltas, strict=True)}
+        return mean_cosine(evaluator.compare(weights, changes))
+
+    def evaluator(self, reference: ReferenceRun) -> CandidateEvaluator | None:
+        """The in-memory candidate evaluator over ``reference``'s samples (one per reference);
+        None in big-model mode or when a layer sits inside a subgraph."""
+        if self.base_dir is not None:
+            return None
+        key = id(reference)
+        if key not in self._evaluators:
+            try:
+                self._evaluators[key] = CandidateEvaluator(self.proto, self.layers, reference)
+            except ValueError:
+                self._evaluators[key] = None
+        return self._evaluators[key]
 
     def _build(
         self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
@@ -607,24 +666,23 @@ class Pruner:
         variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
         trying = dataclasses.replace(config, allocation="group")
         trials: dict[str, float] = {}
-        best: tuple[float, Candidate] | None = None
+        best: tuple[float, ScoringMethod, str] | None = None
         for variant in variants:
             for group in AUTO_GROUPS:
-                candidate = self._build(trying, variant, group, None)
-                cosine = mean_cosine(self.compare(candidate, reference))
+                cosine = self._judge(trying, variant, group, reference)
                 trials[f"{variant.name}/{group}"] = cosine
                 if best is None or cosine > best[0]:
-                    best = (cosine, candidate)
+                    best = (cosine, variant, group)
         assert best is not None
-        if config.allocation_mode == "sensitivity":
-            winner = best[1]
-            candidate = self._build(config, winner.scorer, winner.group, None)
-            cosine = mean_cosine(self.compare(candidate, reference))
-            trials[f"{winner.scorer.name}/{winner.group}+sensitivity"] = cosine
-            if cosine >= best[0]:
-                best = (cosine, candidate)
-        best[1].trials = trials
-        return best[1]
+        best_cosine, winner, winner_group = best
+        chosen = self._build(trying, winner, winner_group, None)
+        if config.allocation_mode in SENSITIVITY_ALLOCATIONS:
+            cosine = self._judge(config, winner, winner_group, reference)
+            trials[f"{winner.name}/{winner_group}+sensitivity"] = cosine
+            if cosine >= best_cosine:
+                chosen = self._build(config, winner, winner_group, None)
+        chosen.trials = trials
+        return chosen
 
     # -- sensitivity allocation ---------------------------------------------------------
 
@@ -667,16 +725,20 @@ class Pruner:
         against the original on the calibration probe samples --group auto judges on. Cached
         per scorer, selection, layers and shares (a sweep or search measures each sparsity)."""
         selection = "row" if group == "row" else "layer"
+        measured = config.allocation_mode == "measured"
         key = (
             scorer.name,
             selection,
             config.update,
+            measured,
             tuple(chosen),
             tuple(round(b, 9) for b in base),
         )
         if key in self._sensitivity:
             return self._sensitivity[key]
-        reference = self.calibration_reference()
+        # measured: every level judged on the --group auto probe samples; otherwise one level
+        # on the first SENSITIVITY_SAMPLES of them, the others scaled by the local error proxy.
+        reference = self.calibration_reference() if measured else self.sensitivity_reference()
         # Each layer alone, one-shot (nothing upstream of it is pruned).
         measuring = dataclasses.replace(
             config, allocation="group", sequential=False, update_target="pruned"
@@ -691,17 +753,63 @@ class Pruner:
         ):
             layer = self.layers[i]
             rows, columns = layer.matrix_shape
-            points = []
-            for level in probe_levels(layer_base, floor_cap(columns, config.min_row_weights)):
-                at_level = dataclasses.replace(measuring, sparsity=level)
-                candidate = self._build(at_level, scorer, selection, {layer.weight_name})
-                damage = 1.0 - mean_cosine(self.compare(candidate, reference))
-                self.sensitivity_builds += 1
-                points.append((level, damage))
+            levels = probe_levels(layer_base, floor_cap(columns, config.min_row_weights))
+            if measured:
+                points = []
+                for level in levels:
+                    at_level = dataclasses.replace(measuring, sparsity=level)
+                    damage = 1.0 - self._judge(
+                        at_level, scorer, selection, reference, {layer.weight_name}
+                    )
+                    self.sensitivity_builds += 1
+                    points.append((level, damage))
+            else:
+                points = self._estimated_curve(
+                    measuring, scorer, selection, reference, i, layer_base, levels
+                )
             curves.append(SensitivityCurve(rows * columns, tuple(points)))
-        log.info("sensitivity: %d single-layer candidates measured", self.sensitivity_builds)
+        log.info("sensitivity: %d single-layer candidates judged", self.sensitivity_builds)
         self._sensitivity[key] = curves
         return curves
+
+    def _estimated_curve(
+        self,
+        config: PruneConfig,
+        scorer: ScoringMethod,
+        selection: str,
+        reference: ReferenceRun,
+        index: int,
+        base: float,
+        levels: list[float],
+    ) -> list[tuple[float, float]]:
+        """(level, damage) for one layer from ONE judged candidate: the damage at ``base``
+        (pruned alone, the run's method and update), scaled to the other levels by the layer's
+        local error proxy ``local_error`` (damage grows linearly with the squared output error
+        of the layer while it is small, 1 - cos ~ |delta|^2 / 2|y|^2)."""
+        if not levels:
+            return []
+        layer = self.layers[index]
+        at_base = dataclasses.replace(config, sparsity=base)
+        damage = 1.0 - self._judge(at_base, scorer, selection, reference, {layer.weight_name})
+        self.sensitivity_builds += 1
+        matrix = self.matrices()[index]
+        stats = self.statistics()[layer.weight_name]
+        reconstructing = config.update or scorer.adaptive_mask
+        factors = self.factors(layer) if reconstructing else None
+        weights = input_weights(stats, factors, matrix.shape[0])
+        if scorer.adaptive_mask and factors is not None:
+            scores = matrix**2 * weights**2  # SparseGPT's saliency w^2 / [H^-1]_jj^2
+        else:
+            scores = scorer.score(matrix, stats)
+        floor = config.min_row_weights
+        errors = [
+            local_error(matrix, weights, layer_select(scores, level, selection, None, floor))
+            for level in levels
+        ]
+        base_error = errors[levels.index(base)] if base in levels else max(errors)
+        if base_error <= 0.0:
+            return [(level, damage) for level in levels]
+        return [(level, damage * e / base_error) for level, e in zip(levels, errors, strict=True)]
 
     # -- checking candidates -------------------------------------------------------------
 
@@ -719,8 +827,26 @@ class Pruner:
                 self.config.batch_size,
                 "calibration",
                 cache=True,
+                cache_feeds=True,
             )
         return self._auto_reference
+
+    def sensitivity_reference(self) -> ReferenceRun:
+        """The first SENSITIVITY_SAMPLES of the --group auto probe samples: the one judged
+        level per layer of the estimated sensitivity curves."""
+        if self._sensitivity_reference is None:
+            probe = np.zeros_like(self.calib_mask)
+            probe[np.flatnonzero(self.calib_mask)[:SENSITIVITY_SAMPLES]] = True
+            self._sensitivity_reference = ReferenceRun(
+                self.reference_path,
+                self.calibration,
+                probe,
+                self.config.batch_size,
+                "calibration",
+                cache=True,
+                cache_feeds=True,
+            )
+        return self._sensitivity_reference
 
     def verification_reference(self) -> ReferenceRun:
         """The original's side of the held-out (or --eval) check; cached outputs are kept
@@ -798,6 +924,25 @@ def probe_names(model: onnx.ModelProto) -> list[str]:
     return list(dict.fromkeys(n for n in names if n not in initializers))
 
 
+def input_weights(
+    stats: LayerStats, factors: list[tuple[np.ndarray, np.ndarray]] | None, rows: int
+) -> np.ndarray:
+    """[out, K]: what removing one weight w_ij costs the layer's output, per unit w_ij^2.
+    With the inverse-Hessian factors (reconstruction) the OBS cost 1 / [H^-1]_jj (the error
+    left after the remaining weights are re-fitted), else E[x_j^2] (nothing re-fitted)."""
+    if factors is not None:
+        inverse_diagonal = np.stack([(upper**2).sum(axis=0) for upper, _ in factors])  # [G, K]
+        return stats.row_expand(1.0 / inverse_diagonal, rows)
+    mean_square = stats.inputs.x_sq_sum / max(stats.inputs.count, 1.0)
+    return stats.row_expand(mean_square, rows)
+
+
+def local_error(matrix: np.ndarray, weights: np.ndarray, keep: np.ndarray) -> float:
+    """The layer's output error proxy when the weights outside ``keep`` are removed (each
+    weight's cost ``weights`` [out, K], see ``input_weights``, summed independently)."""
+    return float((matrix**2 * weights)[~keep].sum())
+
+
 def mean_cosine(fidelity: Fidelity) -> float:
     return float(np.mean([o.cosine for o in fidelity.outputs]))
 
@@ -865,6 +1010,13 @@ def prune_matrix(
     pattern = config.nm
     # update_target "dense": fit the dense model's outputs W x_ref, not W x (METHODS.md 3).
     cross = stats.inputs.cross
+    if groups > 1 and keep is not None and cross is None:
+        # A fixed mask over many conv groups (depthwise): one batched column walk.
+        shape = (groups, per_group, matrix.shape[1])
+        pruned = reconstruct_groups(matrix.reshape(shape), factors, keep.reshape(shape)).reshape(
+            matrix.shape
+        )
+        groups = 0  # done
     for g in range(groups):
         part = slice(g * per_group, (g + 1) * per_group)
         start = matrix[part]

@@ -112,6 +112,35 @@ def reconstruct(
     return w, ~mask
 
 
+def reconstruct_groups(
+    weights: np.ndarray, factors: list[tuple[np.ndarray, np.ndarray]], keep: np.ndarray
+) -> np.ndarray:
+    """``reconstruct`` with a fixed mask for G conv groups at once: ``weights`` and ``keep``
+    (G, Rg, K), one factor per group. The column walk is the same; every step is batched over
+    the groups, so a depthwise conv (hundreds of groups of a few columns) costs K numpy steps
+    instead of G * K. Returns the updated weights (G, Rg, K), pruned entries exactly 0."""
+    w = weights.astype(np.float64).copy()
+    upper = np.stack([f[0] for f in factors])  # (G, K, K)
+    prune = ~keep
+    columns = w.shape[2]
+    for start in range(0, columns, BLOCK):
+        end = min(start + BLOCK, columns)
+        block = w[:, :, start:end].copy()  # (G, Rg, B)
+        errors = np.zeros_like(block)
+        u_block = upper[:, start:end, start:end]  # (G, B, B)
+        for i in range(end - start):
+            w_column = block[:, :, i]  # (G, Rg)
+            quantised = np.where(prune[:, :, start + i], 0.0, w_column)
+            error = (w_column - quantised) / u_block[:, i, i][:, None]
+            block[:, :, i:] -= error[:, :, None] * u_block[:, None, i, i:]
+            block[:, :, i] = quantised
+            errors[:, :, i] = error
+        w[:, :, start:end] = block
+        w[:, :, end:] -= errors @ upper[:, start:end, end:]
+    w[prune] = 0.0
+    return w
+
+
 def refit_to_reference(
     weight: np.ndarray, cross: np.ndarray, count: float, factor: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:

@@ -7,7 +7,7 @@ Metrics are folded per batch, like the calibration statistics.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +98,8 @@ class ReferenceRun:
 
     ``cache=True`` keeps the original's outputs after the first comparison, so several
     candidates can be compared for the price of one reference run (only for small selections:
-    the cache grows with the number of samples).
+    the cache grows with the number of samples); ``cache_feeds`` keeps the input batches as
+    well, so the data source is read once.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class ReferenceRun:
         batch_size: int,
         source: str,
         cache: bool = False,
+        cache_feeds: bool = False,
     ) -> None:
         self.session: ort.InferenceSession | None = make_session(original)
         self.names = [o.name for o in self.session.get_outputs()]
@@ -118,17 +120,26 @@ class ReferenceRun:
         self.source = source
         self.cache = cache
         self._cached: list[list[np.ndarray]] = []
+        # With ``cache_feeds`` (small selections judged many times): the input batches too.
+        self.cache_feeds = cache_feeds
+        self._batches: list[Batch] = []
 
     def _reference_batches(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
-        batches = self.dataset.batches(self.selected, self.batch_size)
         if self.cache and self._cached:
+            batches: Iterator[Batch] | list[Batch] = (
+                self._batches
+                if self._batches
+                else self.dataset.batches(self.selected, self.batch_size)
+            )
             yield from zip(batches, self._cached, strict=True)
             return
         assert self.session is not None, "prefetched outputs are always cached"
-        for batch in batches:
+        for batch in self.dataset.batches(self.selected, self.batch_size):
             outputs = run(self.session, self.names, batch.feed, self.dataset.name)
             if self.cache:
                 self._cached.append(outputs)
+                if self.cache_feeds:
+                    self._batches.append(batch)
             yield batch, outputs
 
     def prefetch(self) -> None:
@@ -141,11 +152,18 @@ class ReferenceRun:
 
     def compare(self, pruned: Path) -> Fidelity:
         candidate = make_session(pruned)
+        return self.compare_outputs(
+            lambda batch: run(candidate, self.names, batch.feed, self.dataset.name)
+        )
+
+    def compare_outputs(self, outputs_of: Callable[[Batch], list[np.ndarray]]) -> Fidelity:
+        """Compare the original's outputs with ``outputs_of(batch)`` (the candidate's, in the
+        order of ``names``) on every selected batch."""
         accumulators = {name: _OutputAccumulator() for name in self.names}
         accuracy = _AccuracyAccumulator()
         samples = 0
         for batch, expected in self._reference_batches():
-            got = run(candidate, self.names, batch.feed, self.dataset.name)
+            got = outputs_of(batch)
             for name, a, b in zip(self.names, expected, got, strict=True):
                 if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
                     accumulators[name].add(a, b, batch.count)

@@ -4,6 +4,7 @@ pipeline end to end on a model whose layers differ in how much their pruning hur
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import models
@@ -21,7 +22,10 @@ from onnxprune.allocation import (
     allocate_by_sensitivity,
     probe_levels,
 )
+from onnxprune.config import PruneConfig
 from onnxprune.errors import EXIT_USAGE
+from onnxprune.pipeline import Pruner
+from onnxprune.scoring import get_method
 
 # -- the solver ---------------------------------------------------------------------------
 
@@ -113,26 +117,29 @@ def _error(model: onnx.ModelProto, pruned: Path, original: Path) -> float:
     return float(np.linalg.norm(ours - dense) / np.linalg.norm(dense))
 
 
+@pytest.mark.parametrize(("allocation", "judged"), [("sensitivity", 2), ("measured", 10)])
 @pytest.mark.parametrize(
     ("method", "extra"), [("contrib", ["--group", "layer"]), ("sparsegpt", []), ("wanda", [])]
 )
 def test_sensitivity_spends_the_budget_on_the_quiet_layer(
-    cli: CliRunner, tmp_path: Path, method: str, extra: list[str]
+    cli: CliRunner, tmp_path: Path, method: str, extra: list[str], allocation: str, judged: int
 ) -> None:
+    """Both the estimated curves (one candidate per layer) and the measured ones (5 per layer)
+    move the budget to the branch whose damage is 100x smaller, by the same amount."""
     model, path, calib = _prepare(tmp_path)
     common = ["--sparsity", 0.5, "--method", method, *extra]
     uniform = run_and_report(
         cli, path, calib, tmp_path / "uniform.onnx", *common, "--allocation", "group"
     )
     sensitive = run_and_report(
-        cli, path, calib, tmp_path / "sens.onnx", *common, "--allocation", "sensitivity"
+        cli, path, calib, tmp_path / "sens.onnx", *common, "--allocation", allocation
     )
     share = {layer["weight"]: layer["sparsity"] for layer in sensitive["layers"]}
     # B's damage is 100x smaller: it goes to its highest level, A gives what keeps the total.
     highest = probe_levels(0.5, 1 - 8 / 64)[-1]  # K = 64, --min-row-weights 8
     assert share == pytest.approx({"A": 1 - highest, "B": highest}, abs=1 / 1024)
     assert sensitive["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert sensitive["sensitivity_builds"] == 10  # 5 levels x 2 layers
+    assert sensitive["sensitivity_builds"] == judged  # per layer: 1 estimated, 5 measured
     assert uniform["sensitivity_builds"] == 0
     # Differential: the re-allocated model is closer to the original on fresh inputs.
     assert _error(model, tmp_path / "sens.onnx", path) < _error(
@@ -197,3 +204,40 @@ def test_sensitivity_refuses_an_nm_pattern_in_one_line(cli: CliRunner, tmp_path:
     assert "--allocation sensitivity cannot be combined with --pattern 2:4" in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# The stated tolerance between estimated and measured allocations: each layer's sparsity
+# within 0.1 (one level step).
+ESTIMATE_TOLERANCE = 0.1
+
+
+@pytest.mark.parametrize("method", ["contrib", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("build", [models.mlp_matmul, models.cnn_bn], ids=["mlp", "cnn"])
+def test_estimated_curves_allocate_like_the_measured_ones(
+    tmp_path: Path, method: str, build: Callable[..., onnx.ModelProto]
+) -> None:
+    """The cheap curves (one judged candidate per layer on 16 samples, the other levels scaled
+    by the local error proxy) give the per-layer sparsities the 5-level measurement on 64
+    samples gives, within ESTIMATE_TOLERANCE, for every selection group."""
+    model = build(seed=3)
+    path = models.save(model, tmp_path / "model.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 96, seed=1))
+    scorer = get_method(method)
+    groups = ["row"] if scorer.adaptive_mask else ["row", "global"]
+    targets: dict[str, dict[str, list[float]]] = {}
+    judged: dict[str, int] = {}
+    for allocation in ("sensitivity", "measured"):
+        config = PruneConfig(sparsity=0.6, method=method, allocation=allocation)
+        pruner = Pruner(path, calib, config)
+        chosen = list(range(len(pruner.layers)))
+        targets[allocation] = {
+            group: pruner.sensitivity_targets(config, chosen, 0.6, scorer, group)
+            for group in groups
+        }
+        judged[allocation] = pruner.sensitivity_builds
+    # Every measured layer: one judged candidate instead of one per level (up to 5).
+    assert 0 < judged["sensitivity"] < judged["measured"]
+    for group in groups:
+        np.testing.assert_allclose(
+            targets["sensitivity"][group], targets["measured"][group], atol=ESTIMATE_TOLERANCE
+        )

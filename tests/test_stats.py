@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.calibrate.runner import collect_statistics
 from onnxprune.calibrate.sources import model_input_specs, open_data
-from onnxprune.calibrate.stats import dense_moments
+from onnxprune.calibrate.stats import ConvGeometry, conv_moments, dense_moments
 from onnxprune.config import PruneConfig
 from onnxprune.graph import GraphView
 from onnxprune.layers import find_layers
@@ -158,3 +158,56 @@ def test_dense_in_graph_moments_match_numpy_for_a_3d_matmul_with_erf_gelu(tmp_pa
     np.testing.assert_allclose(
         layer_stats.gated.gx_sq_sum, expected_g.gx_sq_sum, rtol=1e-4, atol=1e-5
     )
+
+
+CONV1D_CASE = pytest.param({"pads": [1, 2], "strides": [2]}, 3, 4, (3,), id="conv1d")
+
+
+@pytest.mark.parametrize(("attrs", "cin", "cout", "kernel"), [*CONV_CASES, CONV1D_CASE])
+def test_in_graph_conv_moments_equal_numpy_im2col(
+    tmp_path: Path, attrs: dict[str, object], cin: int, cout: int, kernel: tuple[int, ...]
+) -> None:
+    """Every moment the graph reduces (sums, K x K input correlation, gated products) equals
+    the float64 numpy im2col reference ``conv_moments`` on the same batches."""
+    rng = np.random.default_rng(3)
+    group = int(attrs.get("group", 1))  # type: ignore[call-overload]
+    spatial = (7, 9)[: len(kernel)] if len(kernel) == 2 else (11,)
+    weight = rng.normal(size=(cout, cin // group, *kernel)).astype(np.float32)
+    x = rng.normal(size=(5, cin, *spatial)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["z"], **attrs)
+    relu = helper.make_node("Relu", ["z"], ["y"])
+    graph = helper.make_graph(
+        [conv, relu],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, *spatial])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model_path = tmp_path / "m.onnx"
+    onnx.save(model, model_path)
+    np.savez(tmp_path / "calib.npz", x=x)
+    dataset = open_data(tmp_path / "calib.npz", model_input_specs(model))
+    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
+    selected = np.ones(dataset.total, dtype=bool)
+    stats = collect_statistics(model, layers, dataset, selected, 2, True, False, hessian=True)
+    got = stats["w"]
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    z = ort.InferenceSession(probe.SerializeToString()).run(["z"], {"x": x})[0]
+    geometry = ConvGeometry.from_node(conv, weight.shape)
+    want_in, want_g = conv_moments(x, (z > 0).astype(np.float32), geometry, cout, hessian=True)
+    assert got.inputs.count == want_in.count
+    assert got.inputs.xtx is not None and want_in.xtx is not None
+    for name in ("x_sum", "x_sq_sum", "xtx"):
+        np.testing.assert_allclose(
+            getattr(got.inputs, name), getattr(want_in, name), rtol=1e-5, atol=1e-4
+        )
+    assert got.gated is not None and want_g is not None
+    for name in ("g2_sum", "gx_sum", "gx_sq_sum"):
+        np.testing.assert_allclose(
+            getattr(got.gated, name), getattr(want_g, name), rtol=1e-5, atol=1e-4
+        )

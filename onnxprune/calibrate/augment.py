@@ -4,7 +4,11 @@ MatMul/Gemm: the layer input is viewed as ``x2d`` [rows, K] inside the graph and
 ``sum(x)``, ``sum(x^2)`` [K], and, when the method needs the blind-range gates, the gated moments
 ``x2d^T @ g2`` and ``(x2d^2)^T @ g2`` [K, out] plus ``sum(g2)`` [out] (two matrix products per
 batch, the cost of the layer's own forward pass). A tensor read by several layers (Q/K/V) is
-reduced once. Conv: the input and ``g2`` are exposed and folded per batch with im2col in numpy.
+reduced once. Conv: the same sums per conv group, also inside the graph (``_conv_graph_tap``):
+a one-hot "patch" Conv turns the input into its im2col columns, then MatMuls and reductions over
+(batch, positions) return only [G, K, K]-sized tensors per batch, in float32; the runner folds
+them into float64. Only with a reference model (update_target "dense") are the raw conv input
+and ``g2`` exposed and folded with im2col in numpy (``ConvTap``).
 
 With a ``reference`` model (the dense original, for ``update_target="dense"``), a renamed copy of
 it runs in the same graph on the same inputs, and each layer also gets the cross term
@@ -55,6 +59,20 @@ class ConvTap:
 
 
 @dataclass(frozen=True)
+class ConvGraphTap:
+    """A Conv layer's moments reduced inside the graph, per conv group G (K = Cg * prod(kernel)
+    columns ordered (kernel position, input channel), Rg = Cout / G rows)."""
+
+    shape: str  # [4] int64: the patch tensor's (N, G, K, P), P output positions per sample
+    x_sum: str  # [G, K]
+    x_sq_sum: str  # [G, K]
+    xtx: str | None = None  # [G, K, K]
+    g2_sum: str | None = None  # [G, Rg]
+    gx_sum: str | None = None  # [G, K, Rg]
+    gx_sq_sum: str | None = None  # [G, K, Rg]
+
+
+@dataclass(frozen=True)
 class CrossTap:
     """The dense model's input ``x_ref`` of a MatMul/Gemm layer against the model's own ``x``."""
 
@@ -69,6 +87,7 @@ class NodeTaps:
     input_tap: InputTap | None = None
     gated: GatedTap | None = None
     conv: ConvTap | None = None
+    conv_graph: ConvGraphTap | None = None
     cross: CrossTap | None = None
 
 
@@ -140,12 +159,16 @@ def build_plan(
         for node, gate in zip(layer.nodes, gates, strict=True):
             data = node.input[layer.op.data_input]
             if layer.op.stats_kind == "conv":
-                x = sink.op("Cast", data, to=FLOAT, hint="x")
                 g2 = _squared_gate(sink, gate) if use_gate else None
                 geometry = ConvGeometry.from_node(node, layer.shape)
-                x_ref = None
-                if reference is not None and use_hessian:
-                    x_ref = sink.op("Cast", ref_name(data), to=FLOAT, hint="x_ref")
+                if reference is None or not use_hessian:
+                    graph_tap = _conv_graph_tap(
+                        sink, data, g2, geometry, layer.shape, use_hessian, view.opset
+                    )
+                    node_taps.append(NodeTaps(conv_graph=graph_tap))
+                    continue
+                x = sink.op("Cast", data, to=FLOAT, hint="x")
+                x_ref = sink.op("Cast", ref_name(data), to=FLOAT, hint="x_ref")
                 conv_tap = ConvTap(x, g2, geometry, rows, use_hessian, x_ref)
                 node_taps.append(NodeTaps(conv=conv_tap))
                 continue
@@ -197,6 +220,11 @@ def _tap_outputs(tap: NodeTaps) -> list[tuple[str, int]]:
         names += [(n, FLOAT) for n in (tap.gated.g2_sum, tap.gated.gx_sum, tap.gated.gx_sq_sum)]
     if tap.conv:
         names += [(n, FLOAT) for n in (tap.conv.x, tap.conv.g2, tap.conv.x_ref) if n]
+    if tap.conv_graph:
+        c = tap.conv_graph
+        names.append((c.shape, onnx.TensorProto.INT64))
+        floats = (c.x_sum, c.x_sq_sum, c.xtx, c.g2_sum, c.gx_sum, c.gx_sq_sum)
+        names += [(n, FLOAT) for n in floats if n]
     if tap.cross:
         names += [(tap.cross.cross, FLOAT), (tap.cross.ref_sum, FLOAT)]
     return names
@@ -243,10 +271,105 @@ def _as_2d(sink: NodeSink, tensor: str, columns: int) -> str:
 
 def _reduce_rows(sink: NodeSink, op_type: str, x2d: str, opset: int, hint: str) -> str:
     """Sum over axis 0 without keeping it, in the form the model's opset accepts."""
+    return _reduce(sink, op_type, x2d, [0], opset, hint)
+
+
+def _reduce(sink: NodeSink, op_type: str, x: str, axes: list[int], opset: int, hint: str) -> str:
+    """Reduce over ``axes`` without keeping them, in the form the model's opset accepts."""
     axes_as_input = opset >= 18 or (op_type == "ReduceSum" and opset >= 13)
     if axes_as_input:
-        return sink.op(op_type, x2d, sink.const([0], dtype=np.int64), keepdims=0, hint=hint)
-    return sink.op(op_type, x2d, axes=[0], keepdims=0, hint=hint)
+        return sink.op(op_type, x, sink.const(axes, dtype=np.int64), keepdims=0, hint=hint)
+    return sink.op(op_type, x, axes=axes, keepdims=0, hint=hint)
+
+
+def patch_kernel(weight_shape: tuple[int, ...], groups: int) -> np.ndarray:
+    """One-hot weights [G * K, Cg, *kernel] of a Conv whose output channel g*K + p*Cg + c copies
+    input channel c of group g at kernel position p (row-major): with the layer's strides,
+    pads, dilations and group, that Conv's output holds the layer's im2col columns in the
+    (kernel position, input channel) order of ``layers._conv_to_matrix``."""
+    channels = weight_shape[1]  # Cg
+    kernel = tuple(weight_shape[2:])
+    positions = int(np.prod(kernel))
+    columns = positions * channels
+    one_hot = np.zeros((columns, channels, positions), dtype=np.float32)
+    p, c = np.divmod(np.arange(columns), channels)
+    one_hot[np.arange(columns), c, p] = 1.0
+    repeats = (groups, *([1] * (1 + len(kernel))))
+    return np.tile(one_hot.reshape(columns, channels, *kernel), repeats)
+
+
+def _conv_graph_tap(
+    sink: NodeSink,
+    data: str,
+    g2: str | None,
+    geo: ConvGeometry,
+    weight_shape: tuple[int, ...],
+    hessian: bool,
+    opset: int,
+) -> ConvGraphTap:
+    """Moments of a Conv's input per conv group, reduced inside the graph.
+
+    ``patches`` [N, G*K, *out] comes from a one-hot Conv (``patch_kernel``) with the layer's
+    geometry; a pointwise conv with unit strides and no padding is its own im2col. Viewed as
+    [N, G, K, P], the sums reduce over (N, P) and the products are batched MatMuls over (N, G)
+    summed over N: the cost of the layer's own forward pass, for K x K instead of Cout x K.
+    """
+    groups = geo.group
+    rows = weight_shape[0] // groups  # Rg
+    columns = int(np.prod(weight_shape[1:]))  # K = Cg * prod(kernel)
+    x = sink.op("Cast", data, to=FLOAT, hint="conv_x")
+    spatial = len(weight_shape) - 2
+    pointwise = (
+        all(k == 1 for k in weight_shape[2:])
+        and all(s == 1 for s in geo.strides)
+        and not any(geo.pads)
+        and geo.auto_pad in ("NOTSET", "", "VALID")
+    )
+    if pointwise:
+        patches = x
+    else:
+        attrs: dict[str, object] = {
+            "group": groups,
+            "strides": list(geo.strides),
+            "dilations": list(geo.dilations),
+            "kernel_shape": list(weight_shape[2:]),
+        }
+        if geo.auto_pad in ("NOTSET", ""):
+            attrs["pads"] = list(geo.pads) if geo.pads else [0] * (2 * spatial)
+        else:
+            attrs["auto_pad"] = geo.auto_pad
+        kernel = sink.const(patch_kernel(weight_shape, groups), dtype=np.float32)
+        patches = sink.op("Conv", x, kernel, hint="patches", **attrs)  # [N, G*K, *out]
+    p4 = sink.op(  # [N, G, K, P]
+        "Reshape", patches, sink.const([0, groups, columns, -1], dtype=np.int64), hint="p4"
+    )
+    xtx = gx_sum = gx_sq_sum = g2_sum = None
+    if hessian:
+        # A Transpose read only by the MatMul: onnxruntime fuses the pair (no transposed copy).
+        p4_t = sink.op("Transpose", p4, perm=[0, 1, 3, 2], hint="p4_t")  # [N, G, P, K]
+        xtx = _reduce(sink, "ReduceSum", sink.op("MatMul", p4, p4_t), [0], opset, "conv_xtx")
+    if g2 is not None:
+        g4 = sink.op(  # [N, G, Rg, P]
+            "Reshape", g2, sink.const([0, groups, rows, -1], dtype=np.int64), hint="g4"
+        )
+        g2_sum = _reduce(sink, "ReduceSum", g4, [0, 3], opset, "conv_g2_sum")
+        # Products as patches @ g4^T ([N, G, K, Rg]): the gate map is transposed, never the
+        # (larger) patch tensor; the sums come back as [G, K, Rg] and are swapped in numpy.
+        g4_t = sink.op("Transpose", g4, perm=[0, 1, 3, 2], hint="g4_t")  # [N, G, P, Rg]
+        gx_sum = _reduce(sink, "ReduceSum", sink.op("MatMul", p4, g4_t), [0], opset, "conv_gx")
+        p4_sq = sink.op("Mul", p4, p4, hint="p4_sq")
+        gx_sq_sum = _reduce(
+            sink, "ReduceSum", sink.op("MatMul", p4_sq, g4_t), [0], opset, "conv_gx_sq"
+        )
+    return ConvGraphTap(
+        shape=sink.op("Shape", p4, hint="p4_shape"),
+        x_sum=_reduce(sink, "ReduceSum", p4, [0, 3], opset, "conv_x_sum"),
+        x_sq_sum=_reduce(sink, "ReduceSumSquare", p4, [0, 3], opset, "conv_x_sq_sum"),
+        xtx=xtx,
+        g2_sum=g2_sum,
+        gx_sum=gx_sum,
+        gx_sq_sum=gx_sq_sum,
+    )
 
 
 def _input_tap(

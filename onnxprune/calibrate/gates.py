@@ -44,9 +44,9 @@ class NodeSink:
         self.nodes.append(node)
         return out
 
-    def const(self, value: float | list[int], dtype: type = np.float32) -> str:
+    def const(self, value: float | list[int] | np.ndarray, dtype: type = np.float32) -> str:
         name = self.fresh("const")
-        array: np.ndarray = np.array(value, dtype=dtype)
+        array: np.ndarray = np.asarray(value, dtype=dtype)
         self.initializers.append(onnx.numpy_helper.from_array(array, name))
         return name
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..graph import GraphView
 from ..layers import Layer
 from ..session import make_session, run, save_for_session
-from .augment import CalibrationPlan, NodeTaps, build_plan
+from .augment import CalibrationPlan, ConvGraphTap, NodeTaps, build_plan
 from .gates import NodeSink
 from .sources import CalibrationSet
 from .stats import GatedMoments, InputMoments, LayerStats, StatsOnDisk, conv_moments
@@ -161,6 +161,8 @@ def _fold(
 def _node_moments(
     tap: NodeTaps, fetched: dict[str, np.ndarray]
 ) -> tuple[InputMoments, GatedMoments | None]:
+    if tap.conv_graph is not None:
+        return _conv_graph_moments(tap.conv_graph, fetched)
     if tap.conv is not None:
         conv = tap.conv
         g2 = fetched[conv.g2] if conv.g2 else None
@@ -187,6 +189,32 @@ def _node_moments(
         fetched[tap.gated.g2_sum].astype(np.float64),
         fetched[tap.gated.gx_sum].astype(np.float64).T,  # [K, out] -> [out, K]
         fetched[tap.gated.gx_sq_sum].astype(np.float64).T,
+    )
+    return inputs, gated
+
+
+def _conv_graph_moments(
+    tap: ConvGraphTap, fetched: dict[str, np.ndarray]
+) -> tuple[InputMoments, GatedMoments | None]:
+    """One batch of a Conv's in-graph sums, in float64 (see ``augment._conv_graph_tap``)."""
+    n, _, _, positions = (int(d) for d in fetched[tap.shape])
+    inputs = InputMoments(
+        float(n * positions),
+        fetched[tap.x_sum].astype(np.float64),  # [G, K]
+        fetched[tap.x_sq_sum].astype(np.float64),
+        None if tap.xtx is None else fetched[tap.xtx].astype(np.float64),  # [G, K, K]
+    )
+    if tap.gx_sum is None or tap.gx_sq_sum is None or tap.g2_sum is None:
+        return inputs, None
+
+    def rows_by_columns(name: str) -> np.ndarray:  # [G, K, Rg] -> [G, Rg, K] -> [Cout, K]
+        value = fetched[name].astype(np.float64)
+        return value.transpose(0, 2, 1).reshape(-1, value.shape[1])
+
+    gated = GatedMoments(
+        fetched[tap.g2_sum].astype(np.float64).reshape(-1),
+        rows_by_columns(tap.gx_sum),
+        rows_by_columns(tap.gx_sq_sum),
     )
     return inputs, gated
 

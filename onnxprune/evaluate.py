@@ -1,0 +1,130 @@
+"""Judge candidate prunings in memory: one session whose layer weights are graph inputs.
+
+Searches (``--group auto``, sensitivity allocation) compare many candidates that differ only in
+the values of the prunable weights and of the biases. Writing each as a model and loading it
+into a new onnxruntime session costs more than running it; instead, one copy of the model is
+built once in which
+
+* every layer's weight, as the layer reads it (after any Transpose / Cast view), is a graph
+  input ``onnxprune_eval/w{i}`` that all the layer's nodes read, and
+* every layer's bias change is a graph input ``onnxprune_eval/b{i}`` added to the output of
+  each of its nodes (``[out]`` for MatMul / Gemm, ``[out, 1, ...]`` for Conv; scaled by the
+  node's ``alpha`` for Gemm), which equals folding it into the bias as ``apply.add_bias`` does.
+
+A candidate is a set of replaced weights and bias changes; the other layers are fed their
+original values (zero bias change). The original's outputs and the input batches are cached
+by the ``ReferenceRun``, so judging a candidate is one pass over the cached samples.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .calibrate.sources import Batch
+from .graph import GraphView
+from .layers import Layer
+from .session import make_session, run, save_for_session
+from .verify import Fidelity, ReferenceRun
+
+PREFIX = "onnxprune_eval"
+
+
+def _onnx_type(dtype: np.dtype) -> int:
+    return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+
+
+def evaluation_model(model: onnx.ModelProto, layers: list[Layer]) -> onnx.ModelProto | None:
+    """``model`` with each layer's weight and bias change as graph inputs (see module doc);
+    None when a layer's node is not in the main graph (inside a subgraph)."""
+    evaluated = onnx.ModelProto()
+    evaluated.CopyFrom(model)
+    graph = evaluated.graph
+    position = {id(node): k for k, node in enumerate(model.graph.node)}
+    after: dict[int, list[onnx.NodeProto]] = {}
+    view = GraphView(evaluated)
+    for index, layer in enumerate(layers):
+        weight_input = f"{PREFIX}/w{index}"
+        delta_input = f"{PREFIX}/b{index}"
+        rows = layer.matrix_shape[0]
+        delta_shape = [rows] + [1] * (len(layer.shape) - 2 if layer.op.stats_kind == "conv" else 0)
+        graph.input.append(
+            onnx.helper.make_tensor_value_info(weight_input, _onnx_type(layer.dtype), layer.shape)
+        )
+        graph.input.append(
+            onnx.helper.make_tensor_value_info(delta_input, _onnx_type(layer.dtype), delta_shape)
+        )
+        for node in layer.nodes:
+            k = position.get(id(node))
+            if k is None:
+                return None
+            copy = graph.node[k]
+            copy.input[layer.op.weight_input] = weight_input
+            scale = layer.op.weight_scale(node)
+            change = delta_input
+            extra: list[onnx.NodeProto] = []
+            if scale != 1.0:
+                factor = view.unique_name(f"{PREFIX}/scale{index}_{k}")
+                graph.initializer.append(
+                    onnx.numpy_helper.from_array(np.array(scale, dtype=layer.dtype), factor)
+                )
+                change = view.unique_name(f"{PREFIX}/scaled{index}_{k}")
+                extra.append(onnx.helper.make_node("Mul", [delta_input, factor], [change]))
+            out = copy.output[0]
+            unbiased = view.unique_name(f"{out}_{PREFIX}")
+            copy.output[0] = unbiased
+            extra.append(onnx.helper.make_node("Add", [unbiased, change], [out]))
+            after.setdefault(k, []).extend(extra)
+    nodes = []
+    for k, node in enumerate(graph.node):
+        nodes.append(node)
+        nodes.extend(after.get(k, []))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return evaluated
+
+
+class CandidateEvaluator:
+    """One session over ``evaluation_model``; ``compare`` judges a candidate's weights
+    against the original's cached outputs on the ``reference`` samples."""
+
+    def __init__(self, model: onnx.ModelProto, layers: list[Layer], reference: ReferenceRun):
+        evaluated = evaluation_model(model, layers)
+        if evaluated is None:
+            raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
+        with tempfile.TemporaryDirectory(prefix="onnxprune-evaluate-") as tmp:
+            self.session = make_session(save_for_session(evaluated, Path(tmp) / "eval.onnx"))
+        self.reference = reference
+        self.layers = layers
+        self.defaults: dict[str, np.ndarray] = {}
+        for index, layer in enumerate(layers):
+            self.defaults[f"{PREFIX}/w{index}"] = np.ascontiguousarray(layer.weight)
+            shape = [i.shape for i in self.session.get_inputs() if i.name == f"{PREFIX}/b{index}"]
+            self.defaults[f"{PREFIX}/b{index}"] = np.zeros(shape[0], dtype=layer.dtype)
+        # Candidates judged so far (single-layer measurements included).
+        self.runs = 0
+
+    def compare(
+        self, weights: Mapping[int, np.ndarray], deltas: Mapping[int, np.ndarray | None]
+    ) -> Fidelity:
+        """``weights``: layer index -> the weight as the layer reads it; ``deltas``: layer
+        index -> bias change [out] in units of ``W x`` (None: none)."""
+        feed = dict(self.defaults)
+        for index, value in weights.items():
+            feed[f"{PREFIX}/w{index}"] = np.ascontiguousarray(value, dtype=self.layers[index].dtype)
+        for index, delta in deltas.items():
+            if delta is not None:
+                name = f"{PREFIX}/b{index}"
+                shaped = delta.reshape(self.defaults[name].shape)
+                feed[name] = shaped.astype(self.layers[index].dtype)
+        self.runs += 1
+        names = self.reference.names
+
+        def outputs_of(batch: Batch) -> list[np.ndarray]:
+            return run(self.session, names, {**batch.feed, **feed}, self.reference.dataset.name)
+
+        return self.reference.compare_outputs(outputs_of)
