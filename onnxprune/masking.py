@@ -67,10 +67,31 @@ def _in_row_rank(scores: np.ndarray) -> np.ndarray:
 
 
 def _smallest(flat: np.ndarray, count: int) -> np.ndarray:
-    """Indices of the ``count`` smallest entries (stable for ties)."""
+    """Indices (in no particular order) of the ``count`` smallest entries, ties going to the
+    lower index: the set a stable sort's first ``count`` would give, by partition, not sort."""
     if count <= 0:
         return np.empty(0, dtype=np.int64)
-    return np.argsort(flat, kind="stable")[:count]
+    if count >= flat.size:
+        return np.arange(flat.size)
+    kth = np.partition(flat, count - 1)[count - 1]
+    below = np.flatnonzero(flat < kth)
+    ties = np.flatnonzero(flat == kth)[: count - below.size]
+    return np.concatenate([below, ties])
+
+
+def _row_smallest(scores: np.ndarray, count: int) -> np.ndarray:
+    """[out, K] bool: the ``count`` smallest entries of each row, ties to the lower column
+    (``_in_row_rank(scores) < count``, by partition)."""
+    columns = scores.shape[1]
+    if count <= 0:
+        return np.zeros(scores.shape, dtype=bool)
+    if count >= columns:
+        return np.ones(scores.shape, dtype=bool)
+    kth = np.partition(scores, count - 1, axis=1)[:, count - 1 : count]  # [out, 1]
+    below = scores < kth
+    ties = scores == kth
+    needed = count - below.sum(axis=1, keepdims=True)
+    return below | (ties & (np.cumsum(ties, axis=1) <= needed))
 
 
 def row_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
@@ -104,11 +125,12 @@ def global_masks(
     eligible_scores = []
     for layer_scores in scores:
         cap = row_cap(layer_scores.shape[1], sparsity, min_row_weights)
-        masked = np.where(_in_row_rank(layer_scores) < cap, layer_scores, np.inf).ravel()
+        masked = np.where(_row_smallest(layer_scores, cap), layer_scores, np.inf).ravel()
         layer_limit = math.floor(layer_cap * masked.size)
         if layer_limit < masked.size:
-            order = np.argsort(masked, kind="stable")
-            masked[order[layer_limit:]] = np.inf
+            allowed = np.zeros(masked.size, dtype=bool)
+            allowed[_smallest(masked, layer_limit)] = True
+            masked[~allowed] = np.inf
         eligible_scores.append(masked)
     flat = np.concatenate(eligible_scores)
     total = min(pruned_count(flat.size, sparsity), int(np.isfinite(flat).sum()))

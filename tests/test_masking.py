@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onnxprune import masking
 from onnxprune.config import NMPattern
 from onnxprune.masking import (
     allocate,
@@ -148,3 +149,19 @@ def test_allocate_protects_a_depthwise_layer_and_shifts_its_share() -> None:
     total = 64 * 9 + 128 * 256
     assert targets[0] * 64 * 9 + targets[1] * 128 * 256 == pytest.approx(0.8 * total, abs=1)
     assert targets[1] > 0.8
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 12), st.integers(0, 2**16))
+def test_partition_selection_equals_the_stable_sort(rows: int, columns: int, seed: int) -> None:
+    """The partition-based selections pick exactly what a stable sort picks, ties included
+    (scores drawn from 4 values, so ties are everywhere)."""
+    scores = np.random.default_rng(seed).integers(0, 4, size=(rows, columns)).astype(float)
+    for count in range(columns + 2):
+        np.testing.assert_array_equal(
+            masking._row_smallest(scores, count), masking._in_row_rank(scores) < count
+        )
+    flat = scores.ravel()
+    for count in range(flat.size + 2):
+        chosen = set(masking._smallest(flat, count).tolist())
+        assert chosen == set(np.argsort(flat, kind="stable")[:count].tolist())

@@ -17,6 +17,7 @@ it runs in the same graph on the same inputs, and each layer also gets the cross
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def build_plan(
     masked_inputs: frozenset[str] = frozenset(),
     base_dir: Path | None = None,
     reference: onnx.ModelProto | None = None,
+    conv_positions: dict[str, int] | None = None,
 ) -> CalibrationPlan:
     """A copy of ``model`` with statistic outputs for every layer (the input stays untouched).
 
@@ -124,6 +126,8 @@ def build_plan(
     then count real tokens only. ``base_dir``: where external tensors are read from.
     ``reference``: the dense model (same graph inputs and layer input names, no subgraphs); the
     layers with an input correlation also get the cross terms with its inputs (``CrossTap``).
+    ``conv_positions``: output positions per sample of each Conv node (by output name), seen
+    at run time; large outputs are subsampled (``position_step``).
     """
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
@@ -162,9 +166,11 @@ def build_plan(
                 g2 = _squared_gate(sink, gate) if use_gate else None
                 geometry = ConvGeometry.from_node(node, layer.shape)
                 if reference is None or not use_hessian:
+                    positions = (conv_positions or {}).get(node.output[0], 0)
                     graph_tap = _conv_graph_tap(
-                        sink, data, g2, geometry, layer.shape, use_hessian, view.opset
-                    )
+                        sink, data, g2, geometry, layer.shape, use_hessian, view.opset,
+                        position_step(positions, geometry),
+                    )  # fmt: skip
                     node_taps.append(NodeTaps(conv_graph=graph_tap))
                     continue
                 x = sink.op("Cast", data, to=FLOAT, hint="x")
@@ -298,6 +304,36 @@ def patch_kernel(weight_shape: tuple[int, ...], groups: int) -> np.ndarray:
     return np.tile(one_hot.reshape(columns, channels, *kernel), repeats)
 
 
+# Conv statistics are gathered on at most about this many output positions per sample: a
+# regular grid of every ``step``-th row and column (neighbouring positions see overlapping
+# patches, so a sparser grid loses little, while the K x K products cost K^2 per position).
+MAX_CONV_POSITIONS = 256
+
+
+def position_step(positions: int, geo: ConvGeometry) -> int:
+    """The grid step (per spatial axis) for a Conv with ``positions`` outputs per sample: 1
+    (every position) for small outputs, unknown sizes and auto_pad convs (whose padding
+    depends on the stride)."""
+    if positions <= MAX_CONV_POSITIONS or geo.auto_pad not in ("NOTSET", ""):
+        return 1
+    spatial = len(geo.kernel)
+    return max(1, math.ceil((positions / MAX_CONV_POSITIONS) ** (1.0 / spatial)))
+
+
+def _every(sink: NodeSink, x: str, axes: list[int], step: int) -> str:
+    """Every ``step``-th element of ``x`` along ``axes``, from the first."""
+    big = np.iinfo(np.int64).max
+    return sink.op(
+        "Slice",
+        x,
+        sink.const([0] * len(axes), dtype=np.int64),
+        sink.const([big] * len(axes), dtype=np.int64),
+        sink.const(axes, dtype=np.int64),
+        sink.const([step] * len(axes), dtype=np.int64),
+        hint="grid",
+    )
+
+
 def _conv_graph_tap(
     sink: NodeSink,
     data: str,
@@ -306,6 +342,7 @@ def _conv_graph_tap(
     weight_shape: tuple[int, ...],
     hessian: bool,
     opset: int,
+    step: int = 1,
 ) -> ConvGraphTap:
     """Moments of a Conv's input per conv group, reduced inside the graph.
 
@@ -313,6 +350,8 @@ def _conv_graph_tap(
     geometry; a pointwise conv with unit strides and no padding is its own im2col. Viewed as
     [N, G, K, P], the sums reduce over (N, P) and the products are batched MatMuls over (N, G)
     summed over N: the cost of the layer's own forward pass, for K x K instead of Cout x K.
+    ``step`` > 1: only every ``step``-th output position along each spatial axis is gathered
+    (the patch Conv's strides times ``step``, the gate map sliced to match).
     """
     groups = geo.group
     rows = weight_shape[0] // groups  # Rg
@@ -325,12 +364,13 @@ def _conv_graph_tap(
         and not any(geo.pads)
         and geo.auto_pad in ("NOTSET", "", "VALID")
     )
+    axes = list(range(2, 2 + spatial))
     if pointwise:
-        patches = x
+        patches = x if step == 1 else _every(sink, x, axes, step)
     else:
         attrs: dict[str, object] = {
             "group": groups,
-            "strides": list(geo.strides),
+            "strides": [s * step for s in geo.strides],
             "dilations": list(geo.dilations),
             "kernel_shape": list(weight_shape[2:]),
         }
@@ -349,6 +389,8 @@ def _conv_graph_tap(
         p4_t = sink.op("Transpose", p4, perm=[0, 1, 3, 2], hint="p4_t")  # [N, G, P, K]
         xtx = _reduce(sink, "ReduceSum", sink.op("MatMul", p4, p4_t), [0], opset, "conv_xtx")
     if g2 is not None:
+        if step > 1:
+            g2 = _every(sink, g2, axes, step)
         g4 = sink.op(  # [N, G, Rg, P]
             "Reshape", g2, sink.const([0, groups, rows, -1], dtype=np.int64), hint="g4"
         )

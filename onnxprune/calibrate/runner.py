@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,9 +63,22 @@ def collect_statistics(
         masked = _tensors_shaped_like_mask(
             model, layers, dataset, selected, batch_size, sample_mask, session_dir, shapes
         )
+    conv_outputs = [
+        n.output[0] for layer in layers if layer.op.stats_kind == "conv" for n in layer.nodes
+    ]
+    known = shapes is not None and all(name in shapes for name in conv_outputs)
+    if conv_outputs and not known:
+        shapes = {
+            **(shapes or {}),
+            **probe_shapes(model, conv_outputs, dataset, selected, batch_size, session_dir),
+        }
+    conv_positions = {
+        name: math.prod(shapes[name][2:]) for name in conv_outputs if shapes and name in shapes
+    }
     plan = build_plan(
-        model, layers, gated, hessian, sample_mask, masked, session_dir, reference=reference
-    )
+        model, layers, gated, hessian, sample_mask, masked, session_dir, reference=reference,
+        conv_positions=conv_positions,
+    )  # fmt: skip
     accumulators = {layer.weight_name: _LayerAccumulator() for layer in layers}
     with _session_file(session_dir, "augmented") as path:
         session = make_session(save_for_session(plan.model, path))
