@@ -58,14 +58,6 @@ def allocate(shapes: list[tuple[int, int]], sparsity: float, min_row_weights: in
     return [float(min(c, high)) for c in caps]
 
 
-def _in_row_rank(scores: np.ndarray) -> np.ndarray:
-    """rank[i, j] = position of scores[i, j] in its row, ascending (stable for ties)."""
-    order = np.argsort(scores, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(scores.shape[1]), scores.shape), 1)
-    return rank
-
-
 def _smallest(flat: np.ndarray, count: int) -> np.ndarray:
     """Indices (in no particular order) of the ``count`` smallest entries, ties going to the
     lower index: the set a stable sort's first ``count`` would give, by partition, not sort."""
@@ -81,7 +73,7 @@ def _smallest(flat: np.ndarray, count: int) -> np.ndarray:
 
 def _row_smallest(scores: np.ndarray, count: int) -> np.ndarray:
     """[out, K] bool: the ``count`` smallest entries of each row, ties to the lower column
-    (``_in_row_rank(scores) < count``, by partition)."""
+    (a stable sort's first ``count`` per row, by partition)."""
     columns = scores.shape[1]
     if count <= 0:
         return np.zeros(scores.shape, dtype=bool)
@@ -100,13 +92,12 @@ def row_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
     total = pruned_count(scores.size, sparsity)
     base = min(total // rows, columns)
     extra = total - rows * base
-    rank = _in_row_rank(scores)
-    prune = rank < base
+    prune = _row_smallest(scores, base)
     if extra > 0 and base < columns:
         # The rows whose next-weakest weight is weakest lose one more.
-        next_weakest = np.sort(scores, axis=1)[:, base]
+        next_weakest = np.partition(scores, base, axis=1)[:, base]
         rows_losing_more = _smallest(next_weakest, extra)
-        prune[rows_losing_more] |= rank[rows_losing_more] == base
+        prune[rows_losing_more] = _row_smallest(scores[rows_losing_more], base + 1)
     return ~prune
 
 

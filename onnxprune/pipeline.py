@@ -103,6 +103,19 @@ class Candidate:
 
 
 @dataclass
+class PrunedLayers:
+    """Layers decided and pruned, not yet written: per plan the pruned matrix [out, K] and the
+    bias change [out] (or None); budget notes, warnings and the share selected per weight."""
+
+    plans: list[LayerPlan]
+    finals: list[np.ndarray]
+    deltas: list[np.ndarray | None]
+    notes: list[str]
+    warnings: list[str]
+    removed: dict[str, float]
+
+
+@dataclass
 class LayerPlan:
     """What happens to one layer: scored by ``scorer``, ``target`` of its weights removed,
     ``keep`` the mask (None: chosen during reconstruction), rows keep ``min_row_weights``."""
@@ -458,17 +471,40 @@ class Pruner:
         finals, deltas, warnings, removed = self._prune_layers(
             config, plans, stats, factors_from_stats
         )
+        reports, written = self._write(model, config, plans, finals, deltas, stats)
+        return reports, warnings + written, removed
+
+    def _write(
+        self,
+        model: onnx.ModelProto,
+        config: PruneConfig,
+        plans: list[LayerPlan],
+        finals: list[np.ndarray],
+        deltas: list[np.ndarray | None],
+        stats: Mapping[str, LayerStats],
+    ) -> tuple[list[LayerReport], list[str]]:
+        """Write pruned matrices and bias changes into ``model`` (in place)."""
         view = GraphView(model)
         layers = find_layers(view, config).layers  # same order, nodes of ``model``
         assert [layer.weight_name for layer in layers] == [x.weight_name for x in self.layers]
-        reports, written_warnings = write_matrices(
+        return write_matrices(
             view,
             [layers[plan.index] for plan in plans],
             finals,
             deltas,
             [stats[layers[plan.index].weight_name] for plan in plans],
         )
-        return reports, warnings + written_warnings, removed
+
+    def _prepare(
+        self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
+    ) -> PrunedLayers:
+        """Decide and prune every chosen layer (``only``: these weight names), nothing written."""
+        chosen = [
+            i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
+        ]
+        plans, notes = self._decide(config, scorer, group, chosen)
+        finals, deltas, warnings, removed = self._prune_layers(config, plans, self.statistics())
+        return PrunedLayers(plans, finals, deltas, notes, warnings, removed)
 
     def _judge(
         self,
@@ -477,23 +513,22 @@ class Pruner:
         group: str,
         reference: ReferenceRun,
         only: set[str] | None = None,
-    ) -> float:
-        """Score (mean output cosine on ``reference``'s samples) of the candidate ``_build``
-        would make, judged in memory when the model allows it (``CandidateEvaluator``)."""
+    ) -> tuple[float, PrunedLayers | None]:
+        """(score, the pruned layers) of the candidate ``_build`` would make: mean output
+        cosine on ``reference``'s samples, judged in memory when the model allows it
+        (``CandidateEvaluator``; otherwise built and written, and no pruned layers returned).
+        ``_build`` takes the pruned layers back instead of computing them again."""
         evaluator = self.evaluator(reference)
         if evaluator is None:
-            return mean_cosine(self.compare(self._build(config, scorer, group, only), reference))
-        chosen = [
-            i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
-        ]
-        plans, _ = self._decide(config, scorer, group, chosen)
-        finals, deltas, _, _ = self._prune_layers(config, plans, self.statistics())
+            candidate = self._build(config, scorer, group, only)
+            return mean_cosine(self.compare(candidate, reference)), None
+        prepared = self._prepare(config, scorer, group, only)
         weights = {
             plan.index: self.layers[plan.index].from_matrix(final)
-            for plan, final in zip(plans, finals, strict=True)
+            for plan, final in zip(prepared.plans, prepared.finals, strict=True)
         }
-        changes = {plan.index: d for plan, d in zip(plans, deltas, strict=True)}
-        return mean_cosine(evaluator.compare(weights, changes))
+        changes = {p.index: d for p, d in zip(prepared.plans, prepared.deltas, strict=True)}
+        return mean_cosine(evaluator.compare(weights, changes)), prepared
 
     def evaluator(self, reference: ReferenceRun) -> CandidateEvaluator | None:
         """The in-memory candidate evaluator over ``reference``'s samples (one per reference);
@@ -509,20 +544,26 @@ class Pruner:
         return self._evaluators[key]
 
     def _build(
-        self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
+        self,
+        config: PruneConfig,
+        scorer: ScoringMethod,
+        group: str,
+        only: set[str] | None,
+        prepared: PrunedLayers | None = None,
     ) -> Candidate:
-        chosen = [
-            i for i, layer in enumerate(self.layers) if only is None or layer.weight_name in only
-        ]
-        plans, notes = self._decide(config, scorer, group, chosen)
+        """A pruned copy of the model (``prepared``: the pruned layers ``_judge`` made for the
+        same arguments)."""
+        if prepared is None:
+            prepared = self._prepare(config, scorer, group, only)
         model = onnx.ModelProto()
         model.CopyFrom(self.proto)
-        reports, warnings, removed = self._apply(model, config, plans, self.statistics())
-        candidate = Candidate(
-            model, config.target_sparsity, scorer, group, reports, notes + warnings
+        reports, written = self._write(
+            model, config, prepared.plans, prepared.finals, prepared.deltas, self.statistics()
         )
-        candidate.removed = removed
-        candidate.notes = notes
+        warnings = prepared.notes + prepared.warnings + written
+        candidate = Candidate(model, config.target_sparsity, scorer, group, reports, warnings)
+        candidate.removed = prepared.removed
+        candidate.notes = prepared.notes
         candidate.allocation = config.allocation_mode
         return candidate
 
@@ -666,23 +707,26 @@ class Pruner:
         variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
         trying = dataclasses.replace(config, allocation="group")
         trials: dict[str, float] = {}
-        best: tuple[float, ScoringMethod, str] | None = None
+        best: tuple[float, ScoringMethod, str, PrunedLayers | None] | None = None
         for variant in variants:
             for group in AUTO_GROUPS:
-                cosine = self._judge(trying, variant, group, reference)
+                cosine, prepared = self._judge(trying, variant, group, reference)
                 trials[f"{variant.name}/{group}"] = cosine
                 if best is None or cosine > best[0]:
-                    best = (cosine, variant, group)
+                    best = (cosine, variant, group, prepared)
+                del prepared  # only the best trial's pruned layers are kept
         assert best is not None
-        best_cosine, winner, winner_group = best
-        chosen = self._build(trying, winner, winner_group, None)
+        best_cosine, winner, winner_group, best_prepared = best
+        chosen: tuple[PruneConfig, PrunedLayers | None] = (trying, best_prepared)
         if config.allocation_mode in SENSITIVITY_ALLOCATIONS:
-            cosine = self._judge(config, winner, winner_group, reference)
+            cosine, prepared = self._judge(config, winner, winner_group, reference)
             trials[f"{winner.name}/{winner_group}+sensitivity"] = cosine
             if cosine >= best_cosine:
-                chosen = self._build(config, winner, winner_group, None)
-        chosen.trials = trials
-        return chosen
+                chosen = (config, prepared)
+        del best, best_prepared
+        candidate = self._build(chosen[0], winner, winner_group, None, chosen[1])
+        candidate.trials = trials
+        return candidate
 
     # -- sensitivity allocation ---------------------------------------------------------
 
@@ -758,8 +802,11 @@ class Pruner:
                 points = []
                 for level in levels:
                     at_level = dataclasses.replace(measuring, sparsity=level)
-                    damage = 1.0 - self._judge(
-                        at_level, scorer, selection, reference, {layer.weight_name}
+                    damage = (
+                        1.0
+                        - self._judge(at_level, scorer, selection, reference, {layer.weight_name})[
+                            0
+                        ]
                     )
                     self.sensitivity_builds += 1
                     points.append((level, damage))
@@ -790,7 +837,7 @@ class Pruner:
             return []
         layer = self.layers[index]
         at_base = dataclasses.replace(config, sparsity=base)
-        damage = 1.0 - self._judge(at_base, scorer, selection, reference, {layer.weight_name})
+        damage = 1.0 - self._judge(at_base, scorer, selection, reference, {layer.weight_name})[0]
         self.sensitivity_builds += 1
         matrix = self.matrices()[index]
         stats = self.statistics()[layer.weight_name]
