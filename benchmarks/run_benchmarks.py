@@ -399,7 +399,10 @@ MOBILE_PATTERN = "2:4"
 
 
 def run_quality_mobile(
-    files: ModelFiles, sparsities: Sequence[float], methods_filter: Sequence[str] | None
+    files: ModelFiles,
+    sparsities: Sequence[float],
+    methods_filter: Sequence[str] | None,
+    labels: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The mobile CNN's grid through ``onnxprune.pipeline.Pruner``: one calibration pass per
     configuration serves every sparsity (a pass over 256 images at 224x224 takes minutes here),
@@ -416,6 +419,8 @@ def run_quality_mobile(
     ] + [(FAST, "contrib", False, "group")]
     if methods_filter:
         configs = [c for c in configs if c[1] in methods_filter]
+    if labels:
+        configs = [c for c in configs if c[0] in labels]
     print(
         f"\n== quality: {files.name} ({len(configs)} configs x {len(sparsities)} sparsities + 2:4)"
     )
@@ -1263,6 +1268,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=Path("bench_out"))
     parser.add_argument("--quick", action="store_true", help="digits only, 2 sparsities")
     parser.add_argument("--methods", nargs="+", help="only rows whose method is one of these")
+    parser.add_argument("--labels", nargs="+", help="only quality rows with one of these labels")
     parser.add_argument("--sparsities", nargs="+", type=float)
     parser.add_argument("--models", nargs="+", choices=ALL_MODELS)
     parser.add_argument(
@@ -1334,7 +1340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.plain_inference:
         return plain_inference_main(args.plain_inference)
-    partial = bool(args.quick or args.models or args.methods or args.sparsities or args.sections)
+    partial = bool(
+        args.quick or args.models or args.methods or args.labels or args.sparsities or args.sections
+    )
     out_dir: Path = args.out_dir.resolve()
     markdown = args.markdown or (out_dir / "BENCHMARKS.md" if partial else DEFAULT_MARKDOWN)
     results_path = args.results or (out_dir / "results.json" if partial else DEFAULT_RESULTS)
@@ -1353,6 +1361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sparsities = list(args.sparsities or (QUICK_SPARSITIES if args.quick else SPARSITIES))
     sections = list(args.sections or ("quality", "speed", "memory"))
     configs = grid_configs(args.methods)
+    if args.labels:
+        configs = [c for c in configs if c.label in args.labels]
     shown_argv = list(argv) if argv is not None else sys.argv[1:]
     results: dict[str, Any] = {
         "meta": {
@@ -1385,7 +1395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in models:
             samples = args.minilm_samples if name == "minilm" else None
             if name == "mobile":
-                dense, rows = run_quality_mobile(files[name], sparsities, args.methods)
+                dense, rows = run_quality_mobile(files[name], sparsities, args.methods, args.labels)
                 results["quality"][name] = {"dense": dense, "num_samples": None, "rows": rows}
                 save()
                 continue

@@ -130,9 +130,7 @@ def prune(
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
     extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
-    config, default_notes = _costly_defaults_give_way(
-        config, model_path, search, bool(sweep), update_asked
-    )
+    config, default_notes = _costly_defaults_give_way(config, model_path, update_asked)
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -265,35 +263,24 @@ def prune(
 
 
 def _costly_defaults_give_way(
-    config: PruneConfig, model_path: Path, search: bool, sweep: bool, update_asked: bool
+    config: PruneConfig, model_path: Path, update_asked: bool
 ) -> tuple[PruneConfig, list[str]]:
-    """What the method's defaults cost, and where they give way (a note in the report each).
-
-    Sensitivity allocation measures every layer at every sparsity it builds: it is left out
-    (group allocation) where that would multiply the cost (--sparsity auto, --sweep) or is not
-    supported (models over 1.5 GB). The OBS update gathers a K x K correlation per layer: on a
-    model over 1.5 GB the default leaves it out too. Asked for explicitly, both run (or are
-    refused) as asked."""
-    big = model_path.is_file() and is_big_model(model_path)
+    """Where the method's defaults give way (a note in the report each): on a model over
+    1.5 GB, sensitivity allocation (its candidates are judged in memory) and the OBS update (a
+    K x K correlation per layer) are left out. Asked for explicitly, both run (or are refused)
+    as asked. Every other option keeps the default allocation: an option that only observes
+    (--sweep) or searches (--sparsity auto) never changes how a sparsity is allocated."""
+    if not (model_path.is_file() and is_big_model(model_path)):
+        return config, []
     big_reason = f"a model over {BIG_MODEL_BYTES / 1e9:.1f} GB"
     notes = []
     if config.allocation is None and config.allocation_mode in SENSITIVITY_ALLOCATIONS:
-        reasons = [
-            reason
-            for reason, applies in (
-                ("--sparsity auto", search),
-                ("--sweep", sweep),
-                (big_reason, big),
-            )
-            if applies
-        ]
-        if reasons:
-            notes.append(
-                f"allocation: group, not the default sensitivity ({' and '.join(reasons)}; "
-                "--allocation sensitivity asks for it)"
-            )
-            config = dataclasses.replace(config, allocation="group")
-    if big and config.update and not update_asked:
+        notes.append(
+            f"allocation: group, not the default sensitivity ({big_reason}; "
+            "--allocation sensitivity asks for it)"
+        )
+        config = dataclasses.replace(config, allocation="group")
+    if config.update and not update_asked:
         notes.append(f"no --update, not the default ({big_reason}; --update asks for it)")
         config = dataclasses.replace(config, update=False)
     return config, notes

@@ -122,6 +122,20 @@ def test_sweep_measures_each_point_and_the_chosen_one(cli: CliRunner, tmp_path: 
     assert curve[0.6] == pytest.approx(report["fidelity"]["outputs"][0]["cosine"])
 
 
+def test_a_sweep_never_changes_the_model_it_writes(cli: CliRunner, tmp_path: Path) -> None:
+    """--sweep only observes: the written model is byte-identical with and without it (the
+    default sensitivity allocation runs in both)."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    code, report, _, output = _run(cli, plain, "--sparsity", 0.8)
+    assert code == 0 and report["arguments"]["allocation"] == "sensitivity"
+    swept = tmp_path / "swept"
+    swept.mkdir()
+    code, report, _, swept_output = _run(cli, swept, "--sparsity", 0.8, "--sweep", "0.5,0.9")
+    assert code == 0 and report["arguments"]["allocation"] == "sensitivity"
+    assert swept_output.read_bytes() == output.read_bytes()
+
+
 # -- recipes ----------------------------------------------------------------------------------
 
 
