@@ -139,10 +139,11 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     type=click.Choice(ALLOCATIONS),
     default=None,
     help="How the sparsity budget is shared between layers. group: as --group selects. "
-    "sensitivity: each layer is pruned alone at its share and the loss of output cosine "
-    "judged on 16 calibration samples, the other sparsities around it (5 in all) scaled by "
-    "the layer's local error; the budget goes where it hurts least. measured: every one of "
-    "the 5 sparsities judged on 64 samples (5x the candidates, 20x the cost). Default: the "
+    "sensitivity: each layer is pruned alone at its share and at the highest of 5 sparsities "
+    "around it, the loss of output cosine judged on 16 calibration samples, the others "
+    "interpolated along the layer's local error; the budget goes where it hurts least. "
+    "measured: every one of the 5 sparsities judged on 64 samples (about 10x the cost). "
+    "Default: the "
     "method's own (contrib: sensitivity; the other methods: group).",
 )
 @click.option(

@@ -69,7 +69,7 @@ MAX_HOLDOUT = 256
 # --group auto: the selections it tries, and how many calibration samples judge them.
 AUTO_GROUPS = ("row", "global")
 AUTO_SAMPLES = 64
-# --allocation sensitivity (estimated curves): the samples each layer's one candidate is judged on.
+# --allocation sensitivity (estimated curves): the samples each layer's candidates are judged on.
 SENSITIVITY_SAMPLES = 16
 # The original's outputs on at most this many verification samples are kept in memory.
 MAX_CACHED_SAMPLES = 1024
@@ -780,8 +780,8 @@ class Pruner:
         )
         if key in self._sensitivity:
             return self._sensitivity[key]
-        # measured: every level judged on the --group auto probe samples; otherwise one level
-        # on the first SENSITIVITY_SAMPLES of them, the others scaled by the local error proxy.
+        # measured: every level judged on the --group auto probe samples; otherwise two levels
+        # on the first SENSITIVITY_SAMPLES of them, the others interpolated (_estimated_curve).
         reference = self.calibration_reference() if measured else self.sensitivity_reference()
         # Each layer alone, one-shot (nothing upstream of it is pruned).
         measuring = dataclasses.replace(
@@ -829,16 +829,21 @@ class Pruner:
         base: float,
         levels: list[float],
     ) -> list[tuple[float, float]]:
-        """(level, damage) for one layer from ONE judged candidate: the damage at ``base``
-        (pruned alone, the run's method and update), scaled to the other levels by the layer's
-        local error proxy ``local_error`` (damage grows linearly with the squared output error
-        of the layer while it is small, 1 - cos ~ |delta|^2 / 2|y|^2)."""
+        """(level, damage) for one layer from two judged candidates: the layer pruned alone
+        (the run's method and update) at its ``base`` share and at the highest level. The
+        other levels are interpolated along the layer's local error proxy ``local_error`` E:
+        damage = d_base (E / E_base)^gamma, gamma fitted through the two judged points (1 - cos
+        grows like the squared output error of the layer, gamma = 1, while the error is small;
+        faster once later layers amplify it)."""
         if not levels:
             return []
         layer = self.layers[index]
-        at_base = dataclasses.replace(config, sparsity=base)
-        damage = 1.0 - self._judge(at_base, scorer, selection, reference, {layer.weight_name})[0]
-        self.sensitivity_builds += 1
+
+        def judged(level: float) -> float:
+            at_level = dataclasses.replace(config, sparsity=level)
+            self.sensitivity_builds += 1
+            return 1.0 - self._judge(at_level, scorer, selection, reference, {layer.weight_name})[0]
+
         matrix = self.matrices()[index]
         stats = self.statistics()[layer.weight_name]
         reconstructing = config.update or scorer.adaptive_mask
@@ -853,10 +858,26 @@ class Pruner:
             local_error(matrix, weights, layer_select(scores, level, selection, None, floor))
             for level in levels
         ]
-        base_error = errors[levels.index(base)] if base in levels else max(errors)
-        if base_error <= 0.0:
-            return [(level, damage) for level in levels]
-        return [(level, damage * e / base_error) for level, e in zip(levels, errors, strict=True)]
+        anchor = levels.index(base) if base in levels else 0
+        damage = judged(levels[anchor])
+        top = len(levels) - 1
+        exact = {anchor: damage}
+        gamma = 1.0
+        if top != anchor and errors[top] > errors[anchor]:
+            damage_top = judged(levels[top])
+            exact[top] = damage_top
+            if damage > 0.0 and damage_top > damage and errors[anchor] > 0.0:
+                gamma = math.log(damage_top / damage) / math.log(errors[top] / errors[anchor])
+                gamma = min(max(gamma, 0.5), 10.0)
+            elif damage_top > damage:
+                # Nothing seen at the base share: scale from the top level instead.
+                anchor, damage = top, damage_top
+        if errors[anchor] <= 0.0:
+            return [(level, exact.get(k, damage)) for k, level in enumerate(levels)]
+        return [
+            (level, exact.get(k, damage * (e / errors[anchor]) ** gamma))
+            for k, (level, e) in enumerate(zip(levels, errors, strict=True))
+        ]
 
     # -- checking candidates -------------------------------------------------------------
 
