@@ -44,6 +44,7 @@ from .io import (
     write_model_streamed,
 )
 from .pipeline import Candidate, Pruner, mean_cosine
+from .progress import Progress
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
 from .report import Report, SkippedReport
 from .session import save_for_session
@@ -134,7 +135,8 @@ def prune(
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    pruner = Pruner(model_path, calib, config, eval_data, progress)
+    display = Progress(progress)  # one progress line for the whole run
+    pruner = Pruner(model_path, calib, config, eval_data, display)
     stack = contextlib.ExitStack()
     stack.callback(pruner.close)  # the big-model work directory, if any
     try:
@@ -174,7 +176,7 @@ def prune(
                 )
                 shrunk_path = save_for_session(shrunk.model, scratch / "shrunk.onnx")
                 pruner = Pruner(
-                    shrunk_path, calib, config, eval_data, progress, reference_path=model_path
+                    shrunk_path, calib, config, eval_data, display, reference_path=model_path
                 )
                 stack.callback(pruner.close)
             else:
@@ -197,6 +199,11 @@ def prune(
         if candidate is None:
             candidate = pruner.build()
         timings["prune"] = time.perf_counter() - clock
+        # Within "prune": judging candidates in onnxruntime, and the OBS updates / bias changes.
+        for phase in ("judge", "update"):
+            timings[f"prune.{phase}"] = original.phase_seconds[phase] + (
+                pruner.phase_seconds[phase] if pruner is not original else 0.0
+            )
         report.calibration_passes = original.calibration_passes + (
             pruner.calibration_passes if pruner is not original else 0
         )

@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
 from .apply import add_bias, write_weight
@@ -50,6 +50,7 @@ from .masking import (
     select_masks,
     shared_sparsity,
 )
+from .progress import Progress, as_progress
 from .reconstruct import (
     ReconstructionError,
     inverse_hessian_factor,
@@ -69,8 +70,11 @@ MAX_HOLDOUT = 256
 # --group auto: the selections it tries, and how many calibration samples judge them.
 AUTO_GROUPS = ("row", "global")
 AUTO_SAMPLES = 64
-# --allocation sensitivity (estimated curves): the samples each layer's candidates are judged on.
+# --allocation sensitivity (estimated curves): each layer's candidates are judged on the first
+# calibration samples that hold about SENSITIVITY_VALUES output values, within these bounds.
 SENSITIVITY_SAMPLES = 16
+MIN_SENSITIVITY_SAMPLES = 4
+SENSITIVITY_VALUES = 65536
 # The original's outputs on at most this many verification samples are kept in memory.
 MAX_CACHED_SAMPLES = 1024
 # Big-model mode: pruned tensors of at least this many bytes go straight to a file.
@@ -140,7 +144,7 @@ class Pruner:
         calib: DataSource,
         config: PruneConfig,
         eval_data: DataSource | None = None,
-        progress: bool = False,
+        progress: bool | Progress = False,
         reference_path: Path | None = None,
         big: bool | None = None,
     ) -> None:
@@ -148,7 +152,7 @@ class Pruner:
         # The model candidates are checked against (the original, when this one was shrunk).
         self.reference_path = reference_path or model_path
         self.config = config
-        self.progress = progress
+        self.progress = as_progress(progress)
         self.big = is_big_model(model_path) if big is None else big
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.base_dir: Path | None = None
@@ -192,11 +196,15 @@ class Pruner:
         self.sensitivity_builds = 0
         # Calibration passes run so far (one-shot statistics, --sequential stages, --structured).
         self.calibration_passes = 0
+        # Seconds spent judging candidates in onnxruntime and in the per-layer OBS updates
+        # (the report's phase split of "prune").
+        self.phase_seconds: dict[str, float] = {"judge": 0.0, "update": 0.0}
         # --sequential: the statistics each layer was last pruned with (stage passes).
         self.stage_statistics: dict[str, LayerStats] = {}
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""
+        self.progress.close()
         if self._workdir is not None:
             self._workdir.cleanup()
 
@@ -440,6 +448,7 @@ class Pruner:
             if reconstructing:
                 factors = self.factors(layer, stats if factors_from_stats else None)
             layer_config = dataclasses.replace(config, min_row_weights=plan.min_row_weights)
+            clock = time.perf_counter()
             final, delta, problem = prune_matrix(
                 matrix,
                 plan.keep,
@@ -449,6 +458,7 @@ class Pruner:
                 plan.target,
                 factors,
             )
+            self.phase_seconds["update"] += time.perf_counter() - clock
             if problem:
                 warnings.append(f"{layer.name}: {problem}")
             finals.append(final)
@@ -528,7 +538,10 @@ class Pruner:
             for plan, final in zip(prepared.plans, prepared.finals, strict=True)
         }
         changes = {p.index: d for p, d in zip(prepared.plans, prepared.deltas, strict=True)}
-        return mean_cosine(evaluator.compare(weights, changes)), prepared
+        clock = time.perf_counter()
+        fidelity = evaluator.compare(weights, changes)
+        self.phase_seconds["judge"] += time.perf_counter() - clock
+        return mean_cosine(fidelity), prepared
 
     def evaluator(self, reference: ReferenceRun) -> CandidateEvaluator | None:
         """The in-memory candidate evaluator over ``reference``'s samples (one per reference);
@@ -708,13 +721,16 @@ class Pruner:
         trying = dataclasses.replace(config, allocation="group")
         trials: dict[str, float] = {}
         best: tuple[float, ScoringMethod, str, PrunedLayers | None] | None = None
-        for variant in variants:
-            for group in AUTO_GROUPS:
-                cosine, prepared = self._judge(trying, variant, group, reference)
-                trials[f"{variant.name}/{group}"] = cosine
-                if best is None or cosine > best[0]:
-                    best = (cosine, variant, group, prepared)
-                del prepared  # only the best trial's pruned layers are kept
+        trial_count = len(variants) * len(AUTO_GROUPS)
+        with self.progress.phase("choosing variant and group", trial_count, "trial") as advance:
+            for variant in variants:
+                for group in AUTO_GROUPS:
+                    cosine, prepared = self._judge(trying, variant, group, reference)
+                    trials[f"{variant.name}/{group}"] = cosine
+                    if best is None or cosine > best[0]:
+                        best = (cosine, variant, group, prepared)
+                    del prepared  # only the best trial's pruned layers are kept
+                    advance()
         assert best is not None
         best_cosine, winner, winner_group, best_prepared = best
         chosen: tuple[PruneConfig, PrunedLayers | None] = (trying, best_prepared)
@@ -788,36 +804,45 @@ class Pruner:
             config, allocation="group", sequential=False, update_target="pruned"
         )
         curves = []
-        for i, layer_base in tqdm(
-            list(zip(chosen, base, strict=True)),
-            desc="sensitivity",
-            unit="layer",
-            disable=not self.progress,
-            leave=False,
-        ):
-            layer = self.layers[i]
-            rows, columns = layer.matrix_shape
-            levels = probe_levels(layer_base, floor_cap(columns, config.min_row_weights))
-            if measured:
-                points = []
-                for level in levels:
-                    at_level = dataclasses.replace(measuring, sparsity=level)
-                    damage = (
-                        1.0
-                        - self._judge(at_level, scorer, selection, reference, {layer.weight_name})[
-                            0
-                        ]
+        with self.progress.phase("sensitivity", len(chosen), "layer") as advance:
+            for i, layer_base in zip(chosen, base, strict=True):
+                curves.append(
+                    self._sensitivity_curve(
+                        measuring, scorer, selection, reference, measured, i, layer_base
                     )
-                    self.sensitivity_builds += 1
-                    points.append((level, damage))
-            else:
-                points = self._estimated_curve(
-                    measuring, scorer, selection, reference, i, layer_base, levels
                 )
-            curves.append(SensitivityCurve(rows * columns, tuple(points)))
+                advance()
         log.info("sensitivity: %d single-layer candidates judged", self.sensitivity_builds)
         self._sensitivity[key] = curves
         return curves
+
+    def _sensitivity_curve(
+        self,
+        measuring: PruneConfig,
+        scorer: ScoringMethod,
+        selection: str,
+        reference: ReferenceRun,
+        measured: bool,
+        i: int,
+        layer_base: float,
+    ) -> SensitivityCurve:
+        """One layer's curve: every level judged (``measured``) or estimated."""
+        layer = self.layers[i]
+        rows, columns = layer.matrix_shape
+        levels = probe_levels(layer_base, floor_cap(columns, measuring.min_row_weights))
+        if not measured:
+            points = self._estimated_curve(
+                measuring, scorer, selection, reference, i, layer_base, levels
+            )
+            return SensitivityCurve(rows * columns, tuple(points))
+        points = []
+        only = {layer.weight_name}
+        for level in levels:
+            at_level = dataclasses.replace(measuring, sparsity=level)
+            damage = 1.0 - self._judge(at_level, scorer, selection, reference, only)[0]
+            self.sensitivity_builds += 1
+            points.append((level, damage))
+        return SensitivityCurve(rows * columns, tuple(points))
 
     def _estimated_curve(
         self,
@@ -900,11 +925,17 @@ class Pruner:
         return self._auto_reference
 
     def sensitivity_reference(self) -> ReferenceRun:
-        """The first SENSITIVITY_SAMPLES of the --group auto probe samples: the one judged
-        level per layer of the estimated sensitivity curves."""
+        """The first calibration samples, on which the estimated sensitivity curves judge their
+        candidates: enough samples for about SENSITIVITY_VALUES output values (a classifier's
+        few logits need SENSITIVITY_SAMPLES, a detector's or encoder's large outputs fewer),
+        at least MIN_SENSITIVITY_SAMPLES."""
         if self._sensitivity_reference is None:
+            first = np.flatnonzero(self.calib_mask)
+            values = self._output_values_per_sample()
+            wanted = math.ceil(SENSITIVITY_VALUES / max(values, 1))
+            count = min(SENSITIVITY_SAMPLES, max(MIN_SENSITIVITY_SAMPLES, wanted))
             probe = np.zeros_like(self.calib_mask)
-            probe[np.flatnonzero(self.calib_mask)[:SENSITIVITY_SAMPLES]] = True
+            probe[first[:count]] = True
             self._sensitivity_reference = ReferenceRun(
                 self.reference_path,
                 self.calibration,
@@ -915,6 +946,18 @@ class Pruner:
                 cache_feeds=True,
             )
         return self._sensitivity_reference
+
+    def _output_values_per_sample(self) -> int:
+        """How many output values one sample gives: from the --group auto reference when it
+        ran, else from running the original on one sample."""
+        auto = self._auto_reference
+        if auto is not None and auto.ran:
+            return auto.values_per_sample()
+        one = np.zeros_like(self.calib_mask)
+        one[np.flatnonzero(self.calib_mask)[:1]] = True
+        return ReferenceRun(
+            self.reference_path, self.calibration, one, 1, "calibration"
+        ).values_per_sample()
 
     def verification_reference(self) -> ReferenceRun:
         """The original's side of the held-out (or --eval) check; cached outputs are kept

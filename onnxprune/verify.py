@@ -142,6 +142,17 @@ class ReferenceRun:
                     self._batches.append(batch)
             yield batch, outputs
 
+    @property
+    def ran(self) -> bool:
+        """Whether the original's outputs are cached already."""
+        return bool(self._cached)
+
+    def values_per_sample(self) -> int:
+        """How many output values (all outputs together) the original gives per sample, from
+        the first selected batch (cached when it ran already)."""
+        batch, outputs = next(self._reference_batches())
+        return sum(o.size for o in outputs) // max(batch.count, 1)
+
     def prefetch(self) -> None:
         """Run the original on every selected sample now and release its session (the outputs
         are cached): a big model's reference and candidate are then never loaded together."""

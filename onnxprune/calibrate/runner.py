@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from ..graph import GraphView
 from ..layers import Layer
+from ..progress import Progress, as_progress
 from ..session import make_session, run, save_for_session
 from .augment import CalibrationPlan, ConvGraphTap, NodeTaps, build_plan
 from .gates import NodeSink
@@ -42,7 +42,7 @@ def collect_statistics(
     selected: np.ndarray,
     batch_size: int,
     gated: bool,
-    progress: bool,
+    progress: bool | Progress,
     hessian: bool = False,
     sample_mask: str | None = None,
     session_dir: Path | None = None,
@@ -83,14 +83,12 @@ def collect_statistics(
     with _session_file(session_dir, "augmented") as path:
         session = make_session(save_for_session(plan.model, path))
         total = int(selected.sum())
-        with tqdm(
-            total=total, desc="calibrating", unit="sample", disable=not progress, leave=False
-        ) as bar:
+        with as_progress(progress).phase("calibrating", total, "sample") as advance:
             for batch in dataset.batches(selected, batch_size):
                 values = run(session, plan.outputs, batch.feed, dataset.name)
                 fetched = dict(zip(plan.outputs, values, strict=True))
                 _fold(plan, layers, fetched, accumulators)
-                bar.update(batch.count)
+                advance(batch.count)
         del session
     stats = {}
     for layer in layers:
@@ -112,7 +110,7 @@ def collect_statistics_in_parts(
     selected: np.ndarray,
     batch_size: int,
     gated: bool,
-    progress: bool,
+    progress: bool | Progress,
     hessian: bool,
     sample_mask: str | None,
     workdir: Path,
