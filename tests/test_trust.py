@@ -10,14 +10,19 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import models
 import numpy as np
 import onnx
 import pytest
 from conftest import CliResult, CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from onnxprune.errors import EXIT_BAD_INPUT
+from onnxprune.config import FIELD_TYPES, _has_kind
+from onnxprune.errors import EXIT_BAD_INPUT, EXIT_USAGE, UsageError
+from onnxprune.recipe import load_recipe
 
 SAMPLES = 64
 
@@ -111,9 +116,7 @@ def test_npz_whose_directory_claims_an_impossible_expansion_is_refused(
 
 
 @pytest.mark.parametrize("builder", [models.mlp_gemm, models.cnn_bn, models.transformer_block])
-def test_minus_one_dimensions_are_dynamic(
-    cli: CliRunner, tmp_path: Path, builder: object
-) -> None:
+def test_minus_one_dimensions_are_dynamic(cli: CliRunner, tmp_path: Path, builder: object) -> None:
     model = builder()  # type: ignore[operator]
     data = models.random_inputs(model, SAMPLES, seed=0)
     for value in [*model.graph.input, *model.graph.output]:
@@ -130,3 +133,100 @@ def test_minus_one_dimensions_are_dynamic(
     assert report["calibration_samples"] > 0
     assert report["achieved_sparsity"] > 0.3  # the CNN's tiny stem keeps its row floor
     onnx.checker.check_model(str(out), full_check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Recipes are checked like the command line: types, ranges, unknown keys
+
+
+@pytest.fixture
+def recipe(cli: CliRunner, tmp_path: Path, mlp: tuple[Path, Path]) -> dict[str, Any]:
+    """A real recipe, written by a run on mlp_gemm."""
+    model, calib = mlp
+    out = tmp_path / "first.onnx"
+    result = cli(model, "--calib", calib, "--sparsity", 0.5, "-o", out, "-q")
+    assert result.code == 0, result.err
+    data: dict[str, Any] = json.loads(Path(str(out) + ".recipe.json").read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("update", "false", ("--update", "true or false")),
+        ("sequential", "no", ("--sequential", "true or false")),
+        ("exclude", "fc1", ("--exclude", "list of strings")),
+        ("layer_overrides", [1], ("--layer-overrides", "list of strings")),
+        ("seed", "abc", ("--seed", "integer")),
+        ("seed", -1, ("--seed", ">= 0")),
+        ("batch_size", 3.5, ("--batch-size", "integer")),
+        ("num_samples", 2.5, ("--num-samples", "integer")),
+        ("sparsity", True, ("--sparsity", "number")),
+        ("sparsity", 1.5, ("--sparsity", "[0, 1)")),
+        ("min_row_weights", -3, ("--min-row-weights",)),
+        ("colour", "blue", ("unknown key", "colour")),
+        ("layers", [], ("layers",)),
+    ],
+)
+def test_recipe_settings_are_type_checked(
+    cli: CliRunner,
+    tmp_path: Path,
+    mlp: tuple[Path, Path],
+    recipe: dict[str, Any],
+    key: str,
+    value: object,
+    words: tuple[str, ...],
+) -> None:
+    model, calib = mlp
+    path = tmp_path / "edited.recipe.json"
+    path.write_text(json.dumps({**recipe, key: value}))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = cli(model, "--calib", calib, "--recipe", path, "-o", out / "p.onnx", "-q")
+    assert_one_line_error(result, EXIT_USAGE, "recipe", *words)
+    assert _files(out) == []
+
+
+def test_negative_seed_is_a_usage_error(
+    cli: CliRunner, tmp_path: Path, mlp: tuple[Path, Path]
+) -> None:
+    model, calib = mlp
+    result = cli(
+        model, "--calib", calib, "--sparsity", 0.5, "--seed", -1, "-o", tmp_path / "p.onnx"
+    )
+    assert_one_line_error(result, EXIT_USAGE, "--seed")
+    assert not (tmp_path / "p.onnx").exists()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    edits=st.dictionaries(
+        st.sampled_from([*FIELD_TYPES, "layers", "versions", "junk"]), _JSON, min_size=1, max_size=3
+    )
+)
+def test_recipe_fuzz_is_loaded_or_refused_in_one_line(
+    tmp_path: Path, recipe: dict[str, Any], edits: dict[str, object]
+) -> None:
+    path = tmp_path / "fuzz.recipe.json"
+    path.write_text(json.dumps({**recipe, **edits}))
+    try:
+        config, _ = load_recipe(path)
+    except UsageError as err:
+        assert "\n" not in str(err) and str(path) in str(err)
+        return
+    # Loaded: every field has the type the command line would give it.
+    for name, (kind, optional) in FIELD_TYPES.items():
+        value = getattr(config, name)
+        assert (optional and value is None) or _has_kind(value, kind), (name, value)
+    assert 0.0 <= config.sparsity < 1.0 and config.seed >= 0 and config.batch_size >= 1
