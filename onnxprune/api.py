@@ -140,6 +140,7 @@ def prune(
     stack = contextlib.ExitStack()
     stack.callback(pruner.close)  # the big-model work directory, if any
     try:
+        _refuse_non_finite_weights(pruner)
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
         report.warnings += default_notes
@@ -223,6 +224,12 @@ def prune(
                 fidelity = pruner.verification_reference().compare(staged)
             report.fidelity = fidelity
             report.gate_failures = gates.check(fidelity)
+            report.warnings += [
+                f"output {out.name}: the pruned model produced {out.nonfinite} NaN/inf values "
+                f"on the {fidelity.source} samples"
+                for out in fidelity.outputs
+                if out.nonfinite
+            ]
             if sweep and all(
                 p["sparsity"] != round(config.target_sparsity, 6) for p in report.curve
             ):
@@ -262,6 +269,20 @@ def prune(
         return report
     finally:
         stack.close()
+
+
+def _refuse_non_finite_weights(pruner: Pruner) -> None:
+    """A NaN/inf in a weight to be pruned poisons its statistics and scores and would be carried
+    into the output: refuse the model up front (one layer in memory at a time)."""
+    for layer in pruner.layers:
+        weight = layer.weight
+        if np.issubdtype(weight.dtype, np.floating):
+            bad = weight.size - int(np.count_nonzero(np.isfinite(weight)))
+            if bad:
+                raise ModelError(
+                    f"{pruner.model_path}: weight {layer.weight_name!r} of layer {layer.name} "
+                    f"holds {bad} NaN/inf value(s); fix the model before pruning it"
+                )
 
 
 def _costly_defaults_give_way(

@@ -23,6 +23,7 @@ from .scoring import available_methods
 from .structure.scores import available_unit_scorers
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("onnxprune")
 
 CALIB_HELP = (
     "Calibration data: .npz, a directory of .npz or <input>.npy files, or test_data_set_* "
@@ -280,7 +281,6 @@ def command(
 
     Also: onnxprune inspect MODEL [--calib DATA] (onnxprune inspect --help).
     """
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
     if target_cosine is not None and min_cosine is not None and target_cosine != min_cosine:
         raise click.UsageError("--target-cosine and --min-cosine disagree; give one of them")
     report = prune(
@@ -321,6 +321,8 @@ def command(
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
         click.echo(report.format_table())
+    for warning in report.warnings:  # on stderr, also with -q and --json
+        log.warning("%s", warning)
     if report.gate_failures:
         worst = report.gate_failures[0]
         kept = "output kept (--keep-on-fail)" if report.output_written else "no output written"
@@ -402,10 +404,33 @@ SUBCOMMANDS: dict[str, click.Command] = {
 }
 
 
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"onnxprune: {record.levelname.lower()}: {message}"
+        return message
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every failure is one line on stderr and a documented exit code."""
+    """Entry point: every failure is one line on stderr and a documented exit code.
+
+    Warnings go to stderr through ``logging`` (the ``onnxprune`` logger), whatever ``-q`` says.
+    """
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args
+    handler = logging.StreamHandler(sys.stderr)  # made per call: the stderr of this call
+    handler.setFormatter(_Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    log.propagate = False
+    try:
+        _main(args, debug)
+    finally:
+        log.removeHandler(handler)
+
+
+def _main(args: list[str], debug: bool) -> None:
     target, prog = command, "onnxprune"
     if args and args[0] in SUBCOMMANDS:
         target, prog = SUBCOMMANDS[args[0]], f"onnxprune {args[0]}"

@@ -15,14 +15,18 @@ from typing import Any
 import models
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from conftest import CliResult, CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx import numpy_helper
 
+from onnxprune.checks import Gates
 from onnxprune.config import FIELD_TYPES, _has_kind
-from onnxprune.errors import EXIT_BAD_INPUT, EXIT_USAGE, UsageError
+from onnxprune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_USAGE, UsageError
 from onnxprune.recipe import load_recipe
+from onnxprune.verify import Fidelity, _OutputAccumulator
 
 SAMPLES = 64
 
@@ -230,3 +234,130 @@ def test_recipe_fuzz_is_loaded_or_refused_in_one_line(
         value = getattr(config, name)
         assert (optional and value is None) or _has_kind(value, kind), (name, value)
     assert 0.0 <= config.sparsity < 1.0 and config.seed >= 0 and config.batch_size >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Non-finite values: refused in the weights, failing every gate in the outputs
+
+
+def _with_value(model: onnx.ModelProto, name: str, index: tuple[int, ...], value: float) -> None:
+    init = next(t for t in model.graph.initializer if t.name == name)
+    array = numpy_helper.to_array(init).copy()
+    array[index] = value
+    init.CopyFrom(numpy_helper.from_array(array, name))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weight_is_refused_up_front(
+    cli: CliRunner, tmp_path: Path, value: float
+) -> None:
+    model = models.mlp_gemm()
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    _with_value(model, "W1", (3, 5), value)
+    path = models.save(model, tmp_path / "nan.onnx")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out / "p.onnx")
+    assert_one_line_error(result, EXIT_BAD_INPUT, "W1", "NaN/inf")
+    assert _files(out) == []
+
+
+def test_nan_in_the_outputs_fails_every_gate(cli: CliRunner, tmp_path: Path) -> None:
+    # A NaN bias (not a pruned weight) makes output column 0 NaN: before, --max-abs-error
+    # kept max(0, nan) = 0 and top-1 agreed on NaN rows, so the run passed.
+    model = models.mlp_gemm()
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    _with_value(model, "b2", (0,), np.nan)
+    path = models.save(model, tmp_path / "nan.onnx")
+    out, report = tmp_path / "p.onnx", tmp_path / "r.json"
+    gates = ("--max-abs-error", 1e6, "--min-top1", 0.0)
+    result = cli(
+        path, "--calib", calib, "--sparsity", 0.5, "-o", out, "--report", report, "-q", *gates
+    )
+    assert result.code == EXIT_GATE_FAILED, result.err
+    assert "NaN/inf" in result.err and not out.exists()
+    data = json.loads(report.read_text())
+    (y,) = data["fidelity"]["outputs"]
+    assert y["nonfinite"] > 0 and y["max_abs_error"] == float("inf")
+    assert {f["option"] for f in data["gate_failures"]} == {"--max-abs-error", "--min-top1"}
+    # Without a gate the run passes, but says so on stderr.
+    result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "-q")
+    assert result.code == 0 and "NaN/inf" in result.err
+
+
+def test_accumulator_counts_nan_and_inf_as_infinite_error() -> None:
+    acc = _OutputAccumulator()
+    reference = np.ones((4, 3), dtype=np.float32)
+    candidate = reference.copy()
+    candidate[1, 2], candidate[3, 0] = np.nan, np.inf
+    acc.add(reference, candidate, 4)
+    result = acc.result("y")
+    assert result.nonfinite == 2 and result.max_abs_error == np.inf
+    failures = Gates(min_cosine=0.0, min_top1=0.0, max_abs_error=1e9).check(
+        Fidelity("test", 4, [result])
+    )
+    assert sorted(f.option for f in failures) == ["--max-abs-error", "--min-cosine", "--min-top1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Integer outputs are scored by exact agreement, never cosine
+
+
+def test_integer_output_is_scored_by_exact_agreement(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.mlp_gemm()
+    model.graph.node.append(onnx.helper.make_node("ArgMax", ["y"], ["cls"], axis=1, keepdims=0))
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info("cls", onnx.TensorProto.INT64, ["batch"])
+    )
+    onnx.checker.check_model(model, full_check=True)
+    path = models.save(model, tmp_path / "argmax.onnx")
+    x = models.random_inputs(model, 256, seed=1)["x"]
+    calib = models.write_npz(tmp_path / "c.npz", {"x": x[:200]})
+    held = models.write_npz(tmp_path / "e.npz", {"x": x[200:]})
+    out, report = tmp_path / "p.onnx", tmp_path / "r.json"
+    result = cli(
+        path, "--calib", calib, "--eval", held, "--sparsity", 0.6, "-o", out,
+        "--report", report, "-q", "--min-cosine", 0.5, "--keep-on-fail",
+    )  # fmt: skip
+    data = json.loads(report.read_text())
+    outputs = {o["name"]: o for o in data["fidelity"]["outputs"]}
+    # Differential: the agreement is the share of equal class indices in onnxruntime.
+    original = ort.InferenceSession(str(path)).run(["cls"], {"x": x[200:]})[0]
+    pruned = ort.InferenceSession(str(out)).run(["cls"], {"x": x[200:]})[0]
+    agreement = float(np.mean(original == pruned))
+    assert agreement < 1.0  # class indices differ somewhere: cosine would have failed the gate
+    assert outputs["cls"]["exact"] and outputs["cls"]["top1_agreement"] == pytest.approx(agreement)
+    assert not outputs["y"]["exact"] and outputs["y"]["cosine"] >= 0.5
+    assert result.code == 0, result.err  # --min-cosine does not apply to class indices
+    assert all(f["output"] != "cls" for f in data["gate_failures"])
+    # --min-top1 gates the agreement.
+    second = tmp_path / "r2.json"
+    result = cli(
+        path, "--calib", calib, "--eval", held, "--sparsity", 0.6, "-o", tmp_path / "q.onnx",
+        "-q", "--min-top1", min(1.0, agreement + 0.01), "--report", second,
+    )  # fmt: skip
+    assert result.code == EXIT_GATE_FAILED
+    failures = json.loads(second.read_text())["gate_failures"]
+    assert {"output": "cls", "metric": "exact agreement", "option": "--min-top1"}.items() <= next(
+        f for f in failures if f["output"] == "cls"
+    ).items()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Warnings go to stderr through logging, whatever -q says
+
+
+@pytest.mark.parametrize("mode", [(), ("-q",), ("--json",)])
+def test_unreachable_sparsity_warns_on_stderr_even_with_quiet(
+    cli: CliRunner, tmp_path: Path, mlp: tuple[Path, Path], mode: tuple[str, ...]
+) -> None:
+    model, calib = mlp
+    result = cli(
+        model, "--calib", calib, "--sparsity", 0.5, "--min-row-weights", 100000,
+        "-o", tmp_path / "p.onnx", *mode,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert result.err.startswith("onnxprune: warning: achieved sparsity 0.0000 is below")
+    assert "warning" not in result.out.replace('"warnings"', "")
+    if mode == ("-q",):
+        assert result.out == ""
