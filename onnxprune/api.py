@@ -38,6 +38,7 @@ from .io import (
     is_big_model,
     model_size_bytes,
     publish,
+    read_files,
     read_tensor,
     staging_dir,
     write_model,
@@ -129,7 +130,9 @@ def prune(
 
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
-    extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
+    extra_outputs = _check_paths(
+        model_path, output_path, calib, eval_data, report_path, plot, recipe
+    )
     config, default_notes = _costly_defaults_give_way(
         config, model_path, search, bool(sweep), update_asked
     )
@@ -408,14 +411,31 @@ def _check_paths(
     eval_data: DataSource | None,
     report_path: str | Path | None,
     plot: str | Path | None,
+    recipe: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Refuse outputs that would overwrite an input or each other; returns the side outputs."""
-    protected = {"the input model": model_path}
+    """Refuse outputs that would overwrite a file the run reads or each other; returns the side
+    outputs.
+
+    Read: the model, every external-data file it refers to, every file of the calibration and
+    evaluation data (below a directory too), the --recipe file. Written: the model, its
+    external data, the recipe, --report and --plot.
+    """
+    inputs: dict[str, Path] = {"the input model": model_path}
+    data_files = external_data_files(model_path)
+    inputs.update({f"the input model's external data {f.name}": f for f in data_files})
     for name, source in (("the calibration data", calib), ("the evaluation data", eval_data)):
         if isinstance(source, (str, Path)):
-            protected[name] = Path(source)
+            inputs[name] = Path(source)
+    if recipe is not None:
+        inputs["the --recipe file"] = Path(recipe)
+    protected = read_files(inputs)
     check_output_path(output_path, protected)
     protected["the output model"] = output_path
+    if data_files or (model_path.is_file() and is_big_model(model_path)):
+        data = output_path.with_name(output_path.name + ".data")
+        check_output_path(data, protected, what="the output's external data")
+        protected["the output's external data"] = data
+    check_output_path(recipe_path(output_path), protected, what="the output's recipe")
     protected["the recipe"] = recipe_path(output_path)
     extra: dict[str, Path] = {}
     for option, value in (("--report", report_path), ("--plot", plot)):

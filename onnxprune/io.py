@@ -115,16 +115,44 @@ def default_output_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".pruned.onnx")
 
 
+def read_files(paths: dict[str, Path]) -> dict[str, Path]:
+    """Every file a run reads: ``paths`` (description -> path), a directory standing for every
+    file below it."""
+    files: dict[str, Path] = {}
+    for name, path in paths.items():
+        if path.is_dir():
+            try:
+                below = sorted(p for p in path.rglob("*") if p.is_file())
+            except OSError:
+                below = []
+            files.update({f"{name} ({file})": file for file in below})
+        else:
+            files[name] = path
+    return files
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: hard links to one file share it."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def check_output_path(
     output_path: Path, protected: dict[str, Path], what: str = "output path"
 ) -> None:
     """Fail early when ``output_path`` is one of the run's inputs or cannot be written.
 
     ``protected`` names the paths that must never be written (the model, its data, other
-    outputs of the same run), e.g. ``{"the input model": model_path}``.
+    outputs of the same run), e.g. ``{"the input model": model_path}``. Paths are compared by
+    real path (symbolic links resolved) and, for existing files, by inode (hard links).
     """
+    target = output_path.resolve()
+    identity = _identity(output_path)
     for name, path in protected.items():
-        if output_path.resolve() == path.resolve():
+        if target == path.resolve() or (identity is not None and identity == _identity(path)):
             raise UsageError(f"{what} is {name}, refusing to overwrite it: {output_path}")
     if output_path.is_dir():
         raise UsageError(f"{what} is a directory: {output_path}")

@@ -361,3 +361,60 @@ def test_unreachable_sparsity_warns_on_stderr_even_with_quiet(
     assert "warning" not in result.out.replace('"warnings"', "")
     if mode == ("-q",):
         assert result.out == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Property: no output path drawn from the files the run reads (or their aliases) is written
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Everything one run reads, plus a symbolic and a hard link to each file elsewhere."""
+    root = tmp_path_factory.mktemp("world")
+    inputs, aliases = root / "in", root / "aliases"
+    inputs.mkdir()
+    aliases.mkdir()
+    model = models.mlp_gemm()
+    x = models.random_inputs(model, SAMPLES, seed=1)["x"]
+    onnx.save_model(
+        model, str(inputs / "m.onnx"), save_as_external_data=True,
+        all_tensors_to_one_file=True, location="m.weights", size_threshold=0,
+    )  # fmt: skip
+    (inputs / "calib").mkdir()
+    models.write_npz(inputs / "calib" / "a.npz", {"x": x[:32]})
+    (inputs / "calib" / "deeper").mkdir()
+    models.write_npz(inputs / "calib" / "deeper" / "b.npz", {"x": x[32:]})
+    models.write_npz(inputs / "eval.npz", {"x": x[:8]})
+    recipe = {"recipe_version": 1, "sparsity": 0.5}
+    (inputs / "r.recipe.json").write_text(json.dumps(recipe))
+    files = {str(p.relative_to(inputs)): p for p in inputs.rglob("*") if p.is_file()}
+    paths = dict(files)
+    for name, path in files.items():
+        flat = name.replace("/", "_")
+        (aliases / f"sym_{flat}").symlink_to(path)
+        (aliases / f"hard_{flat}").hardlink_to(path)
+        paths[f"sym {name}"] = aliases / f"sym_{flat}"
+        paths[f"hard {name}"] = aliases / f"hard_{flat}"
+        paths[f"dotted {name}"] = path.parent / "." / ".." / path.parent.name / path.name
+    return paths
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_no_output_path_hits_a_file_the_run_reads(
+    cli: CliRunner, world: dict[str, Path], tmp_path: Path, data: st.DataObject
+) -> None:
+    name = data.draw(st.sampled_from(sorted(world)), label="target")
+    option = data.draw(st.sampled_from(["-o", "--report"]), label="option")
+    inputs = world["m.onnx"].parent
+    before = {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()}
+    output = ["-o", tmp_path / "fine.onnx"] if option == "--report" else []
+    result = cli(
+        inputs / "m.onnx", "--calib", inputs / "calib", "--eval", inputs / "eval.npz",
+        "--recipe", inputs / "r.recipe.json", option, world[name], *output, "-q",
+    )  # fmt: skip
+    assert_one_line_error(result, EXIT_USAGE, option if option != "-o" else "output")
+    assert {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "fine.onnx").exists()
