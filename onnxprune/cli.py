@@ -6,8 +6,10 @@ here: every failure is one line on stderr and a documented exit code (README "Ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ import click
 
 from .api import prune
 from .config import ALLOCATIONS
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError, Terminated
 from .inspection import check_pattern, inspect_model
 from .scoring import available_methods
 from .structure.scores import available_unit_scorers
@@ -424,10 +426,20 @@ def main(argv: list[str] | None = None) -> None:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if debug else logging.WARNING)
     log.propagate = False
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            previous[signum] = signal.signal(signum, _terminate)
     try:
         _main(args, debug)
     finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
         log.removeHandler(handler)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
 
 
 def _main(args: list[str], debug: bool) -> None:
@@ -444,6 +456,10 @@ def _main(args: list[str], debug: bool) -> None:
     except click.ClickException as err:
         click.echo(f"onnxprune: error: {err.format_message()}", err=True)
         code = EXIT_USAGE
+    except Terminated as stop:
+        name = signal.Signals(stop.signum).name
+        click.echo(f"onnxprune: terminated by {name}, no output written", err=True)
+        code = 128 + stop.signum
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("onnxprune: interrupted, no output written", err=True)
         code = EXIT_INTERRUPTED

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import CliResult, CliRunner
+from conftest import REPO, CliResult, CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
@@ -418,3 +423,50 @@ def test_no_output_path_hits_a_file_the_run_reads(
     assert_one_line_error(result, EXIT_USAGE, option if option != "-o" else "output")
     assert {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "fine.onnx").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. SIGTERM / SIGHUP: cleanup runs, exit 128 + signal, one line
+
+
+@pytest.mark.parametrize(
+    ("signum", "phase"),
+    [
+        (signal.SIGTERM, "calibration"),  # onnxprune-* work directories in $TMPDIR
+        (signal.SIGHUP, "calibration"),
+        (signal.SIGTERM, "staging"),  # the staged model beside the output, being verified
+    ],
+)
+def test_signal_mid_run_cleans_up_and_exits_128_plus_signal(
+    tmp_path: Path, signum: int, phase: str
+) -> None:
+    system_tmp, out = tmp_path / "tmp", tmp_path / "out"
+    system_tmp.mkdir()
+    out.mkdir()
+    # A long verification (40 x the digits test set) keeps the staging directory open.
+    test = np.load(REPO / "calibration_data" / "digits_test.npz")
+    held = models.write_npz(tmp_path / "eval.npz", {"input": np.tile(test["input"], (40, 1, 1, 1))})
+    command = [
+        sys.executable, "-m", "onnxprune.cli", REPO / "examples" / "digits_cnn.onnx",
+        "--calib", REPO / "calibration_data" / "digits", "--eval", held, "--sparsity", 0.8,
+        "--no-update", "--allocation", "group", "-o", out / "p.onnx", "-q",
+    ]  # fmt: skip
+    watched, prefix = (system_tmp, "onnxprune-") if phase == "calibration" else (out, ".onnxprune-")
+    env = {**os.environ, "TMPDIR": str(system_tmp)}
+    process = subprocess.Popen(
+        [str(c) for c in command], env=env, cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(prefix) for p in watched.iterdir()):
+        assert process.poll() is None, f"finished before the {phase} phase was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    name = signal.Signals(signum).name
+    assert stderr == f"onnxprune: terminated by {name}, no output written\n"
+    assert stdout == ""
+    # (onnxruntime's import leaves its own .ses file in $TMPDIR.)
+    assert [f for f in _files(system_tmp) if "onnxprune" in f] == [] and _files(out) == []
