@@ -31,6 +31,7 @@ from .config import PruneConfig, parse_pattern
 from .errors import ModelError, OutputWriteError, UsageError
 from .io import (
     BIG_MODEL_BYTES,
+    check_model_suffix,
     check_output_path,
     default_output_path,
     external_data_files,
@@ -429,6 +430,7 @@ def _check_paths(
     if recipe is not None:
         inputs["the --recipe file"] = Path(recipe)
     protected = read_files(inputs)
+    check_model_suffix(output_path)
     check_output_path(output_path, protected)
     protected["the output model"] = output_path
     if data_files or (model_path.is_file() and is_big_model(model_path)):

@@ -131,6 +131,21 @@ def read_files(paths: dict[str, Path]) -> dict[str, Path]:
     return files
 
 
+def check_model_suffix(output_path: Path) -> None:
+    """Refuse an output name that onnx would save in a text format (``.json``, ``.textproto``,
+    ``.onnxtxt``, ...): onnxprune writes binary protobuf models only, and says so before any
+    work rather than failing at the end."""
+    try:
+        fmt = onnx.serialization.registry.get_format_from_file_extension(output_path.suffix)
+    except (AttributeError, KeyError, ValueError):  # an older onnx without the registry
+        fmt = None
+    if fmt is not None and fmt != "protobuf":
+        raise UsageError(
+            f"output path {output_path} has the suffix of onnx's {fmt} text format; onnxprune "
+            "writes binary protobuf models only: use .onnx"
+        )
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     """(device, inode) of an existing file: hard links to one file share it."""
     try:

@@ -406,3 +406,20 @@ def test_report_or_recipe_would_replace_the_replayed_recipe(cli: CliRunner, setu
     result = cli(setup.model, "--calib", setup.calib, "--recipe", recipe, "-o", first)
     assert result.code == EXIT_USAGE and "recipe" in result.err, result.err
     assert recipe.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".json", ".textproto", ".onnxtxt", ".prototxt"])
+def test_output_with_a_text_format_suffix_is_refused_up_front(
+    cli: CliRunner, setup: Setup, suffix: str
+) -> None:
+    # onnx.save would write JSON / text for these names; the run used to fail only at the end.
+    result = run(cli, setup, setup.model, setup.calib, "--sparsity", 0.5,
+                 "-o", setup.out_dir / f"pruned{suffix}")  # fmt: skip
+    assert_clean_failure(result, EXIT_USAGE, "output path", suffix, ".onnx", out_dir=setup.out_dir)
+
+
+def test_output_with_another_suffix_is_binary_protobuf(cli: CliRunner, setup: Setup) -> None:
+    target = setup.out_dir / "pruned.model"
+    result = run(cli, setup, setup.model, setup.calib, "--sparsity", 0.5, "-o", target)
+    assert result.code == 0, result.err
+    onnx.checker.check_model(onnx.load_model(str(target), format="protobuf"), full_check=True)
