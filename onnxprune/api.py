@@ -159,7 +159,12 @@ def prune(
             report.file_size_after = report.file_size_before
             report.gzip_size_after = report.gzip_size_before
             report.timings = {**timings, "total": time.perf_counter() - started}
-            _copy_model(model_path, output_path, report, extra_outputs)
+            # A recipe too (README: every run writes one): replaying it copies the model again.
+            recipe_data = build_recipe(
+                config, config.method, report.group, config.allocation_mode, {},
+                fingerprint(calib), report.versions,
+            )  # fmt: skip
+            _copy_model(model_path, output_path, report, extra_outputs, recipe_data)
             return report
 
         original = pruner
@@ -627,7 +632,13 @@ def _full_check(path: Path) -> None:
         raise ModelError(f"the pruned model fails the ONNX full check: {err}") from err
 
 
-def _copy_model(source: Path, destination: Path, report: Report, extra: dict[str, Path]) -> None:
+def _copy_model(
+    source: Path,
+    destination: Path,
+    report: Report,
+    extra: dict[str, Path],
+    recipe_data: dict[str, Any],
+) -> None:
     with staging_dir(destination) as staging:
         staged = staging / destination.name
         try:
@@ -637,8 +648,12 @@ def _copy_model(source: Path, destination: Path, report: Report, extra: dict[str
         except OSError as err:
             raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
         report.output_written = True
+        report.recipe = str(recipe_path(destination))
+        staged_recipe = staging / ".recipe.json"
+        staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
         extra = {k: v for k, v in extra.items() if k != "--plot"}
-        publish(staged, destination, _side_files(staging, report, extra))
+        files = {staged_recipe: recipe_path(destination), **_side_files(staging, report, extra)}
+        publish(staged, destination, files)
 
 
 def _arguments(

@@ -394,7 +394,8 @@ def inspect_command(
 @debug_option
 def check_pattern_command(model: Path, pattern: str, as_json: bool, debug: bool) -> int:
     """Check which of MODEL's prunable layers keep at most N of every M weights along the
-    reduction axis (TensorRT 2:4). Exits 5 unless every layer conforms."""
+    reduction axis (TensorRT 2:4). Exits 5 when a layer the pattern applies to does not conform
+    (0 when it applies to none: the verdict says so)."""
     report = check_pattern(model, pattern)
     click.echo(report.to_json() if as_json else report.format_table())
     return report.exit_code

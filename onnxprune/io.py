@@ -33,6 +33,8 @@ def is_big_model(model_path: Path) -> bool:
 
 def external_data_files(model_path: Path) -> list[Path]:
     """The external data files a model on disk refers to (without loading their contents)."""
+    # External data lies beside the real file when the model path is a symbolic link.
+    model_path = model_path.resolve()
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except (OSError, DecodeError, ValueError):
@@ -86,9 +88,10 @@ def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
         raise ModelError(f"model file is not readable: {path}")
     if path.stat().st_size == 0:
         raise ModelError(f"model file is empty: {path}")
+    real = path.resolve()  # a symbolic link: external data lies beside the real file
     try:
         # Lazy external data resolves against the model's own directory here, not the CWD.
-        model = onnx.load(str(path), load_external_data=external_data)
+        model = onnx.load(str(real), load_external_data=external_data)
     except (DecodeError, RuntimeError) as err:
         raise ModelError(f"{path} is not a valid ONNX model (protobuf parse failed)") from err
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
@@ -96,7 +99,7 @@ def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
     if not model.opset_import or len(model.graph.node) == 0 or model.ir_version <= 0:
         raise ModelError(f"{path} is not a valid ONNX model (no graph, opset or IR version)")
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(str(real))
     except (onnx.checker.ValidationError, ValueError, OSError) as err:
         raise ModelError(f"{path} fails the ONNX checker: {_first_line(err)}") from err
     return model
@@ -107,7 +110,7 @@ def load_for_reading(path: Path) -> tuple[onnx.ModelProto, Path | None]:
     ``BIG_MODEL_BYTES``) is loaded without its external data, to be read one tensor at a time
     (``GraphView(model, base_dir)``); other models are loaded whole (directory None)."""
     if is_big_model(path):
-        return load_model(path, external_data=False), path.parent
+        return load_model(path, external_data=False), path.resolve().parent
     return load_model(path), None
 
 

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
+from onnxprune.calibrate.runner import _session_file
 from onnxprune.checks import Gates
 from onnxprune.config import FIELD_TYPES, _has_kind
 from onnxprune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_USAGE, UsageError
@@ -470,3 +471,80 @@ def test_signal_mid_run_cleans_up_and_exits_128_plus_signal(
     assert stdout == ""
     # (onnxruntime's import leaves its own .ses file in $TMPDIR.)
     assert [f for f in _files(system_tmp) if "onnxprune" in f] == [] and _files(out) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Loose ends: a recipe when nothing is pruned, check-pattern with nothing to check,
+# symbolic links to models with external data, no open mkstemp handles
+
+
+def test_recipe_is_written_when_nothing_is_pruned(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.no_prunable()
+    path = models.save(model, tmp_path / "plain.onnx")
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    out = tmp_path / "copy.onnx"
+    result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json")
+    assert result.code == 0, result.err
+    recipe = Path(str(out) + ".recipe.json")
+    assert json.loads(result.out)["recipe"] == str(recipe)
+    config, data = load_recipe(recipe)
+    assert config.sparsity == 0.5 and data["layers"] == {}
+    # The replay copies the model again.
+    again = tmp_path / "again.onnx"
+    result = cli(path, "--calib", calib, "--recipe", recipe, "-o", again, "-q")
+    assert result.code == 0, result.err
+    assert again.read_bytes() == out.read_bytes() == path.read_bytes()
+
+
+def test_check_pattern_with_no_applicable_layer_says_so(cli: CliRunner, tmp_path: Path) -> None:
+    # A depthwise-only conv has one input channel per filter: 2:4 applies to none of it.
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], group=4, name="dw")],
+        "dw",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4, 6, 6])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = models.save(model, tmp_path / "dw.onnx")
+    for target in (path, models.save(models.no_prunable(), tmp_path / "none.onnx")):
+        result = cli("check-pattern", target)
+        assert result.code == 0, result.out
+        assert "NOT every layer conforms" not in result.out
+        assert "nothing to check" in result.out.splitlines()[-1]
+        data = json.loads(cli("check-pattern", target, "--json").out)
+        assert data["applicable_layers"] == 0 and "nothing to check" in data["verdict"]
+
+
+def test_symlinked_model_finds_its_external_data_beside_the_real_file(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    real, elsewhere = tmp_path / "real", tmp_path / "elsewhere"
+    real.mkdir()
+    elsewhere.mkdir()
+    model = models.mlp_gemm()
+    onnx.save_model(
+        model, str(real / "m.onnx"), save_as_external_data=True,
+        all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0,
+    )  # fmt: skip
+    link = elsewhere / "link.onnx"
+    link.symlink_to(real / "m.onnx")
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    out = tmp_path / "p.onnx"
+    result = cli(link, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["achieved_sparsity"] > 0.4 and report["output_written"]
+    assert (tmp_path / "p.onnx.data").exists()  # external data kept
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_session_files_in_a_work_directory_leave_no_open_handle(tmp_path: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with _session_file(tmp_path, "augmented") as path:
+        assert path.parent == tmp_path
+        assert set(os.listdir("/proc/self/fd")) == before
+    assert not path.exists()
