@@ -18,7 +18,10 @@ class GateFailure:
 
     def describe(self) -> str:
         if self.metric == "non-finite values":
-            return f"{self.output}: {self.value:g} NaN/inf values in the pruned output fail {self.option}"
+            return (
+                f"{self.output}: {self.value:g} NaN/inf values in the pruned output fail "
+                f"{self.option}"
+            )
         return (
             f"{self.output}: {self.metric} {self.value:.6g} fails {self.option} {self.limit:g} "
             f"(by {abs(self.value - self.limit):.4g})"

@@ -198,8 +198,10 @@ class PatternReport:
 
     def verdict(self) -> str:
         if not self.applicable:
-            found = f"{len(self.layers)} prunable layer(s), all kept dense" if self.layers else (
-                "no prunable layer"
+            found = (
+                f"{len(self.layers)} prunable layer(s), all kept dense"
+                if self.layers
+                else ("no prunable layer")
             )
             return f"no layer the {self.pattern} pattern applies to ({found}): nothing to check"
         if self.exit_code == 0:

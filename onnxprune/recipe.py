@@ -107,9 +107,7 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
         if value is not None and not isinstance(value, types):
             raise UsageError(f"recipe {path}: {key!r} must be a {types[0].__name__} ({value!r})")
     layers = recipe.get("layers") or {}
-    if not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in layers.values()
-    ):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in layers.values()):
         raise UsageError(f"recipe {path}: 'layers' must map weight names to sparsities")
     # A field missing from an older recipe (added since) takes its default.
     missing = [
@@ -127,8 +125,7 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
             value = settings[name]
             if not isinstance(value, list):  # a string would become a tuple of characters
                 raise UsageError(
-                    f"recipe {path}: {option_name(name)} must be a list of strings, got "
-                    f"{value!r}"
+                    f"recipe {path}: {option_name(name)} must be a list of strings, got {value!r}"
                 )
             settings[name] = tuple(value)
     try:

@@ -470,9 +470,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 _DEFLATE_MAX_RATIO = 1100
 
 
-def _check_data_size(
-    shape: tuple[int, ...], dtype: np.dtype, available: int, source: str
-) -> None:
+def _check_data_size(shape: tuple[int, ...], dtype: np.dtype, available: int, source: str) -> None:
     """Refuse a header whose shape needs more bytes than the file holds, before anything is
     allocated from it (the sample count, axis 0, sizes the held-out split and the batches)."""
     needed = math.prod(shape) * dtype.itemsize
