@@ -430,6 +430,7 @@ def _check_arrays(
 
 def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     try:
+        archive_bytes = path.stat().st_size
         with zipfile.ZipFile(path) as archive:
             headers = {}
             for info in archive.infolist():
@@ -437,12 +438,17 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 if not member.endswith(".npy"):
                     continue
                 source = f"{path}:{member}"
-                # The member's size in the zip directory is a claim too: deflate cannot
-                # expand more than ~1032x, so a larger claim is a lie (zipfile enforces the
-                # claimed size when it reads, so the claim bounds what a load can return).
-                if info.compress_type != zipfile.ZIP_STORED and info.file_size > (
-                    _DEFLATE_MAX_RATIO * info.compress_size + 1024
-                ):
+                # The member's sizes in the zip directory are claims too: a stored member is
+                # as large as its bytes, deflate cannot expand more than ~1032x, and no member
+                # is larger than the archive (zipfile enforces the claimed size when it reads,
+                # so a checked claim bounds what a load can return).
+                if info.compress_type == zipfile.ZIP_STORED:
+                    expands = info.file_size != info.compress_size
+                elif info.compress_type == zipfile.ZIP_DEFLATED:
+                    expands = info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024
+                else:  # bzip2 / lzma: no fixed bound (their claim is enforced on reading)
+                    expands = False
+                if expands or info.compress_size > archive_bytes:
                     raise CalibrationDataError(
                         f"{source}: the archive claims {info.file_size} bytes from "
                         f"{info.compress_size} compressed bytes; the file is corrupt"
