@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from .api import prune
 from .config import ALLOCATIONS
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError, Terminated
 from .inspection import check_pattern, inspect_model
+from .io import deferred_signals
 from .scoring import available_methods
 from .structure.scores import available_unit_scorers
 
@@ -427,16 +430,39 @@ def main(argv: list[str] | None = None) -> None:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if debug else logging.WARNING)
     log.propagate = False
-    previous = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            previous[signum] = signal.signal(signum, _terminate)
+    # Every temporary directory of the run goes inside one of its own, removed at the end
+    # whatever happened: a signal that cuts a directory's creation short leaves nothing behind.
+    previous: dict[int, Any] = {}
+    previous_tempdir = tempfile.tempdir
+    run_dir: str | None = None
     try:
+        with deferred_signals():
+            with contextlib.suppress(OSError):  # an unwritable $TMPDIR fails later, named
+                run_dir = tempfile.mkdtemp(prefix="onnxprune-run-")
+                tempfile.tempdir = run_dir
+            for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(ValueError):  # not the main thread: leave signals
+                    previous[stop_signal] = signal.signal(stop_signal, _terminate)
         _main(args, debug)
+    except KeyboardInterrupt as stop:  # came while the run was being set up
+        if isinstance(stop, Terminated):
+            sys.exit(_terminated(stop))
+        click.echo("onnxprune: interrupted, no output written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-        log.removeHandler(handler)
+        with deferred_signals():  # a second signal now gets the old handler, after cleanup
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+            tempfile.tempdir = previous_tempdir
+            if run_dir is not None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            log.removeHandler(handler)
+
+
+def _terminated(stop: Terminated) -> int:
+    name = signal.Signals(stop.signum).name
+    click.echo(f"onnxprune: terminated by {name}, no output written", err=True)
+    return 128 + stop.signum
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -458,9 +484,7 @@ def _main(args: list[str], debug: bool) -> None:
         click.echo(f"onnxprune: error: {err.format_message()}", err=True)
         code = EXIT_USAGE
     except Terminated as stop:
-        name = signal.Signals(stop.signum).name
-        click.echo(f"onnxprune: terminated by {name}, no output written", err=True)
-        code = 128 + stop.signum
+        code = _terminated(stop)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("onnxprune: interrupted, no output written", err=True)
         code = EXIT_INTERRUPTED

@@ -7,7 +7,9 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +187,27 @@ def check_output_path(
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+# Signals whose handlers raise (Ctrl-C, and SIGTERM / SIGHUP under the CLI).
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM / SIGHUP until the block ends, so that creating or removing a
+    temporary directory is never cut in half; a signal that came meanwhile is handled (raises)
+    as the block ends."""
+    if not hasattr(signal, "pthread_sigmask") or (
+        threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def staging_dir(output_path: Path) -> Iterator[Path]:
     """A temporary directory beside the output, removed whatever happens.
@@ -194,15 +217,19 @@ def staging_dir(output_path: Path) -> Iterator[Path]:
     full, quota, read-only filesystem), becomes an OutputWriteError (exit 4).
     """
     parent = output_path.parent if str(output_path.parent) else Path(".")
+    tmp: Path | None = None
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
-    except OSError as err:
-        raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
-    try:
+        try:
+            with deferred_signals():  # a signal raises once ``tmp`` is set
+                tmp = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
+        except OSError as err:
+            raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
         with write_errors(tmp, parent):
             yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with deferred_signals():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -453,14 +453,17 @@ def test_signal_mid_run_cleans_up_and_exits_128_plus_signal(
         "--calib", REPO / "calibration_data" / "digits", "--eval", held, "--sparsity", 0.8,
         "--no-update", "--allocation", "group", "-o", out / "p.onnx", "-q",
     ]  # fmt: skip
-    watched, prefix = (system_tmp, "onnxprune-") if phase == "calibration" else (out, ".onnxprune-")
+    watched, prefix = (
+        (system_tmp, "onnxprune-augmented-") if phase == "calibration" else (out, ".onnxprune-")
+    )
     env = {**os.environ, "TMPDIR": str(system_tmp)}
     process = subprocess.Popen(
         [str(c) for c in command], env=env, cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(prefix) for p in watched.iterdir()):
+    # (The CLI keeps its temporary directories in one onnxprune-run-* directory of its own.)
+    while not any(p.name.startswith(prefix) for p in watched.rglob("*onnxprune-*")):
         assert process.poll() is None, f"finished before the {phase} phase was seen"
         assert time.monotonic() < deadline
         time.sleep(0.002)
