@@ -414,11 +414,13 @@ def publish(staged_model: Path, output_path: Path, extra: dict[Path, Path] | Non
             shutil.move(staged, destination)  # may cross filesystems
             moved.append(destination)
         os.replace(staged_model, output_path)
-    except OSError as err:
+    except BaseException as err:  # also a signal (Ctrl-C, SIGTERM) between two moves
         for path in moved:
             with contextlib.suppress(OSError):
                 path.unlink()
-        raise OutputWriteError(f"cannot write {output_path}: {_first_line(err)}") from err
+        if isinstance(err, OSError):
+            raise OutputWriteError(f"cannot write {output_path}: {_first_line(err)}") from err
+        raise
 
 
 def _first_line(err: BaseException) -> str:

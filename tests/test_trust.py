@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from onnx import numpy_helper
 from onnxprune.calibrate.runner import _session_file
 from onnxprune.checks import Gates
 from onnxprune.config import FIELD_TYPES, _has_kind
-from onnxprune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_USAGE, UsageError
+from onnxprune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_USAGE, Terminated, UsageError
+from onnxprune.io import publish
 from onnxprune.recipe import load_recipe
 from onnxprune.verify import Fidelity, _OutputAccumulator
 
@@ -126,8 +128,18 @@ def test_npz_whose_directory_claims_an_impossible_expansion_is_refused(
 # 6. A non-positive dim_value (Paddle's -1 batch) is a dynamic dimension
 
 
-@pytest.mark.parametrize("builder", [models.mlp_gemm, models.cnn_bn, models.transformer_block])
-def test_minus_one_dimensions_are_dynamic(cli: CliRunner, tmp_path: Path, builder: object) -> None:
+@pytest.mark.parametrize(
+    ("builder", "options"),
+    [
+        (models.mlp_gemm, ()),
+        (models.cnn_bn, ()),
+        (models.cnn_bn, ("--structured", 0.3, "--sequential")),
+        (models.transformer_block, ()),
+    ],
+)
+def test_minus_one_dimensions_are_dynamic(
+    cli: CliRunner, tmp_path: Path, builder: object, options: tuple[object, ...]
+) -> None:
     model = builder()  # type: ignore[operator]
     data = models.random_inputs(model, SAMPLES, seed=0)
     for value in [*model.graph.input, *model.graph.output]:
@@ -138,7 +150,7 @@ def test_minus_one_dimensions_are_dynamic(cli: CliRunner, tmp_path: Path, builde
     path = models.save(model, tmp_path / "paddle.onnx")
     calib = models.write_npz(tmp_path / "calib.npz", data)
     out = tmp_path / "pruned.onnx"
-    result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json")
+    result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json", *options)
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert report["calibration_samples"] > 0
@@ -552,3 +564,28 @@ def test_session_files_in_a_work_directory_leave_no_open_handle(tmp_path: Path) 
         assert path.parent == tmp_path
         assert set(os.listdir("/proc/self/fd")) == before
     assert not path.exists()
+
+
+def test_signal_between_two_moves_of_publish_removes_what_was_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, out = tmp_path / "staging", tmp_path / "out"
+    staging.mkdir()
+    out.mkdir()
+    (staging / "m.onnx").write_bytes(b"model")
+    (staging / "report").write_text("{}")
+    (staging / "recipe").write_text("{}")
+    real_move = shutil.move
+    calls: list[object] = []
+
+    def move_then_stop(source: Any, destination: Any) -> Any:
+        calls.append(source)
+        if len(calls) == 2:
+            raise Terminated(signal.SIGTERM)
+        return real_move(source, destination)
+
+    monkeypatch.setattr(shutil, "move", move_then_stop)
+    extras = {staging / "report": out / "r.json", staging / "recipe": out / "m.recipe.json"}
+    with pytest.raises(Terminated):
+        publish(staging / "m.onnx", out / "m.onnx", extras)
+    assert _files(out) == []
