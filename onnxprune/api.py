@@ -31,6 +31,7 @@ from .config import SENSITIVITY_ALLOCATIONS, PruneConfig, parse_pattern
 from .errors import ModelError, OutputWriteError, UsageError
 from .io import (
     BIG_MODEL_BYTES,
+    check_model_suffix,
     check_output_path,
     default_output_path,
     external_data_files,
@@ -38,6 +39,7 @@ from .io import (
     is_big_model,
     model_size_bytes,
     publish,
+    read_files,
     read_tensor,
     staging_dir,
     write_model,
@@ -130,7 +132,9 @@ def prune(
 
     model_path = Path(model)
     output_path = Path(output) if output is not None else default_output_path(model_path)
-    extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
+    extra_outputs = _check_paths(
+        model_path, output_path, calib, eval_data, report_path, plot, recipe
+    )
     config, default_notes = _costly_defaults_give_way(config, model_path, update_asked)
 
     timings: dict[str, float] = {}
@@ -140,6 +144,7 @@ def prune(
     stack = contextlib.ExitStack()
     stack.callback(pruner.close)  # the big-model work directory, if any
     try:
+        _refuse_non_finite_weights(pruner)
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
         report.warnings += default_notes
@@ -154,7 +159,12 @@ def prune(
             report.file_size_after = report.file_size_before
             report.gzip_size_after = report.gzip_size_before
             report.timings = {**timings, "total": time.perf_counter() - started}
-            _copy_model(model_path, output_path, report, extra_outputs)
+            # A recipe too (README: every run writes one): replaying it copies the model again.
+            recipe_data = build_recipe(
+                config, config.method, report.group, config.allocation_mode, {},
+                fingerprint(calib), report.versions,
+            )  # fmt: skip
+            _copy_model(model_path, output_path, report, extra_outputs, recipe_data)
             return report
 
         original = pruner
@@ -228,6 +238,12 @@ def prune(
                 fidelity = pruner.verification_reference().compare(staged)
             report.fidelity = fidelity
             report.gate_failures = gates.check(fidelity)
+            report.warnings += [
+                f"output {out.name}: the pruned model produced {out.nonfinite} NaN/inf values "
+                f"on the {fidelity.source} samples"
+                for out in fidelity.outputs
+                if out.nonfinite
+            ]
             if sweep and all(
                 p["sparsity"] != round(config.target_sparsity, 6) for p in report.curve
             ):
@@ -267,6 +283,20 @@ def prune(
         return report
     finally:
         stack.close()
+
+
+def _refuse_non_finite_weights(pruner: Pruner) -> None:
+    """A NaN/inf in a weight to be pruned poisons its statistics and scores and would be carried
+    into the output: refuse the model up front (one layer in memory at a time)."""
+    for layer in pruner.layers:
+        weight = layer.weight
+        if np.issubdtype(weight.dtype, np.floating):
+            bad = weight.size - int(np.count_nonzero(np.isfinite(weight)))
+            if bad:
+                raise ModelError(
+                    f"{pruner.model_path}: weight {layer.weight_name!r} of layer {layer.name} "
+                    f"holds {bad} NaN/inf value(s); fix the model before pruning it"
+                )
 
 
 def _costly_defaults_give_way(
@@ -381,14 +411,32 @@ def _check_paths(
     eval_data: DataSource | None,
     report_path: str | Path | None,
     plot: str | Path | None,
+    recipe: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Refuse outputs that would overwrite an input or each other; returns the side outputs."""
-    protected = {"the input model": model_path}
+    """Refuse outputs that would overwrite a file the run reads or each other; returns the side
+    outputs.
+
+    Read: the model, every external-data file it refers to, every file of the calibration and
+    evaluation data (below a directory too), the --recipe file. Written: the model, its
+    external data, the recipe, --report and --plot.
+    """
+    inputs: dict[str, Path] = {"the input model": model_path}
+    data_files = external_data_files(model_path)
+    inputs.update({f"the input model's external data {f.name}": f for f in data_files})
     for name, source in (("the calibration data", calib), ("the evaluation data", eval_data)):
         if isinstance(source, (str, Path)):
-            protected[name] = Path(source)
+            inputs[name] = Path(source)
+    if recipe is not None:
+        inputs["the --recipe file"] = Path(recipe)
+    protected = read_files(inputs)
+    check_model_suffix(output_path)
     check_output_path(output_path, protected)
     protected["the output model"] = output_path
+    if data_files or (model_path.is_file() and is_big_model(model_path)):
+        data = output_path.with_name(output_path.name + ".data")
+        check_output_path(data, protected, what="the output's external data")
+        protected["the output's external data"] = data
+    check_output_path(recipe_path(output_path), protected, what="the output's recipe")
     protected["the recipe"] = recipe_path(output_path)
     extra: dict[str, Path] = {}
     for option, value in (("--report", report_path), ("--plot", plot)):
@@ -578,7 +626,13 @@ def _full_check(path: Path) -> None:
         raise ModelError(f"the pruned model fails the ONNX full check: {err}") from err
 
 
-def _copy_model(source: Path, destination: Path, report: Report, extra: dict[str, Path]) -> None:
+def _copy_model(
+    source: Path,
+    destination: Path,
+    report: Report,
+    extra: dict[str, Path],
+    recipe_data: dict[str, Any],
+) -> None:
     with staging_dir(destination) as staging:
         staged = staging / destination.name
         try:
@@ -588,8 +642,12 @@ def _copy_model(source: Path, destination: Path, report: Report, extra: dict[str
         except OSError as err:
             raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
         report.output_written = True
+        report.recipe = str(recipe_path(destination))
+        staged_recipe = staging / ".recipe.json"
+        staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
         extra = {k: v for k, v in extra.items() if k != "--plot"}
-        publish(staged, destination, _side_files(staging, report, extra))
+        files = {staged_recipe: recipe_path(destination), **_side_files(staging, report, extra)}
+        publish(staged, destination, files)
 
 
 def _arguments(

@@ -17,6 +17,11 @@ class GateFailure:
     option: str
 
     def describe(self) -> str:
+        if self.metric == "non-finite values":
+            return (
+                f"{self.output}: {self.value:g} NaN/inf values in the pruned output fail "
+                f"{self.option}"
+            )
         return (
             f"{self.output}: {self.metric} {self.value:.6g} fails {self.option} {self.limit:g} "
             f"(by {abs(self.value - self.limit):.4g})"
@@ -46,12 +51,32 @@ class Gates:
     def active(self) -> bool:
         return any(v is not None for v in asdict(self).values())
 
+    def options(self) -> list[str]:
+        """The command-line options of the active gates."""
+        return ["--" + k.replace("_", "-") for k, v in asdict(self).items() if v is not None]
+
     def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def check(self, fidelity: Fidelity) -> list[GateFailure]:
         failures = []
         for out in fidelity.outputs:
+            if out.nonfinite:
+                # NaN/inf in the pruned outputs: no metric over them means anything.
+                failures += [
+                    GateFailure(out.name, "non-finite values", out.nonfinite, 0, option)
+                    for option in self.options()
+                ]
+                continue
+            if out.exact:
+                # Integer/bool outputs: exact agreement, gated by --min-top1 only.
+                if self.min_top1 is not None and not out.cosine >= self.min_top1:
+                    failures.append(
+                        GateFailure(
+                            out.name, "exact agreement", out.cosine, self.min_top1, "--min-top1"
+                        )
+                    )
+                continue
             if self.min_cosine is not None and not out.cosine >= self.min_cosine:
                 failures.append(
                     GateFailure(out.name, "cosine", out.cosine, self.min_cosine, "--min-cosine")

@@ -6,9 +6,13 @@ here: every failure is one line on stderr and a documented exit code (README "Ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
+import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,12 +21,14 @@ import click
 
 from .api import prune
 from .config import ALLOCATIONS
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError, Terminated
 from .inspection import check_pattern, inspect_model
+from .io import deferred_signals
 from .scoring import available_methods
 from .structure.scores import available_unit_scorers
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("onnxprune")
 
 CALIB_HELP = (
     "Calibration data: .npz, a directory of .npz or <input>.npy files, or test_data_set_* "
@@ -282,7 +288,6 @@ def command(
 
     Also: onnxprune inspect MODEL [--calib DATA] (onnxprune inspect --help).
     """
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
     if target_cosine is not None and min_cosine is not None and target_cosine != min_cosine:
         raise click.UsageError("--target-cosine and --min-cosine disagree; give one of them")
     report = prune(
@@ -323,6 +328,8 @@ def command(
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
         click.echo(report.format_table())
+    for warning in report.warnings:  # on stderr, also with -q and --json
+        log.warning("%s", warning)
     if report.gate_failures:
         worst = report.gate_failures[0]
         kept = "output kept (--keep-on-fail)" if report.output_written else "no output written"
@@ -392,7 +399,8 @@ def inspect_command(
 @debug_option
 def check_pattern_command(model: Path, pattern: str, as_json: bool, debug: bool) -> int:
     """Check which of MODEL's prunable layers keep at most N of every M weights along the
-    reduction axis (TensorRT 2:4). Exits 5 unless every layer conforms."""
+    reduction axis (TensorRT 2:4). Exits 5 when a layer the pattern applies to does not conform
+    (0 when it applies to none: the verdict says so)."""
     report = check_pattern(model, pattern)
     click.echo(report.to_json() if as_json else report.format_table())
     return report.exit_code
@@ -404,10 +412,66 @@ SUBCOMMANDS: dict[str, click.Command] = {
 }
 
 
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"onnxprune: {record.levelname.lower()}: {message}"
+        return message
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every failure is one line on stderr and a documented exit code."""
+    """Entry point: every failure is one line on stderr and a documented exit code.
+
+    Warnings go to stderr through ``logging`` (the ``onnxprune`` logger), whatever ``-q`` says.
+    """
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args
+    handler = logging.StreamHandler(sys.stderr)  # made per call: the stderr of this call
+    handler.setFormatter(_Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    log.propagate = False
+    # Every temporary directory of the run goes inside one of its own, removed at the end
+    # whatever happened: a signal that cuts a directory's creation short leaves nothing behind.
+    previous: dict[int, Any] = {}
+    previous_tempdir = tempfile.tempdir
+    run_dir: str | None = None
+    try:
+        with deferred_signals():
+            with contextlib.suppress(OSError):  # an unwritable $TMPDIR fails later, named
+                run_dir = tempfile.mkdtemp(prefix="onnxprune-run-")
+                tempfile.tempdir = run_dir
+            for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(ValueError):  # not the main thread: leave signals
+                    previous[stop_signal] = signal.signal(stop_signal, _terminate)
+        _main(args, debug)
+    except KeyboardInterrupt as stop:  # came while the run was being set up
+        if isinstance(stop, Terminated):
+            sys.exit(_terminated(stop))
+        click.echo("onnxprune: interrupted, no output written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        with deferred_signals():  # a second signal now gets the old handler, after cleanup
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+            tempfile.tempdir = previous_tempdir
+            if run_dir is not None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            log.removeHandler(handler)
+
+
+def _terminated(stop: Terminated) -> int:
+    name = signal.Signals(stop.signum).name
+    click.echo(f"onnxprune: terminated by {name}, no output written", err=True)
+    return 128 + stop.signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _main(args: list[str], debug: bool) -> None:
     target, prog = command, "onnxprune"
     if args and args[0] in SUBCOMMANDS:
         target, prog = SUBCOMMANDS[args[0]], f"onnxprune {args[0]}"
@@ -421,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as err:
         click.echo(f"onnxprune: error: {err.format_message()}", err=True)
         code = EXIT_USAGE
+    except Terminated as stop:
+        code = _terminated(stop)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("onnxprune: interrupted, no output written", err=True)
         code = EXIT_INTERRUPTED

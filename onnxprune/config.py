@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -90,6 +91,66 @@ def parse_pattern(text: str) -> NMPattern | None:
     return NMPattern(n, m)
 
 
+# The JSON type of every PruneConfig field, checked on construction: a recipe (JSON) and the
+# Python API go through the same checks as the command line. bool is not accepted where a
+# number is meant (it is an int in Python), and a string is not a list of strings.
+_NUMBER = "a number"
+_INT = "an integer"
+_TEXT = "a string"
+_TEXTS = "a list of strings"
+_FLAG = "true or false"
+FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
+    "sparsity": (_NUMBER, False),
+    "method": (_TEXT, False),
+    "pattern": (_TEXT, False),
+    "group": (_TEXT, True),
+    "exclude": (_TEXTS, False),
+    "num_samples": (_INT, True),
+    "batch_size": (_INT, False),
+    "seed": (_INT, False),
+    "holdout_fraction": (_NUMBER, False),
+    "layer_cap": (_NUMBER, False),
+    "min_row_weights": (_INT, False),
+    "update": (_FLAG, True),
+    "sample_mask": (_TEXT, True),
+    "structured": (_NUMBER, False),
+    "structured_score": (_TEXT, False),
+    "layer_overrides": (_TEXTS, False),
+    "sequential": (_FLAG, False),
+    "stages": (_INT, False),
+    "update_target": (_TEXT, False),
+    "allocation": (_TEXT, True),
+}
+
+
+def _has_kind(value: object, kind: str) -> bool:
+    if kind == _FLAG:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == _NUMBER:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if kind == _INT:
+        return isinstance(value, int)
+    if kind == _TEXT:
+        return isinstance(value, str)
+    return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+
+
+def option_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def check_field_types(config: object) -> None:
+    """UsageError naming the option when a field has the wrong type (see FIELD_TYPES)."""
+    for name, (kind, optional) in FIELD_TYPES.items():
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        if not _has_kind(value, kind):
+            raise UsageError(f"{option_name(name)} must be {kind}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Everything that decides which weights are removed. Mirrors the CLI options."""
@@ -142,6 +203,9 @@ class PruneConfig:
         # local: scoring imports config types
         from .scoring import available_methods, get_method
 
+        check_field_types(self)
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
         if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"--sparsity must be in [0, 1), got {self.sparsity!r}")
         if self.method not in available_methods(include_hidden=True):

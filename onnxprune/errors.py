@@ -44,3 +44,12 @@ class OutputWriteError(OnnxPruneError):
     """The pruned model could not be written (unwritable directory, disk full)."""
 
     exit_code = EXIT_WRITE_FAILED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` (temporary and
+    staging directories) runs as on Ctrl-C; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

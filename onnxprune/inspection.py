@@ -187,14 +187,32 @@ class PatternReport:
     layers: list[PatternLayer]
 
     @property
+    def applicable(self) -> list[PatternLayer]:
+        return [layer for layer in self.layers if layer.not_applicable is None]
+
+    @property
     def exit_code(self) -> int:
-        """5 (a check failed) unless every prunable layer follows the pattern."""
-        applicable = [layer for layer in self.layers if layer.not_applicable is None]
-        return 0 if applicable and all(layer.ok for layer in applicable) else EXIT_GATE_FAILED
+        """5 (a check failed) when a layer the pattern applies to breaks it; 0 otherwise, also
+        when it applies to no layer (nothing breaks it; the verdict says so)."""
+        return 0 if all(layer.ok for layer in self.applicable) else EXIT_GATE_FAILED
+
+    def verdict(self) -> str:
+        if not self.applicable:
+            found = (
+                f"{len(self.layers)} prunable layer(s), all kept dense"
+                if self.layers
+                else ("no prunable layer")
+            )
+            return f"no layer the {self.pattern} pattern applies to ({found}): nothing to check"
+        if self.exit_code == 0:
+            return "every layer conforms"
+        return "NOT every layer conforms"
 
     def to_json(self) -> str:
         data = asdict(self)
         data["all_conform"] = self.exit_code == 0
+        data["applicable_layers"] = len(self.applicable)
+        data["verdict"] = self.verdict()
         for item, layer in zip(data["layers"], self.layers, strict=True):
             item["ok"] = layer.ok
         return json.dumps(data, indent=2, sort_keys=True)
@@ -212,8 +230,7 @@ class PatternReport:
                 f"{layer.conforming:>12,}  "
                 + ("n/a (kept dense)" if layer.not_applicable else "yes" if layer.ok else "NO")
             )
-        verdict = "every layer conforms" if self.exit_code == 0 else "NOT every layer conforms"
-        lines += ["", verdict]
+        lines += ["", self.verdict()]
         return "\n".join(lines)
 
 

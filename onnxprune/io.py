@@ -7,7 +7,9 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,8 @@ def is_big_model(model_path: Path) -> bool:
 
 def external_data_files(model_path: Path) -> list[Path]:
     """The external data files a model on disk refers to (without loading their contents)."""
+    # External data lies beside the real file when the model path is a symbolic link.
+    model_path = model_path.resolve()
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except (OSError, DecodeError, ValueError):
@@ -86,9 +90,10 @@ def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
         raise ModelError(f"model file is not readable: {path}")
     if path.stat().st_size == 0:
         raise ModelError(f"model file is empty: {path}")
+    real = path.resolve()  # a symbolic link: external data lies beside the real file
     try:
         # Lazy external data resolves against the model's own directory here, not the CWD.
-        model = onnx.load(str(path), load_external_data=external_data)
+        model = onnx.load(str(real), load_external_data=external_data)
     except (DecodeError, RuntimeError) as err:
         raise ModelError(f"{path} is not a valid ONNX model (protobuf parse failed)") from err
     except (OSError, ValueError, onnx.checker.ValidationError) as err:
@@ -96,7 +101,7 @@ def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
     if not model.opset_import or len(model.graph.node) == 0 or model.ir_version <= 0:
         raise ModelError(f"{path} is not a valid ONNX model (no graph, opset or IR version)")
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(str(real))
     except (onnx.checker.ValidationError, ValueError, OSError) as err:
         raise ModelError(f"{path} fails the ONNX checker: {_first_line(err)}") from err
     return model
@@ -107,12 +112,52 @@ def load_for_reading(path: Path) -> tuple[onnx.ModelProto, Path | None]:
     ``BIG_MODEL_BYTES``) is loaded without its external data, to be read one tensor at a time
     (``GraphView(model, base_dir)``); other models are loaded whole (directory None)."""
     if is_big_model(path):
-        return load_model(path, external_data=False), path.parent
+        return load_model(path, external_data=False), path.resolve().parent
     return load_model(path), None
 
 
 def default_output_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".pruned.onnx")
+
+
+def read_files(paths: dict[str, Path]) -> dict[str, Path]:
+    """Every file a run reads: ``paths`` (description -> path), a directory standing for every
+    file below it."""
+    files: dict[str, Path] = {}
+    for name, path in paths.items():
+        if path.is_dir():
+            try:
+                below = sorted(p for p in path.rglob("*") if p.is_file())
+            except OSError:
+                below = []
+            files.update({f"{name} ({file})": file for file in below})
+        else:
+            files[name] = path
+    return files
+
+
+def check_model_suffix(output_path: Path) -> None:
+    """Refuse an output name that onnx would save in a text format (``.json``, ``.textproto``,
+    ``.onnxtxt``, ...): onnxprune writes binary protobuf models only, and says so before any
+    work rather than failing at the end."""
+    try:
+        fmt = onnx.serialization.registry.get_format_from_file_extension(output_path.suffix)
+    except (AttributeError, KeyError, ValueError):  # an older onnx without the registry
+        fmt = None
+    if fmt is not None and fmt != "protobuf":
+        raise UsageError(
+            f"output path {output_path} has the suffix of onnx's {fmt} text format; onnxprune "
+            "writes binary protobuf models only: use .onnx"
+        )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: hard links to one file share it."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def check_output_path(
@@ -121,10 +166,13 @@ def check_output_path(
     """Fail early when ``output_path`` is one of the run's inputs or cannot be written.
 
     ``protected`` names the paths that must never be written (the model, its data, other
-    outputs of the same run), e.g. ``{"the input model": model_path}``.
+    outputs of the same run), e.g. ``{"the input model": model_path}``. Paths are compared by
+    real path (symbolic links resolved) and, for existing files, by inode (hard links).
     """
+    target = output_path.resolve()
+    identity = _identity(output_path)
     for name, path in protected.items():
-        if output_path.resolve() == path.resolve():
+        if target == path.resolve() or (identity is not None and identity == _identity(path)):
             raise UsageError(f"{what} is {name}, refusing to overwrite it: {output_path}")
     if output_path.is_dir():
         raise UsageError(f"{what} is a directory: {output_path}")
@@ -139,6 +187,27 @@ def check_output_path(
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+# Signals whose handlers raise (Ctrl-C, and SIGTERM / SIGHUP under the CLI).
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM / SIGHUP until the block ends, so that creating or removing a
+    temporary directory is never cut in half; a signal that came meanwhile is handled (raises)
+    as the block ends."""
+    if not hasattr(signal, "pthread_sigmask") or (
+        threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def staging_dir(output_path: Path) -> Iterator[Path]:
     """A temporary directory beside the output, removed whatever happens.
@@ -148,15 +217,19 @@ def staging_dir(output_path: Path) -> Iterator[Path]:
     full, quota, read-only filesystem), becomes an OutputWriteError (exit 4).
     """
     parent = output_path.parent if str(output_path.parent) else Path(".")
+    tmp: Path | None = None
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
-    except OSError as err:
-        raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
-    try:
+        try:
+            with deferred_signals():  # a signal raises once ``tmp`` is set
+                tmp = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
+        except OSError as err:
+            raise OutputWriteError(f"cannot write to {parent}: {_first_line(err)}") from err
         with write_errors(tmp, parent):
             yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with deferred_signals():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -341,11 +414,13 @@ def publish(staged_model: Path, output_path: Path, extra: dict[Path, Path] | Non
             shutil.move(staged, destination)  # may cross filesystems
             moved.append(destination)
         os.replace(staged_model, output_path)
-    except OSError as err:
+    except BaseException as err:  # also a signal (Ctrl-C, SIGTERM) between two moves
         for path in moved:
             with contextlib.suppress(OSError):
                 path.unlink()
-        raise OutputWriteError(f"cannot write {output_path}: {_first_line(err)}") from err
+        if isinstance(err, OSError):
+            raise OutputWriteError(f"cannot write {output_path}: {_first_line(err)}") from err
+        raise
 
 
 def _first_line(err: BaseException) -> str:

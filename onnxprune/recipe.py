@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import PruneConfig
+from .config import PruneConfig, option_name
 from .errors import UsageError
 
 RECIPE_VERSION = 1
@@ -74,25 +74,62 @@ def build_recipe(
     return recipe
 
 
+# Recipe keys besides the PruneConfig fields, with their JSON types (None allowed for all).
+_RECORD_KEYS: dict[str, tuple[type, ...]] = {
+    "recipe_version": (int,),
+    "requested_method": (str,),
+    "layers": (dict,),
+    "calibration_fingerprint": (str,),
+    "versions": (dict,),
+}
+
+
 def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
-    """The run configuration a recipe resolves to, and the recipe itself."""
+    """The run configuration a recipe resolves to, and the recipe itself.
+
+    Every setting goes through the same checks as the command-line options (``PruneConfig``):
+    types, ranges and choices; unknown keys are reported, not ignored.
+    """
     try:
         recipe = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UsageError(f"cannot read recipe {path}: {err}") from err
+    except RecursionError as err:
+        raise UsageError(f"cannot read recipe {path}: nested too deeply") from err
     if not isinstance(recipe, dict) or recipe.get("recipe_version") != RECIPE_VERSION:
         raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
+    fields = {f.name: f for f in dataclasses.fields(PruneConfig) if f.init}
+    unknown = sorted(set(recipe) - set(fields) - set(_RECORD_KEYS))
+    if unknown:
+        raise UsageError(f"recipe {path}: unknown key(s) {', '.join(map(repr, unknown))}")
+    for key, types in _RECORD_KEYS.items():
+        value = recipe.get(key)
+        if value is not None and not isinstance(value, types):
+            raise UsageError(f"recipe {path}: {key!r} must be a {types[0].__name__} ({value!r})")
+    layers = recipe.get("layers") or {}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in layers.values()):
+        raise UsageError(f"recipe {path}: 'layers' must map weight names to sparsities")
+    # A field missing from an older recipe (added since) takes its default.
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in recipe
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise UsageError(f"recipe {path} is incomplete: no {', '.join(missing)}")
+    settings = {name: recipe[name] for name in fields if name in recipe}
+    for name in TUPLE_FIELDS:
+        if name in settings:
+            value = settings[name]
+            if not isinstance(value, list):  # a string would become a tuple of characters
+                raise UsageError(
+                    f"recipe {path}: {option_name(name)} must be a list of strings, got {value!r}"
+                )
+            settings[name] = tuple(value)
     try:
-        # A field missing from an older recipe (added since) takes its default.
-        settings = {
-            f.name: recipe[f.name]
-            for f in dataclasses.fields(PruneConfig)
-            if f.init and (f.name in recipe or f.default is dataclasses.MISSING)
-        }
-        for name in TUPLE_FIELDS:
-            if name in settings:
-                settings[name] = tuple(settings[name])
         config = PruneConfig(**settings)
-    except (KeyError, TypeError, ValueError) as err:
-        raise UsageError(f"recipe {path} is incomplete or malformed: {err}") from err
+    except UsageError as err:
+        raise UsageError(f"recipe {path}: {err}") from err
     return config, recipe

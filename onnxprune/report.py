@@ -194,8 +194,6 @@ class Report:
             verdict = "FAILED" if self.gate_failures else "passed"
             lines += ["", f"fidelity gates ({limits}): {verdict}"]
             lines += [f"  {failure.describe()}" for failure in self.gate_failures]
-        for warning in self.warnings:
-            lines.append(f"warning: {warning}")
         if self.timings:
             parts = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
             lines += ["", f"time: {parts}"]
@@ -236,9 +234,13 @@ def _fidelity_lines(fidelity: Fidelity) -> list[str]:
     ]
     for out in fidelity.outputs:
         top1 = "-" if out.top1_agreement is None else f"{out.top1_agreement:.4f}"
+        if out.exact:  # integer/bool: exact agreement only (in the top-1 column)
+            lines.append(f"{out.name:<24}{'-':>10}{'-':>14}{'-':>14}{top1:>13}  (exact)")
+            continue
         lines.append(
             f"{out.name:<24}{out.cosine:>10.5f}{out.max_abs_error:>14.4g}"
             f"{out.mean_abs_error:>14.4g}{top1:>13}"
+            + (f"  ({out.nonfinite} NaN/inf)" if out.nonfinite else "")
         )
     if fidelity.accuracy_original is not None and fidelity.accuracy_pruned is not None:
         lines.append(

@@ -30,7 +30,10 @@ def make_session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = _ORT_LOG_FATAL_ONLY
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # Resolved: onnxruntime looks for external data beside the real file, not the link.
+        return ort.InferenceSession(
+            str(path.resolve()), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as err:  # ORT raises its own pybind exception types
         raise ModelError(f"onnxruntime cannot load the model: {first_line(err)}") from err
 

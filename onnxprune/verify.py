@@ -25,6 +25,11 @@ class OutputFidelity:
     max_abs_error: float
     mean_abs_error: float
     top1_agreement: float | None
+    # Integer/bool outputs (class indices, masks) are scored by exact agreement: ``cosine`` and
+    # ``top1_agreement`` then hold the share of equal elements, and no cosine gate applies.
+    exact: bool = False
+    # Non-finite elements (NaN, inf) in the pruned model's output: any fails every gate.
+    nonfinite: int = 0
 
 
 @dataclass
@@ -45,12 +50,25 @@ class _OutputAccumulator:
     elements: int = 0
     top1_equal: int = 0
     top1_total: int = 0
+    exact: bool = False
+    nonfinite: int = 0
 
     def add(self, reference: np.ndarray, candidate: np.ndarray, rows: int) -> None:
+        if not np.issubdtype(reference.dtype, np.inexact):
+            # Integer/bool: the share of equal elements (a class index is right or wrong).
+            self.exact = True
+            self.top1_equal += int(np.count_nonzero(reference == candidate))
+            self.top1_total += reference.size
+            return
+        self.nonfinite += candidate.size - int(np.count_nonzero(np.isfinite(candidate)))
         a = reference.astype(np.float64)
         b = candidate.astype(np.float64)
+        for array in (a, b):  # inf -> NaN: the sums below stay quiet (NaN never warns)
+            array[np.isinf(array)] = np.nan
         diff = np.abs(a - b)
-        self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
+        # NaN never compares greater: take it (and inf) as an infinite error, not as 0.
+        largest = float(diff.max(initial=0.0))
+        self.max_abs = max(self.max_abs, largest if not np.isnan(largest) else np.inf)
         self.abs_sum += float(diff.sum())
         self.elements += diff.size
         # Samples along axis 0 when it is the batch axis, else the whole tensor is one sample.
@@ -67,12 +85,16 @@ class _OutputAccumulator:
             self.top1_total += int(np.prod(a.shape[:-1]))
 
     def result(self, name: str) -> OutputFidelity:
+        if self.exact:
+            agreement = self.top1_equal / max(self.top1_total, 1)
+            return OutputFidelity(name, agreement, 0.0, 0.0, agreement, exact=True)
         return OutputFidelity(
             name=name,
             cosine=self.cosine_sum / max(self.vectors, 1),
             max_abs_error=self.max_abs,
             mean_abs_error=self.abs_sum / max(self.elements, 1),
             top1_agreement=self.top1_equal / self.top1_total if self.top1_total else None,
+            nonfinite=self.nonfinite,
         )
 
 

@@ -311,3 +311,115 @@ def test_report_directory_missing(cli: CliRunner, setup: Setup) -> None:
         "--report", setup.out_dir / "absent" / "report.json",
     )  # fmt: skip
     assert_clean_failure(result, EXIT_WRITE_FAILED, "absent", out_dir=setup.out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# No output, report, plot or recipe path may hit a file the run reads (issue 12)
+
+
+def _external_model(folder: Path) -> Path:
+    path = folder / "ext.onnx"
+    onnx.save_model(
+        models.mlp_gemm(), str(path), save_as_external_data=True,
+        all_tensors_to_one_file=True, location="weights.bin", size_threshold=0,
+    )  # fmt: skip
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_is_the_input_external_data(cli: CliRunner, setup: Setup) -> None:
+    model = _external_model(setup.inputs)
+    before = _snapshot(setup.inputs)
+    for option in ("-o", "--report"):
+        target = setup.inputs / "weights.bin"
+        args = [model, "--calib", setup.calib, "--sparsity", 0.5]
+        if option == "-o":
+            result = cli(*args, "-o", target)
+        else:
+            result = cli(*args, "-o", setup.output, "--report", target)
+        assert_clean_failure(result, EXIT_USAGE, option, "external data", out_dir=setup.out_dir)
+    assert _snapshot(setup.inputs) == before
+
+
+def test_output_external_data_would_replace_the_input_external_data(
+    cli: CliRunner, setup: Setup
+) -> None:
+    # -o weights.onnx writes weights.onnx.data beside it: here that is the input's data file.
+    model = setup.inputs / "m.onnx"
+    onnx.save_model(
+        models.mlp_gemm(), str(model), save_as_external_data=True,
+        all_tensors_to_one_file=True, location="w.onnx.data", size_threshold=0,
+    )  # fmt: skip
+    before = _snapshot(setup.inputs)
+    result = cli(model, "--calib", setup.calib, "--sparsity", 0.5, "-o", setup.inputs / "w.onnx")
+    assert result.code == EXIT_USAGE and "external data" in result.err, result.err
+    assert _snapshot(setup.inputs) == before
+
+
+def test_output_inside_the_calibration_directory(cli: CliRunner, setup: Setup) -> None:
+    folder = setup.inputs / "calib_dir"
+    folder.mkdir()
+    models.write_npz(folder / "a.npz", {"x": setup.x[:32]})
+    models.write_npz(folder / "b.npz", {"x": setup.x[32:]})
+    before = _snapshot(folder)
+    result = run(cli, setup, setup.model, folder, "--sparsity", 0.5, "-o", folder / "b.npz")
+    assert_clean_failure(result, EXIT_USAGE, "calibration data", "b.npz", out_dir=setup.out_dir)
+    assert _snapshot(folder) == before
+
+
+def test_output_is_a_hard_link_to_the_input(cli: CliRunner, setup: Setup) -> None:
+    alias = setup.out_dir.parent / "alias.onnx"
+    alias.hardlink_to(setup.model)
+    before = setup.model.read_bytes()
+    result = run(cli, setup, setup.model, setup.calib, "--sparsity", 0.5, "-o", alias)
+    assert_clean_failure(result, EXIT_USAGE, "input model", out_dir=setup.out_dir)
+    assert setup.model.read_bytes() == before
+
+
+def test_plot_is_the_evaluation_data(cli: CliRunner, setup: Setup) -> None:
+    pytest.importorskip("matplotlib")
+    held = setup.npz("held", x=setup.x[:16])
+    before = held.read_bytes()
+    result = run(
+        cli, setup, setup.model, setup.calib, "--sparsity", 0.5, "--eval", held, "--plot", held
+    )
+    assert_clean_failure(result, EXIT_USAGE, "--plot", "evaluation data", out_dir=setup.out_dir)
+    assert held.read_bytes() == before
+
+
+def test_report_or_recipe_would_replace_the_replayed_recipe(cli: CliRunner, setup: Setup) -> None:
+    first = setup.inputs / "first.onnx"
+    assert cli(setup.model, "--calib", setup.calib, "--sparsity", 0.5, "-o", first).code == 0
+    recipe = setup.inputs / "first.onnx.recipe.json"
+    before = recipe.read_bytes()
+    result = run(cli, setup, setup.model, setup.calib, "--recipe", recipe, "-o", setup.output)
+    assert result.code == 0, result.err  # a replay beside another output is fine
+    for path in setup.out_dir.iterdir():
+        path.unlink()
+    # --report onto the recipe, and -o whose own recipe would be that file.
+    result = cli(setup.model, "--calib", setup.calib, "--recipe", recipe, "-o", setup.output,
+                 "--report", recipe)  # fmt: skip
+    assert_clean_failure(result, EXIT_USAGE, "--report", "--recipe file", out_dir=setup.out_dir)
+    result = cli(setup.model, "--calib", setup.calib, "--recipe", recipe, "-o", first)
+    assert result.code == EXIT_USAGE and "recipe" in result.err, result.err
+    assert recipe.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".json", ".textproto", ".onnxtxt", ".prototxt"])
+def test_output_with_a_text_format_suffix_is_refused_up_front(
+    cli: CliRunner, setup: Setup, suffix: str
+) -> None:
+    # onnx.save would write JSON / text for these names; the run used to fail only at the end.
+    result = run(cli, setup, setup.model, setup.calib, "--sparsity", 0.5,
+                 "-o", setup.out_dir / f"pruned{suffix}")  # fmt: skip
+    assert_clean_failure(result, EXIT_USAGE, "output path", suffix, ".onnx", out_dir=setup.out_dir)
+
+
+def test_output_with_another_suffix_is_binary_protobuf(cli: CliRunner, setup: Setup) -> None:
+    target = setup.out_dir / "pruned.model"
+    result = run(cli, setup, setup.model, setup.calib, "--sparsity", 0.5, "-o", target)
+    assert result.code == 0, result.err
+    onnx.checker.check_model(onnx.load_model(str(target), format="protobuf"), full_check=True)

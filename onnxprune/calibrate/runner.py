@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,7 +152,9 @@ def _session_file(directory: Path | None, stem: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix=f"onnxprune-{stem}-") as tmp:
             yield Path(tmp) / f"{stem}.onnx"
         return
-    path = Path(tempfile.mkstemp(prefix=f"{stem}-", suffix=".onnx", dir=directory)[1])
+    handle, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".onnx", dir=directory)
+    os.close(handle)  # only the name is wanted: the model is written to it by path
+    path = Path(name)
     try:
         yield path
     finally:

@@ -15,6 +15,7 @@ complete feeds, one per sample (for inputs with no batch axis). Evaluation data 
 from __future__ import annotations
 
 import functools
+import math
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ def model_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         dims: list[Dim] = []
         for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
+            # A non-positive dim_value (Paddle exports declare the batch as -1) is dynamic.
+            if dim.HasField("dim_value") and dim.dim_value > 0:
                 dims.append(int(dim.dim_value))
             else:
                 dims.append(dim.dim_param or None)
@@ -428,13 +430,33 @@ def _check_arrays(
 
 def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     try:
+        archive_bytes = path.stat().st_size
         with zipfile.ZipFile(path) as archive:
             headers = {}
-            for member in archive.namelist():
+            for info in archive.infolist():
+                member = info.filename
                 if not member.endswith(".npy"):
                     continue
-                with archive.open(member) as handle:
-                    headers[member[: -len(".npy")]] = _read_header(handle, f"{path}:{member}")
+                source = f"{path}:{member}"
+                # The member's sizes in the zip directory are claims too: a stored member is
+                # as large as its bytes, deflate cannot expand more than ~1032x, and no member
+                # is larger than the archive (zipfile enforces the claimed size when it reads,
+                # so a checked claim bounds what a load can return).
+                if info.compress_type == zipfile.ZIP_STORED:
+                    expands = info.file_size != info.compress_size
+                elif info.compress_type == zipfile.ZIP_DEFLATED:
+                    expands = info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024
+                else:  # bzip2 / lzma: no fixed bound (their claim is enforced on reading)
+                    expands = False
+                if expands or info.compress_size > archive_bytes:
+                    raise CalibrationDataError(
+                        f"{source}: the archive claims {info.file_size} bytes from "
+                        f"{info.compress_size} compressed bytes; the file is corrupt"
+                    )
+                with archive.open(info) as handle:
+                    shape, dtype = _read_header(handle, source)
+                    _check_data_size(shape, dtype, info.file_size - handle.tell(), source)
+                headers[member[: -len(".npy")]] = (shape, dtype)
             return headers
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise CalibrationDataError(f"cannot read {path}: not a valid .npz file") from err
@@ -443,9 +465,26 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     try:
         with path.open("rb") as handle:
-            return _read_header(handle, str(path))
+            shape, dtype = _read_header(handle, str(path))
+            _check_data_size(shape, dtype, path.stat().st_size - handle.tell(), str(path))
+            return shape, dtype
     except OSError as err:
         raise CalibrationDataError(f"cannot read {path}: {err.strerror or err}") from err
+
+
+# Deflate's largest possible expansion (a run of equal bytes), with a margin.
+_DEFLATE_MAX_RATIO = 1100
+
+
+def _check_data_size(shape: tuple[int, ...], dtype: np.dtype, available: int, source: str) -> None:
+    """Refuse a header whose shape needs more bytes than the file holds, before anything is
+    allocated from it (the sample count, axis 0, sizes the held-out split and the batches)."""
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > available:
+        raise CalibrationDataError(
+            f"{source}: the header claims shape {list(shape)} ({needed} bytes of {dtype}) but "
+            f"the file holds only {max(available, 0)} bytes of data; it is truncated or corrupt"
+        )
 
 
 def _read_header(handle: object, source: str) -> tuple[tuple[int, ...], np.dtype]:
