@@ -13,7 +13,8 @@ built once in which
 
 A candidate is a set of replaced weights and bias changes; the other layers are fed their
 original values (zero bias change). The original's outputs and the input batches are cached
-by the ``ReferenceRun``, so judging a candidate is one pass over the cached samples.
+by the ``ReferenceRun`` passed to ``compare``, so judging a candidate is one pass over the
+cached samples.
 """
 
 from __future__ import annotations
@@ -90,15 +91,14 @@ def evaluation_model(model: onnx.ModelProto, layers: list[Layer]) -> onnx.ModelP
 
 class CandidateEvaluator:
     """One session over ``evaluation_model``; ``compare`` judges a candidate's weights
-    against the original's cached outputs on the ``reference`` samples."""
+    against the original's cached outputs on a reference's samples."""
 
-    def __init__(self, model: onnx.ModelProto, layers: list[Layer], reference: ReferenceRun):
+    def __init__(self, model: onnx.ModelProto, layers: list[Layer]):
         evaluated = evaluation_model(model, layers)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
         with tempfile.TemporaryDirectory(prefix="onnxprune-evaluate-") as tmp:
             self.session = make_session(save_for_session(evaluated, Path(tmp) / "eval.onnx"))
-        self.reference = reference
         self.layers = layers
         self.defaults: dict[str, np.ndarray] = {}
         for index, layer in enumerate(layers):
@@ -109,7 +109,10 @@ class CandidateEvaluator:
         self.runs = 0
 
     def compare(
-        self, weights: Mapping[int, np.ndarray], deltas: Mapping[int, np.ndarray | None]
+        self,
+        weights: Mapping[int, np.ndarray],
+        deltas: Mapping[int, np.ndarray | None],
+        reference: ReferenceRun,
     ) -> Fidelity:
         """``weights``: layer index -> the weight as the layer reads it; ``deltas``: layer
         index -> bias change [out] in units of ``W x`` (None: none)."""
@@ -122,9 +125,9 @@ class CandidateEvaluator:
                 shaped = delta.reshape(self.defaults[name].shape)
                 feed[name] = shaped.astype(self.layers[index].dtype)
         self.runs += 1
-        names = self.reference.names
+        names = reference.names
 
         def outputs_of(batch: Batch) -> list[np.ndarray]:
-            return run(self.session, names, {**batch.feed, **feed}, self.reference.dataset.name)
+            return run(self.session, names, {**batch.feed, **feed}, reference.dataset.name)
 
-        return self.reference.compare_outputs(outputs_of)
+        return reference.compare_outputs(outputs_of)

@@ -188,7 +188,9 @@ class Pruner:
         self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
         self._auto_reference: ReferenceRun | None = None
         self._sensitivity_reference: ReferenceRun | None = None
-        self._evaluators: dict[int, CandidateEvaluator | None] = {}
+        # The in-memory candidate evaluator (one session for every search), once built; False:
+        # not possible for this model.
+        self._evaluator: CandidateEvaluator | bool | None = None
         self._verify_reference: ReferenceRun | None = None
         # --allocation sensitivity: measured curves per (selection, layers and their shares).
         self._sensitivity: dict[tuple[object, ...], list[SensitivityCurve]] = {}
@@ -528,7 +530,7 @@ class Pruner:
         cosine on ``reference``'s samples, judged in memory when the model allows it
         (``CandidateEvaluator``; otherwise built and written, and no pruned layers returned).
         ``_build`` takes the pruned layers back instead of computing them again."""
-        evaluator = self.evaluator(reference)
+        evaluator = self.evaluator()
         if evaluator is None:
             candidate = self._build(config, scorer, group, only)
             return mean_cosine(self.compare(candidate, reference)), None
@@ -539,22 +541,23 @@ class Pruner:
         }
         changes = {p.index: d for p, d in zip(prepared.plans, prepared.deltas, strict=True)}
         clock = time.perf_counter()
-        fidelity = evaluator.compare(weights, changes)
+        fidelity = evaluator.compare(weights, changes, reference)
         self.phase_seconds["judge"] += time.perf_counter() - clock
         return mean_cosine(fidelity), prepared
 
-    def evaluator(self, reference: ReferenceRun) -> CandidateEvaluator | None:
-        """The in-memory candidate evaluator over ``reference``'s samples (one per reference);
-        None in big-model mode or when a layer sits inside a subgraph."""
-        if self.base_dir is not None:
+    def evaluator(self) -> CandidateEvaluator | None:
+        """The in-memory candidate evaluator (one session, built on first use); None in
+        big-model mode or when a layer sits inside a subgraph."""
+        if self.base_dir is not None or self._evaluator is False:
             return None
-        key = id(reference)
-        if key not in self._evaluators:
+        if self._evaluator is None:
             try:
-                self._evaluators[key] = CandidateEvaluator(self.proto, self.layers, reference)
+                self._evaluator = CandidateEvaluator(self.proto, self.layers)
             except ValueError:
-                self._evaluators[key] = None
-        return self._evaluators[key]
+                self._evaluator = False
+                return None
+        assert isinstance(self._evaluator, CandidateEvaluator)
+        return self._evaluator
 
     def _build(
         self,

@@ -145,17 +145,17 @@ class ReferenceRun:
         # With ``cache_feeds`` (small selections judged many times): the input batches too.
         self.cache_feeds = cache_feeds
         self._batches: list[Batch] = []
+        self._complete = False
 
     def _reference_batches(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
-        if self.cache and self._cached:
-            batches: Iterator[Batch] | list[Batch] = (
-                self._batches
-                if self._batches
-                else self.dataset.batches(self.selected, self.batch_size)
+        if self.cache and self._complete:
+            batches: Iterator[Batch] | list[Batch] = self._batches or self.dataset.batches(
+                self.selected, self.batch_size
             )
             yield from zip(batches, self._cached, strict=True)
             return
         assert self.session is not None, "prefetched outputs are always cached"
+        self._cached, self._batches = [], []  # a pass left unfinished starts over
         for batch in self.dataset.batches(self.selected, self.batch_size):
             outputs = run(self.session, self.names, batch.feed, self.dataset.name)
             if self.cache:
@@ -163,11 +163,16 @@ class ReferenceRun:
                 if self.cache_feeds:
                     self._batches.append(batch)
             yield batch, outputs
+        self._complete = self.cache
+        if self.cache_feeds:
+            # Everything a comparison needs is cached: free the original's session (its
+            # memory arena is the size of a batch's activations).
+            self.session = None
 
     @property
     def ran(self) -> bool:
-        """Whether the original's outputs are cached already."""
-        return bool(self._cached)
+        """Whether the original's outputs on every selected sample are cached."""
+        return self._complete
 
     def values_per_sample(self) -> int:
         """How many output values (all outputs together) the original gives per sample, from
