@@ -911,20 +911,10 @@ class Pruner:
 
     def calibration_reference(self) -> ReferenceRun:
         """The original's outputs on the first AUTO_SAMPLES calibration samples, on which
-        --group auto and --allocation sensitivity judge candidates (never the held-out ones, so
+        --group auto and --allocation measured judge candidates (never the held-out ones, so
         the reported fidelity stays an honest estimate)."""
         if self._auto_reference is None:
-            probe = np.zeros_like(self.calib_mask)
-            probe[np.flatnonzero(self.calib_mask)[:AUTO_SAMPLES]] = True
-            self._auto_reference = ReferenceRun(
-                self.reference_path,
-                self.calibration,
-                probe,
-                self.config.batch_size,
-                "calibration",
-                cache=True,
-                cache_feeds=True,
-            )
+            self._auto_reference = self._probe_reference(AUTO_SAMPLES)
         return self._auto_reference
 
     def sensitivity_reference(self) -> ReferenceRun:
@@ -933,22 +923,25 @@ class Pruner:
         few logits need SENSITIVITY_SAMPLES, a detector's or encoder's large outputs fewer),
         at least MIN_SENSITIVITY_SAMPLES."""
         if self._sensitivity_reference is None:
-            first = np.flatnonzero(self.calib_mask)
-            values = self._output_values_per_sample()
-            wanted = math.ceil(SENSITIVITY_VALUES / max(values, 1))
+            wanted = math.ceil(SENSITIVITY_VALUES / max(self._output_values_per_sample(), 1))
             count = min(SENSITIVITY_SAMPLES, max(MIN_SENSITIVITY_SAMPLES, wanted))
-            probe = np.zeros_like(self.calib_mask)
-            probe[first[:count]] = True
-            self._sensitivity_reference = ReferenceRun(
-                self.reference_path,
-                self.calibration,
-                probe,
-                self.config.batch_size,
-                "calibration",
-                cache=True,
-                cache_feeds=True,
-            )
+            self._sensitivity_reference = self._probe_reference(count)
         return self._sensitivity_reference
+
+    def _probe_reference(self, count: int) -> ReferenceRun:
+        """The original's outputs and the inputs of the first ``count`` calibration samples,
+        cached: candidates are judged on them many times."""
+        probe = np.zeros_like(self.calib_mask)
+        probe[np.flatnonzero(self.calib_mask)[:count]] = True
+        return ReferenceRun(
+            self.reference_path,
+            self.calibration,
+            probe,
+            self.config.batch_size,
+            "calibration",
+            cache=True,
+            cache_feeds=True,
+        )
 
     def _output_values_per_sample(self) -> int:
         """How many output values one sample gives: from the --group auto reference when it
