@@ -217,8 +217,8 @@ def test_estimated_curves_allocate_like_the_measured_ones(
     tmp_path: Path, method: str, build: Callable[..., onnx.ModelProto]
 ) -> None:
     """The cheap curves (two judged candidates per layer on 16 samples, the other levels
-    interpolated along the local error proxy) give the per-layer sparsities the 5-level measurement on 64
-    samples gives, within ESTIMATE_TOLERANCE, for every selection group."""
+    interpolated along the local error proxy) give the per-layer sparsities the 5-level
+    measurement on 64 samples gives, within ESTIMATE_TOLERANCE, for every selection group."""
     model = build(seed=3)
     path = models.save(model, tmp_path / "model.onnx")
     calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 96, seed=1))
