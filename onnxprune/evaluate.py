@@ -20,6 +20,7 @@ cached samples.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,16 +40,17 @@ def _onnx_type(dtype: np.dtype) -> int:
     return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
 
-def evaluation_model(model: onnx.ModelProto, layers: list[Layer]) -> onnx.ModelProto | None:
-    """``model`` with each layer's weight and bias change as graph inputs (see module doc);
-    None when a layer's node is not in the main graph (inside a subgraph)."""
+def evaluation_model(model: onnx.ModelProto, layers: Mapping[int, Layer]) -> onnx.ModelProto | None:
+    """``model`` with the weight and bias change of each layer (by its index in the run's
+    layer list) as graph inputs (see module doc); None when a layer's node is not in the main
+    graph (inside a subgraph)."""
     evaluated = onnx.ModelProto()
     evaluated.CopyFrom(model)
     graph = evaluated.graph
     position = {id(node): k for k, node in enumerate(model.graph.node)}
     after: dict[int, list[onnx.NodeProto]] = {}
     view = GraphView(evaluated)
-    for index, layer in enumerate(layers):
+    for index, layer in layers.items():
         weight_input = f"{PREFIX}/w{index}"
         delta_input = f"{PREFIX}/b{index}"
         rows = layer.matrix_shape[0]
@@ -91,17 +93,22 @@ def evaluation_model(model: onnx.ModelProto, layers: list[Layer]) -> onnx.ModelP
 
 class CandidateEvaluator:
     """One session over ``evaluation_model``; ``compare`` judges a candidate's weights
-    against the original's cached outputs on a reference's samples."""
+    against the original's cached outputs on a reference's samples. ``layers``: the layers
+    whose weights may change, by index in the run's layer list (the others stay constants,
+    which onnxruntime runs faster: it pre-packs constant weights)."""
 
-    def __init__(self, model: onnx.ModelProto, layers: list[Layer]):
+    def __init__(self, model: onnx.ModelProto, layers: Mapping[int, Layer]):
+        clock = time.perf_counter()
         evaluated = evaluation_model(model, layers)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
         with tempfile.TemporaryDirectory(prefix="onnxprune-evaluate-") as tmp:
             self.session = make_session(save_for_session(evaluated, Path(tmp) / "eval.onnx"))
+        # Seconds it took to build (the cost a per-layer evaluator pays for each layer).
+        self.setup_seconds = time.perf_counter() - clock
         self.layers = layers
         self.defaults: dict[str, np.ndarray] = {}
-        for index, layer in enumerate(layers):
+        for index, layer in layers.items():
             self.defaults[f"{PREFIX}/w{index}"] = np.ascontiguousarray(layer.weight)
             shape = [i.shape for i in self.session.get_inputs() if i.name == f"{PREFIX}/b{index}"]
             self.defaults[f"{PREFIX}/b{index}"] = np.zeros(shape[0], dtype=layer.dtype)
