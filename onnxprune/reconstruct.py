@@ -62,22 +62,24 @@ def reconstruct(
     inputs, so callers compute it once and reuse it for every candidate mask. ``row_cap``: the
     largest share of a row the adaptive selection may remove, applied in every block.
     """
-    w = weight.astype(np.float64).copy()
+    # Worked on transposed, [K, out]: a column of W is a contiguous row, and each step's
+    # update of the remaining columns is a contiguous block (about 25% faster than [out, K]).
+    w = weight.astype(np.float64).T.copy()
     # Inputs that were 0 on every calibration sample (``dead``) carry no evidence: a mask that
     # keeps their weights keeps them unchanged (their H row is the identity's, so no error
     # flows through them), and the adaptive selection removes them first, at no cost.
     upper, dead = factor
-    columns = w.shape[1]
-    mask = np.zeros_like(w, dtype=bool) if keep is None else ~keep  # True = prune
+    columns = w.shape[0]
+    mask = np.zeros_like(w, dtype=bool) if keep is None else ~keep.T  # True = prune, [K, out]
     for start in range(0, columns, BLOCK):
         end = min(start + BLOCK, columns)
-        block = w[:, start:end].copy()
+        block = w[start:end].copy()  # [B, out]
         errors = np.zeros_like(block)
         u_block = upper[start:end, start:end]
         diagonal = np.diag(u_block)
         dead_block = dead[start:end]
         if keep is None and pattern is None:
-            saliency = np.where(dead_block[None, :], 0.0, block**2 / diagonal[None, :] ** 2)
+            saliency = np.where(dead_block[None, :], 0.0, block.T**2 / diagonal[None, :] ** 2)
             # Each row may lose at most its cap within the block (the row floor overall).
             limit = int(np.floor(row_cap * saliency.shape[1] + 1e-9))
             ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
@@ -87,29 +89,28 @@ def reconstruct(
                 order = np.argsort(saliency, axis=None, kind="stable")[:count_pruned]
                 block_mask = np.zeros(saliency.size, dtype=bool)
                 block_mask[order] = True
-                mask[:, start:end] = block_mask.reshape(saliency.shape)
+                mask[start:end] = block_mask.reshape(saliency.shape).T
         for i in range(end - start):
             column = start + i
             if keep is None and pattern is not None and i % pattern.m == 0:
                 group = slice(i, min(i + pattern.m, end - start))
                 saliency = np.where(
-                    dead_block[None, group], 0.0, block[:, group] ** 2 / diagonal[None, group] ** 2
+                    dead_block[None, group],
+                    0.0,
+                    block[group].T ** 2 / diagonal[None, group] ** 2,
                 )
                 ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
                 width = saliency.shape[1]
-                mask[:, start + group.start : start + group.stop] = ranks < width - min(
-                    pattern.n, width
-                )
-            w_column = block[:, i]
-            quantised = np.where(mask[:, column], 0.0, w_column)
-            error = (w_column - quantised) / u_block[i, i]
-            block[:, i:] -= np.outer(error, u_block[i, i:])
-            block[:, i] = quantised
-            errors[:, i] = error
-        w[:, start:end] = block
-        w[:, end:] -= errors @ upper[start:end, end:]
+                mask[start + group.start : start + group.stop] = (
+                    ranks < width - min(pattern.n, width)
+                ).T
+            error = np.where(mask[column], block[i], 0.0) / u_block[i, i]
+            block[i:] -= u_block[i, i:, None] * error[None, :]
+            errors[i] = error
+        w[start:end] = block
+        w[end:] -= upper[start:end, end:].T @ errors
     w[mask] = 0.0
-    return w, ~mask
+    return w.T.copy(), ~mask.T
 
 
 def reconstruct_groups(
