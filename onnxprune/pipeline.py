@@ -49,6 +49,7 @@ from .masking import (
     select_masks,
     shared_sparsity,
 )
+from .metric import Metric, decision_score
 from .reconstruct import (
     ReconstructionError,
     inverse_hessian_factor,
@@ -148,6 +149,8 @@ class Pruner:
             self.calibration, self.evaluation is not None, config
         )
         self.sample_mask = choose_sample_mask(specs, config.sample_mask)
+        # What every comparison scores and every decision optimises (``onnxprune.metric``).
+        self.metric = Metric(config.metric, config.metric_outputs, self.sample_mask)
         self.scorer = get_method(config.method)
         # Last: nothing after this may fail without removing the work directory.
         if self.big:
@@ -595,7 +598,7 @@ class Pruner:
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
         """``--group auto``: build each variant x selection group and keep the candidate whose
-        outputs stay closest (mean cosine) to the original's on calibration samples.
+        outputs stay closest (``decision_score``) to the original's on calibration samples.
 
         Statistics are reused; the original's outputs are computed once. Held-out samples are
         not used, so the reported fidelity stays an honest estimate. Ties: first candidate.
@@ -611,7 +614,7 @@ class Pruner:
         for variant in variants:
             for group in AUTO_GROUPS:
                 candidate = self._build(trying, variant, group, None)
-                cosine = mean_cosine(self.compare(candidate, reference))
+                cosine = decision_score(self.compare(candidate, reference))
                 trials[f"{variant.name}/{group}"] = cosine
                 if best is None or cosine > best[0]:
                     best = (cosine, candidate)
@@ -619,7 +622,7 @@ class Pruner:
         if config.allocation_mode == "sensitivity":
             winner = best[1]
             candidate = self._build(config, winner.scorer, winner.group, None)
-            cosine = mean_cosine(self.compare(candidate, reference))
+            cosine = decision_score(self.compare(candidate, reference))
             trials[f"{winner.scorer.name}/{winner.group}+sensitivity"] = cosine
             if cosine >= best[0]:
                 best = (cosine, candidate)
@@ -663,7 +666,7 @@ class Pruner:
         group: str,
     ) -> list[SensitivityCurve]:
         """Each chosen layer pruned alone (the run's method, update and selection within the
-        layer) at ``probe_levels`` around its share ``base``; damage = 1 - mean output cosine
+        layer) at ``probe_levels`` around its share ``base``; damage = 1 - ``decision_score``
         against the original on the calibration probe samples --group auto judges on. Cached
         per scorer, selection, layers and shares (a sweep or search measures each sparsity)."""
         selection = "row" if group == "row" else "layer"
@@ -695,7 +698,7 @@ class Pruner:
             for level in probe_levels(layer_base, floor_cap(columns, config.min_row_weights)):
                 at_level = dataclasses.replace(measuring, sparsity=level)
                 candidate = self._build(at_level, scorer, selection, {layer.weight_name})
-                damage = 1.0 - mean_cosine(self.compare(candidate, reference))
+                damage = 1.0 - decision_score(self.compare(candidate, reference))
                 self.sensitivity_builds += 1
                 points.append((level, damage))
             curves.append(SensitivityCurve(rows * columns, tuple(points)))
@@ -719,6 +722,7 @@ class Pruner:
                 self.config.batch_size,
                 "calibration",
                 cache=True,
+                metric=self.metric,
             )
         return self._auto_reference
 
@@ -740,7 +744,13 @@ class Pruner:
             # outputs when that stays small.
             cache = int(selected.sum()) <= MAX_CACHED_SAMPLES
             self._verify_reference = ReferenceRun(
-                self.reference_path, data, selected, self.config.batch_size, source, cache=cache
+                self.reference_path,
+                data,
+                selected,
+                self.config.batch_size,
+                source,
+                cache=cache,
+                metric=self.metric,
             )
             if self.big and cache:
                 # Run the original now and drop its session: never two big sessions at once.
@@ -799,6 +809,8 @@ def probe_names(model: onnx.ModelProto) -> list[str]:
 
 
 def mean_cosine(fidelity: Fidelity) -> float:
+    """Plain cosine over the outputs (the report's continuity column; decisions use
+    ``metric.decision_score``)."""
     return float(np.mean([o.cosine for o in fidelity.outputs]))
 
 

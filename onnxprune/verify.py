@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .calibrate.sources import Batch, CalibrationSet
+from .metric import Metric
 from .session import make_session, run
 
 
@@ -34,6 +35,11 @@ class Fidelity:
     outputs: list[OutputFidelity]
     accuracy_original: float | None = None
     accuracy_pruned: float | None = None
+    # The run's metric (``onnxprune.metric``): its name, its score (what decisions optimise and
+    # --min-score gates) and each part's score. None: compared without a metric.
+    metric: str | None = None
+    score: float | None = None
+    metric_parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +115,7 @@ class ReferenceRun:
         batch_size: int,
         source: str,
         cache: bool = False,
+        metric: Metric | None = None,
     ) -> None:
         self.session: ort.InferenceSession | None = make_session(original)
         self.names = [o.name for o in self.session.get_outputs()]
@@ -118,6 +125,10 @@ class ReferenceRun:
         self.source = source
         self.cache = cache
         self._cached: list[list[np.ndarray]] = []
+        # What compare() scores besides the per-output table (None: no score).
+        self.metric = metric
+        if metric is not None:
+            metric.check_outputs(self.names)
 
     def _reference_batches(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
         batches = self.dataset.batches(self.selected, self.batch_size)
@@ -143,12 +154,19 @@ class ReferenceRun:
         candidate = make_session(pruned)
         accumulators = {name: _OutputAccumulator() for name in self.names}
         accuracy = _AccuracyAccumulator()
+        scoring = self.metric.start() if self.metric is not None else None
         samples = 0
         for batch, expected in self._reference_batches():
             got = run(candidate, self.names, batch.feed, self.dataset.name)
             for name, a, b in zip(self.names, expected, got, strict=True):
                 if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
                     accumulators[name].add(a, b, batch.count)
+            if scoring is not None:
+                scoring.add(
+                    dict(zip(self.names, expected, strict=True)),
+                    dict(zip(self.names, got, strict=True)),
+                    batch.feed,
+                )
             if batch.labels is not None:
                 accuracy.add(batch.labels, expected[0], got[0])
             samples += batch.count
@@ -156,4 +174,11 @@ class ReferenceRun:
         if accuracy.usable and accuracy.total:
             fidelity.accuracy_original = accuracy.correct_original / accuracy.total
             fidelity.accuracy_pruned = accuracy.correct_pruned / accuracy.total
+        if scoring is not None:
+            scored = scoring.result()
+            fidelity.metric, fidelity.score, fidelity.metric_parts = (
+                scored.name,
+                scored.score,
+                scored.parts,
+            )
         return fidelity
