@@ -53,6 +53,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import onnx
 
 from .errors import UsageError
 
@@ -105,6 +106,11 @@ class OutputSelector:
     name: str
     index: tuple[Index, ...] | None = None
     kind: str | None = None
+
+    @property
+    def part(self) -> str:
+        """NAME[SLICE], without the kind."""
+        return self.text.partition("=")[0].strip()
 
     def select(self, array: np.ndarray) -> np.ndarray:
         return array if self.index is None else array[self.index]
@@ -475,9 +481,7 @@ class Metric:
     def name(self) -> str:
         if not self.selectors:
             return self.kind
-        return ", ".join(
-            s.text if s.kind is not None else f"{s.text}={self.kind}" for s in self.selectors
-        )
+        return ", ".join(f"{s.part}={s.kind or self.kind}" for s in self.selectors)
 
     def check_outputs(self, names: Sequence[str]) -> None:
         """Every selector names a model output (a one-line UsageError otherwise)."""
@@ -513,17 +517,17 @@ class MetricRun:
             kind = selector.kind or metric.kind
             if exact:
                 # Integer and bool outputs (class ids, counts, masks) agree or they do not.
-                plan.append(_PartRun(f"{selector.text} agreement", selector, "agreement"))
+                plan.append(_PartRun(f"{selector.part} agreement", selector, "agreement"))
             elif kind in PRESETS:
                 part = selector.select(array)
                 sequence = _is_sequence(part.shape, feed)
                 if selector.index is not None:
-                    plan.append(_PartRun(f"{selector.text} {DEFAULT_KIND}", selector, DEFAULT_KIND))
+                    plan.append(_PartRun(f"{selector.part} {DEFAULT_KIND}", selector, DEFAULT_KIND))
                     continue
                 for sub, sub_kind in _preset_parts(kind, selector.name, part.shape, sequence):
-                    plan.append(_PartRun(f"{sub.text} {sub_kind}", sub, sub_kind))
+                    plan.append(_PartRun(f"{sub.part} {sub_kind}", sub, sub_kind))
             else:
-                plan.append(_PartRun(f"{selector.text} {kind}", selector, kind))
+                plan.append(_PartRun(f"{selector.part} {kind}", selector, kind))
         return plan
 
     def add(
@@ -571,3 +575,24 @@ def suggest_preset(
         if len(shape) == 2 and (not isinstance(shape[1], int) or shape[1] >= 2):
             return "classifier", f"{name} is [B, C] {list(shape)}: class logits"
     return None
+
+
+def suggest_for_model(model: onnx.ModelProto) -> tuple[str, str] | None:
+    """``suggest_preset`` from the graph's declared output shapes and input types."""
+
+    def shape_of(value: onnx.ValueInfoProto) -> list[int | str | None]:
+        dims = value.type.tensor_type.shape.dim
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+
+    def is_float(value: onnx.ValueInfoProto) -> bool:
+        elem = value.type.tensor_type.elem_type
+        return elem != 0 and np.issubdtype(onnx.helper.tensor_dtype_to_np_dtype(elem), np.floating)
+
+    initializers = {t.name for t in model.graph.initializer}
+    token_inputs = any(
+        len(shape_of(v)) == 2 and not is_float(v) and v.type.tensor_type.elem_type != 0
+        for v in model.graph.input
+        if v.name not in initializers
+    )
+    outputs = [(v.name, shape_of(v), is_float(v)) for v in model.graph.output]
+    return suggest_preset(outputs, token_inputs)
