@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import onnx
 
-from .errors import UsageError
+from .errors import CalibrationDataError, UsageError
 
 if TYPE_CHECKING:
     from .verify import Fidelity
@@ -322,12 +322,42 @@ class _Layout:
     sequence: bool
 
 
-def _layout(shape: tuple[int, ...], feed: Mapping[str, np.ndarray]) -> _Layout:
+def _layout(
+    shape: tuple[int, ...],
+    feed: Mapping[str, np.ndarray],
+    declared: Sequence[int | str | None] | None = None,
+) -> _Layout:
+    """Where the features are. ``declared``: the output's shape in the model (symbolic dims as
+    str/None), when known; a dynamic axis (sequence length, anchors of a dynamic-size image)
+    is never the feature axis, since its size changes from batch to batch."""
     if len(shape) <= 1:
         return _Layout(None, False)
     if _is_sequence(shape, feed):
         return _Layout(len(shape) - 1, True)
-    return _Layout(1, False)
+
+    def static(axis: int) -> bool:
+        return declared is None or len(declared) != len(shape) or isinstance(declared[axis], int)
+
+    for axis in (1, len(shape) - 1):
+        if static(axis):
+            return _Layout(axis, False)
+    return _Layout(None, False)
+
+
+def _declared_part(
+    selector: OutputSelector, declared: Sequence[int | str | None] | None
+) -> Sequence[int | str | None] | None:
+    """The declared shape of a selected part, when the selection keeps every axis (slices
+    only): a slice of a static axis is static, of a dynamic one dynamic."""
+    if declared is None or selector.index is None:
+        return declared
+    if all(isinstance(item, slice) for item in selector.index):
+        return declared
+    return None
+
+
+def _feature_count(shape: tuple[int, ...], layout: _Layout) -> int:
+    return 1 if layout.feature_axis is None else shape[layout.feature_axis]
 
 
 def _rows_of(array: np.ndarray, layout: _Layout) -> np.ndarray:
@@ -382,6 +412,7 @@ class _PartRun:
     kind: str
     accumulator: _Part | None = None
     layout: _Layout | None = None
+    features: int = 0
 
     def add(
         self,
@@ -389,13 +420,23 @@ class _PartRun:
         candidate: np.ndarray,
         feed: Mapping[str, np.ndarray],
         mask: np.ndarray | None,
+        declared: Sequence[int | str | None] | None = None,
     ) -> None:
         a, b = self.selector.select(reference), self.selector.select(candidate)
         if self.layout is None:
-            self.layout = _layout(a.shape, feed)
+            self.layout = _layout(a.shape, feed, _declared_part(self.selector, declared))
             self.accumulator = _new_accumulator(self.kind)
+            self.features = _feature_count(a.shape, self.layout)
         assert self.accumulator is not None
         layout = self.layout
+        if self.kind not in ("cosine", "pooled") and _feature_count(a.shape, layout) != (
+            self.features
+        ):
+            raise CalibrationDataError(
+                f"metric part {self.label!r}: the feature axis changed size between batches "
+                f"({self.features} -> {_feature_count(a.shape, layout)}); score it with "
+                "--metric cosine or select a fixed-size part with --metric-output"
+            )
         if self.kind == "pooled":
             self.accumulator.add(_pooled(a, mask, layout), _pooled(b, mask, layout), None)
         elif self.kind == "cosine":
@@ -476,6 +517,8 @@ class Metric:
         self.kind = check_kind(kind)
         self.selectors = [parse_metric_output(text) for text in outputs]
         self.sample_mask = sample_mask
+        # Output name -> shape declared by the model (``bind``); decides the feature axes.
+        self.declared: dict[str, list[int | str | None]] = {}
 
     @property
     def name(self) -> str:
@@ -483,8 +526,11 @@ class Metric:
             return self.kind
         return ", ".join(f"{s.part}={s.kind or self.kind}" for s in self.selectors)
 
-    def check_outputs(self, names: Sequence[str]) -> None:
-        """Every selector names a model output (a one-line UsageError otherwise)."""
+    def bind(self, declared: Mapping[str, Sequence[int | str | None]]) -> None:
+        """The model's outputs and their declared shapes; every selector must name one (a
+        one-line UsageError otherwise)."""
+        self.declared = {name: list(shape) for name, shape in declared.items()}
+        names = list(declared)
         for selector in self.selectors:
             if selector.name not in names:
                 raise UsageError(
@@ -544,7 +590,13 @@ class MetricRun:
         for part in self.parts:
             reference = outputs[part.selector.name]
             try:
-                part.add(reference, got[part.selector.name], feed, mask)
+                part.add(
+                    reference,
+                    got[part.selector.name],
+                    feed,
+                    mask,
+                    self.metric.declared.get(part.selector.name),
+                )
             except (IndexError, ValueError) as err:
                 raise UsageError(
                     f"--metric-output {part.selector.text!r} does not fit the output's shape "

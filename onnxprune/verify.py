@@ -128,7 +128,7 @@ class ReferenceRun:
         # What compare() scores besides the per-output table (None: no score).
         self.metric = metric
         if metric is not None:
-            metric.check_outputs(self.names)
+            metric.bind({o.name: o.shape for o in self.session.get_outputs()})
 
     def _reference_batches(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
         batches = self.dataset.batches(self.selected, self.batch_size)

@@ -381,3 +381,15 @@ def test_cli_bad_metric_is_one_line(
     assert message in result.err and "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_feature_axis_is_never_a_dynamic_one() -> None:
+    from onnxprune.metric import _layout
+
+    assert _layout((2, 7, 4), {}, ["batch", "seq", 4]).feature_axis == 2
+    assert _layout((2, 84, 100), {}, ["batch", 84, "anchors"]).feature_axis == 1
+    assert _layout((2, 7, 5), {}, ["batch", "a", "b"]).feature_axis is None
+    assert _layout((2, 7, 5), {}, None).feature_axis == 1
+    tokens = {"input_ids": np.zeros((2, 7), np.int64)}
+    layout = _layout((2, 7, 5), tokens, [2, 7, 5])
+    assert layout.sequence and layout.feature_axis == 2
