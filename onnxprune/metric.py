@@ -567,10 +567,16 @@ class MetricRun:
             elif kind in PRESETS:
                 part = selector.select(array)
                 sequence = _is_sequence(part.shape, feed)
+                subparts = _preset_parts(kind, selector.name, part.shape, sequence)
                 if selector.index is not None:
-                    plan.append(_PartRun(f"{selector.part} {DEFAULT_KIND}", selector, DEFAULT_KIND))
-                    continue
-                for sub, sub_kind in _preset_parts(kind, selector.name, part.shape, sequence):
+                    # A slice takes the preset's kinds for the whole part; a rule that slices
+                    # again (detector) gives way to the default.
+                    whole = all(sub.index is None for sub, _ in subparts)
+                    subparts = [
+                        (selector, sub_kind if whole else DEFAULT_KIND)
+                        for _, sub_kind in (subparts if whole else subparts[:1])
+                    ]
+                for sub, sub_kind in subparts:
                     plan.append(_PartRun(f"{sub.part} {sub_kind}", sub, sub_kind))
             else:
                 plan.append(_PartRun(f"{selector.part} {kind}", selector, kind))
@@ -598,6 +604,8 @@ class MetricRun:
                     self.metric.declared.get(part.selector.name),
                 )
             except (IndexError, ValueError) as err:
+                if part.selector.index is None:
+                    raise
                 raise UsageError(
                     f"--metric-output {part.selector.text!r} does not fit the output's shape "
                     f"{list(reference.shape)}: {err}"

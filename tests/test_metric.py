@@ -314,6 +314,12 @@ def test_integer_outputs_scored_by_agreement_and_topk(tmp_path: Path) -> None:
     assert parts["ids agreement"] == pytest.approx(top1)  # ids are the argmax
     assert 0.0 < top1 < 1.0
     assert fidelity.score == pytest.approx(np.mean(list(parts.values())))
+    # A preset on a slice: the classifier's kinds for the first five logits (no top5 of 5).
+    sliced = _compare(original, candidate, data, Metric("classifier", ["logits[:, :5]"]))
+    assert set(sliced.compare(candidate).metric_parts) == {
+        "logits[:, :5] top1",
+        "logits[:, :5] cosine",
+    }
 
 
 def test_parse_metric_output() -> None:
