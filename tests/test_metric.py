@@ -399,3 +399,16 @@ def test_feature_axis_is_never_a_dynamic_one() -> None:
     tokens = {"input_ids": np.zeros((2, 7), np.int64)}
     layout = _layout((2, 7, 5), tokens, [2, 7, 5])
     assert layout.sequence and layout.feature_axis == 2
+
+
+def test_sparsity_auto_searches_on_the_score(tmp_path: Path) -> None:
+    """--sparsity auto with --min-score stops where the small block breaks; the cosine gate,
+    blind to it, lets the search go much further."""
+    model, data = _two_blocks(tmp_path)
+    common = {"sparsity": "auto", "min_row_weights": 0, "update": False, "group": "row"}
+    by_cosine = prune(model, data, output=tmp_path / "a.onnx", min_cosine=0.999, **common)
+    by_score = prune(model, data, output=tmp_path / "b.onnx", min_score=0.9, **common)
+    assert by_score.exit_code == 0 and by_score.fidelity is not None
+    assert by_score.fidelity.score is not None and by_score.fidelity.score >= 0.9
+    assert by_score.target_sparsity + 0.2 < by_cosine.target_sparsity
+    assert all("score" in point for point in by_score.curve)
