@@ -412,3 +412,17 @@ def test_sparsity_auto_searches_on_the_score(tmp_path: Path) -> None:
     assert by_score.fidelity.score is not None and by_score.fidelity.score >= 0.9
     assert by_score.target_sparsity + 0.2 < by_cosine.target_sparsity
     assert all("score" in point for point in by_score.curve)
+
+
+def test_inspect_scores_each_layer_and_suggests_a_preset(tmp_path: Path) -> None:
+    from onnxprune.inspection import inspect_model
+
+    model, data = _two_blocks(tmp_path)
+    report = inspect_model(model, data, sparsity=0.9)
+    (layer,) = report.layers
+    assert layer.cosine_alone is not None and layer.score_alone is not None
+    assert layer.cosine_alone > 0.999 and layer.score_alone < 0.9
+    assert "score alone" in report.format_table()
+    digits = inspect_model(Path(__file__).resolve().parent.parent / "examples/digits_mlp.onnx")
+    assert digits.suggested_metric == "classifier"
+    assert "suggested metric: --metric classifier" in digits.format_table()
