@@ -45,6 +45,7 @@ from .io import (
     write_model,
     write_model_streamed,
 )
+from .metric import decision_score
 from .pipeline import Candidate, Pruner, mean_cosine
 from .progress import Progress
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
@@ -81,6 +82,8 @@ def prune(
     stages: int = 8,
     update_target: str = "pruned",
     allocation: str | None = None,
+    metric: str = "standardized",
+    metric_outputs: Sequence[str] = (),
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -89,6 +92,7 @@ def prune(
     min_top1: float | None = None,
     max_abs_error: float | None = None,
     max_accuracy_drop: float | None = None,
+    min_score: float | None = None,
     keep_on_fail: bool = False,
     sweep: Sequence[float] = (),
     plot: str | Path | None = None,
@@ -107,7 +111,7 @@ def prune(
     # A config or recipe states --update outright; only a call that leaves it out gets the
     # method's default (which may give way, see _costly_defaults_give_way).
     update_asked = update is not None or recipe is not None or config is not None
-    gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop)
+    gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop, min_score)
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None
     if recipe is not None:
@@ -116,10 +120,13 @@ def prune(
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
-            layer_overrides, sequential, stages, update_target, allocation,
+            layer_overrides, sequential, stages, update_target, allocation, metric,
+            metric_outputs,
         )  # fmt: skip
     if search and not gates.active:
-        raise UsageError("--sparsity auto needs a fidelity gate (e.g. --min-cosine 0.99)")
+        raise UsageError(
+            "--sparsity auto needs a fidelity gate (e.g. --min-score 0.98 or --min-cosine 0.99)"
+        )
     if search and config.nm is not None:
         raise UsageError("--sparsity auto cannot be combined with an N:M --pattern")
     for point in sweep:
@@ -364,6 +371,8 @@ def _config_from_arguments(
     stages: int,
     update_target: str,
     allocation: str | None,
+    metric: str = "standardized",
+    metric_outputs: Sequence[str] = (),
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -401,6 +410,8 @@ def _config_from_arguments(
         stages=stages,
         update_target=update_target,
         allocation=allocation,
+        metric=metric,
+        metric_outputs=tuple(metric_outputs),
     )
 
 
@@ -553,6 +564,7 @@ def _curve_point(sparsity: float, fidelity: Fidelity, gates: Gates) -> dict[str,
     return {
         "sparsity": round(sparsity, 6),
         "cosine": mean_cosine(fidelity),
+        "score": decision_score(fidelity),
         "top1": float(np.mean(top1)) if top1 else None,
         "accuracy": fidelity.accuracy_pruned,
         "passes": (not gates.check(fidelity)) if gates.active else None,
@@ -682,6 +694,8 @@ def _arguments(
         "stages": config.stages,
         "update_target": config.update_target,
         "allocation": config.allocation_mode,
+        "metric": config.metric,
+        "metric_outputs": list(config.metric_outputs),
         "seed": config.seed,
     }
 

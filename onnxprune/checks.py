@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .errors import UsageError
+from .metric import decision_score
 from .verify import Fidelity
 
 
@@ -36,9 +37,11 @@ class Gates:
     min_top1: float | None = None
     max_abs_error: float | None = None
     max_accuracy_drop: float | None = None
+    # The run's metric score (``onnxprune.metric``; one number over the outputs it scores).
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("min_cosine", "min_top1"):
+        for name in ("min_cosine", "min_top1", "min_score"):
             value = getattr(self, name)
             if value is not None and not -1.0 <= value <= 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} must be in [-1, 1], got {value}")
@@ -99,6 +102,18 @@ class Gates:
                         out.max_abs_error,
                         self.max_abs_error,
                         "--max-abs-error",
+                    )
+                )
+        if self.min_score is not None:
+            score = decision_score(fidelity)
+            if not score >= self.min_score:
+                failures.append(
+                    GateFailure(
+                        "metric",
+                        f"{fidelity.metric or 'cosine'} score",
+                        score,
+                        self.min_score,
+                        "--min-score",
                     )
                 )
         if self.max_accuracy_drop is not None:

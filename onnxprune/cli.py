@@ -202,6 +202,30 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Evaluation data (same formats, optional 'labels'); default: hold out part of the "
     "calibration set.",
 )
+@click.option(
+    "--metric",
+    default="standardized",
+    show_default=True,
+    metavar="KIND|PRESET",
+    help="What fidelity means: the score --group auto, --allocation sensitivity and "
+    "--sparsity auto optimise and --min-score gates. Kinds: standardized (each output feature "
+    "scaled by the original's spread), cosine, pooled, top1, top5, topK, agreement, cells[@T]; "
+    "presets: classifier, detector, encoder (README 'Choosing the metric').",
+)
+@click.option(
+    "--metric-output",
+    "metric_outputs",
+    multiple=True,
+    metavar="NAME[SLICE][=KIND]",
+    help="Score only this output or part of it (repeatable), e.g. 'output0[:,4:]=cells'; "
+    "without =KIND, the --metric kind.",
+)
+@click.option(
+    "--min-score",
+    type=float,
+    default=None,
+    help="Gate: the --metric score >= X (in [0, 1]; 1 = identical).",
+)
 @click.option("--min-cosine", type=float, default=None, help="Gate: every output's cosine >= X.")
 @click.option(
     "--target-cosine",
@@ -269,6 +293,9 @@ def command(
     num_samples: int | None,
     batch_size: int,
     eval_data: Path | None,
+    metric: str,
+    metric_outputs: tuple[str, ...],
+    min_score: float | None,
     min_cosine: float | None,
     target_cosine: float | None,
     min_top1: float | None,
@@ -319,6 +346,9 @@ def command(
         min_top1=min_top1,
         max_abs_error=max_abs_error,
         max_accuracy_drop=max_accuracy_drop,
+        min_score=min_score,
+        metric=metric,
+        metric_outputs=metric_outputs,
         keep_on_fail=keep_on_fail,
         sweep=sweep,
         plot=plot,

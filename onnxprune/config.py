@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
+from .metric import Metric
 
 GROUPS = ("row", "layer", "global", "auto")
 UPDATE_TARGETS = ("pruned", "dense")
@@ -196,6 +197,10 @@ class PruneConfig:
     # layer pruned alone and measured; see ``onnxprune.allocation``). None: the method's
     # default (``allocation_mode``).
     allocation: str | None = None
+    # The fidelity metric decisions optimise and --min-score gates (``onnxprune.metric``): a
+    # kind or a preset for every output, or only the --metric-output NAME[SLICE][=KIND] parts.
+    metric: str = "standardized"
+    metric_outputs: tuple[str, ...] = ()
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -274,6 +279,7 @@ class PruneConfig:
             raise UsageError(
                 f"unknown --structured-score {self.structured_score!r}; choose one of: {choices}"
             )
+        Metric(self.metric, self.metric_outputs)  # validates both (UsageError)
         if not 0.0 < self.layer_cap <= 1.0:
             raise UsageError(f"layer cap must be in (0, 1], got {self.layer_cap}")
 

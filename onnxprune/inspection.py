@@ -22,6 +22,7 @@ from .errors import EXIT_GATE_FAILED, UsageError
 from .graph import GraphView
 from .io import load_for_reading
 from .layers import find_layers, nm_problem
+from .metric import decision_score, suggest_for_model
 from .pipeline import Pruner, mean_cosine
 
 
@@ -37,6 +38,8 @@ class InspectedLayer:
     gate: str
     # Mean output cosine against the original with only this layer pruned (None: no data).
     cosine_alone: float | None = None
+    # The metric score (``metric.decision_score``, default standardized) in the same run.
+    score_alone: float | None = None
 
 
 @dataclass
@@ -56,6 +59,9 @@ class InspectReport:
     sensitivity_samples: int = 0
     sensitivity_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A --metric preset the output shapes suggest, and why (``metric.suggest_preset``).
+    suggested_metric: str | None = None
+    suggested_because: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -76,7 +82,7 @@ class InspectReport:
         header = f"{'layer':<{width}}{'op':<8}{'shape':<18}{'params':>10}  {'stored as':<{stored}}"
         header += f"{'dtype':<9}{'gate':<11}"
         if self.sensitivity_sparsity is not None:
-            header += f"{'cosine alone':>13}"
+            header += f"{'cosine alone':>13}{'score alone':>13}"
         lines.append(header)
         for layer in self.layers:
             shape = "x".join(str(d) for d in layer.shape)
@@ -86,6 +92,8 @@ class InspectReport:
             )
             if layer.cosine_alone is not None:
                 line += f"{layer.cosine_alone:>13.5f}"
+            if layer.score_alone is not None:
+                line += f"{layer.score_alone:>13.5f}"
             lines.append(line)
         if self.sensitivity_sparsity is not None:
             lines += [
@@ -93,7 +101,13 @@ class InspectReport:
                 f"cosine alone: mean output cosine against the original when only that layer is "
                 f"pruned to {self.sensitivity_sparsity:g} ({self.sensitivity_method}, per row), "
                 f"on {self.sensitivity_samples} {self.sensitivity_source} samples; "
-                "the lowest are the most sensitive",
+                "the lowest are the most sensitive; score alone: the same by the standardized "
+                "metric (what the decisions optimise, README 'Choosing the metric')",
+            ]
+        if self.suggested_metric is not None:
+            lines += [
+                "",
+                f"suggested metric: --metric {self.suggested_metric} ({self.suggested_because})",
             ]
         if self.skipped:
             lines += ["", "skipped:"]
@@ -145,6 +159,9 @@ def inspect_model(
         layers,
         [SkippedLayerInfo(s.name, s.op_type, s.reason) for s in scan.skipped],
     )
+    suggestion = suggest_for_model(view.model)
+    if suggestion is not None:
+        report.suggested_metric, report.suggested_because = suggestion
     if calib is None or not layers:
         return report
     pruner = Pruner(model_path, calib, config, progress=progress)
@@ -152,7 +169,9 @@ def inspect_model(
         reference = pruner.verification_reference()
         for inspected in layers:
             candidate = pruner.build(only={inspected.weight})
-            inspected.cosine_alone = mean_cosine(pruner.compare(candidate, reference))
+            fidelity = pruner.compare(candidate, reference)
+            inspected.cosine_alone = mean_cosine(fidelity)
+            inspected.score_alone = decision_score(fidelity)
     finally:
         pruner.close()
     report.sensitivity_sparsity = sparsity

@@ -50,6 +50,7 @@ from .masking import (
     select_masks,
     shared_sparsity,
 )
+from .metric import Metric, decision_score
 from .progress import Progress, as_progress
 from .reconstruct import (
     ReconstructionError,
@@ -169,6 +170,8 @@ class Pruner:
             self.calibration, self.evaluation is not None, config
         )
         self.sample_mask = choose_sample_mask(specs, config.sample_mask)
+        # What every comparison scores and every decision optimises (``onnxprune.metric``).
+        self.metric = Metric(config.metric, config.metric_outputs, self.sample_mask)
         self.scorer = get_method(config.method)
         # Last: nothing after this may fail without removing the work directory.
         if self.big:
@@ -538,7 +541,7 @@ class Pruner:
         evaluator = self.evaluator(only)
         if evaluator is None:
             candidate = self._build(config, scorer, group, only)
-            return mean_cosine(self.compare(candidate, reference)), None
+            return decision_score(self.compare(candidate, reference)), None
         prepared = self._prepare(config, scorer, group, only)
         weights = {
             plan.index: self.layers[plan.index].from_matrix(final)
@@ -551,7 +554,7 @@ class Pruner:
         self.phase_seconds["judge"] += seconds
         if only is not None and len(only) == 1:
             self._judge_seconds[evaluator is self._evaluator].append(seconds)
-        return mean_cosine(fidelity), prepared
+        return decision_score(fidelity), prepared
 
     def evaluator(self, only: set[str] | None = None) -> CandidateEvaluator | None:
         """The in-memory candidate evaluator for a candidate that changes the layers ``only``
@@ -748,7 +751,7 @@ class Pruner:
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
         """``--group auto``: build each variant x selection group and keep the candidate whose
-        outputs stay closest (mean cosine) to the original's on calibration samples.
+        outputs stay closest (``decision_score``) to the original's on calibration samples.
 
         Statistics are reused; the original's outputs are computed once. Held-out samples are
         not used, so the reported fidelity stays an honest estimate. Ties: first candidate.
@@ -821,7 +824,7 @@ class Pruner:
         group: str,
     ) -> list[SensitivityCurve]:
         """Each chosen layer pruned alone (the run's method, update and selection within the
-        layer) at ``probe_levels`` around its share ``base``; damage = 1 - mean output cosine
+        layer) at ``probe_levels`` around its share ``base``; damage = 1 - ``decision_score``
         against the original on the calibration probe samples --group auto judges on. Cached
         per scorer, selection, layers and shares (a sweep or search measures each sparsity)."""
         selection = "row" if group == "row" else "layer"
@@ -978,6 +981,7 @@ class Pruner:
             "calibration",
             cache=True,
             cache_feeds=True,
+            metric=self.metric,
         )
 
     def _output_values_per_sample(self) -> int:
@@ -1010,7 +1014,13 @@ class Pruner:
             # outputs when that stays small.
             cache = int(selected.sum()) <= MAX_CACHED_SAMPLES
             self._verify_reference = ReferenceRun(
-                self.reference_path, data, selected, self.config.batch_size, source, cache=cache
+                self.reference_path,
+                data,
+                selected,
+                self.config.batch_size,
+                source,
+                cache=cache,
+                metric=self.metric,
             )
             if self.big and cache:
                 # Run the original now and drop its session: never two big sessions at once.
@@ -1088,6 +1098,8 @@ def local_error(matrix: np.ndarray, weights: np.ndarray, keep: np.ndarray) -> fl
 
 
 def mean_cosine(fidelity: Fidelity) -> float:
+    """Plain cosine over the outputs (the report's continuity column; decisions use
+    ``metric.decision_score``)."""
     return float(np.mean([o.cosine for o in fidelity.outputs]))
 
 

@@ -18,7 +18,7 @@ from .errors import UsageError
 
 RECIPE_VERSION = 1
 # PruneConfig fields that are tuples (JSON lists in the recipe).
-TUPLE_FIELDS = ("exclude", "layer_overrides")
+TUPLE_FIELDS = ("exclude", "layer_overrides", "metric_outputs")
 # Advanced PruneConfig fields written only when they differ from these defaults (recipes of
 # runs that leave them alone stay as they were; a missing field replays its default).
 ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned"}

@@ -65,14 +65,16 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     status: str = "pruned"
-    # --group auto: mean output cosine of each selection tried (on calibration samples).
+    # --group auto: the metric score (``metric.decision_score``) of each selection tried (on
+    # calibration samples).
     group_trials: dict[str, float] = field(default_factory=dict)
     # The scoring variant that ran, when --group auto picked one of the method's variants.
     variant: str | None = None
     # Fidelity gates asked for, and every limit the final model failed (exit code 5).
     gates: dict[str, float] = field(default_factory=dict)
     gate_failures: list[GateFailure] = field(default_factory=list)
-    # Points measured by --sparsity auto or --sweep: sparsity, cosine, top1, accuracy, passes.
+    # Points measured by --sparsity auto or --sweep: sparsity, score (the metric), cosine,
+    # top1, accuracy, passes.
     curve: list[dict[str, Any]] = field(default_factory=list)
     # op type -> [count before, count after]
     op_counts: dict[str, list[int]] = field(default_factory=dict)
@@ -137,7 +139,8 @@ class Report:
         ]
         if self.group_trials:
             tried = ", ".join(f"{g} {c:.5f}" for g, c in self.group_trials.items())
-            lines.append(f"group auto tried (mean output cosine on calibration samples): {tried}")
+            metric = self.arguments.get("metric") or "standardized"
+            lines.append(f"group auto tried ({metric} score on calibration samples): {tried}")
         if self.stages is not None:
             lines.append(
                 f"sequential: {self.stages} stages, {self.calibration_passes} calibration passes"
@@ -182,11 +185,15 @@ class Report:
         if self.fidelity is not None:
             lines += _fidelity_lines(self.fidelity)
         if self.curve:
-            lines += ["", f"{'sparsity':>10}{'cosine':>10}{'top-1':>10}{'accuracy':>10}  gates"]
+            lines += [
+                "",
+                f"{'sparsity':>10}{'score':>10}{'cosine':>10}{'top-1':>10}{'accuracy':>10}  gates",
+            ]
             for point in sorted(self.curve, key=lambda p: p["sparsity"]):
                 passes = {True: "pass", False: "fail", None: ""}[point.get("passes")]
                 lines.append(
-                    f"{point['sparsity']:>10.3f}{point['cosine']:>10.5f}"
+                    f"{point['sparsity']:>10.3f}{_maybe(point.get('score')):>10}"
+                    f"{point['cosine']:>10.5f}"
                     f"{_maybe(point.get('top1')):>10}{_maybe(point.get('accuracy')):>10}  {passes}"
                 )
         if self.gates:
@@ -248,4 +255,9 @@ def _fidelity_lines(fidelity: Fidelity) -> list[str]:
             f"pruned {fidelity.accuracy_pruned:.4f} "
             f"({fidelity.accuracy_pruned - fidelity.accuracy_original:+.4f})"
         )
+    if fidelity.score is not None:
+        # The number decisions optimised and --min-score gates (onnxprune.metric).
+        lines.append(f"score ({fidelity.metric}): {fidelity.score:.5f}")
+        if len(fidelity.metric_parts) > 1:
+            lines += [f"  {part}: {value:.5f}" for part, value in fidelity.metric_parts.items()]
     return lines

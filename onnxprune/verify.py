@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .calibrate.sources import Batch, CalibrationSet
+from .metric import Metric
 from .session import make_session, run
 
 
@@ -39,6 +40,11 @@ class Fidelity:
     outputs: list[OutputFidelity]
     accuracy_original: float | None = None
     accuracy_pruned: float | None = None
+    # The run's metric (``onnxprune.metric``): its name, its score (what decisions optimise and
+    # --min-score gates) and each part's score. None: compared without a metric.
+    metric: str | None = None
+    score: float | None = None
+    metric_parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,6 +139,7 @@ class ReferenceRun:
         source: str,
         cache: bool = False,
         cache_feeds: bool = False,
+        metric: Metric | None = None,
     ) -> None:
         self.session: ort.InferenceSession | None = make_session(original)
         self.names = [o.name for o in self.session.get_outputs()]
@@ -146,6 +153,10 @@ class ReferenceRun:
         self.cache_feeds = cache_feeds
         self._batches: list[Batch] = []
         self._complete = False
+        # What compare() scores besides the per-output table (None: no score).
+        self.metric = metric
+        if metric is not None:
+            metric.bind({o.name: o.shape for o in self.session.get_outputs()})
 
     def _reference_batches(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
         if self.cache and self._complete:
@@ -199,12 +210,19 @@ class ReferenceRun:
         order of ``names``) on every selected batch."""
         accumulators = {name: _OutputAccumulator() for name in self.names}
         accuracy = _AccuracyAccumulator()
+        scoring = self.metric.start() if self.metric is not None else None
         samples = 0
         for batch, expected in self._reference_batches():
             got = outputs_of(batch)
             for name, a, b in zip(self.names, expected, got, strict=True):
                 if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
                     accumulators[name].add(a, b, batch.count)
+            if scoring is not None:
+                scoring.add(
+                    dict(zip(self.names, expected, strict=True)),
+                    dict(zip(self.names, got, strict=True)),
+                    batch.feed,
+                )
             if batch.labels is not None:
                 accuracy.add(batch.labels, expected[0], got[0])
             samples += batch.count
@@ -212,4 +230,11 @@ class ReferenceRun:
         if accuracy.usable and accuracy.total:
             fidelity.accuracy_original = accuracy.correct_original / accuracy.total
             fidelity.accuracy_pruned = accuracy.correct_pruned / accuracy.total
+        if scoring is not None:
+            scored = scoring.result()
+            fidelity.metric, fidelity.score, fidelity.metric_parts = (
+                scored.name,
+                scored.score,
+                scored.parts,
+            )
         return fidelity

@@ -12,6 +12,7 @@ import pytest
 
 from onnxprune.config import PruneConfig
 from onnxprune.evaluate import CandidateEvaluator
+from onnxprune.metric import decision_score
 from onnxprune.pipeline import Pruner, mean_cosine
 from onnxprune.scoring import get_method
 
@@ -38,17 +39,19 @@ def test_judged_in_memory_equals_the_written_candidate(
     tmp_path: Path, build: Callable[..., onnx.ModelProto], update: bool
 ) -> None:
     """Every layer pruned (bias changes included, created where a layer has no bias): the
-    score from the session whose weights are inputs equals the written model's score."""
+    decision score from the session whose weights are inputs equals the written model's."""
     pruner = _pruner(tmp_path, build, update=update, allocation="group")
     reference = pruner.calibration_reference()
     scorer = get_method("contrib")
     judged, prepared = pruner._judge(pruner.config, scorer, "layer", reference)
     assert prepared is not None, "the in-memory evaluator was used"
-    written = mean_cosine(pruner.compare(pruner._build(pruner.config, scorer, "layer", None)))
-    written_on_probe = mean_cosine(
+    written = decision_score(pruner.compare(pruner._build(pruner.config, scorer, "layer", None)))
+    written_on_probe = decision_score(
         pruner.compare(pruner._build(pruner.config, scorer, "layer", None), reference)
     )
-    assert judged == pytest.approx(written_on_probe, abs=1e-5)
+    # fp16: the bias change rounds differently added to the output than folded into the bias.
+    tolerance = 1e-4 if build is models.fp16_mlp else 1e-5
+    assert judged == pytest.approx(written_on_probe, abs=tolerance)
     assert 0.0 < written <= 1.0 and judged < 1.0 - 1e-6, "the candidate differs from the original"
 
 
