@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +31,7 @@ from .calibrate.sources import DataSource
 from .checks import Gates
 from .config import PruneConfig, parse_pattern
 from .errors import ModelError, OutputWriteError, UsageError
+from .inputs import DataOptions, read_image_spec, resolve_data, resolve_model
 from .io import (
     BIG_MODEL_BYTES,
     check_output_path,
@@ -57,8 +60,8 @@ SEARCH_MAX = 0.99
 
 
 def prune(
-    model: str | Path,
-    calib: DataSource,
+    model: str | Path | onnx.ModelProto,
+    calib: DataSource | None,
     *,
     sparsity: float | str | None = None,
     output: str | Path | None = None,
@@ -91,16 +94,63 @@ def prune(
     plot: str | Path | None = None,
     recipe: str | Path | None = None,
     config: PruneConfig | None = None,
+    model_file: str | None = None,
+    tokenizer: str | Path | None = None,
+    max_length: int = 128,
+    preprocess: str | dict[str, Any] | None = None,
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
-    Mirrors the CLI (``onnxprune --help``). ``calib`` / ``eval_data`` may also be a zero-argument
-    callable returning an iterator of feed dicts (streamed once per pass) or an iterable of
-    them. ``sparsity="auto"`` searches for the highest sparsity that passes the gates.
-    Raises :class:`onnxprune.OnnxPruneError` subclasses for bad input; returns the
-    :class:`Report` (whose ``exit_code`` is 5 when a gate failed and no output was kept).
+    Each keyword is the CLI option of the same name (``onnxprune --help`` groups them).
+
+    Args:
+        model: an ``.onnx`` path; a directory holding one (an Optimum export folder; several:
+            name one with ``model_file``); or an ``onnx.ModelProto`` (then ``output`` is
+            required).
+        calib: calibration data: a path (``.npz``, a directory of ``.npz`` / ``<input>.npy``,
+            ``test_data_set_*`` directories, ``sentences.txt`` / ``.jsonl`` with a tokenizer,
+            a folder of images with ``preprocess``); a zero-argument callable returning an
+            iterator of feed dicts (streamed once per pass); an iterable of feed dicts; or an
+            object with ``get_next()`` such as onnxruntime's ``CalibrationDataReader``. May be
+            None only with ``method="magnitude"`` and ``eval_data``.
+        sparsity: share of prunable weights to remove in [0, 1), or ``"auto"`` with a gate
+            (searched on calibration samples, reported on the held-out or ``eval_data`` ones).
+        output: the pruned model (default ``<model>.pruned.onnx``); its recipe is written to
+            ``<output>.recipe.json``.
+        eval_data: evaluation data (same forms); default: a held-out part of ``calib``.
+        min_cosine, min_top1, max_abs_error, max_accuracy_drop: fidelity gates.
+        recipe: replay a saved recipe (its settings replace the pruning options; a warning
+            names every option given that it overrides).
+        tokenizer, max_length: text calibration: a ``tokenizer.json`` (default: beside the
+            model) and the length sequences are truncated to.
+        preprocess: image calibration: a JSON spec (dict, JSON text or a file path), e.g.
+            ``{"size": [224, 224], "resize": "shorter-side-crop", "mean": [...], "std": [...],
+            "channels": "RGB", "layout": "NCHW", "dtype": "float32"}``.
+
+    Returns:
+        The :class:`Report` (``exit_code`` is 5 when a gate failed and no output was kept).
+
+    Raises:
+        onnxprune.OnnxPruneError: a subclass, with a one-line message, for bad input.
     """
+    arguments = dict(locals())
+    if isinstance(model, onnx.ModelProto):
+        if output is None:
+            raise UsageError("prune(ModelProto) needs output= (there is no input path to name it)")
+        with tempfile.TemporaryDirectory(prefix="onnxprune-") as proto_dir:
+            # onnxruntime and the checker read models from files.
+            arguments["model"] = save_for_session(model, Path(proto_dir) / "model.onnx")
+            report = prune(**arguments)
+            report.model = "<onnx.ModelProto>"
+            return report
     started = time.perf_counter()
+    if calib is None:
+        if method != "magnitude" or eval_data is None:
+            raise UsageError(
+                "--calib is required (only --method magnitude runs without it, and then "
+                "--eval measures fidelity)"
+            )
+        calib = eval_data  # magnitude reads no statistics; --eval is the check
     # A config or recipe states --update outright; only a call that leaves it out gets the
     # method's default (which may give way, see _costly_defaults_give_way).
     update_asked = update is not None or recipe is not None or config is not None
@@ -127,7 +177,29 @@ def prune(
 
         require_matplotlib()
 
-    model_path = Path(model)
+    given_path = Path(model)
+    model_path = resolve_model(given_path, model_file)
+    for name in _RECIPE_SET:
+        if recipe is not None and arguments[name] != _DEFAULTS[name]:
+            log.warning(
+                "--%s %s is ignored: --recipe %s sets the pruning options",
+                name.replace("_", "-"),
+                arguments[name],
+                recipe,
+            )
+    if isinstance(preprocess, str):
+        preprocess = read_image_spec(preprocess)
+    if preprocess is None and replayed is not None:
+        preprocess = (replayed.get("calibration_input") or {}).get("preprocess")
+    options = DataOptions(
+        Path(tokenizer) if tokenizer is not None else None,
+        max_length,
+        preprocess,
+        given_path if given_path.is_dir() else None,
+    )
+    calib_source, calib_input = resolve_data(calib, model_path, options)
+    assert calib_source is not None
+    eval_source, _ = resolve_data(eval_data, model_path, options)
     output_path = Path(output) if output is not None else default_output_path(model_path)
     extra_outputs = _check_paths(model_path, output_path, calib, eval_data, report_path, plot)
     config, default_notes = _costly_defaults_give_way(
@@ -136,7 +208,7 @@ def prune(
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    pruner = Pruner(model_path, calib, config, eval_data, progress)
+    pruner = Pruner(model_path, calib_source, config, eval_source, progress)
     stack = contextlib.ExitStack()
     stack.callback(pruner.close)  # the big-model work directory, if any
     try:
@@ -148,13 +220,25 @@ def prune(
         ):
             raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
 
+        for warning in unmatched_patterns(config, pruner.proto):
+            log.warning("%s", warning)
+            report.warnings.append(warning)
         if not pruner.layers:
             report.status = "no prunable layer found: output is a copy of the input"
+            warning = (
+                "nothing to prune: no prunable layer"
+                + (" is left (see the skipped list)" if pruner.scan.skipped else " was found")
+                + f"; {output_path} is a copy of the input"
+            )
+            log.warning("%s", warning)
+            report.warnings.append(warning)
+            report.recipe = str(recipe_path(output_path))
+            recipe_data = _nothing_pruned_recipe(config, pruner, calib, report, calib_input)
             report.nonzero_after = report.nonzero_before
             report.file_size_after = report.file_size_before
             report.gzip_size_after = report.gzip_size_before
             report.timings = {**timings, "total": time.perf_counter() - started}
-            _copy_model(model_path, output_path, report, extra_outputs)
+            _copy_model(model_path, output_path, report, extra_outputs, recipe_data)
             return report
 
         original = pruner
@@ -176,7 +260,12 @@ def prune(
                 )
                 shrunk_path = save_for_session(shrunk.model, scratch / "shrunk.onnx")
                 pruner = Pruner(
-                    shrunk_path, calib, config, eval_data, progress, reference_path=model_path
+                    shrunk_path,
+                    calib_source,
+                    config,
+                    eval_source,
+                    progress,
+                    reference_path=model_path,
                 )
                 stack.callback(pruner.close)
             else:
@@ -240,6 +329,8 @@ def prune(
                 fingerprint(calib),
                 report.versions,
             )
+            if calib_input is not None:
+                recipe_data["calibration_input"] = calib_input
             if replayed is not None:
                 _compare_with_recipe(report, replayed, recipe_data)
             report.recipe = str(recipe_file)
@@ -262,6 +353,18 @@ def prune(
         return report
     finally:
         stack.close()
+
+
+# prune() keywords a --recipe replaces (each given with another value gets a warning).
+_RECIPE_SET = (
+    "sparsity", "method", "pattern", "group", "exclude", "num_samples", "batch_size",
+    "min_row_weights", "update", "sample_mask", "structured", "structured_score",
+    "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
+)  # fmt: skip
+_DEFAULTS = {
+    name: (() if param.default == () else param.default)
+    for name, param in inspect.signature(prune).parameters.items()
+}
 
 
 def _costly_defaults_give_way(
@@ -358,6 +461,10 @@ def _config_from_arguments(
             sparsity = float(sparsity)
         except ValueError as err:
             raise UsageError(f"--sparsity must be a number or 'auto', got {sparsity!r}") from err
+    if 1.0 <= sparsity <= 100.0:
+        raise UsageError(
+            f"--sparsity must be in [0, 1), got {sparsity:g}: did you mean {sparsity / 100:g}?"
+        )
     return PruneConfig(
         sparsity=sparsity,
         method=method,
@@ -470,24 +577,37 @@ def _describe_candidate(
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
 
 
-def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fidelity]:
+def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fidelity | None]:
     """Bisection for the highest sparsity (to SEARCH_STEP) whose model passes every gate.
 
     Sparsity 0 is the original model and passes by definition; every measured point goes into
     the report's curve. Assumes fidelity falls as sparsity rises (it may not be strictly so:
     the curve shows what was measured).
+
+    The search measures on calibration samples, so that the fidelity reported for the chosen
+    model (held-out or --eval samples) is not the one it was selected on; only an accuracy
+    gate, which needs --eval labels, searches on --eval (and the report says so). Returns the
+    chosen candidate and, when it was measured on the reported samples, its fidelity.
     """
+    reference = None
+    if gates.max_accuracy_drop is None:
+        reference = pruner.calibration_reference()
+    else:
+        report.warnings.append(
+            "--max-accuracy-drop: the search measured on the --eval samples (the only ones with "
+            "labels), so the reported fidelity is the one the sparsity was chosen on"
+        )
 
     def measure(sparsity: float) -> tuple[Candidate, Fidelity, bool]:
         candidate = pruner.build(sparsity)
-        fidelity = pruner.compare(candidate)
+        fidelity = pruner.compare(candidate, reference)
         point = _curve_point(sparsity, fidelity, gates)
         report.curve.append(point)
         return candidate, fidelity, bool(point["passes"])
 
     top, top_fidelity, top_passes = measure(SEARCH_MAX)
     if top_passes:
-        return top, top_fidelity
+        return top, top_fidelity if reference is None else None
     low_steps, high_steps = 0, round(SEARCH_MAX / SEARCH_STEP)
     best: tuple[Candidate, Fidelity] | None = None
     while high_steps - low_steps > 1:
@@ -503,7 +623,7 @@ def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fi
         )
         candidate = pruner.build(0.0)
         return candidate, pruner.compare(candidate)
-    return best
+    return best[0], best[1] if reference is None else None
 
 
 def _curve_point(sparsity: float, fidelity: Fidelity, gates: Gates) -> dict[str, Any]:
@@ -514,6 +634,7 @@ def _curve_point(sparsity: float, fidelity: Fidelity, gates: Gates) -> dict[str,
         "top1": float(np.mean(top1)) if top1 else None,
         "accuracy": fidelity.accuracy_pruned,
         "passes": (not gates.check(fidelity)) if gates.active else None,
+        "samples": f"{fidelity.samples} {fidelity.source}",
     }
 
 
@@ -584,7 +705,54 @@ def _full_check(path: Path) -> None:
         raise ModelError(f"the pruned model fails the ONNX full check: {err}") from err
 
 
-def _copy_model(source: Path, destination: Path, report: Report, extra: dict[str, Path]) -> None:
+def _nothing_pruned_recipe(
+    config: PruneConfig,
+    pruner: Pruner,
+    calib: DataSource,
+    report: Report,
+    calib_input: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The recipe of a run that found nothing to prune (every run writes its recipe;
+    replaying it copies the model again)."""
+    data = build_recipe(
+        config,
+        pruner.scorer.name,
+        config.group or pruner.scorer.default_group,
+        config.allocation_mode,
+        {},
+        fingerprint(calib),
+        report.versions,
+    )
+    if calib_input is not None:
+        data["calibration_input"] = calib_input
+    return data
+
+
+def unmatched_patterns(config: PruneConfig, model: onnx.ModelProto) -> list[str]:
+    """A warning for each --exclude / --layer regex that matches no node, initializer or
+    Constant output name of ``model`` (a typo would otherwise change nothing, silently)."""
+    graph = model.graph
+    names = [n.name or f"{n.op_type}:{n.output[0]}" for n in graph.node if n.output]
+    names += [t.name for t in graph.initializer]
+    names += [o for n in graph.node if n.op_type == "Constant" for o in n.output]
+    warnings = []
+    for option, regex, pattern in [("--exclude", p, p) for p in config.exclude] + [
+        ("--layer", o.text, o.regex) for o in config.overrides
+    ]:
+        if not any(re.search(pattern, name) for name in names):
+            warnings.append(
+                f"{option} {regex!r} matches no node or weight name: it changes nothing"
+            )
+    return warnings
+
+
+def _copy_model(
+    source: Path,
+    destination: Path,
+    report: Report,
+    extra: dict[str, Path],
+    recipe_data: dict[str, Any],
+) -> None:
     with staging_dir(destination) as staging:
         staged = staging / destination.name
         try:
@@ -595,7 +763,11 @@ def _copy_model(source: Path, destination: Path, report: Report, extra: dict[str
             raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
         report.output_written = True
         extra = {k: v for k, v in extra.items() if k != "--plot"}
-        publish(staged, destination, _side_files(staging, report, extra))
+        side = _side_files(staging, report, extra)
+        staged_recipe = staging / ".recipe.json"
+        staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
+        side[staged_recipe] = recipe_path(destination)
+        publish(staged, destination, side)
 
 
 def _arguments(
