@@ -179,14 +179,14 @@ def prune(
 
     given_path = Path(model)
     model_path = resolve_model(given_path, model_file)
-    for name in _RECIPE_SET:
-        if recipe is not None and arguments[name] != _DEFAULTS[name]:
-            log.warning(
-                "--%s %s is ignored: --recipe %s sets the pruning options",
-                name.replace("_", "-"),
-                arguments[name],
-                recipe,
-            )
+    recipe_notes = [
+        f"--{name.replace('_', '-')} {arguments[name]} is ignored: --recipe {recipe} sets the "
+        "pruning options"
+        for name in _RECIPE_SET
+        if recipe is not None and arguments[name] != _DEFAULTS[name]
+    ]
+    for note in recipe_notes:
+        log.warning("%s", note)
     if isinstance(preprocess, str):
         preprocess = read_image_spec(preprocess)
     if preprocess is None and replayed is not None:
@@ -208,13 +208,15 @@ def prune(
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    pruner = Pruner(model_path, calib_source, config, eval_source, progress)
+    # The held-out split a recipe was made with (older recipes: as --eval decides now).
+    hold_out = replayed.get("held_out") if replayed is not None else None
+    pruner = Pruner(model_path, calib_source, config, eval_source, progress, hold_out=hold_out)
     stack = contextlib.ExitStack()
     stack.callback(pruner.close)  # the big-model work directory, if any
     try:
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
-        report.warnings += default_notes
+        report.warnings += recipe_notes + default_notes
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
         ):
@@ -266,6 +268,7 @@ def prune(
                     eval_source,
                     progress,
                     reference_path=model_path,
+                    hold_out=hold_out,
                 )
                 stack.callback(pruner.close)
             else:
@@ -331,6 +334,7 @@ def prune(
             )
             if calib_input is not None:
                 recipe_data["calibration_input"] = calib_input
+            recipe_data["held_out"] = original.hold_out
             if replayed is not None:
                 _compare_with_recipe(report, replayed, recipe_data)
             report.recipe = str(recipe_file)
@@ -725,6 +729,7 @@ def _nothing_pruned_recipe(
     )
     if calib_input is not None:
         data["calibration_input"] = calib_input
+    data["held_out"] = pruner.hold_out
     return data
 
 

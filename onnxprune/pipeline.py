@@ -126,6 +126,7 @@ class Pruner:
         progress: bool = False,
         reference_path: Path | None = None,
         big: bool | None = None,
+        hold_out: bool | None = None,
     ) -> None:
         self.model_path = model_path
         # The model candidates are checked against (the original, when this one was shrunk).
@@ -144,9 +145,11 @@ class Pruner:
         self.evaluation = (
             open_data(eval_data, specs, allow_labels=True) if eval_data is not None else None
         )
-        self.calib_mask, self.holdout_mask = split_samples(
-            self.calibration, self.evaluation is not None, config
-        )
+        # hold_out (a recipe replay): split the calibration set as the recorded run did,
+        # whether or not --eval is given now; default: hold out a share unless --eval is given.
+        no_hold_out = self.evaluation is not None if hold_out is None else not hold_out
+        self.calib_mask, self.holdout_mask = split_samples(self.calibration, no_hold_out, config)
+        self.hold_out = not no_hold_out
         self.sample_mask = choose_sample_mask(specs, config.sample_mask)
         self.scorer = get_method(config.method)
         # Last: nothing after this may fail without removing the work directory.
