@@ -465,9 +465,9 @@ def _config_from_arguments(
             sparsity = float(sparsity)
         except ValueError as err:
             raise UsageError(f"--sparsity must be a number or 'auto', got {sparsity!r}") from err
-    if 1.0 <= sparsity <= 100.0:
+    if 1.0 < sparsity < 100.0:  # a percentage
         raise UsageError(
-            f"--sparsity must be in [0, 1), got {sparsity:g}: did you mean {sparsity / 100:g}?"
+            f"--sparsity must be in [0, 1), got {sparsity}: did you mean {sparsity / 100:g}?"
         )
     return PruneConfig(
         sparsity=sparsity,

@@ -190,3 +190,30 @@ def test_sparsity_percent_gets_a_hint(cli: CliRunner, tmp_path: Path) -> None:
     assert result.code == 2 and "did you mean 0.8?" in result.err
     assert not (tmp_path / "o.onnx").exists()
     assert onnx.load(str(model)) is not None
+
+
+def _colour_pixels(png: Path, rgb: tuple[int, int, int], left_half: bool = True) -> int:
+    from PIL import Image
+
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    if left_half:
+        pixels = pixels[:, : pixels.shape[1] // 2]
+    return int((np.abs(pixels - np.array(rgb)).sum(axis=2) < 30).sum())
+
+
+def test_plot_draws_dense_reference_and_gate_lines(cli: CliRunner, tmp_path: Path) -> None:
+    """Read the PNG back: the gate line (tab:orange) appears only when a gate is set, the
+    dense reference (tab:green) always."""
+    model, calib = mlp_case(tmp_path, samples=60)
+    orange, green = (255, 127, 14), (44, 160, 44)
+    gated, plain = tmp_path / "gated.png", tmp_path / "plain.png"
+    result = cli(model, "--calib", calib, "--sparsity", 0.5, "--sweep", "0.3,0.7", "--min-cosine",
+                 0.5, "-o", tmp_path / "a.onnx", "--plot", gated, "-q")  # fmt: skip
+    assert result.code == 0, result.err
+    result = cli(model, "--calib", calib, "--sparsity", 0.5, "--sweep", "0.3,0.7",
+                 "-o", tmp_path / "b.onnx", "--plot", plain, "-q")  # fmt: skip
+    assert result.code == 0, result.err
+    assert _colour_pixels(gated, orange) > 300  # a dashed line across the panel
+    assert _colour_pixels(plain, orange) == 0
+    assert _colour_pixels(plain, green) > 300 and _colour_pixels(gated, green) > 300
