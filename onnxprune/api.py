@@ -281,6 +281,8 @@ def prune(
             timings["calibrate"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
+        if replayed is not None and replayed.get("search_split"):
+            pruner.search_reference()  # the reported fidelity uses the samples the run did
         if search:
             candidate, fidelity = _search(pruner, gates, report)
             config = dataclasses.replace(config, sparsity=candidate.sparsity)
@@ -335,6 +337,8 @@ def prune(
             if calib_input is not None:
                 recipe_data["calibration_input"] = calib_input
             recipe_data["held_out"] = original.hold_out
+            if search and gates.max_accuracy_drop is None:
+                recipe_data["search_split"] = True
             if replayed is not None:
                 _compare_with_recipe(report, replayed, recipe_data)
             report.recipe = str(recipe_file)
@@ -588,14 +592,16 @@ def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fi
     the report's curve. Assumes fidelity falls as sparsity rises (it may not be strictly so:
     the curve shows what was measured).
 
-    The search measures on calibration samples, so that the fidelity reported for the chosen
-    model (held-out or --eval samples) is not the one it was selected on; only an accuracy
-    gate, which needs --eval labels, searches on --eval (and the report says so). Returns the
-    chosen candidate and, when it was measured on the reported samples, its fidelity.
+    The search measures on calibration-side samples (half of the held-out ones, see
+    ``Pruner.search_reference``; with --eval, calibration samples), so that the fidelity
+    reported for the chosen model (the other held-out half, or --eval) is not the one it was
+    selected on; only an accuracy gate, which needs --eval labels, searches on --eval (and the
+    report says so). Returns the chosen candidate and, when it was measured on the reported
+    samples, its fidelity.
     """
     reference = None
     if gates.max_accuracy_drop is None:
-        reference = pruner.calibration_reference()
+        reference = pruner.search_reference()
     else:
         report.warnings.append(
             "--max-accuracy-drop: the search measured on the --eval samples (the only ones with "

@@ -725,6 +725,28 @@ class Pruner:
             )
         return self._auto_reference
 
+    def search_reference(self) -> ReferenceRun:
+        """Where --sparsity auto measures its candidates. Without --eval: every other held-out
+        sample (never seen by the statistics, so --update's fit to the calibration samples
+        does not flatter it); the rest of the held-out samples stay for the reported fidelity,
+        which is therefore not measured on the samples the sparsity was chosen on. With --eval
+        (or too few samples to split): the first AUTO_SAMPLES calibration samples."""
+        held = np.flatnonzero(self.holdout_mask)
+        if self.evaluation is not None or self.holdout_mask is self.calib_mask or held.size < 2:
+            return self.calibration_reference()
+        search = np.zeros_like(self.holdout_mask)
+        search[held[::2]] = True
+        self.holdout_mask = self.holdout_mask & ~search
+        self._verify_reference = None
+        return ReferenceRun(
+            self.reference_path,
+            self.calibration,
+            search,
+            self.config.batch_size,
+            "search (held-out)",
+            cache=True,
+        )
+
     def verification_reference(self) -> ReferenceRun:
         """The original's side of the held-out (or --eval) check; cached outputs are kept
         because searches and sweeps compare many candidates against it."""

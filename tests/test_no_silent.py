@@ -122,9 +122,9 @@ def test_auto_search_and_report_use_disjoint_samples(cli: CliRunner, tmp_path: P
                  tmp_path / "o.onnx", "--json")  # fmt: skip
     report = json.loads(result.out)
     # The search measured on calibration samples; the final number on the held-out ones.
-    assert {p["samples"] for p in report["curve"]} == {"64 calibration"}
+    assert {p["samples"] for p in report["curve"]} == {"10 search (held-out)"}
     assert report["fidelity"]["source"] == "held-out"
-    assert report["fidelity"]["samples"] + report["calibration_samples"] == 200
+    assert report["fidelity"]["samples"] + report["calibration_samples"] + 10 == 200
     assert report["fidelity"]["samples"] > 0
 
 
