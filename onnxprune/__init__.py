@@ -14,6 +14,7 @@ from .errors import (
     UnsupportedModelError,
     UsageError,
 )
+from .inspection import check_pattern, inspect_model
 from .report import Report
 from .scoring import available_methods
 
@@ -28,5 +29,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "available_methods",
+    "check_pattern",
+    "inspect_model",
     "prune",
 ]

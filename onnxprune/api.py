@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +31,7 @@ from .calibrate.sources import DataSource
 from .checks import Gates
 from .config import SENSITIVITY_ALLOCATIONS, PruneConfig, parse_pattern
 from .errors import ModelError, OutputWriteError, UsageError
+from .inputs import DataOptions, read_image_spec, resolve_data, resolve_model
 from .io import (
     BIG_MODEL_BYTES,
     check_model_suffix,
@@ -61,8 +64,8 @@ SEARCH_MAX = 0.99
 
 
 def prune(
-    model: str | Path,
-    calib: DataSource,
+    model: str | Path | onnx.ModelProto,
+    calib: DataSource | None,
     *,
     sparsity: float | str | None = None,
     output: str | Path | None = None,
@@ -98,16 +101,63 @@ def prune(
     plot: str | Path | None = None,
     recipe: str | Path | None = None,
     config: PruneConfig | None = None,
+    model_file: str | None = None,
+    tokenizer: str | Path | None = None,
+    max_length: int = 128,
+    preprocess: str | dict[str, Any] | None = None,
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
-    Mirrors the CLI (``onnxprune --help``). ``calib`` / ``eval_data`` may also be a zero-argument
-    callable returning an iterator of feed dicts (streamed once per pass) or an iterable of
-    them. ``sparsity="auto"`` searches for the highest sparsity that passes the gates.
-    Raises :class:`onnxprune.OnnxPruneError` subclasses for bad input; returns the
-    :class:`Report` (whose ``exit_code`` is 5 when a gate failed and no output was kept).
+    Each keyword is the CLI option of the same name (``onnxprune --help`` groups them).
+
+    Args:
+        model: an ``.onnx`` path; a directory holding one (an Optimum export folder; several:
+            name one with ``model_file``); or an ``onnx.ModelProto`` (then ``output`` is
+            required).
+        calib: calibration data: a path (``.npz``, a directory of ``.npz`` / ``<input>.npy``,
+            ``test_data_set_*`` directories, ``sentences.txt`` / ``.jsonl`` with a tokenizer,
+            a folder of images with ``preprocess``); a zero-argument callable returning an
+            iterator of feed dicts (streamed once per pass); an iterable of feed dicts; or an
+            object with ``get_next()`` such as onnxruntime's ``CalibrationDataReader``. May be
+            None only with ``method="magnitude"`` and ``eval_data``.
+        sparsity: share of prunable weights to remove in [0, 1), or ``"auto"`` with a gate
+            (searched on calibration samples, reported on the held-out or ``eval_data`` ones).
+        output: the pruned model (default ``<model>.pruned.onnx``); its recipe is written to
+            ``<output>.recipe.json``.
+        eval_data: evaluation data (same forms); default: a held-out part of ``calib``.
+        min_cosine, min_top1, max_abs_error, max_accuracy_drop: fidelity gates.
+        recipe: replay a saved recipe (its settings replace the pruning options; a warning
+            names every option given that it overrides).
+        tokenizer, max_length: text calibration: a ``tokenizer.json`` (default: beside the
+            model) and the length sequences are truncated to.
+        preprocess: image calibration: a JSON spec (dict, JSON text or a file path), e.g.
+            ``{"size": [224, 224], "resize": "shorter-side-crop", "mean": [...], "std": [...],
+            "channels": "RGB", "layout": "NCHW", "dtype": "float32"}``.
+
+    Returns:
+        The :class:`Report` (``exit_code`` is 5 when a gate failed and no output was kept).
+
+    Raises:
+        onnxprune.OnnxPruneError: a subclass, with a one-line message, for bad input.
     """
+    arguments = dict(locals())
+    if isinstance(model, onnx.ModelProto):
+        if output is None:
+            raise UsageError("prune(ModelProto) needs output= (there is no input path to name it)")
+        with tempfile.TemporaryDirectory(prefix="onnxprune-") as proto_dir:
+            # onnxruntime and the checker read models from files.
+            arguments["model"] = save_for_session(model, Path(proto_dir) / "model.onnx")
+            report = prune(**arguments)
+            report.model = "<onnx.ModelProto>"
+            return report
     started = time.perf_counter()
+    if calib is None:
+        if method != "magnitude" or eval_data is None:
+            raise UsageError(
+                "--calib is required (only --method magnitude runs without it, and then "
+                "--eval measures fidelity)"
+            )
+        calib = eval_data  # magnitude reads no statistics; --eval is the check
     # A config or recipe states --update outright; only a call that leaves it out gets the
     # method's default (which may give way, see _costly_defaults_give_way).
     update_asked = update is not None or recipe is not None or config is not None
@@ -137,7 +187,27 @@ def prune(
 
         require_matplotlib()
 
-    model_path = Path(model)
+    given_path = Path(model)
+    model_path = resolve_model(given_path, model_file)
+    recipe_notes = [
+        f"--{name.replace('_', '-')} {arguments[name]} is ignored: --recipe {recipe} sets the "
+        "pruning options"
+        for name in _RECIPE_SET
+        if recipe is not None and arguments[name] != _DEFAULTS[name]
+    ]
+    if isinstance(preprocess, str):
+        preprocess = read_image_spec(preprocess)
+    if preprocess is None and replayed is not None:
+        preprocess = (replayed.get("calibration_input") or {}).get("preprocess")
+    options = DataOptions(
+        Path(tokenizer) if tokenizer is not None else None,
+        max_length,
+        preprocess,
+        given_path if given_path.is_dir() else None,
+    )
+    calib_source, calib_input = resolve_data(calib, model_path, options)
+    assert calib_source is not None
+    eval_source, _ = resolve_data(eval_data, model_path, options)
     output_path = Path(output) if output is not None else default_output_path(model_path)
     extra_outputs = _check_paths(
         model_path, output_path, calib, eval_data, report_path, plot, recipe
@@ -147,30 +217,37 @@ def prune(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     display = Progress(progress)  # one progress line for the whole run
-    pruner = Pruner(model_path, calib, config, eval_data, display)
+    # The held-out split a recipe was made with (older recipes: as --eval decides now).
+    hold_out = replayed.get("held_out") if replayed is not None else None
+    pruner = Pruner(model_path, calib_source, config, eval_source, display, hold_out=hold_out)
     stack = contextlib.ExitStack()
     stack.callback(pruner.close)  # the big-model work directory, if any
     try:
         _refuse_non_finite_weights(pruner)
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
-        report.warnings += default_notes
+        report.warnings += recipe_notes + default_notes
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
         ):
             raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
 
+        # Warnings go into the report; the CLI prints them all on stderr.
+        report.warnings += unmatched_patterns(config, pruner.proto)
         if not pruner.layers:
             report.status = "no prunable layer found: output is a copy of the input"
+            warning = (
+                "nothing to prune: no prunable layer"
+                + (" is left (see the skipped list)" if pruner.scan.skipped else " was found")
+                + f"; {output_path} is a copy of the input"
+            )
+            report.warnings.append(warning)
+            report.recipe = str(recipe_path(output_path))
+            recipe_data = _nothing_pruned_recipe(config, pruner, calib, report, calib_input)
             report.nonzero_after = report.nonzero_before
             report.file_size_after = report.file_size_before
             report.gzip_size_after = report.gzip_size_before
             report.timings = {**timings, "total": time.perf_counter() - started}
-            # A recipe too (README: every run writes one): replaying it copies the model again.
-            recipe_data = build_recipe(
-                config, config.method, report.group, config.allocation_mode, {},
-                fingerprint(calib), report.versions,
-            )  # fmt: skip
             _copy_model(model_path, output_path, report, extra_outputs, recipe_data)
             return report
 
@@ -193,7 +270,13 @@ def prune(
                 )
                 shrunk_path = save_for_session(shrunk.model, scratch / "shrunk.onnx")
                 pruner = Pruner(
-                    shrunk_path, calib, config, eval_data, display, reference_path=model_path
+                    shrunk_path,
+                    calib_source,
+                    config,
+                    eval_source,
+                    display,
+                    reference_path=model_path,
+                    hold_out=hold_out,
                 )
                 stack.callback(pruner.close)
             else:
@@ -206,6 +289,8 @@ def prune(
             timings["calibrate"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
+        if replayed is not None and replayed.get("search_split"):
+            pruner.search_reference()  # the reported fidelity uses the samples the run did
         if search:
             candidate, fidelity = _search(pruner, gates, report)
             config = dataclasses.replace(config, sparsity=candidate.sparsity)
@@ -268,6 +353,11 @@ def prune(
                 fingerprint(calib),
                 report.versions,
             )
+            if calib_input is not None:
+                recipe_data["calibration_input"] = calib_input
+            recipe_data["held_out"] = original.hold_out
+            if search and gates.max_accuracy_drop is None:
+                recipe_data["search_split"] = True
             if replayed is not None:
                 _compare_with_recipe(report, replayed, recipe_data)
             report.recipe = str(recipe_file)
@@ -304,6 +394,18 @@ def _refuse_non_finite_weights(pruner: Pruner) -> None:
                     f"{pruner.model_path}: weight {layer.weight_name!r} of layer {layer.name} "
                     f"holds {bad} NaN/inf value(s); fix the model before pruning it"
                 )
+
+
+# prune() keywords a --recipe replaces (each given with another value gets a warning).
+_RECIPE_SET = (
+    "sparsity", "method", "pattern", "group", "exclude", "num_samples", "batch_size",
+    "min_row_weights", "update", "sample_mask", "structured", "structured_score",
+    "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
+)  # fmt: skip
+_DEFAULTS = {
+    name: (() if param.default == () else param.default)
+    for name, param in inspect.signature(prune).parameters.items()
+}
 
 
 def _costly_defaults_give_way(
@@ -391,6 +493,10 @@ def _config_from_arguments(
             sparsity = float(sparsity)
         except ValueError as err:
             raise UsageError(f"--sparsity must be a number or 'auto', got {sparsity!r}") from err
+    if 1.0 < sparsity < 100.0:  # a percentage
+        raise UsageError(
+            f"--sparsity must be in [0, 1), got {sparsity}: did you mean {sparsity / 100:g}?"
+        )
     return PruneConfig(
         sparsity=sparsity,
         method=method,
@@ -523,24 +629,39 @@ def _describe_candidate(
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
 
 
-def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fidelity]:
+def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fidelity | None]:
     """Bisection for the highest sparsity (to SEARCH_STEP) whose model passes every gate.
 
     Sparsity 0 is the original model and passes by definition; every measured point goes into
     the report's curve. Assumes fidelity falls as sparsity rises (it may not be strictly so:
     the curve shows what was measured).
+
+    The search measures on calibration-side samples (half of the held-out ones, see
+    ``Pruner.search_reference``; with --eval, calibration samples), so that the fidelity
+    reported for the chosen model (the other held-out half, or --eval) is not the one it was
+    selected on; only an accuracy gate, which needs --eval labels, searches on --eval (and the
+    report says so). Returns the chosen candidate and, when it was measured on the reported
+    samples, its fidelity.
     """
+    reference = None
+    if gates.max_accuracy_drop is None:
+        reference = pruner.search_reference()
+    else:
+        report.warnings.append(
+            "--max-accuracy-drop: the search measured on the --eval samples (the only ones with "
+            "labels), so the reported fidelity is the one the sparsity was chosen on"
+        )
 
     def measure(sparsity: float) -> tuple[Candidate, Fidelity, bool]:
         candidate = pruner.build(sparsity)
-        fidelity = pruner.compare(candidate)
+        fidelity = pruner.compare(candidate, reference)
         point = _curve_point(sparsity, fidelity, gates)
         report.curve.append(point)
         return candidate, fidelity, bool(point["passes"])
 
     top, top_fidelity, top_passes = measure(SEARCH_MAX)
     if top_passes:
-        return top, top_fidelity
+        return top, top_fidelity if reference is None else None
     low_steps, high_steps = 0, round(SEARCH_MAX / SEARCH_STEP)
     best: tuple[Candidate, Fidelity] | None = None
     while high_steps - low_steps > 1:
@@ -556,7 +677,7 @@ def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fi
         )
         candidate = pruner.build(0.0)
         return candidate, pruner.compare(candidate)
-    return best
+    return best[0], best[1] if reference is None else None
 
 
 def _curve_point(sparsity: float, fidelity: Fidelity, gates: Gates) -> dict[str, Any]:
@@ -568,6 +689,7 @@ def _curve_point(sparsity: float, fidelity: Fidelity, gates: Gates) -> dict[str,
         "top1": float(np.mean(top1)) if top1 else None,
         "accuracy": fidelity.accuracy_pruned,
         "passes": (not gates.check(fidelity)) if gates.active else None,
+        "samples": f"{fidelity.samples} {fidelity.source}",
     }
 
 
@@ -636,6 +758,48 @@ def _full_check(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise ModelError(f"the pruned model fails the ONNX full check: {err}") from err
+
+
+def _nothing_pruned_recipe(
+    config: PruneConfig,
+    pruner: Pruner,
+    calib: DataSource,
+    report: Report,
+    calib_input: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The recipe of a run that found nothing to prune (every run writes its recipe;
+    replaying it copies the model again)."""
+    data = build_recipe(
+        config,
+        pruner.scorer.name,
+        config.group or pruner.scorer.default_group,
+        config.allocation_mode,
+        {},
+        fingerprint(calib),
+        report.versions,
+    )
+    if calib_input is not None:
+        data["calibration_input"] = calib_input
+    data["held_out"] = pruner.hold_out
+    return data
+
+
+def unmatched_patterns(config: PruneConfig, model: onnx.ModelProto) -> list[str]:
+    """A warning for each --exclude / --layer regex that matches no node, initializer or
+    Constant output name of ``model`` (a typo would otherwise change nothing, silently)."""
+    graph = model.graph
+    names = [n.name or f"{n.op_type}:{n.output[0]}" for n in graph.node if n.output]
+    names += [t.name for t in graph.initializer]
+    names += [o for n in graph.node if n.op_type == "Constant" for o in n.output]
+    warnings = []
+    for option, regex, pattern in [("--exclude", p, p) for p in config.exclude] + [
+        ("--layer", o.text, o.regex) for o in config.overrides
+    ]:
+        if not any(re.search(pattern, name) for name in names):
+            warnings.append(
+                f"{option} {regex!r} matches no node or weight name: it changes nothing"
+            )
+    return warnings
 
 
 def _copy_model(

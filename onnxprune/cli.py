@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -22,6 +23,7 @@ import click
 from .api import prune
 from .config import ALLOCATIONS
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, OnnxPruneError, Terminated
+from .helpformat import SectionedCommand
 from .inspection import check_pattern, inspect_model
 from .io import deferred_signals
 from .scoring import available_methods
@@ -31,8 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("onnxprune")
 
 CALIB_HELP = (
-    "Calibration data: .npz, a directory of .npz or <input>.npy files, or test_data_set_* "
-    "directories."
+    "Calibration data: .npz, a directory of .npz or <input>.npy files, test_data_set_* "
+    "directories, sentences.txt / .jsonl (with a tokenizer), or a folder of images (with "
+    "--preprocess)."
 )
 
 
@@ -71,9 +74,40 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from err
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=SectionedCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--calib", required=True, type=click.Path(path_type=Path), help=CALIB_HELP)
+@click.option(
+    "--calib",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=CALIB_HELP + " Required unless --method magnitude with --eval.",
+)
+@click.option(
+    "--model-file",
+    default=None,
+    metavar="NAME",
+    help="MODEL is a directory with several .onnx files: prune this one (relative path).",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Text calibration: a tokenizer.json (or its directory); default: beside the model.",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Text calibration: truncate sequences to this many tokens.",
+)
+@click.option(
+    "--preprocess",
+    default=None,
+    metavar="SPEC.json|JSON",
+    help="Image calibration (--calib a folder of images): size, resize, mean/std or "
+    "scale/offset, channels, layout, dtype, as a JSON file or inline JSON (see README).",
+)
 @click.option(
     "--sparsity",
     default=None,
@@ -269,11 +303,16 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @seed_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
+@click.option("-v", "--verbose", count=True, help="More log lines on stderr: -v info, -vv debug.")
 @debug_option
 @click.version_option(package_name="onnxprune")
 def command(
     model: Path,
-    calib: Path,
+    calib: Path | None,
+    model_file: str | None,
+    tokenizer: Path | None,
+    max_length: int,
+    preprocess: str | None,
     sparsity: str | None,
     output: Path | None,
     method: str,
@@ -309,12 +348,15 @@ def command(
     as_json: bool,
     seed: int,
     quiet: bool,
+    verbose: int,
     debug: bool,
 ) -> int:
-    """Prune MODEL (an .onnx file) using statistics from calibration data.
+    """Prune MODEL (an .onnx file, or a directory holding one) using statistics from
+    calibration data. Warnings go to stderr.
 
-    Also: onnxprune inspect MODEL [--calib DATA] (onnxprune inspect --help).
+    Also: onnxprune inspect MODEL and onnxprune check-pattern MODEL (each with --help).
     """
+    _configure_logging(verbose, debug)
     if target_cosine is not None and min_cosine is not None and target_cosine != min_cosine:
         raise click.UsageError("--target-cosine and --min-cosine disagree; give one of them")
     report = prune(
@@ -353,6 +395,10 @@ def command(
         sweep=sweep,
         plot=plot,
         recipe=recipe,
+        model_file=model_file,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        preprocess=preprocess,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -440,6 +486,21 @@ SUBCOMMANDS: dict[str, click.Command] = {
     "inspect": inspect_command,
     "check-pattern": check_pattern_command,
 }
+SectionedCommand.subcommands = {
+    name: " ".join((sub.help or "").split(".")[0].split()) for name, sub in SUBCOMMANDS.items()
+}
+COMPLETE_VAR = "_ONNXPRUNE_COMPLETE"
+
+
+def _configure_logging(verbose: int, debug: bool) -> None:
+    """Warnings always reach stderr (``main``'s handler); -v adds info, -vv (or --debug)
+    debug lines."""
+    level = logging.WARNING
+    if verbose == 1:
+        level = logging.INFO
+    if verbose > 1 or debug:
+        level = logging.DEBUG
+    log.setLevel(level)
 
 
 class _Formatter(logging.Formatter):
@@ -455,6 +516,10 @@ def main(argv: list[str] | None = None) -> None:
 
     Warnings go to stderr through ``logging`` (the ``onnxprune`` logger), whatever ``-q`` says.
     """
+    if os.environ.get(COMPLETE_VAR):  # eval "$(_ONNXPRUNE_COMPLETE=bash_source onnxprune)"
+        from click.shell_completion import shell_complete
+
+        sys.exit(shell_complete(command, {}, "onnxprune", COMPLETE_VAR, os.environ[COMPLETE_VAR]))
     args = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in args
     handler = logging.StreamHandler(sys.stderr)  # made per call: the stderr of this call
@@ -502,7 +567,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _main(args: list[str], debug: bool) -> None:
-    target, prog = command, "onnxprune"
+    target: click.Command = command
+    prog = "onnxprune"
     if args and args[0] in SUBCOMMANDS:
         target, prog = SUBCOMMANDS[args[0]], f"onnxprune {args[0]}"
         args = args[1:]

@@ -20,6 +20,7 @@ from .calibrate.sources import DataSource
 from .config import PruneConfig, parse_pattern
 from .errors import EXIT_GATE_FAILED, UsageError
 from .graph import GraphView
+from .inputs import resolve_model
 from .io import load_for_reading
 from .layers import find_layers, nm_problem
 from .metric import decision_score, suggest_for_model
@@ -126,7 +127,21 @@ def inspect_model(
     seed: int = 0,
     progress: bool = False,
 ) -> InspectReport:
-    model_path = Path(model)
+    """Describe ``model``'s prunable layers without writing anything.
+
+    Args:
+        model: an ``.onnx`` path, or a directory holding one.
+        calib: optional calibration data (any form :func:`onnxprune.prune` takes, except
+            raw text and images); with it each layer is pruned alone to ``sparsity`` by
+            ``method`` and the loss of output cosine measured (its sensitivity).
+        num_samples, batch_size, seed: as for :func:`onnxprune.prune`.
+
+    Returns:
+        An ``InspectReport``: ``layers`` (name, op, shape, storage, and sensitivity with
+        data), ``skipped`` (weight-bearing nodes left alone, with why); ``format_table()``,
+        ``to_json()``.
+    """
+    model_path = resolve_model(Path(model))
     config = PruneConfig(
         sparsity=sparsity,
         method=method,
@@ -256,11 +271,20 @@ class PatternReport:
 def check_pattern(model: str | Path, pattern: str = "2:4") -> PatternReport:
     """Which prunable layers keep at most N of every M weights along the reduction axis (the
     axis TensorRT's sparse tensor cores use: MatMul B[K, N] axis 0, Gemm by transB, Conv input
-    channels). Trailing groups shorter than M are not counted."""
+    channels). Trailing groups shorter than M are not counted.
+
+    Args:
+        model: an ``.onnx`` path, or a directory holding one.
+        pattern: ``"N:M"``, e.g. ``"2:4"``.
+
+    Returns:
+        A ``PatternReport`` with one entry per layer; ``exit_code`` is 5 unless every layer
+        conforms.
+    """
     nm = parse_pattern(pattern)
     if nm is None:
         raise UsageError("check-pattern needs an N:M pattern such as 2:4")
-    model_path = Path(model)
+    model_path = resolve_model(Path(model))
     view = GraphView(*load_for_reading(model_path))
     scan = find_layers(view, PruneConfig(sparsity=0.0, min_row_weights=0))
     config = PruneConfig(sparsity=nm.sparsity, pattern=str(nm))

@@ -148,6 +148,7 @@ class Pruner:
         progress: bool | Progress = False,
         reference_path: Path | None = None,
         big: bool | None = None,
+        hold_out: bool | None = None,
     ) -> None:
         self.model_path = model_path
         # The model candidates are checked against (the original, when this one was shrunk).
@@ -166,9 +167,11 @@ class Pruner:
         self.evaluation = (
             open_data(eval_data, specs, allow_labels=True) if eval_data is not None else None
         )
-        self.calib_mask, self.holdout_mask = split_samples(
-            self.calibration, self.evaluation is not None, config
-        )
+        # hold_out (a recipe replay): split the calibration set as the recorded run did,
+        # whether or not --eval is given now; default: hold out a share unless --eval is given.
+        no_hold_out = self.evaluation is not None if hold_out is None else not hold_out
+        self.calib_mask, self.holdout_mask = split_samples(self.calibration, no_hold_out, config)
+        self.hold_out = not no_hold_out
         self.sample_mask = choose_sample_mask(specs, config.sample_mask)
         # What every comparison scores and every decision optimises (``onnxprune.metric``).
         self.metric = Metric(config.metric, config.metric_outputs, self.sample_mask)
@@ -995,6 +998,29 @@ class Pruner:
         return ReferenceRun(
             self.reference_path, self.calibration, one, 1, "calibration"
         ).values_per_sample()
+
+    def search_reference(self) -> ReferenceRun:
+        """Where --sparsity auto measures its candidates. Without --eval: every other held-out
+        sample (never seen by the statistics, so --update's fit to the calibration samples
+        does not flatter it); the rest of the held-out samples stay for the reported fidelity,
+        which is therefore not measured on the samples the sparsity was chosen on. With --eval
+        (or too few samples to split): the first AUTO_SAMPLES calibration samples."""
+        held = np.flatnonzero(self.holdout_mask)
+        if self.evaluation is not None or self.holdout_mask is self.calib_mask or held.size < 2:
+            return self.calibration_reference()
+        search = np.zeros_like(self.holdout_mask)
+        search[held[::2]] = True
+        self.holdout_mask = self.holdout_mask & ~search
+        self._verify_reference = None
+        return ReferenceRun(
+            self.reference_path,
+            self.calibration,
+            search,
+            self.config.batch_size,
+            "search (held-out)",
+            cache=True,
+            metric=self.metric,
+        )
 
     def verification_reference(self) -> ReferenceRun:
         """The original's side of the held-out (or --eval) check; cached outputs are kept

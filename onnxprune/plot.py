@@ -18,8 +18,16 @@ def require_matplotlib() -> None:
         ) from err
 
 
+# Colours the plot test looks for in the image (pixels): gates, the dense reference.
+GATE_COLOR = "tab:orange"
+DENSE_COLOR = "tab:green"
+
+
 def draw(report: Report, path: Path) -> None:
-    """Two panels: the fidelity curve (search or sweep) and the final per-layer sparsity."""
+    """Two panels. Left: fidelity against sparsity (the search or sweep curve, the dense
+    original at sparsity 0 and its reference line at 1, the gate thresholds, the final model on
+    the reported samples). Right: per-layer sparsity, each bar labelled with the layer's
+    parameter count (a small layer pruned hard matters less than a big one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,33 +37,67 @@ def draw(report: Report, path: Path) -> None:
     fig, (curve_ax, bars_ax) = plt.subplots(
         1, 2, figsize=(12, max(4.0, 0.28 * len(layers) + 1.5)), dpi=100
     )
+    # The original compared with itself: cosine and top-1 agreement are 1 at sparsity 0.
+    curve_ax.axhline(1.0, color=DENSE_COLOR, linestyle=":", linewidth=1.5, label="dense (original)")
+    curve_ax.plot([0.0], [1.0], "o", color=DENSE_COLOR, markersize=9)
     points: list[dict[str, Any]] = sorted(report.curve, key=lambda p: p["sparsity"])
     if points:
         xs = [p["sparsity"] for p in points]
-        curve_ax.plot(xs, [p["cosine"] for p in points], "o-", label="mean output cosine")
+        used = sorted({str(p["samples"]) for p in points if "samples" in p})
+        on = f" ({' / '.join(used)})" if used else ""
+        curve_ax.plot(
+            xs, [p["cosine"] for p in points], "o-", color="tab:blue",
+            label=f"mean output cosine{on}",
+        )  # fmt: skip
         if any(p.get("top1") is not None for p in points):
-            curve_ax.plot(xs, [p.get("top1") for p in points], "s--", label="top-1 agreement")
+            curve_ax.plot(
+                xs, [p.get("top1") for p in points], "s--", color="tab:purple", label="top-1"
+            )
         if any(p.get("accuracy") is not None for p in points):
-            curve_ax.plot(xs, [p.get("accuracy") for p in points], "^-.", label="accuracy")
+            curve_ax.plot(
+                xs, [p.get("accuracy") for p in points], "^-.", color="tab:brown", label="accuracy"
+            )
         for p in points:
             if p.get("passes") is False:
                 curve_ax.plot(p["sparsity"], p["cosine"], "x", color="red", markersize=10)
-        curve_ax.legend(loc="lower left")
     else:
         curve_ax.text(0.5, 0.5, "no curve: use --sweep or --sparsity auto", ha="center")
-    curve_ax.axvline(report.target_sparsity, color="gray", linestyle=":", label="chosen")
+    for key, label in (("min_cosine", "--min-cosine"), ("min_top1", "--min-top1")):
+        if key in report.gates:
+            curve_ax.axhline(
+                report.gates[key], color=GATE_COLOR, linestyle="--", linewidth=1.5,
+                label=f"gate {label} {report.gates[key]:g}",
+            )  # fmt: skip
+    fidelity = report.fidelity
+    drop = report.gates.get("max_accuracy_drop")
+    if fidelity is not None and drop is not None and fidelity.accuracy_original is not None:
+        floor = fidelity.accuracy_original - drop
+        curve_ax.axhline(floor, color=GATE_COLOR, linestyle="-.", label="gate accuracy")
+    if fidelity is not None and fidelity.outputs:
+        final = float(sum(o.cosine for o in fidelity.outputs) / len(fidelity.outputs))
+        curve_ax.plot(
+            [report.target_sparsity], [final], "*", color="black", markersize=14,
+            label=f"output: cosine on {fidelity.samples} {fidelity.source}",
+        )  # fmt: skip
+    curve_ax.axvline(report.target_sparsity, color="gray", linestyle=":")
     curve_ax.set_xlabel("sparsity")
-    source = report.fidelity.source if report.fidelity is not None else "held-out"
-    curve_ax.set_ylabel(f"fidelity on {source} samples")
+    curve_ax.set_ylabel("fidelity (pruned vs original)")
     curve_ax.set_title("fidelity vs sparsity")
+    curve_ax.set_xlim(-0.02, 1.0)
     curve_ax.grid(True, alpha=0.3)
+    curve_ax.legend(loc="lower left", fontsize=8)
     names = [layer.name for layer in layers]
-    bars_ax.barh(range(len(layers)), [layer.sparsity for layer in layers], color="tab:blue")
-    bars_ax.set_yticks(range(len(layers)), names, fontsize=7)
+    positions = range(len(layers))
+    bars_ax.barh(positions, [layer.sparsity for layer in layers], color="tab:blue")
+    for y, layer in zip(positions, layers, strict=True):
+        bars_ax.text(
+            min(layer.sparsity, 0.98) + 0.01, y, f"{layer.params:,}", va="center", fontsize=7
+        )
+    bars_ax.set_yticks(list(positions), names, fontsize=7)
     bars_ax.invert_yaxis()
-    bars_ax.set_xlim(0, 1)
+    bars_ax.set_xlim(0, 1.15)
     bars_ax.axvline(report.achieved_sparsity, color="red", linestyle="--", label="overall")
-    bars_ax.set_xlabel("sparsity")
+    bars_ax.set_xlabel("sparsity (bar labels: parameters)")
     bars_ax.set_title("per-layer sparsity")
     bars_ax.legend(loc="lower right")
     fig.suptitle(f"{Path(report.model).name}: {report.method}, {report.group}")

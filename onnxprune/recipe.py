@@ -81,6 +81,10 @@ _RECORD_KEYS: dict[str, tuple[type, ...]] = {
     "layers": (dict,),
     "calibration_fingerprint": (str,),
     "versions": (dict,),
+    # How the calibration set was split and read (a replay splits and reads it the same way).
+    "held_out": (bool,),
+    "search_split": (bool,),
+    "calibration_input": (dict,),
 }
 
 

@@ -40,6 +40,22 @@ class SkippedReport:
 
 @dataclass
 class Report:
+    """What one ``prune()`` run did and measured (``to_dict()`` / ``to_json()`` for --report).
+
+    Main fields: ``model`` / ``output`` (paths; ``output_written``), ``method``, ``pattern``,
+    ``group``, ``target_sparsity`` (what was asked, or what --sparsity auto found) and
+    ``achieved_sparsity`` (zeros over the pruned layers' weights); ``params_*`` /
+    ``nonzero_*`` (float weights of the whole model), ``file_size_*`` / ``gzip_size_*``
+    (bytes); ``calibration_samples`` (samples statistics were gathered on); ``layers``
+    (per pruned layer) and ``skipped`` (left alone, with why); ``fidelity`` (pruned vs
+    original on the held-out or --eval samples: ``fidelity.samples`` and
+    ``fidelity.source`` say which); ``curve`` (points of a search or sweep, each with the
+    ``samples`` it was measured on: a search uses calibration samples, a sweep the held-out
+    ones); ``gates`` / ``gate_failures`` (``exit_code`` 5 when one failed); ``warnings``
+    (also logged on stderr where they mean something silently did nothing); ``recipe``
+    (the replayable ``<output>.recipe.json``); ``timings`` (seconds per stage).
+    """
+
     model: str
     output: str | None
     method: str
@@ -185,10 +201,13 @@ class Report:
         if self.fidelity is not None:
             lines += _fidelity_lines(self.fidelity)
         if self.curve:
-            lines += [
-                "",
-                f"{'sparsity':>10}{'score':>10}{'cosine':>10}{'top-1':>10}{'accuracy':>10}  gates",
-            ]
+            used = sorted({str(p["samples"]) for p in self.curve if "samples" in p})
+            lines.append("")
+            if used:  # the search measures on calibration samples, a sweep on held-out ones
+                lines.append(f"fidelity curve on {' / '.join(used)} samples")
+            lines.append(
+                f"{'sparsity':>10}{'score':>10}{'cosine':>10}{'top-1':>10}{'accuracy':>10}  gates"
+            )
             for point in sorted(self.curve, key=lambda p: p["sparsity"]):
                 passes = {True: "pass", False: "fail", None: ""}[point.get("passes")]
                 lines.append(

@@ -320,7 +320,9 @@ def _file_chunk(path: Path, specs: list[InputSpec], allow_labels: bool) -> Chunk
 
 
 def _test_data_set_chunk(directory: Path, specs: list[InputSpec]) -> Chunk:
-    """One ``test_data_set_*`` directory is one complete feed (one sample)."""
+    """One ``test_data_set_*`` directory is one feed: for inputs whose first axis is dynamic
+    (a batch axis), its tensors hold that many samples along axis 0, as .npy / .npz arrays
+    do; otherwise (fixed first axis or no batch axis) it is one sample."""
     files = sorted(directory.glob("input_*.pb"), key=lambda p: _pb_index(p))
     if not files:
         raise CalibrationDataError(f"{directory} holds no input_*.pb files")
@@ -340,6 +342,16 @@ def _test_data_set_chunk(directory: Path, specs: list[InputSpec]) -> Chunk:
         else:
             raise CalibrationDataError(f"{pb_file}: the model has only {len(specs)} inputs")
         arrays[name] = array[np.newaxis]  # one complete feed, stacked
+    by_spec = {s.name: s for s in specs}
+    if arrays and all(
+        name in by_spec
+        and by_spec[name].rank > 0
+        and not isinstance(by_spec[name].shape[0], int)
+        and array.ndim == by_spec[name].rank + 1
+        for name, array in arrays.items()
+    ):
+        # A dynamic batch axis: the samples are along it (4 sets of 64 images: 256 samples).
+        arrays = {name: array[0] for name, array in arrays.items()}
     headers = {name: (a.shape, a.dtype) for name, a in arrays.items()}
     count, stacked = _check_arrays(str(directory), headers, specs, allow_labels=False)
     return Chunk(str(directory), lambda: dict(arrays), count, stacked, False)
