@@ -11,12 +11,13 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import platform
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from . import __version__
 from .calibrate.sources import DataSource
 from .checks import Gates
 from .config import PruneConfig, parse_pattern
+from .deploy import DeployConfig, Finisher, refuse_impossible
 from .errors import ModelError, OutputWriteError, UsageError
 from .io import (
     BIG_MODEL_BYTES,
@@ -91,12 +93,19 @@ def prune(
     plot: str | Path | None = None,
     recipe: str | Path | None = None,
     config: PruneConfig | None = None,
+    quantize: str = "none",
+    quant_format: str = "qdq",
+    per_channel: bool = True,
+    quant_calibration: str = "minmax",
+    storage: str = "dense",
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
     Mirrors the CLI (``onnxprune --help``). ``calib`` / ``eval_data`` may also be a zero-argument
     callable returning an iterator of feed dicts (streamed once per pass) or an iterable of
     them. ``sparsity="auto"`` searches for the highest sparsity that passes the gates.
+    ``quantize="int8"`` / ``storage="sparse"`` turn the pruned model into the written artifact
+    (``onnxprune.deploy``); the fidelity check, the gates and the search then judge that file.
     Raises :class:`onnxprune.OnnxPruneError` subclasses for bad input; returns the
     :class:`Report` (whose ``exit_code`` is 5 when a gate failed and no output was kept).
     """
@@ -105,6 +114,7 @@ def prune(
     # method's default (which may give way, see _costly_defaults_give_way).
     update_asked = update is not None or recipe is not None or config is not None
     gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop)
+    deploy = DeployConfig(quantize, quant_format, per_channel, quant_calibration, storage)
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None
     if recipe is not None:
@@ -143,6 +153,7 @@ def prune(
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
         report.warnings += default_notes
+        report.arguments.update(deploy.arguments())
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
         ):
@@ -162,6 +173,9 @@ def prune(
         fidelity: Fidelity | None = None
         if pruner.base_dir is not None:
             _refuse_in_big_model_mode(config)
+        refuse_impossible(
+            deploy, pruner.proto, bool(external_data_files(model_path)), pruner.base_dir is not None
+        )
         if config.structured:
             clock = time.perf_counter()
             shrunk = pruner.shrink()
@@ -188,14 +202,22 @@ def prune(
             pruner.statistics()
             timings["calibrate"] = time.perf_counter() - clock
 
+        finisher = Finisher(deploy, pruner.calibration, pruner.calib_mask, config.batch_size)
+
+        def judge(built: Candidate) -> Fidelity:
+            # What would be written: with --quantize, the quantized candidate.
+            if deploy.quantize == "none":
+                return pruner.compare(built)
+            return finisher.artifact_fidelity(built.model, pruner.verification_reference())
+
         clock = time.perf_counter()
         if search:
-            candidate, fidelity = _search(pruner, gates, report)
+            candidate, fidelity = _search(pruner, gates, report, judge)
             config = dataclasses.replace(config, sparsity=candidate.sparsity)
             report.target_sparsity = candidate.sparsity
         for point in sweep:
             swept = pruner.build(point)
-            report.curve.append(_curve_point(point, pruner.compare(swept), gates))
+            report.curve.append(_curve_point(point, judge(swept), gates))
         if candidate is None:
             candidate = pruner.build()
         timings["prune"] = time.perf_counter() - clock
@@ -219,7 +241,26 @@ def prune(
             _full_check(staged)
             timings["save"] = time.perf_counter() - clock
             clock = time.perf_counter()
-            if fidelity is None:
+            if deploy.active:
+                reference = pruner.verification_reference()
+                work = staging / ".artifact"
+                work.mkdir()
+                artifact, report.artifact_stages, notes = finisher.stages(
+                    staged, reference, work, reference.compare(staged)
+                )
+                report.warnings += notes
+                os.replace(artifact, staged)
+                # The op table describes the written file (QDQ pairs, QLinear ops).
+                written = onnx.load(str(staged), load_external_data=False)
+                after = Counter(n.op_type for n in written.graph.node)
+                before = {op: counts[0] for op, counts in report.op_counts.items()}
+                report.op_counts = {
+                    op: [before.get(op, 0), after[op]] for op in sorted(set(before) | set(after))
+                }
+                fidelity = report.artifact_stages[-1].fidelity
+                timings["artifact"] = time.perf_counter() - clock
+                clock = time.perf_counter()
+            elif fidelity is None:
                 fidelity = pruner.verification_reference().compare(staged)
             report.fidelity = fidelity
             report.gate_failures = gates.check(fidelity)
@@ -470,17 +511,19 @@ def _describe_candidate(
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
 
 
-def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fidelity]:
+def _search(
+    pruner: Pruner, gates: Gates, report: Report, judge: Callable[[Candidate], Fidelity]
+) -> tuple[Candidate, Fidelity]:
     """Bisection for the highest sparsity (to SEARCH_STEP) whose model passes every gate.
 
     Sparsity 0 is the original model and passes by definition; every measured point goes into
-    the report's curve. Assumes fidelity falls as sparsity rises (it may not be strictly so:
+    the report's curve. ``judge`` measures a candidate as it would be written (quantized). Assumes fidelity falls as sparsity rises (it may not be strictly so:
     the curve shows what was measured).
     """
 
     def measure(sparsity: float) -> tuple[Candidate, Fidelity, bool]:
         candidate = pruner.build(sparsity)
-        fidelity = pruner.compare(candidate)
+        fidelity = judge(candidate)
         point = _curve_point(sparsity, fidelity, gates)
         report.curve.append(point)
         return candidate, fidelity, bool(point["passes"])
@@ -502,7 +545,7 @@ def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fi
             f"no sparsity of at least {SEARCH_STEP} passes the gates; the output is unpruned"
         )
         candidate = pruner.build(0.0)
-        return candidate, pruner.compare(candidate)
+        return candidate, judge(candidate)
     return best
 
 
