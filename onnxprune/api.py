@@ -94,9 +94,9 @@ def prune(
     recipe: str | Path | None = None,
     config: PruneConfig | None = None,
     quantize: str = "none",
-    quant_format: str = "qdq",
+    quant_format: str | None = None,
     per_channel: bool = True,
-    quant_calibration: str = "minmax",
+    quant_calibration: str | None = None,
     storage: str = "dense",
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.

@@ -236,13 +236,14 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 )  # fmt: skip
 @click.option(
     "--quantize", default="none", show_default=True,
-    help="none or int8: after pruning, static int8 quantization (onnxruntime, calibrated on "
-    "the run's calibration data; symmetric weights keep pruned zeros). The fidelity check, "
-    "gates and --sparsity auto judge the quantized file.",
+    help="none, int8 or int8-dynamic: after pruning, int8 quantization with onnxruntime "
+    "(int8: static, calibrated on the run's calibration data; int8-dynamic: activations "
+    "quantized at run time, best for transformers). Symmetric weights keep pruned zeros. The "
+    "fidelity check, gates and --sparsity auto judge the quantized file.",
 )  # fmt: skip
 @click.option(
-    "--quant-format", default="qdq", show_default=True,
-    help="With --quantize: qdq (QuantizeLinear/DequantizeLinear pairs) or qoperator "
+    "--quant-format", default=None,
+    help="With --quantize int8: qdq (default) (QuantizeLinear/DequantizeLinear pairs) or qoperator "
     "(QLinearConv, QLinearMatMul...).",
 )  # fmt: skip
 @click.option(
@@ -250,8 +251,9 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="With --quantize: one weight scale per output channel, or one per tensor.",
 )  # fmt: skip
 @click.option(
-    "--quant-calibration", default="minmax", show_default=True,
-    help="With --quantize: activation range calibration, minmax, entropy or percentile.",
+    "--quant-calibration", default=None,
+    help="With --quantize int8: activation range calibration, minmax (default), entropy or "
+    "percentile.",
 )  # fmt: skip
 @click.option(
     "--storage", default="dense", show_default=True,
@@ -296,9 +298,9 @@ def command(
     recipe: Path | None,
     report_path: Path | None,
     quantize: str,
-    quant_format: str,
+    quant_format: str | None,
     per_channel: bool,
-    quant_calibration: str,
+    quant_calibration: str | None,
     storage: str,
     as_json: bool,
     seed: int,

@@ -36,7 +36,7 @@ from .verify import Fidelity, ReferenceRun
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("none", "int8")
+QUANTIZE_CHOICES = ("none", "int8", "int8-dynamic")
 QUANT_FORMATS = ("qdq", "qoperator")
 QUANT_CALIBRATIONS = ("minmax", "entropy", "percentile")
 STORAGES = ("dense", "sparse")
@@ -65,9 +65,11 @@ class DeployConfig:
     """What happens to the pruned model before it is written. Mirrors the CLI options."""
 
     quantize: str = "none"
-    quant_format: str = "qdq"
+    # None: the default of the static quantizer (qdq, minmax); refused with int8-dynamic,
+    # which has neither (QOperator ops, activation ranges measured at run time).
+    quant_format: str | None = None
     per_channel: bool = True
-    quant_calibration: str = "minmax"
+    quant_calibration: str | None = None
     storage: str = "dense"
 
     def __post_init__(self) -> None:
@@ -77,8 +79,34 @@ class DeployConfig:
             ("--quant-calibration", self.quant_calibration, QUANT_CALIBRATIONS),
             ("--storage", self.storage, STORAGES),
         ):
-            if value not in choices:
+            if value is not None and value not in choices:
                 raise UsageError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+        if self.quantize == "none":
+            for option, used in (
+                ("--quant-format", self.quant_format is not None),
+                ("--quant-calibration", self.quant_calibration is not None),
+                ("--per-tensor", not self.per_channel),
+            ):
+                if used:
+                    raise UsageError(f"{option} needs --quantize int8 or int8-dynamic")
+        if self.quantize == "int8-dynamic":
+            for option, value in (
+                ("--quant-format", self.quant_format),
+                ("--quant-calibration", self.quant_calibration),
+            ):
+                if value is not None:
+                    raise UsageError(
+                        f"{option} applies to --quantize int8 (static); int8-dynamic measures "
+                        "activation ranges at run time"
+                    )
+
+    @property
+    def format(self) -> str:
+        return self.quant_format or "qdq"
+
+    @property
+    def calibration(self) -> str:
+        return self.quant_calibration or "minmax"
 
     @property
     def active(self) -> bool:
@@ -167,19 +195,18 @@ def quantize_int8(
         CalibrationMethod,
         QuantFormat,
         QuantType,
-        quant_pre_process,
         quantize_static,
     )
 
     notes: list[str] = []
     selected = np.asarray(selected, dtype=bool)
-    if deploy.quant_calibration != "minmax" and int(selected.sum()) > HISTOGRAM_MAX_SAMPLES:
+    if deploy.calibration != "minmax" and int(selected.sum()) > HISTOGRAM_MAX_SAMPLES:
         # Only the first samples: the histogram calibrators hold every activation in memory.
         kept = np.flatnonzero(selected)[:HISTOGRAM_MAX_SAMPLES]
         selected = np.zeros_like(selected)
         selected[kept] = True
         notes.append(
-            f"--quant-calibration {deploy.quant_calibration}: calibrated on the first "
+            f"--quant-calibration {deploy.calibration}: calibrated on the first "
             f"{HISTOGRAM_MAX_SAMPLES} samples (onnxruntime's histogram calibrator keeps every "
             "activation in memory)"
         )
@@ -188,27 +215,18 @@ def quantize_int8(
         pass
 
     with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:
-            quant_pre_process(str(source), str(prepared))
-        except Exception as err:  # any failure of the optional pre-processing step
-            log.debug("quant_pre_process failed", exc_info=True)
-            notes.append(
-                f"quantization pre-processing (shape inference) failed, quantized without it: "
-                f"{_first_line(err)}"
-            )
-            prepared = source
+        prepared = _pre_process(source, Path(tmp) / "prepared.onnx", notes)
         method = {
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,
-        }[deploy.quant_calibration]
+        }[deploy.calibration]
         try:
             quantize_static(
                 str(prepared),
                 str(destination),
                 Reader(dataset, selected, batch_size),
-                quant_format=QuantFormat.QDQ if deploy.quant_format == "qdq" else QuantFormat.QOperator,
+                quant_format=QuantFormat.QDQ if deploy.format == "qdq" else QuantFormat.QOperator,
                 per_channel=deploy.per_channel,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
@@ -220,6 +238,58 @@ def quantize_int8(
             log.debug("quantize_static failed", exc_info=True)
             raise ModelError(f"int8 quantization failed: {_first_line(err)}") from err
     return notes
+
+
+def quantize_int8_dynamic(source: Path, destination: Path, deploy: DeployConfig) -> list[str]:
+    """Dynamic int8 quantization (onnxruntime ``quantize_dynamic``): symmetric int8 weights
+    (per output channel by default), activations quantized per batch at run time
+    (DynamicQuantizeLinear + MatMulInteger / ConvInteger). No calibration; onnxruntime's advice
+    for transformers, whose activations have outlier channels a static range clips."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp:
+        prepared = _pre_process(source, Path(tmp) / "prepared.onnx", notes)
+        try:
+            quantize_dynamic(
+                str(prepared),
+                str(destination),
+                per_channel=deploy.per_channel,
+                weight_type=QuantType.QInt8,
+                extra_options={"WeightSymmetric": True},
+            )
+        except Exception as err:  # onnxruntime's quantizer raises plain exceptions
+            log.debug("quantize_dynamic failed", exc_info=True)
+            raise ModelError(f"int8 quantization failed: {_first_line(err)}") from err
+    return notes
+
+
+def _pre_process(source: Path, destination: Path, notes: list[str]) -> Path:
+    """onnxruntime's recommended pre-processing (``quant_pre_process``: symbolic shape
+    inference, ONNX shape inference, graph optimisation). Symbolic shape inference gives up on
+    some exporters' graphs (MiniLM's attention mask arithmetic): then without it, and when
+    even that fails, the quantizer runs on the model as it is. Each fallback is noted."""
+    from onnxruntime.quantization import quant_pre_process
+
+    first_error: BaseException | None = None
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(source), str(destination), skip_symbolic_shape=skip_symbolic)
+        except Exception as err:  # any failure of the optional pre-processing step
+            log.debug("quant_pre_process failed", exc_info=True)
+            first_error = first_error or err
+            continue
+        if skip_symbolic:
+            notes.append(
+                "quantization pre-processing without symbolic shape inference (it failed: "
+                f"{_first_line(first_error or RuntimeError())})"
+            )
+        return destination
+    notes.append(
+        "quantization pre-processing failed, quantized without it: "
+        f"{_first_line(first_error or RuntimeError())}"
+    )
+    return source
 
 
 def sparse_storage(source: Path, destination: Path) -> int:
@@ -287,6 +357,8 @@ class Finisher:
         if self.deploy.quantize == "none":
             return pruned, []
         quantized = work / "int8.onnx"
+        if self.deploy.quantize == "int8-dynamic":
+            return quantized, quantize_int8_dynamic(pruned, quantized, self.deploy)
         notes = quantize_int8(
             pruned, quantized, self.deploy, self.dataset, self.calib_mask, self.batch_size
         )
@@ -300,7 +372,8 @@ class Finisher:
         stages = [_stage("pruned", pruned, pruned_fidelity)]
         current, notes = self._quantize(pruned, work)
         if current != pruned:
-            stages.append(_stage("pruned + int8", current, reference.compare(current)))
+            name = f"pruned + {self.deploy.quantize}"
+            stages.append(_stage(name, current, reference.compare(current)))
         if self.deploy.storage == "sparse":
             stored = work / "sparse.onnx"
             count = sparse_storage(current, stored)

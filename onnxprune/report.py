@@ -245,7 +245,9 @@ def _artifact_lines(stages: list[ArtifactStage], original_size: int) -> list[str
     for stage in stages:
         fid = stage.fidelity
         cosines = [o.cosine for o in fid.outputs] if fid else []
-        top1 = [o.top1_agreement for o in fid.outputs if o.top1_agreement is not None] if fid else []
+        top1 = (
+            [o.top1_agreement for o in fid.outputs if o.top1_agreement is not None] if fid else []
+        )
         ratio = f"{stage.file_size / original_size:.2f}x" if original_size else "-"
         gzip = "-" if stage.gzip_size is None else f"{stage.gzip_size:,}"
         lines.append(
@@ -253,7 +255,11 @@ def _artifact_lines(stages: list[ArtifactStage], original_size: int) -> list[str
             f"{_maybe(min(cosines) if cosines else None):>10}"
             f"{_maybe(min(top1) if top1 else None):>8}"
             f"{_maybe(fid.accuracy_pruned if fid else None):>10}"
-            + (f"  ({stage.sparse_tensors} tensors sparse)" if stage.sparse_tensors is not None else "")
+            + (
+                f"  ({stage.sparse_tensors} tensors sparse)"
+                if stage.sparse_tensors is not None
+                else ""
+            )
         )
     if any(stage.gzip_size is None for stage in stages):
         lines.append("gzip size not computed above 512 MB")

@@ -58,9 +58,12 @@ def _initializers(path: Path) -> dict[str, np.ndarray]:
         (models.transformer_block, {"q_w", "k_w", "v_w", "o_w", "ffn1_w", "ffn2_w"}),
     ],
 )
-@pytest.mark.parametrize("quant_format", ["qdq", "qoperator"])
+@pytest.mark.parametrize(
+    "quantize",
+    [("int8", "--quant-format", "qdq"), ("int8", "--quant-format", "qoperator"), ("int8-dynamic",)],
+)
 def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
-    cli: CliRunner, tmp_path: Path, builder: Any, weights: set[str], quant_format: str
+    cli: CliRunner, tmp_path: Path, builder: Any, weights: set[str], quantize: tuple[str, ...]
 ) -> None:
     model = builder()
     path, calib = _prepare(tmp_path, model)
@@ -68,19 +71,25 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
     code, _, err = _run(cli, path, calib, pruned, "--sparsity", "0.7", *FAST)
     assert code == 0, err
     code, report, err = _run(
-        cli, path, calib, quantized, "--sparsity", "0.7", *FAST,
-        "--quantize", "int8", "--quant-format", quant_format,
-    )  # fmt: skip
+        cli, path, calib, quantized, "--sparsity", "0.7", *FAST, "--quantize", *quantize
+    )
     assert code == 0, err
     fp32 = _initializers(pruned)
     stored = _initializers(quantized)
     for name in weights:
         zeros = fp32[name] == 0
         assert zeros.mean() > 0.3, name  # the layer was pruned
-        q = stored[f"{name}_quantized"]
+        # int8-dynamic turns a Gemm into a MatMul of the transposed weight.
+        prefix, weight = (
+            (name, fp32[name])
+            if f"{name}_quantized" in stored
+            else (f"{name}_Transposed", fp32[name].T)
+        )
+        zeros = weight == 0
+        q = stored[f"{prefix}_quantized"]
         assert q.dtype == np.int8
-        scale = stored[f"{name}_scale"].astype(np.float64)
-        point = stored[f"{name}_zero_point"].astype(np.float64)
+        scale = stored[f"{prefix}_scale"].astype(np.float64)
+        point = stored[f"{prefix}_zero_point"].astype(np.float64)
         assert np.all(point == 0)  # symmetric
         assert np.all(q[zeros] == 0), f"{name}: a pruned zero was quantized to a non-zero"
         # Dequantized (along whichever axis the per-channel scales run: a square weight
@@ -94,22 +103,23 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
             dequantized = (q - point.reshape(shape)) * scale.reshape(shape)
             assert np.all(dequantized[zeros] == 0.0)
             step = np.broadcast_to(scale.reshape(shape), q.shape)
-            close.append(bool(np.all(np.abs(dequantized - fp32[name]) <= step * 0.5 + 1e-6)))
+            close.append(bool(np.all(np.abs(dequantized - weight) <= step * 0.5 + 1e-6)))
         assert any(close), name
     ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
-    assert ("DequantizeLinear" in ops) if quant_format == "qdq" else ops & {
-        "QLinearMatMul", "QLinearConv", "MatMulInteger", "QGemm"
-    }  # fmt: skip
+    if "qdq" in quantize:
+        assert "DequantizeLinear" in ops
+    else:
+        assert ops & {"QLinearMatMul", "MatMulInteger", "QGemm"}
     # It runs in onnxruntime and stays close to the original on fresh inputs.
     feed = models.random_inputs(model, 16, seed=7)
     for a, b in zip(_outputs(path, feed), _outputs(quantized, feed), strict=True):
         cos = (a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))
         assert cos > 0.8
     stages = report["artifact_stages"]
-    assert [s["name"] for s in stages] == ["pruned", "pruned + int8"]
+    assert [s["name"] for s in stages] == ["pruned", f"pruned + {quantize[0]}"]
     assert stages[-1]["file_size"] == quantized.stat().st_size == report["file_size_after"]
     assert report["fidelity"] == stages[-1]["fidelity"]
-    assert report["arguments"]["quantize"] == "int8"
+    assert report["arguments"]["quantize"] == quantize[0]
 
 
 def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) -> None:
@@ -227,6 +237,8 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
         (("--quant-format", "qop"), "--quant-format must be one of qdq, qoperator"),
         (("--quant-calibration", "mse"), "--quant-calibration must be one of"),
         (("--storage", "coo"), "--storage must be one of dense, sparse"),
+        (("--per-tensor",), "--per-tensor needs --quantize int8 or int8-dynamic"),
+        (("--quantize", "int8-dynamic", "--quant-calibration", "entropy"), "applies to"),
     ]
     for args, message in cases:
         result = cli(path, "--calib", calib, "-o", out, "--sparsity", "0.5", *args)
@@ -246,7 +258,9 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
     # An already quantized model is not quantized again.
     qdq = realworld_models.qdq_mlp()
     qdq_path, qdq_calib = _prepare(tmp_path, qdq)
-    result = cli(qdq_path, "--calib", qdq_calib, "-o", out, "--sparsity", "0.5", "--quantize", "int8")
+    result = cli(
+        qdq_path, "--calib", qdq_calib, "-o", out, "--sparsity", "0.5", "--quantize", "int8"
+    )
     assert result.code == 2
     assert "already quantized" in result.err and len(result.err.strip().splitlines()) == 1
     assert not out.exists()
