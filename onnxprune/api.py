@@ -258,6 +258,7 @@ def prune(
                     op: [before.get(op, 0), after[op]] for op in sorted(set(before) | set(after))
                 }
                 fidelity = report.artifact_stages[-1].fidelity
+                assert fidelity is not None  # every stage is compared with the original
                 timings["artifact"] = time.perf_counter() - clock
                 clock = time.perf_counter()
             elif fidelity is None:
@@ -517,8 +518,9 @@ def _search(
     """Bisection for the highest sparsity (to SEARCH_STEP) whose model passes every gate.
 
     Sparsity 0 is the original model and passes by definition; every measured point goes into
-    the report's curve. ``judge`` measures a candidate as it would be written (quantized). Assumes fidelity falls as sparsity rises (it may not be strictly so:
-    the curve shows what was measured).
+    the report's curve. ``judge`` measures a candidate as it would be written (quantized).
+    Assumes fidelity falls as sparsity rises (it may not be strictly so: the curve shows what
+    was measured).
     """
 
     def measure(sparsity: float) -> tuple[Candidate, Fidelity, bool]:
