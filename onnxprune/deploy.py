@@ -211,6 +211,12 @@ def quantize_int8(
             "activation in memory)"
         )
 
+    if deploy.calibration != "minmax":
+        # onnxruntime's histogram collector stacks the batches of each tensor into one array
+        # (np.asarray over the list) and fails on a last batch of another size: one sample per
+        # batch makes every batch the same shape.
+        batch_size = 1
+
     class Reader(_StreamingReader, CalibrationDataReader):
         pass
 

@@ -159,6 +159,10 @@ class Report:
         lines.append(_row("file size (bytes)", self.file_size_before, self.file_size_after))
         if self.gzip_size_before is not None and self.gzip_size_after is not None:
             lines.append(_row("gzip size (bytes)", self.gzip_size_before, self.gzip_size_after))
+        elif self.output_written:
+            lines.append(
+                f"{'gzip size (bytes)':<22}  not computed above 512 MB (it would take seconds)"
+            )
         lines.append(
             f"{'prunable sparsity':<22}{'':>14}{self.achieved_sparsity:>14.4f}"
             f"  over {self.prunable_params:,} weights in {len(self.layers)} layers"

@@ -143,6 +143,23 @@ def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) 
     assert code == 0, err
 
 
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_on_a_set_that_is_not_whole_batches(
+    cli: CliRunner, tmp_path: Path, method: str
+) -> None:
+    """70 samples in batches of 32: onnxruntime's histogram calibrators need equal batches."""
+    model = models.mlp_matmul()
+    path, calib = _prepare(tmp_path, model, samples=70)
+    out = tmp_path / "out.onnx"
+    code, report, err = _run(
+        cli, path, calib, out, "--sparsity", "0.5", *FAST,
+        "--quantize", "int8", "--quant-calibration", method,
+    )  # fmt: skip
+    assert code == 0, err
+    assert report["fidelity"]["outputs"][0]["cosine"] > 0.8
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
 def test_sparsity_auto_searches_on_the_quantized_artifact(cli: CliRunner, tmp_path: Path) -> None:
     model = models.mlp_gemm(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
