@@ -280,7 +280,8 @@ def render(results: dict[str, Any]) -> str:
         "cosine with the dense model (MiniLM).",
         "",
     ]
-    for name, block in results["models"].items():
+    for name in sorted(results["models"], key=lambda n: MODELS.index(n) if n in MODELS else 99):
+        block = results["models"][name]
         meta = block.get("meta", {})
         lines += [
             f"### {name}",

@@ -161,6 +161,8 @@ def prune(
 
         if not pruner.layers:
             report.status = "no prunable layer found: output is a copy of the input"
+            if deploy.active:
+                report.warnings.append("--quantize / --storage not applied to a copy")
             report.nonzero_after = report.nonzero_before
             report.file_size_after = report.file_size_before
             report.gzip_size_after = report.gzip_size_before
