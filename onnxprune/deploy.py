@@ -8,6 +8,8 @@ Stages, each a file in the staging directory, each compared with the original mo
    that file, calibrated with the run's own calibration samples through a streaming
    ``CalibrationDataReader``; weights are symmetric int8 (per output channel by default), so a
    pruned weight (exactly 0.0) quantizes to exactly 0 and stays 0 after DequantizeLinear;
+   or (``--quantize int8-dynamic``) onnxruntime's ``quantize_dynamic``: the same weights,
+   activations quantized per batch at run time;
 3. ``sparse`` (``--storage sparse``): every initializer that is smaller as a COO
    ``sparse_initializer`` (values + int64 indices) than dense is rewritten so; onnxruntime
    densifies it again at load, so the outputs must equal the dense-stored file's exactly.
@@ -124,7 +126,7 @@ class ArtifactStage:
     file_size: int
     gzip_size: int | None
     fidelity: Fidelity | None = None
-    # Sparse storage: initializers stored sparse, and how many bytes that saved on disk.
+    # Sparse storage: how many initializers were stored as sparse_initializer.
     sparse_tensors: int | None = None
 
 
