@@ -281,3 +281,21 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
     assert result.code == 2
     assert "already quantized" in result.err and len(result.err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_table_shows_each_stage_of_the_artifact(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.mlp_matmul(sizes=(16, 128, 128, 8))
+    path, calib = _prepare(tmp_path, model)
+    out = tmp_path / "out.onnx"
+    result = cli(
+        path, "--calib", calib, "-o", out, "--sparsity", "0.9", *FAST,
+        "--quantize", "int8", "--storage", "sparse",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    start = lines.index("artifact stages (the last is written; fidelity against the original)")
+    rows = {line.split("  ")[0].strip(): line.split() for line in lines[start + 2 : start + 5]}
+    assert list(rows) == ["pruned", "pruned + int8", "pruned + int8 + sparse storage"]
+    written = rows["pruned + int8 + sparse storage"]
+    assert int(written[written.index("storage") + 1].replace(",", "")) == out.stat().st_size
+    assert "tensors sparse)" in lines[start + 4]
