@@ -344,12 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = args.out_dir.resolve()
         rb.ensure_models(out_dir / "models", args.models)
         for name in args.models:
-            started = time.perf_counter()
+            started, stamp, git = time.perf_counter(), time.gmtime(), rb.git_state()
             block = measure_model(name, out_dir)
             block["meta"] = {
-                "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                "started": time.strftime("%Y-%m-%d %H:%M", stamp),
                 "seconds": time.perf_counter() - started,
-                "git": rb.git_state(),
+                "git": git,
                 "environment": rb.environment(),
                 "onnxruntime": ort.__version__,
             }

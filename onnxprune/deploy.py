@@ -19,6 +19,7 @@ The last stage is the artifact; the fidelity check, the gates and ``--sparsity a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import tempfile
@@ -280,9 +281,17 @@ def _pre_process(source: Path, destination: Path, notes: list[str]) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
     first_error: BaseException | None = None
+    source, destination = source.resolve(), destination.resolve()
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(str(source), str(destination), skip_symbolic_shape=skip_symbolic)
+            # When symbolic shape inference gives up, onnxruntime saves its partial model
+            # ("sym_shape_infer_temp.onnx" and a data file) into the working directory: keep
+            # that out of the user's directory.
+            with (
+                tempfile.TemporaryDirectory(prefix="onnxprune-shapes-") as scratch,
+                contextlib.chdir(scratch),
+            ):
+                quant_pre_process(str(source), str(destination), skip_symbolic_shape=skip_symbolic)
         except Exception as err:  # any failure of the optional pre-processing step
             log.debug("quant_pre_process failed", exc_info=True)
             first_error = first_error or err
