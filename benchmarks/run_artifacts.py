@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["models"][name] = block
             args.results.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     write_section(args.markdown, render(results))
-    print(f"wrote {args.results} and the artifacts section of {args.markdown}")
+    print(f"wrote the artifacts section of {args.markdown} from {args.results}")
     return 0
 
 
