@@ -314,7 +314,16 @@ def render(results: dict[str, Any]) -> str:
         if notes:
             lines += ["", "Tool notes: " + "; ".join(notes)]
         lines.append("")
-    lines += ["Targets (issue 13):", "", *targets(results), "", END]
+    lines += ["Targets (issue 13):", "", *targets(results), ""]
+    if "minilm" in results["models"]:
+        lines += [
+            "MiniLM's word-embedding table (30522 x 384, 47 MB, half of the file) feeds a "
+            "Gather and is never pruned: it stays dense under sparse storage, which bounds what "
+            "`--storage sparse` saves there; int8 quantizes it too (Gather), hence the "
+            "quantized rows' sizes.",
+            "",
+        ]
+    lines.append(END)
     return "\n".join(lines) + "\n"
 
 
