@@ -12,13 +12,14 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import platform
 import re
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from . import __version__
 from .calibrate.sources import DataSource
 from .checks import Gates
 from .config import SENSITIVITY_ALLOCATIONS, PruneConfig, parse_pattern
+from .deploy import DeployConfig, Finisher, refuse_impossible
 from .errors import ModelError, OutputWriteError, UsageError
 from .inputs import DataOptions, read_image_spec, resolve_data, resolve_model
 from .io import (
@@ -54,7 +56,7 @@ from .progress import Progress
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
 from .report import Report, SkippedReport
 from .session import save_for_session
-from .verify import Fidelity
+from .verify import Fidelity, ReferenceRun
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,11 @@ def prune(
     tokenizer: str | Path | None = None,
     max_length: int = 128,
     preprocess: str | dict[str, Any] | None = None,
+    quantize: str = "none",
+    quant_format: str | None = None,
+    per_channel: bool = True,
+    quant_calibration: str | None = None,
+    storage: str = "dense",
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
@@ -130,6 +137,10 @@ def prune(
             names every option given that it overrides).
         tokenizer, max_length: text calibration: a ``tokenizer.json`` (default: beside the
             model) and the length sequences are truncated to.
+        quantize, quant_format, per_channel, quant_calibration, storage: turn the pruned
+            model into the written artifact (``onnxprune.deploy``: ``quantize="int8"`` or
+            ``"int8-dynamic"``, ``storage="sparse"``); the fidelity check, the gates and the
+            search then judge that file.
         preprocess: image calibration: a JSON spec (dict, JSON text or a file path), e.g.
             ``{"size": [224, 224], "resize": "shorter-side-crop", "mean": [...], "std": [...],
             "channels": "RGB", "layout": "NCHW", "dtype": "float32"}``.
@@ -162,6 +173,7 @@ def prune(
     # method's default (which may give way, see _costly_defaults_give_way).
     update_asked = update is not None or recipe is not None or config is not None
     gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop, min_score)
+    deploy = DeployConfig(quantize, quant_format, per_channel, quant_calibration, storage)
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None
     if recipe is not None:
@@ -227,6 +239,7 @@ def prune(
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
         report.warnings += recipe_notes + default_notes
+        report.arguments.update(deploy.arguments())
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
         ):
@@ -244,6 +257,8 @@ def prune(
             report.warnings.append(warning)
             report.recipe = str(recipe_path(output_path))
             recipe_data = _nothing_pruned_recipe(config, pruner, calib, report, calib_input)
+            if deploy.active:
+                report.warnings.append("--quantize / --storage not applied to a copy")
             report.nonzero_after = report.nonzero_before
             report.file_size_after = report.file_size_before
             report.gzip_size_after = report.gzip_size_before
@@ -256,6 +271,9 @@ def prune(
         fidelity: Fidelity | None = None
         if pruner.base_dir is not None:
             _refuse_in_big_model_mode(config)
+        refuse_impossible(
+            deploy, pruner.proto, bool(external_data_files(model_path)), pruner.base_dir is not None
+        )
         if config.structured:
             clock = time.perf_counter()
             shrunk = pruner.shrink()
@@ -288,16 +306,27 @@ def prune(
             pruner.statistics()
             timings["calibrate"] = time.perf_counter() - clock
 
+        finisher = Finisher(deploy, pruner.calibration, pruner.calib_mask, config.batch_size)
+
+        def judge(built: Candidate, reference: ReferenceRun | None = None) -> Fidelity:
+            # What would be written (with --quantize, the quantized candidate), on
+            # ``reference``'s samples (default: the reported ones).
+            if deploy.quantize == "none":
+                return pruner.compare(built, reference)
+            return finisher.artifact_fidelity(
+                built.model, reference or pruner.verification_reference()
+            )
+
         clock = time.perf_counter()
         if replayed is not None and replayed.get("search_split"):
             pruner.search_reference()  # the reported fidelity uses the samples the run did
         if search:
-            candidate, fidelity = _search(pruner, gates, report)
+            candidate, fidelity = _search(pruner, gates, report, judge)
             config = dataclasses.replace(config, sparsity=candidate.sparsity)
             report.target_sparsity = candidate.sparsity
         for point in sweep:
             swept = pruner.build(point)
-            report.curve.append(_curve_point(point, pruner.compare(swept), gates))
+            report.curve.append(_curve_point(point, judge(swept), gates))
         if candidate is None:
             candidate = pruner.build()
         timings["prune"] = time.perf_counter() - clock
@@ -326,7 +355,27 @@ def prune(
             _full_check(staged)
             timings["save"] = time.perf_counter() - clock
             clock = time.perf_counter()
-            if fidelity is None:
+            if deploy.active:
+                reference = pruner.verification_reference()
+                work = staging / ".artifact"
+                work.mkdir()
+                artifact, report.artifact_stages, notes = finisher.stages(
+                    staged, reference, work, reference.compare(staged)
+                )
+                report.warnings += notes
+                os.replace(artifact, staged)
+                # The op table describes the written file (QDQ pairs, QLinear ops).
+                written = onnx.load(str(staged), load_external_data=False)
+                after = Counter(n.op_type for n in written.graph.node)
+                before = {op: counts[0] for op, counts in report.op_counts.items()}
+                report.op_counts = {
+                    op: [before.get(op, 0), after[op]] for op in sorted(set(before) | set(after))
+                }
+                fidelity = report.artifact_stages[-1].fidelity
+                assert fidelity is not None  # every stage is compared with the original
+                timings["artifact"] = time.perf_counter() - clock
+                clock = time.perf_counter()
+            elif fidelity is None:
                 fidelity = pruner.verification_reference().compare(staged)
             report.fidelity = fidelity
             report.gate_failures = gates.check(fidelity)
@@ -629,12 +678,18 @@ def _describe_candidate(
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
 
 
-def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fidelity | None]:
+def _search(
+    pruner: Pruner,
+    gates: Gates,
+    report: Report,
+    judge: Callable[[Candidate, ReferenceRun | None], Fidelity],
+) -> tuple[Candidate, Fidelity | None]:
     """Bisection for the highest sparsity (to SEARCH_STEP) whose model passes every gate.
 
     Sparsity 0 is the original model and passes by definition; every measured point goes into
     the report's curve. Assumes fidelity falls as sparsity rises (it may not be strictly so:
-    the curve shows what was measured).
+    the curve shows what was measured). ``judge`` measures a candidate as it would be written
+    (quantized, with --quantize).
 
     The search measures on calibration-side samples (half of the held-out ones, see
     ``Pruner.search_reference``; with --eval, calibration samples), so that the fidelity
@@ -654,7 +709,7 @@ def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fi
 
     def measure(sparsity: float) -> tuple[Candidate, Fidelity, bool]:
         candidate = pruner.build(sparsity)
-        fidelity = pruner.compare(candidate, reference)
+        fidelity = judge(candidate, reference)
         point = _curve_point(sparsity, fidelity, gates)
         report.curve.append(point)
         return candidate, fidelity, bool(point["passes"])
@@ -676,7 +731,7 @@ def _search(pruner: Pruner, gates: Gates, report: Report) -> tuple[Candidate, Fi
             f"no sparsity of at least {SEARCH_STEP} passes the gates; the output is unpruned"
         )
         candidate = pruner.build(0.0)
-        return candidate, pruner.compare(candidate)
+        return candidate, judge(candidate, None)
     return best[0], best[1] if reference is None else None
 
 

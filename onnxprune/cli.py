@@ -300,6 +300,32 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--report", "report_path", type=click.Path(path_type=Path), default=None,
     help="Write the report as JSON to this file.",
 )  # fmt: skip
+@click.option(
+    "--quantize", default="none", show_default=True,
+    help="none, int8 or int8-dynamic: after pruning, int8 quantization with onnxruntime "
+    "(int8: static, calibrated on the run's calibration data; int8-dynamic: activations "
+    "quantized at run time, best for transformers). Symmetric weights keep pruned zeros. The "
+    "fidelity check, gates and --sparsity auto judge the quantized file.",
+)  # fmt: skip
+@click.option(
+    "--quant-format", default=None,
+    help="With --quantize int8: qdq (default) (QuantizeLinear/DequantizeLinear pairs) or qoperator "
+    "(QLinearConv, QLinearMatMul...).",
+)  # fmt: skip
+@click.option(
+    "--per-channel/--per-tensor", default=True, show_default=True,
+    help="With --quantize: one weight scale per output channel, or one per tensor.",
+)  # fmt: skip
+@click.option(
+    "--quant-calibration", default=None,
+    help="With --quantize int8: activation range calibration, minmax (default), entropy or "
+    "percentile.",
+)  # fmt: skip
+@click.option(
+    "--storage", default="dense", show_default=True,
+    help="dense, or sparse: store each weight that is smaller so as an ONNX sparse_initializer "
+    "(onnxruntime densifies it at load: a smaller file, not a faster model).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @seed_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
@@ -345,6 +371,11 @@ def command(
     plot: Path | None,
     recipe: Path | None,
     report_path: Path | None,
+    quantize: str,
+    quant_format: str | None,
+    per_channel: bool,
+    quant_calibration: str | None,
+    storage: str,
     as_json: bool,
     seed: int,
     quiet: bool,
@@ -399,6 +430,11 @@ def command(
         tokenizer=tokenizer,
         max_length=max_length,
         preprocess=preprocess,
+        quantize=quantize,
+        quant_format=quant_format,
+        per_channel=per_channel,
+        quant_calibration=quant_calibration,
+        storage=storage,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))

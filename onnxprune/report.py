@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .checks import GateFailure
+from .deploy import ArtifactStage
 from .errors import EXIT_GATE_FAILED, EXIT_OK
 from .structure import GroupReport
 from .verify import Fidelity
@@ -107,6 +108,9 @@ class Report:
     stages: int | None = None
     # --allocation sensitivity: single-layer candidates built and run to measure the layers.
     sensitivity_builds: int = 0
+    # --quantize / --storage sparse: each stage of the written artifact (pruned, + int8,
+    # + sparse storage) with its file and gzip size and its fidelity against the original.
+    artifact_stages: list[ArtifactStage] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -174,6 +178,10 @@ class Report:
         lines.append(_row("file size (bytes)", self.file_size_before, self.file_size_after))
         if self.gzip_size_before is not None and self.gzip_size_after is not None:
             lines.append(_row("gzip size (bytes)", self.gzip_size_before, self.gzip_size_after))
+        elif self.output_written:
+            lines.append(
+                f"{'gzip size (bytes)':<22}  not computed above 512 MB (it would take seconds)"
+            )
         lines.append(
             f"{'prunable sparsity':<22}{'':>14}{self.achieved_sparsity:>14.4f}"
             f"  over {self.prunable_params:,} weights in {len(self.layers)} layers"
@@ -200,6 +208,8 @@ class Report:
             lines += [f"  {s.name} ({s.op_type}): {s.reason}" for s in self.skipped]
         if self.fidelity is not None:
             lines += _fidelity_lines(self.fidelity)
+        if self.artifact_stages:
+            lines += _artifact_lines(self.artifact_stages, self.file_size_before)
         if self.curve:
             used = sorted({str(p["samples"]) for p in self.curve if "samples" in p})
             lines.append("")
@@ -250,6 +260,38 @@ def _maybe(value: float | None) -> str:
 def _row(label: str, before: int, after: int) -> str:
     change = f"{(after - before) / before:+.1%}" if before else ""
     return f"{label:<22}{before:>14,}{after:>14,}{change:>10}"
+
+
+def _artifact_lines(stages: list[ArtifactStage], original_size: int) -> list[str]:
+    """Each stage of the written artifact: what it costs in fidelity, what it saves."""
+    lines = [
+        "",
+        "artifact stages (the last is written; fidelity against the original)",
+        f"{'stage':<34}{'file bytes':>12}{'ratio':>7}{'gzip bytes':>12}{'cosine':>10}"
+        f"{'top-1':>8}{'accuracy':>10}",
+    ]
+    for stage in stages:
+        fid = stage.fidelity
+        cosines = [o.cosine for o in fid.outputs] if fid else []
+        top1 = (
+            [o.top1_agreement for o in fid.outputs if o.top1_agreement is not None] if fid else []
+        )
+        ratio = f"{stage.file_size / original_size:.2f}x" if original_size else "-"
+        gzip = "-" if stage.gzip_size is None else f"{stage.gzip_size:,}"
+        lines.append(
+            f"{stage.name:<34}{stage.file_size:>12,}{ratio:>7}{gzip:>12}"
+            f"{_maybe(min(cosines) if cosines else None):>10}"
+            f"{_maybe(min(top1) if top1 else None):>8}"
+            f"{_maybe(fid.accuracy_pruned if fid else None):>10}"
+            + (
+                f"  ({stage.sparse_tensors} tensors sparse)"
+                if stage.sparse_tensors is not None
+                else ""
+            )
+        )
+    if any(stage.gzip_size is None for stage in stages):
+        lines.append("gzip size not computed above 512 MB")
+    return lines
 
 
 def _fidelity_lines(fidelity: Fidelity) -> list[str]:

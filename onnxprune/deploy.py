@@ -1,0 +1,417 @@
+"""The deployable artifact: after pruning (and shrinking), optionally quantize to int8 and store
+the remaining zeros sparsely, then check what will be written.
+
+Stages, each a file in the staging directory, each compared with the original model:
+
+1. ``pruned``: the fp32 (or fp16) pruned model, as ``prune()`` always wrote it;
+2. ``int8`` (``--quantize int8``): onnxruntime's static quantizer (``quantize_static``) on
+   that file, calibrated with the run's own calibration samples through a streaming
+   ``CalibrationDataReader``; weights are symmetric int8 (per output channel by default), so a
+   pruned weight (exactly 0.0) quantizes to exactly 0 and stays 0 after DequantizeLinear;
+   or (``--quantize int8-dynamic``) onnxruntime's ``quantize_dynamic``: the same weights,
+   activations quantized per batch at run time;
+3. ``sparse`` (``--storage sparse``): every initializer that is smaller as a COO
+   ``sparse_initializer`` (values + int64 indices) than dense is rewritten so; onnxruntime
+   densifies it again at load, so the outputs must equal the dense-stored file's exactly.
+
+The last stage is the artifact; the fidelity check, the gates and ``--sparsity auto`` judge it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .calibrate.sources import CalibrationSet
+from .errors import ModelError, UsageError
+from .io import gzip_size_bytes, model_size_bytes
+from .session import make_session, run, save_for_session
+from .verify import Fidelity, ReferenceRun
+
+log = logging.getLogger(__name__)
+
+QUANTIZE_CHOICES = ("none", "int8", "int8-dynamic")
+QUANT_FORMATS = ("qdq", "qoperator")
+QUANT_CALIBRATIONS = ("minmax", "entropy", "percentile")
+STORAGES = ("dense", "sparse")
+
+# onnxruntime's histogram calibrators (entropy, percentile) keep every calibrated activation of
+# every sample in memory until the end of the pass (ECOSYSTEM.md): they see at most this many.
+HISTOGRAM_MAX_SAMPLES = 128
+# A sparse tensor's fixed cost beyond values and indices (two TensorProto headers, dims).
+_SPARSE_OVERHEAD_BYTES = 32
+# ONNX requires int64 COO indices: 8 bytes per stored value.
+_INDEX_BYTES = 8
+# Quantized ops: a model holding any of them is already quantized.
+_QUANTIZED_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+}
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """What happens to the pruned model before it is written. Mirrors the CLI options."""
+
+    quantize: str = "none"
+    # None: the default of the static quantizer (qdq, minmax); refused with int8-dynamic,
+    # which has neither (QOperator ops, activation ranges measured at run time).
+    quant_format: str | None = None
+    per_channel: bool = True
+    quant_calibration: str | None = None
+    storage: str = "dense"
+
+    def __post_init__(self) -> None:
+        for option, value, choices in (
+            ("--quantize", self.quantize, QUANTIZE_CHOICES),
+            ("--quant-format", self.quant_format, QUANT_FORMATS),
+            ("--quant-calibration", self.quant_calibration, QUANT_CALIBRATIONS),
+            ("--storage", self.storage, STORAGES),
+        ):
+            if value is not None and value not in choices:
+                raise UsageError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+        if self.quantize == "none":
+            for option, used in (
+                ("--quant-format", self.quant_format is not None),
+                ("--quant-calibration", self.quant_calibration is not None),
+                ("--per-tensor", not self.per_channel),
+            ):
+                if used:
+                    raise UsageError(f"{option} needs --quantize int8 or int8-dynamic")
+        if self.quantize == "int8-dynamic":
+            for option, value in (
+                ("--quant-format", self.quant_format),
+                ("--quant-calibration", self.quant_calibration),
+            ):
+                if value is not None:
+                    raise UsageError(
+                        f"{option} applies to --quantize int8 (static); int8-dynamic measures "
+                        "activation ranges at run time"
+                    )
+
+    @property
+    def format(self) -> str:
+        return self.quant_format or "qdq"
+
+    @property
+    def calibration(self) -> str:
+        return self.quant_calibration or "minmax"
+
+    @property
+    def active(self) -> bool:
+        return self.quantize != "none" or self.storage != "dense"
+
+    def arguments(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ArtifactStage:
+    """One stage of the artifact: its size and its fidelity against the original model."""
+
+    name: str
+    file_size: int
+    gzip_size: int | None
+    fidelity: Fidelity | None = None
+    # Sparse storage: how many initializers were stored as sparse_initializer.
+    sparse_tensors: int | None = None
+
+
+def refuse_impossible(
+    deploy: DeployConfig, model: onnx.ModelProto, external_data: bool, big: bool
+) -> None:
+    """Combinations that cannot work, refused in one line before anything runs."""
+    if deploy.quantize != "none":
+        if big:
+            raise UsageError("--quantize is not supported on models over 1.5 GB yet")
+        quantized = sorted({n.op_type for n in model.graph.node} & _QUANTIZED_OPS)
+        if quantized:
+            raise UsageError(
+                f"--quantize: the model is already quantized ({', '.join(quantized)}); prune "
+                "its float version and quantize that"
+            )
+    if deploy.storage == "sparse":
+        if big or external_data:
+            raise UsageError(
+                "--storage sparse cannot be combined with external data: sparse initializers "
+                "must stay inside the 2 GB protobuf (use --storage dense)"
+            )
+        if model.graph.sparse_initializer:
+            raise UsageError(
+                "--storage sparse: the model already has sparse initializers; onnxprune "
+                "prunes dense weights (densify it first)"
+            )
+
+
+class _StreamingReader:
+    """onnxruntime's ``CalibrationDataReader`` protocol over the run's calibration samples:
+    one batch in memory at a time, rewound by starting a new pass."""
+
+    def __init__(self, dataset: CalibrationSet, selected: np.ndarray, batch_size: int) -> None:
+        self.dataset = dataset
+        self.selected = selected
+        self.batch_size = batch_size
+        self._batches: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _start(self) -> Iterator[dict[str, np.ndarray]]:
+        return (b.feed for b in self.dataset.batches(self.selected, self.batch_size))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._batches is None:
+            self._batches = self._start()
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches = None
+
+
+def quantize_int8(
+    source: Path,
+    destination: Path,
+    deploy: DeployConfig,
+    dataset: CalibrationSet,
+    selected: np.ndarray,
+    batch_size: int,
+) -> list[str]:
+    """Static int8 quantization of ``source`` into ``destination``; returns notes for the report.
+
+    As onnxruntime recommends, the model is pre-processed first (``quant_pre_process``: symbolic
+    shape inference and graph optimisation); when that fails on this graph the quantizer runs on
+    the model as it is and a note says so.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    notes: list[str] = []
+    selected = np.asarray(selected, dtype=bool)
+    if deploy.calibration != "minmax" and int(selected.sum()) > HISTOGRAM_MAX_SAMPLES:
+        # Only the first samples: the histogram calibrators hold every activation in memory.
+        kept = np.flatnonzero(selected)[:HISTOGRAM_MAX_SAMPLES]
+        selected = np.zeros_like(selected)
+        selected[kept] = True
+        notes.append(
+            f"--quant-calibration {deploy.calibration}: calibrated on the first "
+            f"{HISTOGRAM_MAX_SAMPLES} samples (onnxruntime's histogram calibrator keeps every "
+            "activation in memory)"
+        )
+
+    if deploy.calibration != "minmax":
+        # onnxruntime's histogram collector stacks the batches of each tensor into one array
+        # (np.asarray over the list) and fails on a last batch of another size: one sample per
+        # batch makes every batch the same shape.
+        batch_size = 1
+
+    class Reader(_StreamingReader, CalibrationDataReader):
+        pass
+
+    with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp:
+        prepared = _pre_process(source, Path(tmp) / "prepared.onnx", notes)
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[deploy.calibration]
+        try:
+            quantize_static(
+                str(prepared),
+                str(destination),
+                Reader(dataset, selected, batch_size),
+                quant_format=QuantFormat.QDQ if deploy.format == "qdq" else QuantFormat.QOperator,
+                per_channel=deploy.per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                # Symmetric weights: 0.0 maps to the integer 0 (zero point 0) and back to 0.0.
+                extra_options={"WeightSymmetric": True},
+            )
+        except Exception as err:  # onnxruntime's quantizer raises plain exceptions
+            log.debug("quantize_static failed", exc_info=True)
+            raise ModelError(f"int8 quantization failed: {_first_line(err)}") from err
+    return notes
+
+
+def quantize_int8_dynamic(source: Path, destination: Path, deploy: DeployConfig) -> list[str]:
+    """Dynamic int8 quantization (onnxruntime ``quantize_dynamic``): symmetric int8 weights
+    (per output channel by default), activations quantized per batch at run time
+    (DynamicQuantizeLinear + MatMulInteger / ConvInteger). No calibration; onnxruntime's advice
+    for transformers, whose activations have outlier channels a static range clips."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp:
+        prepared = _pre_process(source, Path(tmp) / "prepared.onnx", notes)
+        try:
+            quantize_dynamic(
+                str(prepared),
+                str(destination),
+                per_channel=deploy.per_channel,
+                weight_type=QuantType.QInt8,
+                extra_options={"WeightSymmetric": True},
+            )
+        except Exception as err:  # onnxruntime's quantizer raises plain exceptions
+            log.debug("quantize_dynamic failed", exc_info=True)
+            raise ModelError(f"int8 quantization failed: {_first_line(err)}") from err
+    return notes
+
+
+def _pre_process(source: Path, destination: Path, notes: list[str]) -> Path:
+    """onnxruntime's recommended pre-processing (``quant_pre_process``: symbolic shape
+    inference, ONNX shape inference, graph optimisation). Symbolic shape inference gives up on
+    some exporters' graphs (MiniLM's attention mask arithmetic): then without it, and when
+    even that fails, the quantizer runs on the model as it is. Each fallback is noted."""
+    from onnxruntime.quantization import quant_pre_process
+
+    first_error: BaseException | None = None
+    source, destination = source.resolve(), destination.resolve()
+    for skip_symbolic in (False, True):
+        try:
+            # When symbolic shape inference gives up, onnxruntime saves its partial model
+            # ("sym_shape_infer_temp.onnx" and a data file) into the working directory: keep
+            # that out of the user's directory.
+            with (
+                tempfile.TemporaryDirectory(prefix="onnxprune-shapes-") as scratch,
+                contextlib.chdir(scratch),
+            ):
+                quant_pre_process(str(source), str(destination), skip_symbolic_shape=skip_symbolic)
+        except Exception as err:  # any failure of the optional pre-processing step
+            log.debug("quant_pre_process failed", exc_info=True)
+            first_error = first_error or err
+            continue
+        if skip_symbolic:
+            notes.append(
+                "quantization pre-processing without symbolic shape inference (it failed: "
+                f"{_first_line(first_error or RuntimeError())})"
+            )
+        return destination
+    notes.append(
+        "quantization pre-processing failed, quantized without it: "
+        f"{_first_line(first_error or RuntimeError())}"
+    )
+    return source
+
+
+def sparse_storage(source: Path, destination: Path) -> int:
+    """Rewrite every initializer that is smaller in COO form (values + int64 linear indices)
+    as a ``sparse_initializer``; returns how many were rewritten. Graph inputs that double as
+    initializers (old exporters) stay dense: a sparse initializer cannot be overridden."""
+    model = onnx.load(str(source))
+    graph_inputs = {i.name for i in model.graph.input}
+    dense: list[onnx.TensorProto] = []
+    sparse: list[onnx.SparseTensorProto] = []
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if tensor.name in graph_inputs or array.ndim == 0 or array.dtype == np.object_:
+            dense.append(tensor)
+            continue
+        flat = array.reshape(-1)
+        nonzero = np.flatnonzero(flat)
+        sparse_bytes = nonzero.size * (array.itemsize + _INDEX_BYTES) + _SPARSE_OVERHEAD_BYTES
+        if sparse_bytes >= array.nbytes:
+            dense.append(tensor)
+            continue
+        values = numpy_helper.from_array(flat[nonzero], tensor.name)
+        indices = numpy_helper.from_array(nonzero.astype(np.int64))
+        sparse.append(onnx.helper.make_sparse_tensor(values, indices, list(array.shape)))
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(dense)
+    model.graph.sparse_initializer.extend(sparse)
+    onnx.save_model(model, str(destination))
+    return len(sparse)
+
+
+def check_identical(dense: Path, sparse: Path, reference: ReferenceRun) -> None:
+    """The sparse-stored file must load in onnxruntime and give exactly the dense-stored
+    file's outputs (the same weights once onnxruntime densifies them at load), on the samples
+    the fidelity check uses."""
+    a, b = make_session(dense), make_session(sparse)
+    names = [o.name for o in a.get_outputs()]
+    data = reference.dataset
+    for batch in data.batches(reference.selected, reference.batch_size):
+        expected = run(a, names, batch.feed, data.name)
+        got = run(b, names, batch.feed, data.name)
+        for name, x, y in zip(names, expected, got, strict=True):
+            if not np.array_equal(x, y):
+                raise ModelError(
+                    f"--storage sparse: output {name!r} of the sparse-stored model differs from "
+                    "the dense-stored one (use --storage dense)"
+                )
+
+
+def _stage(name: str, path: Path, fidelity: Fidelity | None) -> ArtifactStage:
+    return ArtifactStage(name, model_size_bytes(path), gzip_size_bytes(path), fidelity)
+
+
+@dataclass
+class Finisher:
+    """Turns a written pruned model into the artifact (see the module docstring)."""
+
+    deploy: DeployConfig
+    # The run's calibration samples (what the pruning was calibrated on), for the quantizer.
+    dataset: CalibrationSet
+    calib_mask: np.ndarray
+    batch_size: int
+
+    def _quantize(self, pruned: Path, work: Path) -> tuple[Path, list[str]]:
+        if self.deploy.quantize == "none":
+            return pruned, []
+        quantized = work / "int8.onnx"
+        if self.deploy.quantize == "int8-dynamic":
+            return quantized, quantize_int8_dynamic(pruned, quantized, self.deploy)
+        notes = quantize_int8(
+            pruned, quantized, self.deploy, self.dataset, self.calib_mask, self.batch_size
+        )
+        return quantized, notes
+
+    def stages(
+        self, pruned: Path, reference: ReferenceRun, work: Path, pruned_fidelity: Fidelity
+    ) -> tuple[Path, list[ArtifactStage], list[str]]:
+        """Every stage from ``pruned`` on (files in ``work``), sized and compared with the
+        original; the last is the artifact. Returns its path, the stages and report notes."""
+        stages = [_stage("pruned", pruned, pruned_fidelity)]
+        current, notes = self._quantize(pruned, work)
+        if current != pruned:
+            name = f"pruned + {self.deploy.quantize}"
+            stages.append(_stage(name, current, reference.compare(current)))
+        if self.deploy.storage == "sparse":
+            stored = work / "sparse.onnx"
+            count = sparse_storage(current, stored)
+            check_identical(current, stored, reference)
+            # Identical outputs (checked above): the fidelity is the dense-stored stage's.
+            sparse = _stage(stages[-1].name + " + sparse storage", stored, stages[-1].fidelity)
+            sparse.sparse_tensors = count
+            stages.append(sparse)
+            current = stored
+        return current, stages, notes
+
+    def artifact_fidelity(self, model: onnx.ModelProto, reference: ReferenceRun) -> Fidelity:
+        """The artifact's fidelity for a pruned candidate (what searches and sweeps judge).
+        Sparse storage is left out: its outputs equal the dense-stored file's (checked on the
+        artifact that is written)."""
+        with tempfile.TemporaryDirectory(prefix="onnxprune-artifact-") as tmp:
+            pruned = save_for_session(model, Path(tmp) / "pruned.onnx")
+            artifact, _ = self._quantize(pruned, Path(tmp))
+            return reference.compare(artifact)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,305 @@
+"""The deployable artifact (``--quantize int8``, ``--storage sparse``): differential checks.
+
+The quantized file runs in onnxruntime and keeps every pruned zero; the fidelity check and the
+gates judge the file that is written (not the fp32 pruned model); sparse storage gives exactly
+the dense-stored outputs; impossible combinations are refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import models
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import realworld_models
+from conftest import CliRunner
+from onnx import numpy_helper
+
+from onnxprune.calibrate.sources import model_input_specs, open_data
+from onnxprune.deploy import _StreamingReader, sparse_storage
+
+FAST = ("--no-update", "--allocation", "group")
+
+
+def _prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = 96) -> tuple[Path, Path]:
+    path = models.save(model, tmp_path / "model.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, samples, seed=1))
+    return path, calib
+
+
+def _run(
+    cli: CliRunner, model: Path, calib: Path, out: Path, *args: object
+) -> tuple[int, dict[str, Any], str]:
+    report = out.with_name(out.stem + ".report.json")
+    result = cli(model, "--calib", calib, "-o", out, "--report", report, "-q", *args)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return result.code, data, result.err
+
+
+def _outputs(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)  # type: ignore[no-any-return]
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.mark.parametrize(
+    ("builder", "weights"),
+    [
+        (models.mlp_gemm, {"W0", "W1", "W2"}),
+        (models.mlp_matmul, {"W0", "W1", "W2"}),
+        (models.transformer_block, {"q_w", "k_w", "v_w", "o_w", "ffn1_w", "ffn2_w"}),
+    ],
+)
+@pytest.mark.parametrize(
+    "quantize",
+    [("int8", "--quant-format", "qdq"), ("int8", "--quant-format", "qoperator"), ("int8-dynamic",)],
+)
+def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
+    cli: CliRunner, tmp_path: Path, builder: Any, weights: set[str], quantize: tuple[str, ...]
+) -> None:
+    model = builder()
+    path, calib = _prepare(tmp_path, model)
+    pruned, quantized = tmp_path / "pruned.onnx", tmp_path / "int8.onnx"
+    code, _, err = _run(cli, path, calib, pruned, "--sparsity", "0.7", *FAST)
+    assert code == 0, err
+    code, report, err = _run(
+        cli, path, calib, quantized, "--sparsity", "0.7", *FAST, "--quantize", *quantize
+    )
+    assert code == 0, err
+    fp32 = _initializers(pruned)
+    stored = _initializers(quantized)
+    for name in weights:
+        zeros = fp32[name] == 0
+        assert zeros.mean() > 0.3, name  # the layer was pruned
+        # int8-dynamic turns a Gemm into a MatMul of the transposed weight.
+        prefix, weight = (
+            (name, fp32[name])
+            if f"{name}_quantized" in stored
+            else (f"{name}_Transposed", fp32[name].T)
+        )
+        zeros = weight == 0
+        q = stored[f"{prefix}_quantized"]
+        assert q.dtype == np.int8
+        scale = stored[f"{prefix}_scale"].astype(np.float64)
+        point = stored[f"{prefix}_zero_point"].astype(np.float64)
+        assert np.all(point == 0)  # symmetric
+        assert np.all(q[zeros] == 0), f"{name}: a pruned zero was quantized to a non-zero"
+        # Dequantized (along whichever axis the per-channel scales run: a square weight
+        # leaves two candidates), a pruned weight is exactly 0.0 and a kept one is within half
+        # a quantization step of its fp32 value.
+        axes = [i for i, d in enumerate(q.shape) if d == scale.size] if scale.size > 1 else [0]
+        close = []
+        for axis in axes:
+            shape = [1] * q.ndim
+            shape[axis] = scale.size
+            dequantized = (q - point.reshape(shape)) * scale.reshape(shape)
+            assert np.all(dequantized[zeros] == 0.0)
+            step = np.broadcast_to(scale.reshape(shape), q.shape)
+            close.append(bool(np.all(np.abs(dequantized - weight) <= step * 0.5 + 1e-6)))
+        assert any(close), name
+    ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    if "qdq" in quantize:
+        assert "DequantizeLinear" in ops
+    else:
+        assert ops & {"QLinearMatMul", "MatMulInteger", "QGemm"}
+    # It runs in onnxruntime and stays close to the original on fresh inputs.
+    feed = models.random_inputs(model, 16, seed=7)
+    for a, b in zip(_outputs(path, feed), _outputs(quantized, feed), strict=True):
+        cos = (a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))
+        assert cos > 0.8
+    stages = report["artifact_stages"]
+    assert [s["name"] for s in stages] == ["pruned", f"pruned + {quantize[0]}"]
+    assert stages[-1]["file_size"] == quantized.stat().st_size == report["file_size_after"]
+    assert report["fidelity"] == stages[-1]["fidelity"]
+    assert report["arguments"]["quantize"] == quantize[0]
+
+
+def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) -> None:
+    """A gate between the fp32 pruned model's cosine and the quantized one's fails the run."""
+    model = models.mlp_gemm(sizes=(16, 64, 64, 8))
+    path, calib = _prepare(tmp_path, model)
+    args = ("--sparsity", "0.5", *FAST, "--quantize", "int8", "--per-tensor")
+    code, report, err = _run(cli, path, calib, tmp_path / "probe.onnx", *args)
+    assert code == 0, err
+    pruned, quantized = (s["fidelity"]["outputs"][0]["cosine"] for s in report["artifact_stages"])
+    assert quantized < pruned  # int8 costs something on this model
+    gate = (pruned + quantized) / 2
+    out = tmp_path / "gated.onnx"
+    code, failed, err = _run(cli, path, calib, out, *args, "--min-cosine", gate)
+    assert code == 5
+    assert "fidelity gate failed" in err
+    assert not out.exists()
+    assert failed["gate_failures"][0]["value"] == pytest.approx(quantized)
+    # The same gate passes without --quantize: the fp32 pruned model is above it.
+    code, _, err = _run(cli, path, calib, out, *args[:-3], "--min-cosine", gate)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_on_a_set_that_is_not_whole_batches(
+    cli: CliRunner, tmp_path: Path, method: str
+) -> None:
+    """70 samples in batches of 32: onnxruntime's histogram calibrators need equal batches."""
+    model = models.mlp_matmul()
+    path, calib = _prepare(tmp_path, model, samples=70)
+    out = tmp_path / "out.onnx"
+    code, report, err = _run(
+        cli, path, calib, out, "--sparsity", "0.5", *FAST,
+        "--quantize", "int8", "--quant-calibration", method,
+    )  # fmt: skip
+    assert code == 0, err
+    assert report["fidelity"]["outputs"][0]["cosine"] > 0.8
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+def test_sparsity_auto_searches_on_the_quantized_artifact(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.mlp_gemm(sizes=(16, 64, 64, 8))
+    path, calib = _prepare(tmp_path, model)
+    out = tmp_path / "auto.onnx"
+    code, report, err = _run(
+        cli, path, calib, out, "--sparsity", "auto", "--min-cosine", "0.95", "--quantize", "int8",
+        "--keep-on-fail",
+    )  # fmt: skip
+    chosen = [p for p in report["curve"] if p["sparsity"] == report["target_sparsity"]]
+    assert chosen and chosen[0]["passes"]
+    # The search measures on half of the held-out samples, the report on the other half: the
+    # reported fidelity may land just below the gate (exit 5, the file kept).
+    reported = report["fidelity"]["outputs"][0]["cosine"]
+    assert code == (0 if reported >= 0.95 else 5), err
+    # What was searched and reported on is the written, quantized file.
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    stages = [stage["name"] for stage in report["artifact_stages"]]
+    assert any("int8" in name for name in stages)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_sparse_storage_gives_the_dense_stored_outputs(
+    cli: CliRunner, tmp_path: Path, quantize: str
+) -> None:
+    model = models.cnn_bn() if quantize == "none" else models.mlp_gemm(sizes=(16, 128, 128, 8))
+    path, calib = _prepare(tmp_path, model)
+    dense, sparse = tmp_path / "dense.onnx", tmp_path / "sparse.onnx"
+    args = ("--sparsity", "0.95" if quantize == "int8" else "0.85", "--quantize", quantize, *FAST)
+    code, _, err = _run(cli, path, calib, dense, *args)
+    assert code == 0, err
+    code, report, err = _run(cli, path, calib, sparse, *args, "--storage", "sparse")
+    assert code == 0, err
+    stored = onnx.load(str(sparse))
+    assert len(stored.graph.sparse_initializer) > 0
+    assert sparse.stat().st_size < dense.stat().st_size
+    assert report["artifact_stages"][-1]["name"].endswith("sparse storage")
+    assert report["artifact_stages"][-1]["sparse_tensors"] == len(stored.graph.sparse_initializer)
+    feed = models.random_inputs(model, 16, seed=3)
+    for a, b in zip(_outputs(dense, feed), _outputs(sparse, feed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sparse_storage_only_where_smaller(tmp_path: Path) -> None:
+    """COO with int64 indices costs 12 bytes per kept fp32 value: a 50% sparse weight stays
+    dense, a 90% sparse one is stored sparse, and the values round-trip."""
+    rng = np.random.default_rng(0)
+    half = rng.standard_normal((64, 64)).astype(np.float32)
+    half[:, ::2] = 0
+    mostly = rng.standard_normal((64, 64)).astype(np.float32)
+    mostly[rng.random((64, 64)) < 0.9] = 0
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 64])
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("MatMul", ["x", "A"], ["h"]),
+            onnx.helper.make_node("MatMul", ["h", "B"], ["y"]),
+        ],
+        "g",
+        [x],
+        [y],
+        [numpy_helper.from_array(half, "A"), numpy_helper.from_array(mostly, "B")],
+    )
+    source = models.save(onnx.helper.make_model(graph), tmp_path / "m.onnx")
+    assert sparse_storage(source, tmp_path / "s.onnx") == 1
+    stored = onnx.load(str(tmp_path / "s.onnx"))
+    assert [t.name for t in stored.graph.initializer] == ["A"]
+    (coo,) = stored.graph.sparse_initializer
+    assert coo.values.name == "B" and list(coo.dims) == [64, 64]
+    assert coo.indices.data_type == onnx.TensorProto.INT64
+    restored = np.zeros(64 * 64, dtype=np.float32)
+    restored[numpy_helper.to_array(coo.indices)] = numpy_helper.to_array(coo.values)
+    np.testing.assert_array_equal(restored.reshape(64, 64), mostly)
+
+
+def test_streaming_reader_yields_each_calibration_batch_once_per_pass(tmp_path: Path) -> None:
+    model = models.mlp_gemm()
+    _, calib = _prepare(tmp_path, model, samples=70)
+    data = open_data(calib, model_input_specs(model))
+    selected = np.ones(data.total, dtype=bool)
+    selected[:10] = False
+    reader = _StreamingReader(data, selected, batch_size=32)
+    for _ in range(2):  # a rewind starts a new pass over the same samples
+        rows = []
+        while (feed := reader.get_next()) is not None:
+            rows.append(next(iter(feed.values())).shape[0])
+        assert rows == [32, 28]
+        reader.rewind()
+
+
+def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.mlp_gemm()
+    path, calib = _prepare(tmp_path, model)
+    out = tmp_path / "out.onnx"
+    cases: list[tuple[tuple[object, ...], str]] = [
+        (("--quantize", "int4"), "--quantize must be one of none, int8"),
+        (("--quant-format", "qop"), "--quant-format must be one of qdq, qoperator"),
+        (("--quant-calibration", "mse"), "--quant-calibration must be one of"),
+        (("--storage", "coo"), "--storage must be one of dense, sparse"),
+        (("--per-tensor",), "--per-tensor needs --quantize int8 or int8-dynamic"),
+        (("--quantize", "int8-dynamic", "--quant-calibration", "entropy"), "applies to"),
+    ]
+    for args, message in cases:
+        result = cli(path, "--calib", calib, "-o", out, "--sparsity", "0.5", *args)
+        assert result.code == 2, args
+        assert message in result.err and len(result.err.strip().splitlines()) == 1
+        assert not out.exists()
+    # External data: sparse initializers must stay inside the protobuf.
+    external = tmp_path / "ext" / "model.onnx"
+    external.parent.mkdir()
+    onnx.save_model(
+        model, str(external), save_as_external_data=True, location="model.data", size_threshold=0
+    )
+    result = cli(external, "--calib", calib, "-o", out, "--sparsity", "0.5", "--storage", "sparse")
+    assert result.code == 2
+    assert "--storage sparse cannot be combined with external data" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and not out.exists()
+    # An already quantized model is not quantized again.
+    qdq = realworld_models.qdq_mlp()
+    qdq_path, qdq_calib = _prepare(tmp_path, qdq)
+    result = cli(
+        qdq_path, "--calib", qdq_calib, "-o", out, "--sparsity", "0.5", "--quantize", "int8"
+    )
+    assert result.code == 2
+    assert "already quantized" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_table_shows_each_stage_of_the_artifact(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.mlp_matmul(sizes=(16, 128, 128, 8))
+    path, calib = _prepare(tmp_path, model)
+    out = tmp_path / "out.onnx"
+    result = cli(
+        path, "--calib", calib, "-o", out, "--sparsity", "0.9", *FAST,
+        "--quantize", "int8", "--storage", "sparse",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    start = lines.index("artifact stages (the last is written; fidelity against the original)")
+    rows = {line.split("  ")[0].strip(): line.split() for line in lines[start + 2 : start + 5]}
+    assert list(rows) == ["pruned", "pruned + int8", "pruned + int8 + sparse storage"]
+    written = rows["pruned + int8 + sparse storage"]
+    assert int(written[written.index("storage") + 1].replace(",", "")) == out.stat().st_size
+    assert "tensors sparse)" in lines[start + 4]
