@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.calibrate.subgraphs import inline_if_branch
+from onnxprune.calibrate.subgraphs import inline_if_branch, taken_branches
 
 FLOAT = TensorProto.FLOAT
 
@@ -91,3 +91,20 @@ def test_unknown_node_or_branch_is_refused() -> None:
         inline_if_branch(if_mlp(), "nope", "then_branch")
     with pytest.raises(ValueError, match="branch must be"):
         inline_if_branch(if_mlp(), "switch", "body")
+
+
+def test_batches_are_routed_by_a_computed_condition() -> None:
+    # Replace the bool input by a computed condition: flag = ReduceSum(x) > 0.
+    model = if_mlp()
+    graph = model.graph
+    del graph.input[1]
+    graph.node.insert(0, helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"))
+    graph.node.insert(1, helper.make_node("Greater", ["s", "zero"], ["flag"], name="gt"))
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    onnx.checker.check_model(model, full_check=True)
+    x = np.ones((3, 8), np.float32)
+    feeds = [{"x": x}, {"x": -x}, {"x": 2 * x}]
+    assert taken_branches(model, "switch", feeds) == ["then_branch", "else_branch", "then_branch"]
+    # A bool graph input is read straight from the feed.
+    plain = [{"x": x, "flag": np.array(f)} for f in (False, True)]
+    assert taken_branches(if_mlp(), "switch", plain) == ["else_branch", "then_branch"]

@@ -11,8 +11,10 @@ consumer downstream is untouched.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import helper
+import onnxruntime as ort
+from onnx import TensorProto, helper
 
 BRANCHES = ("then_branch", "else_branch")
 
@@ -74,3 +76,31 @@ def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onn
     del graph.node[:]
     graph.node.extend(nodes)
     return out
+
+
+def taken_branches(
+    model: onnx.ModelProto, node_name: str, feeds: list[dict[str, np.ndarray]]
+) -> list[str]:
+    """The branch the top-level ``If`` node ``node_name`` takes on each feed (one batch each).
+
+    ``If`` decides once per run, so routing is per batch: the condition tensor is exposed as an
+    extra graph output (or read from the feed when it is a graph input) and evaluated.
+    """
+    if_node = next((n for n in model.graph.node if n.name == node_name and n.op_type == "If"), None)
+    if if_node is None:
+        raise ValueError(f"no top-level If node named {node_name!r}")
+    cond = if_node.input[0]
+    inputs = {i.name for i in model.graph.input}
+    session = None
+    if cond not in inputs:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        probe.graph.output.append(helper.make_tensor_value_info(cond, TensorProto.BOOL, None))
+        session = ort.InferenceSession(
+            probe.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+    branches = []
+    for feed in feeds:
+        value = feed[cond] if session is None else session.run([cond], feed)[0]
+        branches.append(BRANCHES[0] if bool(np.asarray(value).reshape(-1)[0]) else BRANCHES[1])
+    return branches
