@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from markdown_section import write_section
+
 HERE = Path(__file__).resolve().parent
 MARKDOWN = HERE.parent / "BENCHMARKS.md"
 BEGIN, END = "<!-- default:begin -->", "<!-- default:end -->"
@@ -91,14 +93,7 @@ def render(new: dict[str, Any], old: dict[str, Any], new_path: str) -> str:
 
 
 def write_markdown(section: str) -> None:
-    text = MARKDOWN.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    MARKDOWN.write_text(text)
+    write_section(MARKDOWN, BEGIN, END, section)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ import onnxruntime as ort
 # This checkout's onnxprune (not whichever is installed), and the sibling benchmark helpers.
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 import run_benchmarks as rb  # noqa: E402
+from markdown_section import write_section as write_marked  # noqa: E402
 
 import onnxprune  # noqa: E402
 from onnxprune.io import gzip_size_bytes, model_size_bytes  # noqa: E402
@@ -328,14 +329,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def write_section(markdown: Path, section: str) -> None:
-    text = markdown.read_text() if markdown.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    markdown.write_text(text)
+    write_marked(markdown, BEGIN, END, section)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

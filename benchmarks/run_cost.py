@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markdown_section import write_section
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -238,14 +239,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def write_markdown(section: str) -> None:
-    text = MARKDOWN.read_text() if MARKDOWN.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    MARKDOWN.write_text(text)
+    write_section(MARKDOWN, BEGIN, END, section)
 
 
 def main() -> None:
