@@ -88,7 +88,25 @@ def evaluation_model(model: onnx.ModelProto, layers: Mapping[int, Layer]) -> onn
         nodes.extend(after.get(k, []))
     del graph.node[:]
     graph.node.extend(nodes)
+    # The stored weights now fed as inputs: dropped where nothing else reads them (one copy of
+    # the weights in memory, not two).
+    read = _names_read(graph)
+    kept = [t for t in graph.initializer if t.name in read]
+    if len(kept) < len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
     return evaluated
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` or of its subgraphs reads, and its outputs."""
+    read = {o.name for o in graph.output}
+    for node in graph.node:
+        read.update(node.input)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                read |= _names_read(subgraph)
+    return read
 
 
 class CandidateEvaluator:

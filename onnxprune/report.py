@@ -106,7 +106,7 @@ class Report:
     # of --sequential stages.
     calibration_passes: int = 0
     stages: int | None = None
-    # --allocation sensitivity: single-layer candidates built and run to measure the layers.
+    # --allocation sensitivity / measured: single-layer candidates judged to measure the layers.
     sensitivity_builds: int = 0
     # --quantize / --storage sparse: each stage of the written artifact (pruned, + int8,
     # + sparse storage) with its file and gzip size and its fidelity against the original.
@@ -167,8 +167,9 @@ class Report:
             )
         if self.sensitivity_builds:
             lines.append(
-                f"allocation: sensitivity ({self.sensitivity_builds} single-layer candidates "
-                "measured); per-layer sparsity in the layer table"
+                f"allocation: {self.arguments.get('allocation', 'sensitivity')} "
+                f"({self.sensitivity_builds} single-layer candidates judged); per-layer sparsity "
+                "in the layer table"
             )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")

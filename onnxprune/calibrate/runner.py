@@ -71,7 +71,7 @@ def collect_statistics(
     if conv_outputs and not known:
         shapes = {
             **(shapes or {}),
-            **probe_shapes(model, conv_outputs, dataset, selected, batch_size, session_dir),
+            **probe_shapes(model, conv_outputs, dataset, selected, 1, session_dir),  # sizes only
         }
     conv_positions = {
         name: math.prod(shapes[name][2:]) for name in conv_outputs if shapes and name in shapes
