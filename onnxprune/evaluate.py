@@ -91,10 +91,15 @@ def evaluation_model(model: onnx.ModelProto, layers: Mapping[int, Layer]) -> onn
     # The stored weights now fed as inputs: dropped where nothing else reads them (one copy of
     # the weights in memory, not two).
     read = _names_read(graph)
-    kept = [t for t in graph.initializer if t.name in read]
-    if len(kept) < len(graph.initializer):
+    dropped = {t.name for t in graph.initializer if t.name not in read}
+    if dropped:
+        kept = [t for t in graph.initializer if t.name not in dropped]
         del graph.initializer[:]
         graph.initializer.extend(kept)
+        # An old-IR model also lists its initializers as graph inputs: those go too.
+        inputs = [i for i in graph.input if i.name not in dropped]
+        del graph.input[:]
+        graph.input.extend(inputs)
     return evaluated
 
 
