@@ -41,7 +41,8 @@ def _points(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         for row in section["rows"]:
             if row.get("label") != "contrib" or "value" not in row:
                 continue
-            point = row.get("pattern") or f"{row['sparsity']:.1f}"
+            sparsity = row["sparsity"]  # a number, or an N:M pattern such as "2:4"
+            point = f"{sparsity:.1f}" if isinstance(sparsity, (int, float)) else str(sparsity)
             found[(model, str(point))] = row
     return found
 
