@@ -135,8 +135,6 @@ class CandidateEvaluator:
             self.defaults[f"{PREFIX}/w{index}"] = np.ascontiguousarray(layer.weight)
             shape = [i.shape for i in self.session.get_inputs() if i.name == f"{PREFIX}/b{index}"]
             self.defaults[f"{PREFIX}/b{index}"] = np.zeros(shape[0], dtype=layer.dtype)
-        # Candidates judged so far (single-layer measurements included).
-        self.runs = 0
 
     def compare(
         self,
@@ -154,7 +152,6 @@ class CandidateEvaluator:
                 name = f"{PREFIX}/b{index}"
                 shaped = delta.reshape(self.defaults[name].shape)
                 feed[name] = shaped.astype(self.layers[index].dtype)
-        self.runs += 1
         names = reference.names
 
         def outputs_of(batch: Batch) -> list[np.ndarray]:
