@@ -19,7 +19,13 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxprune
 from onnxprune.calibrate.sources import InputSpec, model_input_specs
 from onnxprune.errors import CalibrationDataError, ModelError, UsageError
-from onnxprune.inputs import image_source, read_image_spec, resolve_model, text_source
+from onnxprune.inputs import (
+    EXAMPLE_SPEC,
+    image_source,
+    read_image_spec,
+    resolve_model,
+    text_source,
+)
 
 WORDS = [
     "the",
@@ -273,15 +279,7 @@ def test_real_wordpiece_tokenizer(tmp_path: Path) -> None:
 # -- images ---------------------------------------------------------------------------------
 
 
-SPEC = {
-    "size": [16, 16],
-    "resize": "shorter-side-crop",
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-    "channels": "RGB",
-    "layout": "NCHW",
-    "dtype": "float32",
-}
+SPEC = {**EXAMPLE_SPEC, "size": [16, 16]}  # the documented example, at a small size
 
 
 def write_images(folder: Path, count: int) -> Path:
