@@ -218,6 +218,15 @@ class _Standardized:
         return float(1.0 - np.fmin(nmse, 1.0).mean())
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row pair of ``a``, ``b`` [N, D] (float64); two zero rows count as 1."""
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    norms = na * nb
+    both_zero = (na == 0) & (nb == 0)
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero * 1.0)
+
+
 @dataclass
 class _Cosine:
     """Per-sample cosine; ``reference``/``candidate`` are [B, D] (masked positions zeroed)."""
@@ -230,12 +239,7 @@ class _Cosine:
         b = candidate.astype(np.float64)
         if rows is not None:
             a, b = a[rows], b[rows]
-        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-        dots = (a * b).sum(axis=1)
-        both_zero = (na == 0) & (nb == 0)
-        norms = na * nb
-        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero * 1.0)
-        self.total += float(np.nan_to_num(cos, nan=0.0).sum())
+        self.total += float(np.nan_to_num(row_cosines(a, b), nan=0.0).sum())
         self.samples += a.shape[0]
 
     def value(self) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .calibrate.sources import Batch, CalibrationSet
-from .metric import Metric
+from .metric import Metric, row_cosines
 from .session import make_session, run
 
 
@@ -80,11 +80,7 @@ class _OutputAccumulator:
         # Samples along axis 0 when it is the batch axis, else the whole tensor is one sample.
         per_sample = rows if a.ndim >= 1 and a.shape[0] == rows and rows > 1 else 1
         a2, b2 = a.reshape(per_sample, -1), b.reshape(per_sample, -1)
-        norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
-        dots = (a2 * b2).sum(axis=1)
-        both_zero = (np.linalg.norm(a2, axis=1) == 0) & (np.linalg.norm(b2, axis=1) == 0)
-        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero * 1.0)
-        self.cosine_sum += float(cos.sum())
+        self.cosine_sum += float(row_cosines(a2, b2).sum())
         self.vectors += per_sample
         if a.ndim >= 2 and a.shape[-1] > 1:
             self.top1_equal += int((a.argmax(-1) == b.argmax(-1)).sum())

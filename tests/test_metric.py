@@ -4,6 +4,7 @@ it, the detector and padded-sequence cases, and the parsing of --metric / --metr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,15 +84,20 @@ def _two_blocks(tmp_path: Path) -> tuple[Path, Path]:
     return model, data
 
 
-def test_standardized_catches_small_block_damage_cosine_misses(tmp_path: Path) -> None:
-    model, data = _two_blocks(tmp_path)
-    # The same model with the small block's weights halved and shuffled (heavy damage there).
+def _with_small_block(model: Path, out: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    """``model`` with the small block's weight ``W`` replaced by ``change(W)``, saved to ``out``."""
     damaged = onnx.load(str(model))
     for init in damaged.graph.initializer:
         if init.name == "W":
-            w = numpy_helper.to_array(init)
-            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w[::-1] * 0.5), "W"))
-    onnx.save(damaged, str(tmp_path / "damaged.onnx"))
+            changed = np.ascontiguousarray(change(numpy_helper.to_array(init)))
+            init.CopyFrom(numpy_helper.from_array(changed, "W"))
+    onnx.save(damaged, str(out))
+
+
+def test_standardized_catches_small_block_damage_cosine_misses(tmp_path: Path) -> None:
+    model, data = _two_blocks(tmp_path)
+    # The same model with the small block's weights halved and shuffled (heavy damage there).
+    _with_small_block(model, tmp_path / "damaged.onnx", lambda w: w[::-1] * 0.5)
     run = _compare(model, tmp_path / "damaged.onnx", data, Metric())
     fidelity = run.compare(tmp_path / "damaged.onnx")
     # Plain cosine: the ~1000 block dominates, the damage is invisible.
@@ -127,13 +133,11 @@ def test_gate_fails_on_pruned_small_block(tmp_path: Path) -> None:
 def test_streamed_standardized_matches_one_shot_formula(tmp_path: Path) -> None:
     """Folding per batch (batch 16 over 200 samples) gives the formula on all samples at once."""
     model, data = _two_blocks(tmp_path)
-    damaged = onnx.load(str(model))
-    for init in damaged.graph.initializer:
-        if init.name == "W":
-            w = numpy_helper.to_array(init)
-            noise = RNG.normal(size=w.shape).astype(np.float32) * 0.03
-            init.CopyFrom(numpy_helper.from_array(w + noise, "W"))
-    onnx.save(damaged, str(tmp_path / "damaged.onnx"))
+    _with_small_block(
+        model,
+        tmp_path / "damaged.onnx",
+        lambda w: w + RNG.normal(size=w.shape).astype(np.float32) * 0.03,
+    )
     score = _compare(model, tmp_path / "damaged.onnx", data, Metric()).compare(
         tmp_path / "damaged.onnx"
     )
