@@ -40,14 +40,20 @@ def _onnx_type(dtype: np.dtype) -> int:
     return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
 
-def evaluation_model(model: onnx.ModelProto, layers: Mapping[int, Layer]) -> onnx.ModelProto | None:
+def evaluation_model(
+    model: onnx.ModelProto,
+    layers: Mapping[int, Layer],
+    position: Mapping[int, int] | None = None,
+) -> onnx.ModelProto | None:
     """``model`` with the weight and bias change of each layer (by its index in the run's
     layer list) as graph inputs (see module doc); None when a layer's node is not in the main
-    graph (inside a subgraph)."""
+    graph (inside a subgraph). ``position``: id of each layer node -> its index in
+    ``model.graph.node`` (default: the layers' nodes are ``model``'s own)."""
     evaluated = onnx.ModelProto()
     evaluated.CopyFrom(model)
     graph = evaluated.graph
-    position = {id(node): k for k, node in enumerate(model.graph.node)}
+    if position is None:
+        position = {id(node): k for k, node in enumerate(model.graph.node)}
     after: dict[int, list[onnx.NodeProto]] = {}
     view = GraphView(evaluated)
     for index, layer in layers.items():

@@ -176,6 +176,11 @@ class ReferenceRun:
             # memory arena is the size of a batch's activations).
             self.session = None
 
+    def batches_and_outputs(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
+        """Each selected batch with the original's outputs on it (from the cache when it
+        ran), in the order ``compare_outputs`` visits them."""
+        return self._reference_batches()
+
     @property
     def ran(self) -> bool:
         """Whether the original's outputs on every selected sample are cached."""
