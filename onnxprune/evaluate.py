@@ -19,10 +19,8 @@ cached samples.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -30,7 +28,7 @@ import onnx
 from .calibrate.sources import Batch
 from .graph import GraphView
 from .layers import Layer
-from .session import make_session, run, save_for_session
+from .session import run, session_in_memory
 from .verify import Fidelity, ReferenceRun
 
 PREFIX = "onnxprune_eval"
@@ -131,8 +129,7 @@ class CandidateEvaluator:
         evaluated = evaluation_model(model, layers)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
-        with tempfile.TemporaryDirectory(prefix="onnxprune-evaluate-") as tmp:
-            self.session = make_session(save_for_session(evaluated, Path(tmp) / "eval.onnx"))
+        self.session = session_in_memory(evaluated)
         # Seconds it took to build (the cost a per-layer evaluator pays for each layer).
         self.setup_seconds = time.perf_counter() - clock
         self.layers = layers

@@ -62,7 +62,7 @@ from .reconstruct import (
 )
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
-from .session import save_for_session
+from .session import movable, save_for_session, session_in_memory
 from .stages import group_stages, layer_depths
 from .structure import StructuredResult, prune_units
 from .suffix import BOUNDARY_CACHE_BYTES, BoundaryCache, SuffixCut, SuffixEvaluator, suffix_cut
@@ -224,6 +224,7 @@ class Pruner:
         self._cuts: list[SuffixCut | None] | None = None
         self._boundary: BoundaryCache | None = None
         self._suffix: tuple[str, SuffixEvaluator] | None = None
+        self._arrays: dict[str, np.ndarray] | None = None
         self._verify_reference: ReferenceRun | None = None
         # --allocation sensitivity: measured curves per (selection, layers and their shares).
         self._sensitivity: dict[tuple[object, ...], list[SensitivityCurve]] = {}
@@ -607,9 +608,10 @@ class Pruner:
                 model, config, prepared.plans, prepared.finals, prepared.deltas, self.statistics()
             )
             clock = time.perf_counter()
-            with self.candidate_file(model) as path:
-                del model
-                fidelity = reference.compare(path)
+            session = session_in_memory(model)
+            del model
+            fidelity = reference.compare_session(session)
+            del session
             self.phase_seconds["judge"] += time.perf_counter() - clock
             return decision_score(fidelity), prepared
         evaluator = self.evaluator(only, reference)
@@ -686,10 +688,21 @@ class Pruner:
             return None
         self._suffix = None  # one suffix session at a time
         evaluator = SuffixEvaluator(
-            self.proto, index, self.layers[index], cut, self._boundary, reference
+            self.proto, index, self.layers[index], cut, self._boundary, reference, self.arrays()
         )
         self._suffix = (weight_name, evaluator)
         return evaluator
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The values of the model's large initializers (``session.movable``), read once:
+        in-memory sessions take them without serializing the model."""
+        if self._arrays is None:
+            self._arrays = {
+                t.name: onnx.numpy_helper.to_array(t)
+                for t in self.proto.graph.initializer
+                if movable(t)
+            }
+        return self._arrays
 
     def _single_layer_evaluator(self, weight_name: str) -> CandidateEvaluator | None:
         """A session where only this layer's weight is an input: the other layers keep

@@ -22,11 +22,9 @@ The judged numbers equal the whole-model evaluator's up to float rounding (teste
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -34,7 +32,7 @@ import onnx
 from .calibrate.sources import Batch
 from .evaluate import PREFIX, _names_read, _onnx_type, evaluation_model
 from .layers import Layer
-from .session import make_session, run, save_for_session
+from .session import placeholder, run, session_in_memory
 from .verify import Fidelity, ReferenceRun
 
 # The boundary values of every layer for the probe samples are kept in memory; above this
@@ -150,8 +148,7 @@ class BoundaryCache:
         exposed.graph.output.extend(
             onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
         )
-        with tempfile.TemporaryDirectory(prefix="onnxprune-boundary-") as tmp:
-            session = make_session(save_for_session(exposed, Path(tmp) / "boundary.onnx"))
+        session = session_in_memory(exposed)
         del exposed
         for number, (batch, _) in enumerate(reference.batches_and_outputs()):
             values = run(session, self.names, batch.feed, reference.dataset.name)
@@ -168,11 +165,15 @@ class BoundaryCache:
 
 
 def suffix_model(
-    model: onnx.ModelProto, cut: SuffixCut, dtypes: Mapping[str, np.dtype]
+    model: onnx.ModelProto,
+    cut: SuffixCut,
+    dtypes: Mapping[str, np.dtype],
+    arrays: Mapping[str, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """A model of the suffix's nodes alone: the boundary tensors and the graph inputs it
     reads as inputs (boundary types from ``dtypes``, rank left open), the initializers its
-    nodes read, and the graph outputs it produces."""
+    nodes read (as ``placeholder``s where ``arrays`` holds their values), and the graph
+    outputs it produces."""
     graph = model.graph
     nodes = [graph.node[k] for k in cut.positions]
     read = {name for node in nodes for name in node.input}
@@ -182,7 +183,10 @@ def suffix_model(
     sub = suffix.graph
     sub.name = graph.name
     sub.node.extend(nodes)
-    sub.initializer.extend(t for t in graph.initializer if t.name in read)
+    held = arrays or {}
+    sub.initializer.extend(
+        placeholder(t) if t.name in held else t for t in graph.initializer if t.name in read
+    )
     sub.input.extend(i for i in graph.input if i.name in cut.inputs)
     sub.input.extend(
         onnx.helper.make_tensor_value_info(name, _onnx_type(dtypes[name]), None)
@@ -206,16 +210,21 @@ class SuffixEvaluator:
         cut: SuffixCut,
         cache: BoundaryCache,
         reference: ReferenceRun,
+        arrays: Mapping[str, np.ndarray],
     ) -> None:
+        """``arrays``: the values of ``model``'s large initializers (``movable``), handed to
+        the session without serializing them."""
         clock = time.perf_counter()
         first = cache.values(reference, 0)
-        suffix = suffix_model(model, cut, {n: first[n].dtype for n in cut.boundary})
+        suffix = suffix_model(model, cut, {n: first[n].dtype for n in cut.boundary}, arrays)
         # The layer's nodes (``model``'s objects) -> their place among the suffix's nodes.
         position = {id(model.graph.node[p]): k for k, p in enumerate(cut.positions)}
         evaluated = evaluation_model(suffix, {index: layer}, position)
         assert evaluated is not None
-        with tempfile.TemporaryDirectory(prefix="onnxprune-suffix-") as tmp:
-            self.session = make_session(save_for_session(evaluated, Path(tmp) / "suffix.onnx"))
+        stored = {t.name for t in evaluated.graph.initializer}
+        self.session = session_in_memory(
+            evaluated, {name: arrays[name] for name in stored if name in arrays}
+        )
         self.setup_seconds = time.perf_counter() - clock
         self.index = index
         self.layer = layer

@@ -201,7 +201,9 @@ class ReferenceRun:
         self.session = None
 
     def compare(self, pruned: Path) -> Fidelity:
-        candidate = make_session(pruned)
+        return self.compare_session(make_session(pruned))
+
+    def compare_session(self, candidate: ort.InferenceSession) -> Fidelity:
         return self.compare_outputs(
             lambda batch: run(candidate, self.names, batch.feed, self.dataset.name)
         )
