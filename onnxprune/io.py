@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -81,10 +82,15 @@ _GZIP_LIMIT = 512 * 1024 * 1024
 # in parallel, and a chunk the output shares with the input (unchanged tensors) is not
 # compressed twice. Deflate's window is 32 KiB, so the sum is within a few bytes per chunk of
 # one stream's size.
-_GZIP_CHUNK = 4 * 1024 * 1024
+_GZIP_CHUNK = 1024 * 1024
+# Above this many bytes, one chunk in _GZIP_SAMPLE_STRIDE is compressed and the sum scaled
+# to the whole (compressing 90 MB of weights costs about 1 s per core): within 2% (tested;
+# 1% on MiniLM's 90 MB), at a quarter of the cost.
+_GZIP_EXACT_BYTES = 32 * 1024 * 1024
+_GZIP_SAMPLE_STRIDE = 4
 # Compressed size by chunk digest, for the process (a run sizes its input and its output).
 _gzip_chunks: dict[bytes, int] = {}
-_GZIP_CACHE_ENTRIES = 1024
+_GZIP_CACHE_ENTRIES = 4096
 
 
 def _gzip_chunk_size(block: bytes) -> int:
@@ -101,26 +107,36 @@ def _gzip_chunk_size(block: bytes) -> int:
 
 
 def gzip_size_bytes(model_path: Path) -> int | None:
-    """Size of the model (and its external data) after gzip -1, in 4 MiB chunks (see
-    ``_GZIP_CHUNK``): what zeroed weights save in a compressed artifact or download. None for
-    very large models."""
+    """Size of the model (and its external data) after gzip -1, in 1 MiB chunks (see
+    ``_GZIP_CHUNK``; estimated from one chunk in 4 above 32 MiB): what zeroed weights save
+    in a compressed artifact or download. None for very large models."""
     files = [model_path, *external_data_files(model_path)]
-    if sum(f.stat().st_size for f in files if f.exists()) > _GZIP_LIMIT:
+    total_bytes = sum(f.stat().st_size for f in files if f.exists())
+    if total_bytes > _GZIP_LIMIT:
         return None
+    stride = 1 if total_bytes <= _GZIP_EXACT_BYTES else _GZIP_SAMPLE_STRIDE
     workers = max(1, min(4, os.cpu_count() or 1))
-    total = 0
+    compressed = sampled = 0
     # zlib and blake2b release the GIL: chunks compress on every core; at most 2 chunks per
     # worker are read ahead.
     with ThreadPoolExecutor(workers) as pool:
         pending: list[Future[int]] = []
         for file in files:
             with file.open("rb") as handle:
-                while block := handle.read(_GZIP_CHUNK):
+                for number in itertools.count():
+                    block = handle.read(_GZIP_CHUNK)
+                    if not block:
+                        break
+                    if number % stride != stride // 2:
+                        continue
+                    sampled += len(block)
                     pending.append(pool.submit(_gzip_chunk_size, block))
                     if len(pending) >= 2 * workers:
-                        total += pending.pop(0).result()
-        total += sum(f.result() for f in pending)
-    return total
+                        compressed += pending.pop(0).result()
+        compressed += sum(f.result() for f in pending)
+    if sampled == 0:
+        return 0
+    return round(compressed * total_bytes / sampled)
 
 
 def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:

@@ -263,8 +263,16 @@ def _tensors_shaped_like_mask(
         return frozenset()
     known = shapes is not None and all(n in shapes for n in [mask_name, *names])
     if not known:
-        batch = next(iter(dataset.batches(selected, batch_size)))
-        mask_shape = tuple(batch.feed[mask_name].shape)
+        # Shapes only: a batch of 2 samples (3 when sequences are 2 long, so that batch and
+        # sequence stay apart) costs far less than a full one.
+        for count in (2, 3):
+            probe = np.zeros_like(selected)
+            probe[np.flatnonzero(selected)[:count]] = True
+            batch = next(iter(dataset.batches(probe, count)))
+            mask_shape = tuple(batch.feed[mask_name].shape)
+            if mask_shape[0] != mask_shape[-1]:
+                break
+        selected, batch_size = probe, count
     else:
         assert shapes is not None
         mask_shape = shapes[mask_name]
