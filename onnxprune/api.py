@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from . import __version__
 from .calibrate.sources import DataSource
+from .calibrate.subgraphs import all_graphs
 from .checks import Gates
 from .config import SENSITIVITY_ALLOCATIONS, PruneConfig, parse_pattern
 from .deploy import DeployConfig, Finisher, refuse_impossible
@@ -783,14 +784,16 @@ def count_weights(model: onnx.ModelProto, base_dir: Path | None = None) -> tuple
     """(parameters, non-zeros) over float initializers and float Constant-node tensors; one
     tensor in memory at a time (external data is read from ``base_dir``)."""
     params = nonzero = 0
-    tensors = list(model.graph.initializer)
-    tensors += [
-        a.t
-        for n in model.graph.node
-        if n.op_type == "Constant"
-        for a in n.attribute
-        if a.name == "value"
-    ]
+    tensors = []
+    for graph in all_graphs(model.graph):  # If/Loop/Scan bodies hold weights too
+        tensors += list(graph.initializer)
+        tensors += [
+            a.t
+            for n in graph.node
+            if n.op_type == "Constant"
+            for a in n.attribute
+            if a.name == "value"
+        ]
     for tensor in tensors:
         if tensor.data_type not in _FLOAT_TYPES:
             continue
@@ -842,10 +845,11 @@ def _nothing_pruned_recipe(
 def unmatched_patterns(config: PruneConfig, model: onnx.ModelProto) -> list[str]:
     """A warning for each --exclude / --layer regex that matches no node, initializer or
     Constant output name of ``model`` (a typo would otherwise change nothing, silently)."""
-    graph = model.graph
-    names = [n.name or f"{n.op_type}:{n.output[0]}" for n in graph.node if n.output]
-    names += [t.name for t in graph.initializer]
-    names += [o for n in graph.node if n.op_type == "Constant" for o in n.output]
+    names: list[str] = []
+    for graph in all_graphs(model.graph):  # names inside If branches may be pruned too
+        names += [n.name or f"{n.op_type}:{n.output[0]}" for n in graph.node if n.output]
+        names += [t.name for t in graph.initializer]
+        names += [o for n in graph.node if n.op_type == "Constant" for o in n.output]
     warnings = []
     for option, regex, pattern in [("--exclude", p, p) for p in config.exclude] + [
         ("--layer", o.text, o.regex) for o in config.overrides
