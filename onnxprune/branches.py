@@ -240,9 +240,7 @@ def attach_branch_layers(
         for weight, layer in layers.items():
             problem = None
             if not mask.any():
-                problem = (
-                    f"in If {name} {branch}, which no calibration batch takes: left dense"
-                )
+                problem = f"in If {name} {branch}, which no calibration batch takes: left dense"
             for other in BRANCHES:
                 if problem is None and other != branch and weight in readers[name][other]:
                     twin = found.get((name, other), {}).get(weight)

@@ -133,9 +133,7 @@ def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onn
     return out
 
 
-def fold_branch(
-    model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.ModelProto
-) -> None:
+def fold_branch(model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.ModelProto) -> None:
     """Write back into ``model`` (in place) what was changed in ``flat``, a copy made by
     ``inline_if_branch(model, node_name, branch)`` and then edited (pruned weights, bias
     changes, inserted bias ``Add`` nodes): the branch's nodes and initializers become the
