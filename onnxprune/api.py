@@ -239,7 +239,7 @@ def prune(
         _refuse_non_finite_weights(pruner)
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
-        report.warnings += recipe_notes + default_notes
+        report.warnings += recipe_notes + default_notes + pruner.branches.notes
         report.arguments.update(deploy.arguments())
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels

@@ -68,6 +68,8 @@ class BranchLayers:
 
     layers: list[Layer] = field(default_factory=list)
     sites: list[Site] = field(default_factory=list)
+    # One line each for the report's warnings (an option that does not reach the branches).
+    notes: list[str] = field(default_factory=list)
 
     def owns(self, layer: Layer) -> bool:
         return any(layer.weight_name in site.nodes for site in self.sites)
@@ -266,6 +268,11 @@ def attach_branch_layers(
                 accepted[weight] = layer
     result.sites = [sites[key] for key in sorted(sites)]
     result.layers = list(accepted.values())
+    if config.structured and result.layers:
+        result.notes.append(
+            "--structured removes no units inside If branches: their layers are only "
+            "weight-pruned (with --sparsity)"
+        )
     scan.layers.extend(result.layers)
     scan.skipped[:] = kept + flat_skipped + added + _unhandled(inside, handled)
     return result

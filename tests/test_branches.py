@@ -15,6 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
 from onnxprune.calibrate.subgraphs import fold_branch, inline_if_branch
+from onnxprune.config import PruneConfig
+from onnxprune.pipeline import Pruner
 
 FLOAT = TensorProto.FLOAT
 THEN, ELSE = "switch/then_branch/", "switch/else_branch/"
@@ -321,3 +323,94 @@ def test_sequential_leaves_branch_layers_dense_with_a_reason(tmp_path: Path) -> 
     assert not report.layers
     assert all("--sequential" in s.reason for s in report.skipped)
     assert len(report.skipped) == 5
+
+
+def test_structured_says_it_leaves_branch_units_and_weight_prunes_them(tmp_path: Path) -> None:
+    path = tmp_path / "vad.onnx"
+    onnx.save(vad_model(), path)
+    calib = feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)
+    report = onnxprune.prune(
+        path, calib, structured=0.3, sparsity=0.5, min_row_weights=0, output=tmp_path / "o.onnx"
+    )
+    assert any("--structured removes no units inside If branches" in w for w in report.warnings)
+    assert len(report.layers) == 4
+    assert report.achieved_sparsity == pytest.approx(0.5, abs=0.01)
+
+
+def test_big_model_mode_lists_branch_layers_as_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "vad.onnx"
+    onnx.save(vad_model(), path)
+    calib = feeds(16000, 2, 16, seed=1)
+    pruner = Pruner(path, calib, PruneConfig(sparsity=0.5), big=True)
+    try:
+        assert pruner.layers == []
+        reasons = {s.name: s.reason for s in pruner.scan.skipped}
+        assert (
+            reasons[THEN + "t_fc1"] == "inside If switch then_branch: not pruned in big-model mode"
+        )
+        assert len(reasons) == 5
+    finally:
+        pruner.close()
+
+
+def nested_model() -> onnx.ModelProto:
+    """y = If(flag, then: If(inner, x @ A, x @ B), else: x @ C); x [batch, 8], y [batch, 8]."""
+    rng = np.random.default_rng(0)
+    inits = {
+        k: numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), k) for k in "ABC"
+    }
+
+    def mm(weight: str, out: str) -> onnx.GraphProto:
+        node = helper.make_node("MatMul", ["x", weight], [out], name=f"fc_{weight}")
+        value = helper.make_tensor_value_info(out, FLOAT, ["batch", 8])
+        return helper.make_graph([node], out, [], [value], initializer=[inits[weight]])
+
+    inner = helper.make_node(
+        "If", ["flag"], ["t"], name="inner", then_branch=mm("A", "a"), else_branch=mm("B", "b")
+    )
+    then_g = helper.make_graph(
+        [inner], "then", [], [helper.make_tensor_value_info("t", FLOAT, ["batch", 8])]
+    )
+    outer = helper.make_node(
+        "If", ["flag"], ["y"], name="outer", then_branch=then_g, else_branch=mm("C", "c")
+    )
+    graph = helper.make_graph(
+        [outer],
+        "nested",
+        [
+            helper.make_tensor_value_info("x", FLOAT, ["batch", 8]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", FLOAT, ["batch", 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_nested_control_flow_is_left_with_a_precise_reason(tmp_path: Path) -> None:
+    model = nested_model()
+    path = tmp_path / "nested.onnx"
+    onnx.save(model, path)
+    rng = np.random.default_rng(1)
+    # The condition has no batch axis: each feed is one complete run (stacked feeds).
+    calib = [
+        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
+        for f in (True, False)
+    ]
+    out = tmp_path / "out.onnx"
+    report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=0, output=out)
+    assert layer_weights(report) == {"outer/else_branch/C"}
+    reasons = {s.name: s.reason for s in report.skipped}
+    assert set(reasons) == {"outer/then_branch/inner/then_branch/fc_A",
+                            "outer/then_branch/inner/else_branch/fc_B"}  # fmt: skip
+    assert all(
+        "(nested in If outer; only the branches of a top-level If" in r for r in reasons.values()
+    )
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    pruned = onnx.load(out)
+    for flag in (True, False):
+        feed = {"x": x, "flag": np.array(flag)}
+        same = np.array_equal(run(model, feed), run(pruned, feed))
+        assert same is flag  # only the else branch (taken when flag is False) changed

@@ -11,13 +11,16 @@ consumer downstream is untouched.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from ..session import make_session, run, save_for_session
 from .sources import CalibrationSet
 
 BRANCHES = ("then_branch", "else_branch")
@@ -226,15 +229,15 @@ class BranchRouter:
                 probe.graph.output.append(
                     helper.make_tensor_value_info(cond, TensorProto.BOOL, None)
                 )
-            self.session = ort.InferenceSession(
-                probe.SerializeToString(), providers=["CPUExecutionProvider"]
-            )
+            with tempfile.TemporaryDirectory(prefix="onnxprune-route-") as tmp:
+                self.session = make_session(save_for_session(probe, Path(tmp) / "route.onnx"))
 
-    def route(self, feed: dict[str, np.ndarray]) -> dict[str, str]:
-        """node name -> the branch it takes on ``feed``."""
+    def route(self, feed: dict[str, np.ndarray], source: str = "data") -> dict[str, str]:
+        """node name -> the branch it takes on ``feed`` (``source`` names it in errors)."""
         values: dict[str, object] = dict(self.fixed)
         if self.session is not None:
-            values.update(zip(self.computed, self.session.run(self.computed, feed), strict=True))
+            found = run(self.session, self.computed, feed, source)
+            values.update(zip(self.computed, found, strict=True))
         taken = {}
         for name, cond in self.conditions.items():
             value = values[cond] if cond in values else feed[cond]
@@ -261,7 +264,7 @@ def branch_masks(
     for batch in dataset.batches(selected, batch_size):
         rows = order[start : start + batch.count]
         start += batch.count
-        for name, branch in router.route(batch.feed).items():
+        for name, branch in router.route(batch.feed, dataset.name).items():
             masks[name][branch][rows] = True
     return masks
 
