@@ -16,7 +16,9 @@ statistics taps work unchanged. So:
   output keeps its control flow.
 
 A branch no calibration batch takes stays dense (and so does an outer weight it shares with a
-taken branch); nested control flow and ``Loop``/``Scan`` bodies are listed as skipped with why.
+taken branch). Control flow nested in a branch stays in place (the specialised copy keeps it,
+its references to branch names renamed), but its own layers are not pruned; nor are those of
+``Loop``/``Scan`` bodies: both are listed as skipped with why.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from .calibrate.subgraphs import (
 )
 from .config import PruneConfig
 from .graph import GraphView
-from .layers import IF_BRANCH_REASON, Layer, LayerScan, SkippedLayer, find_layers
+from .layers import IF_BRANCH_REASON, SUBGRAPH_REASON, Layer, LayerScan, SkippedLayer, find_layers
 from .progress import Progress
 from .report import LayerReport
 
@@ -195,15 +197,7 @@ def attach_branch_layers(
             prefix = branch_prefix(name, branch)
             if not any(s.name.startswith(prefix) for s in inside):
                 continue
-            try:
-                flat = inline_if_branch(model, name, branch)
-            except ValueError:
-                note(
-                    prefix,
-                    f"inside If {name} {branch}, which holds nested control flow: not pruned "
-                    "(only top-level If branches without subgraphs are)",
-                )
-                continue
+            flat = inline_if_branch(model, name, branch)
             flat_scan = find_layers(GraphView(flat), config)
             layers: dict[str, Layer] = {}
             for layer in flat_scan.layers:
@@ -220,7 +214,14 @@ def attach_branch_layers(
                             f"{branch} ({outside})",
                         )
                     )
-            flat_skipped += [s for s in flat_scan.skipped if s.name.startswith(prefix)]
+            # Control flow nested in the branch is top-level in the copy: its entries are
+            # the ones ``scan`` already has (SUBGRAPH_REASON, nested), not repeated here.
+            flat_skipped += [
+                s
+                for s in flat_scan.skipped
+                if s.name.startswith(prefix)
+                and not s.reason.startswith((IF_BRANCH_REASON, SUBGRAPH_REASON))
+            ]
             found[(name, branch)] = layers
             handled.add(prefix)
 

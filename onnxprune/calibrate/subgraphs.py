@@ -12,7 +12,7 @@ consumer downstream is untouched.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,6 @@ from ..session import make_session, run, save_for_session
 from .sources import CalibrationSet
 
 BRANCHES = ("then_branch", "else_branch")
-
-
-def _has_subgraph(graph: onnx.GraphProto) -> bool:
-    return any(attr.HasField("g") or len(attr.graphs) for n in graph.node for attr in n.attribute)
 
 
 def node_label(node: onnx.NodeProto) -> str:
@@ -83,13 +79,27 @@ def _local_names(body: onnx.GraphProto) -> set[str]:
     return {t.name for t in body.initializer} | {o for n in body.node for o in n.output if o}
 
 
+def _rename_node(node: onnx.NodeProto, rename: Callable[[str], str]) -> None:
+    """Apply ``rename`` to the tensor names ``node`` reads and writes, and to every name read
+    or written in its subgraphs (at any depth): a nested graph reads the branch's names as
+    outer-scope values, and cannot define one of them again (ONNX forbids shadowing), so
+    ``rename`` changes only references to them."""
+    node.input[:] = [rename(n) if n else n for n in node.input]
+    node.output[:] = [rename(n) if n else n for n in node.output]
+    for _, sub in subgraphs_of(node):
+        for inner in sub.node:
+            _rename_node(inner, rename)
+        for value in [*sub.output, *sub.value_info]:
+            value.name = rename(value.name)
+
+
 def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onnx.ModelProto:
     """A copy of ``model`` whose top-level ``If`` node ``node_name`` always runs ``branch``.
 
     ``branch`` is ``"then_branch"`` or ``"else_branch"``. The copy computes, for inputs whose
-    condition selects ``branch``, exactly what ``model`` computes. Raises ``ValueError`` when the
-    node is not a top-level ``If`` or the branch itself holds subgraphs (nested control flow
-    would need the renaming to reach inside them).
+    condition selects ``branch``, exactly what ``model`` computes. Control flow nested in the
+    branch stays (it becomes control flow of the main graph), its references to the branch's
+    names renamed too. Raises ``ValueError`` when the node is not a top-level ``If``.
     """
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, not {branch!r}")
@@ -101,8 +111,6 @@ def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onn
         raise ValueError(f"no top-level If node named {node_name!r}")
     if_node = graph.node[index]
     body = _branch(if_node, branch)
-    if _has_subgraph(body):
-        raise ValueError(f"{node_name!r} {branch} holds nested control flow")
 
     prefix = branch_prefix(node_name, branch)
     local = _local_names(body)
@@ -115,8 +123,7 @@ def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onn
         copy = onnx.NodeProto()
         copy.CopyFrom(inner)
         copy.name = prefix + (inner.name or inner.output[0])
-        copy.input[:] = [rename(n) if n else n for n in inner.input]
-        copy.output[:] = [rename(n) if n else n for n in inner.output]
+        _rename_node(copy, rename)
         new_nodes.append(copy)
     for branch_out, if_out in zip(body.output, if_node.output, strict=True):
         if if_out:
@@ -168,8 +175,7 @@ def fold_branch(model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
             copy.name = node.name[len(prefix) :] if node.name.startswith(prefix) else node.name
-            copy.input[:] = [restore(n) if n else n for n in node.input]
-            copy.output[:] = [restore(n) if n else n for n in node.output]
+            _rename_node(copy, restore)
             branch_nodes.append(copy)
         elif not (node.op_type == "Identity" and set(outputs) <= if_outputs and outputs):
             main_nodes += 1
