@@ -199,6 +199,43 @@ def fold_branch(model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.
     body.initializer.extend(inits)
 
 
+def condition_probe(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A model computing only the tensors ``names`` (bool conditions) from ``model``'s inputs:
+    the nodes they depend on and the initializers those read (the rest of the network is not
+    run). Every graph input is kept so that the same feeds apply."""
+    graph = model.graph
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    wanted, keep = list(names), set()
+    while wanted:
+        index = producer.get(wanted.pop())
+        if index is None or index in keep:
+            continue
+        keep.add(index)
+        node = graph.node[index]
+        wanted += [n for n in node.input if n]
+        for _, sub in subgraphs_of(node):
+            wanted += list(names_read(sub))
+    nodes = [graph.node[i] for i in sorted(keep)]
+    read = {n for node in nodes for n in node.input} | set(names)
+    for node in nodes:
+        for _, sub in subgraphs_of(node):
+            read |= names_read(sub)
+    initializers = [t for t in graph.initializer if t.name in read]
+    # An initializer also listed as a graph input (older exporters) stays an input only if kept.
+    dropped = {t.name for t in graph.initializer} - {t.name for t in initializers}
+    probe = helper.make_graph(
+        nodes,
+        "onnxprune_conditions",
+        [i for i in graph.input if i.name not in dropped],
+        [helper.make_tensor_value_info(name, TensorProto.BOOL, None) for name in names],
+        initializer=initializers,
+    )
+    out = helper.make_model(probe, opset_imports=list(model.opset_import))
+    out.ir_version = model.ir_version
+    out.functions.extend(model.functions)
+    return out
+
+
 class BranchRouter:
     """Which branch each top-level ``If`` node takes on a feed. ``If`` decides once per run,
     so routing is per batch: a condition that is a graph input is read from the feed, a
@@ -229,12 +266,7 @@ class BranchRouter:
         self.computed = computed
         self.session: ort.InferenceSession | None = None
         if computed:
-            probe = onnx.ModelProto()
-            probe.CopyFrom(model)
-            for cond in computed:
-                probe.graph.output.append(
-                    helper.make_tensor_value_info(cond, TensorProto.BOOL, None)
-                )
+            probe = condition_probe(model, computed)
             with tempfile.TemporaryDirectory(prefix="onnxprune-route-") as tmp:
                 self.session = make_session(save_for_session(probe, Path(tmp) / "route.onnx"))
 
