@@ -437,3 +437,57 @@ def test_nested_control_flow_stays_and_its_layers_are_listed(tmp_path: Path) -> 
         nested[0].SerializeToString()
         == next(n for n in inner(model).node if n.op_type == "If").SerializeToString()
     )
+
+
+def test_an_outer_constant_node_read_in_a_branch_is_pruned_where_it_is_stored(
+    tmp_path: Path,
+) -> None:
+    """y = If(flag, x @ K, x @ E) where K is a main-graph Constant node read in one branch."""
+    rng = np.random.default_rng(2)
+    value = rng.standard_normal((8, 8)).astype(np.float32)
+    constant = helper.make_node(
+        "Constant", [], ["K"], name="k", value=numpy_helper.from_array(value)
+    )
+
+    def branch(weight: str, out: str, inits: list[onnx.TensorProto]) -> onnx.GraphProto:
+        node = helper.make_node("MatMul", ["x", weight], [out], name=f"fc_{weight}")
+        value_info = helper.make_tensor_value_info(out, FLOAT, ["batch", 8])
+        return helper.make_graph([node], out, [], [value_info], initializer=inits)
+
+    e = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "E")
+    node = helper.make_node(
+        "If",
+        ["flag"],
+        ["y"],
+        name="pick",
+        then_branch=branch("K", "k_out", []),
+        else_branch=branch("E", "e_out", [e]),
+    )
+    graph = helper.make_graph(
+        [constant, node],
+        "constant",
+        [
+            helper.make_tensor_value_info("x", FLOAT, ["batch", 8]),
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", FLOAT, ["batch", 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "constant.onnx"
+    onnx.save(model, path)
+    calib = [
+        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
+        for f in (True, False)
+    ]
+    out = tmp_path / "out.onnx"
+    report = onnxprune.prune(
+        path, calib, sparsity=0.5, method="wanda", min_row_weights=0, output=out
+    )
+    assert layer_weights(report) == {"K", "pick/else_branch/E"}
+    pruned = onnx.load(out)
+    stored = numpy_helper.to_array(pruned.graph.node[0].attribute[0].t)
+    assert np.mean(stored == 0) == pytest.approx(0.5)
+    assert np.array_equal(stored != 0, value * (stored != 0) != 0)
+    feed = {"x": rng.standard_normal((4, 8)).astype(np.float32), "flag": np.array(True)}
+    np.testing.assert_allclose(run(pruned, feed), feed["x"] @ stored, rtol=1e-5, atol=1e-5)

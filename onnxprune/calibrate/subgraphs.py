@@ -148,8 +148,9 @@ def fold_branch(model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.
     ``inline_if_branch(model, node_name, branch)`` and then edited (pruned weights, bias
     changes, inserted bias ``Add`` nodes): the branch's nodes and initializers become the
     branch body again (its original names without the prefix; names created in ``flat`` keep
-    it, so they cannot shadow an outer name), and main-graph initializers that were changed or
-    added are copied to ``model``'s main graph (outer scope, visible in the branch). The
+    it, so they cannot shadow an outer name), and main-graph initializers and ``Constant``
+    nodes that were changed or added are copied to ``model``'s main graph (outer scope, visible
+    in the branch). The
     main-graph nodes of ``flat`` must be ``model``'s (only the branch may have gained nodes).
     """
     graph = model.graph
@@ -167,9 +168,16 @@ def fold_branch(model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.
         return name
 
     if_outputs = {o for o in if_node.output if o}
+    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
     branch_nodes: list[onnx.NodeProto] = []
     main_nodes = 0
     for node in flat.graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] in constants:
+            # A main-graph Constant node (a weight the branch reads, pruned there).
+            if constants[node.output[0]] != node:
+                constants[node.output[0]].CopyFrom(node)
+            main_nodes += 1
+            continue
         outputs = [o for o in node.output if o]
         if outputs and all(o.startswith(prefix) for o in outputs):
             copy = onnx.NodeProto()
