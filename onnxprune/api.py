@@ -367,7 +367,7 @@ def prune(
                 os.replace(artifact, staged)
                 # The op table describes the written file (QDQ pairs, QLinear ops).
                 written = onnx.load(str(staged), load_external_data=False)
-                after = Counter(n.op_type for n in written.graph.node)
+                after = op_counts(written)
                 before = {op: counts[0] for op, counts in report.op_counts.items()}
                 report.op_counts = {
                     op: [before.get(op, 0), after[op]] for op in sorted(set(before) | set(after))
@@ -674,8 +674,7 @@ def _describe_candidate(
             )
         )
     report.params_total, report.nonzero_after = count_weights(candidate.model, base_dir)
-    before = Counter(n.op_type for n in original.graph.node)
-    after = Counter(n.op_type for n in candidate.model.graph.node)
+    before, after = op_counts(original), op_counts(candidate.model)
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
 
 
@@ -778,6 +777,11 @@ def _publish_side_files(staging: Path, report: Report, extra: dict[str, Path]) -
             shutil.move(staged, destination)
     except OSError as err:
         raise OutputWriteError(f"cannot write {err.filename}: {err.strerror or err}") from err
+
+
+def op_counts(model: onnx.ModelProto) -> Counter[str]:
+    """Nodes per op type, in the main graph and every subgraph (If branches are pruned too)."""
+    return Counter(n.op_type for graph in all_graphs(model.graph) for n in graph.node)
 
 
 def count_weights(model: onnx.ModelProto, base_dir: Path | None = None) -> tuple[int, int]:
