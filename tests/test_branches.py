@@ -491,3 +491,24 @@ def test_an_outer_constant_node_read_in_a_branch_is_pruned_where_it_is_stored(
     assert np.array_equal(stored != 0, value * (stored != 0) != 0)
     feed = {"x": rng.standard_normal((4, 8)).astype(np.float32), "flag": np.array(True)}
     np.testing.assert_allclose(run(pruned, feed), feed["x"] @ stored, rtol=1e-5, atol=1e-5)
+
+
+def test_inspect_with_data_lists_and_measures_branch_layers(tmp_path: Path) -> None:
+    path = tmp_path / "vad.onnx"
+    onnx.save(vad_model(), path)
+    calib = feeds(16000, 2, 16, seed=1) + feeds(8000, 2, 16, seed=2)
+    alone = onnxprune.inspect_model(path)
+    assert not alone.layers
+    assert all("pruned by a run" in s.reason for s in alone.skipped)
+    measured = onnxprune.inspect_model(path, calib)
+    assert {x.weight for x in measured.layers} == {
+        THEN + "t_W1",
+        ELSE + "e_Wc",
+        "W_outer",
+        "W_head",
+    }
+    assert not measured.skipped
+    gates = {x.weight: x.gate for x in measured.layers}
+    assert gates[THEN + "t_W1"] == "relu" and gates["W_head"] == "none"
+    for layer in measured.layers:
+        assert layer.score_alone is not None and 0.0 < layer.score_alone < 1.0, layer.name
