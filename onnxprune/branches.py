@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -197,31 +198,8 @@ def attach_branch_layers(
             prefix = branch_prefix(name, branch)
             if not any(s.name.startswith(prefix) for s in inside):
                 continue
-            flat = inline_if_branch(model, name, branch)
-            flat_scan = find_layers(GraphView(flat), config)
-            layers: dict[str, Layer] = {}
-            for layer in flat_scan.layers:
-                labels = [node_label(n) for n in layer.nodes]
-                if all(label.startswith(prefix) for label in labels):
-                    layers[layer.weight_name] = layer
-                elif any(label.startswith(prefix) for label in labels):
-                    outside = next(x for x in labels if not x.startswith(prefix))
-                    flat_skipped.append(
-                        SkippedLayer(
-                            layer.name,
-                            layer.op.op_type,
-                            f"weight {layer.weight_name} is also read outside If {name} "
-                            f"{branch} ({outside})",
-                        )
-                    )
-            # Control flow nested in the branch is top-level in the copy: its entries are
-            # the ones ``scan`` already has (SUBGRAPH_REASON, nested), not repeated here.
-            flat_skipped += [
-                s
-                for s in flat_scan.skipped
-                if s.name.startswith(prefix)
-                and not s.reason.startswith((IF_BRANCH_REASON, SUBGRAPH_REASON))
-            ]
+            layers, skipped = scan_branch(model, config, name, branch)
+            flat_skipped += skipped
             found[(name, branch)] = layers
             handled.add(prefix)
 
@@ -277,6 +255,53 @@ def attach_branch_layers(
     scan.layers.extend(result.layers)
     scan.skipped[:] = kept + flat_skipped + added + _unhandled(inside, handled)
     return result
+
+
+def scan_branch(
+    model: onnx.ModelProto,
+    config: PruneConfig,
+    name: str,
+    branch: str,
+    base_dir: Path | None = None,
+) -> tuple[dict[str, Layer], list[SkippedLayer]]:
+    """(the layers of one branch by weight name, its skipped entries), found in its
+    specialised copy (``base_dir``: where external tensors are read from)."""
+    prefix = branch_prefix(name, branch)
+    flat = inline_if_branch(model, name, branch)
+    flat_scan = find_layers(GraphView(flat, base_dir), config)
+    layers: dict[str, Layer] = {}
+    skipped: list[SkippedLayer] = []
+    for layer in flat_scan.layers:
+        labels = [node_label(n) for n in layer.nodes]
+        if all(label.startswith(prefix) for label in labels):
+            layers[layer.weight_name] = layer
+        elif any(label.startswith(prefix) for label in labels):
+            outside = next(x for x in labels if not x.startswith(prefix))
+            reason = f"weight {layer.weight_name} is also read outside If {name} {branch} "
+            skipped.append(SkippedLayer(layer.name, layer.op.op_type, reason + f"({outside})"))
+    # Control flow nested in the branch is top-level in the copy: its entries are the ones the
+    # model's own scan has (SUBGRAPH_REASON, nested), not repeated here.
+    skipped += [
+        s
+        for s in flat_scan.skipped
+        if s.name.startswith(prefix)
+        and not s.reason.startswith((IF_BRANCH_REASON, SUBGRAPH_REASON))
+    ]
+    return layers, skipped
+
+
+def static_branch_layers(
+    model: onnx.ModelProto, config: PruneConfig, base_dir: Path | None = None
+) -> list[Layer]:
+    """Every layer of every top-level If branch, without data (no routing: a branch no data
+    takes is listed too), each weight once; for reading weights (``check-pattern``)."""
+    found: dict[str, Layer] = {}
+    for name in top_level_ifs(model):
+        for branch in BRANCHES:
+            layers, _ = scan_branch(model, config, name, branch, base_dir)
+            for weight, layer in layers.items():
+                found.setdefault(weight, layer)
+    return list(found.values())
 
 
 def _same_kind(a: Layer, b: Layer) -> bool:

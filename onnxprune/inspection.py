@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .branches import static_branch_layers
 from .calibrate.gates import find_gate
 from .calibrate.sources import DataSource
 from .config import PruneConfig, parse_pattern
@@ -306,10 +307,13 @@ def check_pattern(model: str | Path, pattern: str = "2:4") -> PatternReport:
         raise UsageError("check-pattern needs an N:M pattern such as 2:4")
     model_path = resolve_model(Path(model))
     view = GraphView(*load_for_reading(model_path))
-    scan = find_layers(view, PruneConfig(sparsity=0.0, min_row_weights=0))
+    reading = PruneConfig(sparsity=0.0, min_row_weights=0)
+    scan = find_layers(view, reading)
+    # Layers inside If branches are pruned too (their weights are read without data).
+    found = scan.layers + static_branch_layers(view.model, reading, view.base_dir)
     config = PruneConfig(sparsity=nm.sparsity, pattern=str(nm))
     layers = []
-    for layer in scan.layers:
+    for layer in found:
         problem = nm_problem(layer.op, layer.nodes[0], layer.shape, config)
         if problem is not None:
             layers.append(

@@ -512,3 +512,17 @@ def test_inspect_with_data_lists_and_measures_branch_layers(tmp_path: Path) -> N
     assert gates[THEN + "t_W1"] == "relu" and gates["W_head"] == "none"
     for layer in measured.layers:
         assert layer.score_alone is not None and 0.0 < layer.score_alone < 1.0, layer.name
+
+
+def test_a_2_4_run_prunes_branch_layers_and_check_pattern_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "vad.onnx"
+    onnx.save(vad_model(), path)
+    calib = feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)
+    out = tmp_path / "out.onnx"
+    report = onnxprune.prune(path, calib, pattern="2:4", output=out)
+    assert {x.weight for x in report.layers} == {THEN + "t_W1", ELSE + "e_Wc", "W_outer", "W_head"}
+    assert all(x.sparsity == pytest.approx(0.5) for x in report.layers)
+    before = onnxprune.check_pattern(path, "2:4")
+    after = onnxprune.check_pattern(out, "2:4")
+    assert len(after.layers) == len(before.layers) == 4
+    assert after.exit_code == 0 and before.exit_code == 5
