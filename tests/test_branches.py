@@ -171,6 +171,7 @@ def test_both_branches_taken_are_pruned_to_the_target(tmp_path: Path, method: st
         "W_head",
     }
     assert not [s for s in report.skipped if s.name.startswith("switch/")]
+    assert report.calibration_passes == 2  # one per taken branch (no layer outside the If)
     pruned = onnx.load(out)
     onnx.checker.check_model(pruned, full_check=True)
     assert [n.op_type for n in pruned.graph.node] == ["ReduceMax", "Greater", "If"]
