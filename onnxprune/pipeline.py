@@ -25,6 +25,7 @@ import onnx
 
 from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
 from .apply import add_bias, write_weight
+from .branches import BranchLayers, attach_branch_layers
 from .calibrate.augment import has_subgraphs
 from .calibrate.runner import collect_statistics, collect_statistics_in_parts, probe_shapes
 from .calibrate.sources import (
@@ -198,6 +199,15 @@ class Pruner:
                 with write_errors(self.base_dir):
                     link_external_data(model_path, self.base_dir)
             self.scan: LayerScan = find_layers(GraphView(self.proto, self.base_dir), config)
+            # Layers in top-level If branches, appended to the layers (onnxprune.branches).
+            self.branches: BranchLayers = attach_branch_layers(
+                self.proto,
+                config,
+                self.scan,
+                self.calibration,
+                self.calib_mask,
+                refuse=_branch_refusal(self.big, config),
+            )
         except BaseException:
             self.close()
             raise
@@ -214,6 +224,8 @@ class Pruner:
         # The in-memory candidate evaluator (one session for every search), once built; False:
         # not possible for this model.
         self._evaluator: CandidateEvaluator | bool | None = None
+        if self.branches.layers:  # a weight inside a branch cannot be fed as a graph input
+            self._evaluator = False
         # Single-layer candidates: the current per-layer evaluator, the seconds it took to
         # build, and the seconds judging took in the shared (True) and per-layer (False) ones.
         self._own_evaluator: tuple[str, CandidateEvaluator] | None = None
@@ -308,7 +320,21 @@ class Pruner:
     def statistics(self) -> Mapping[str, LayerStats]:
         """Gathered on first use, in one pass over the calibration samples."""
         if self._stats is None:
-            self._stats = self._collect(self.proto, self.layers)
+            if not self.branches.layers:
+                self._stats = self._collect(self.proto, self.layers)
+                return self._stats
+            main = [x for x in self.layers if not self.branches.owns(x)]
+            stats = dict(self._collect(self.proto, main)) if main else {}
+            inner, passes = self.branches.statistics(
+                self.proto,
+                self.config,
+                self.calibration,
+                self._statistic_kinds(),
+                self.progress,
+                self.sample_mask,
+            )
+            self.calibration_passes += passes
+            self._stats = {**stats, **inner}
         return self._stats
 
     def factors(
@@ -568,14 +594,30 @@ class Pruner:
         """Write pruned matrices and bias changes into ``model`` (in place)."""
         view = GraphView(model)
         layers = find_layers(view, config).layers  # same order, nodes of ``model``
-        assert [layer.weight_name for layer in layers] == [x.weight_name for x in self.layers]
-        return write_matrices(
+        # Layers inside If branches come last in self.layers (onnxprune.branches).
+        main = len(layers)
+        assert [layer.weight_name for layer in layers] == [
+            x.weight_name for x in self.layers[:main]
+        ]
+        outer = [k for k, plan in enumerate(plans) if plan.index < main]
+        reports, warnings = write_matrices(
             view,
-            [layers[plan.index] for plan in plans],
-            finals,
-            deltas,
-            [stats[layers[plan.index].weight_name] for plan in plans],
+            [layers[plans[k].index] for k in outer],
+            [finals[k] for k in outer],
+            [deltas[k] for k in outer],
+            [stats[layers[plans[k].index].weight_name] for k in outer],
         )
+        if len(outer) == len(plans):
+            return reports, warnings
+        inner = [k for k in range(len(plans)) if plans[k].index >= main]
+        items = [(self.layers[plans[k].index], finals[k], deltas[k]) for k in inner]
+        inner_reports, inner_warnings = self.branches.write(
+            model, [(x, f, d, stats[x.weight_name]) for x, f, d in items]
+        )
+        by_plan = dict(zip(outer, reports, strict=True)) | dict(
+            zip(inner, inner_reports, strict=True)
+        )
+        return [by_plan[k] for k in range(len(plans))], warnings + inner_warnings
 
     def _prepare(
         self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
@@ -1223,6 +1265,15 @@ class Pruner:
 def candidate_file(model: onnx.ModelProto) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="onnxprune-candidate-") as tmp:
         yield save_for_session(model, Path(tmp) / "candidate.onnx")
+
+
+def _branch_refusal(big: bool, config: PruneConfig) -> str | None:
+    """Why layers inside If branches cannot be pruned in this run (None: they can)."""
+    if big:
+        return "not pruned in big-model mode"
+    if config.sequential:
+        return "not pruned with --sequential (branch layers are pruned one-shot only)"
+    return None
 
 
 def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] | None:
