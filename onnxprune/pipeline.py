@@ -715,19 +715,18 @@ class Pruner:
         self, weight_name: str, reference: ReferenceRun
     ) -> SuffixEvaluator | None:
         """The session over the graph downstream of this layer (``onnxprune.suffix``), one
-        at a time; None when the layer's suffix cannot be cut or the boundary values of all
-        layers on ``reference``'s samples exceed ``BOUNDARY_CACHE_BYTES``."""
-        if self._suffix is not None and self._suffix[0] == weight_name:
-            return self._suffix[1]
+        at a time; None when the layer's suffix cannot be cut or its boundary values on
+        ``reference``'s samples alone exceed ``BOUNDARY_CACHE_BYTES``."""
         if self._cuts is None:
             self._cuts = [suffix_cut(self.proto, layer) for layer in self.layers]
-            names = [n for cut in self._cuts if cut is not None for n in cut.boundary]
-            self._boundary = BoundaryCache(self.proto, names, BOUNDARY_CACHE_BYTES)
+            self._boundary = BoundaryCache(self.proto, self._cuts, BOUNDARY_CACHE_BYTES)
         index = next(i for i, x in enumerate(self.layers) if x.weight_name == weight_name)
         cut = self._cuts[index]
         assert self._boundary is not None
-        if cut is None or not self._boundary.fill(reference):
+        if cut is None or not self._boundary.ensure(reference, index):
             return None
+        if self._suffix is not None and self._suffix[0] == weight_name:
+            return self._suffix[1]
         self._suffix = None  # one suffix session at a time
         evaluator = SuffixEvaluator(
             self.proto, index, self.layers[index], cut, self._boundary, reference, self.arrays()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from .calibrate.sources import Batch
 from .evaluate import PREFIX, _names_read, _onnx_type, evaluation_model
@@ -35,9 +36,8 @@ from .layers import Layer
 from .session import placeholder, run, session_in_memory
 from .verify import Fidelity, ReferenceRun
 
-# The boundary values of every layer for the probe samples are kept in memory; above this
-# the suffix evaluators are not used (the whole-model evaluator is).
-BOUNDARY_CACHE_BYTES = 1 << 30
+# The boundary values kept in memory at a time (a window of layers; see ``BoundaryCache``).
+BOUNDARY_CACHE_BYTES = 256 << 20
 
 _SUBGRAPH_ATTRIBUTES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
@@ -122,46 +122,86 @@ def _constant_nodes(graph: onnx.GraphProto, initializers: set[str]) -> dict[str,
 
 
 class BoundaryCache:
-    """The original's boundary tensors (and outputs) on a reference's batches, computed on
-    first use with one session over the original plus extra outputs."""
+    """The original's boundary tensors (and outputs) on a reference's batches, for a window
+    of layers at a time: values for the layers judged next are computed together, as many
+    layers as fit in ``limit`` bytes, with one run of a session over the original whose
+    outputs are every boundary tensor (onnxruntime frees what a run does not fetch). A
+    detector's 640 px activations would not all fit at once; a window never holds more than
+    the limit (a layer whose own boundary does not fit is judged on the whole model)."""
 
-    def __init__(self, model: onnx.ModelProto, names: Sequence[str], limit: int) -> None:
+    def __init__(self, model: onnx.ModelProto, cuts: Sequence[SuffixCut | None], limit: int):
         self.model = model
-        self.names = list(dict.fromkeys([*names, *(o.name for o in model.graph.output)]))
+        self.cuts = list(cuts)
+        names = [n for cut in cuts if cut is not None for n in cut.boundary]
+        self.outputs = [o.name for o in model.graph.output]
+        self.names = list(dict.fromkeys([*names, *self.outputs]))
         self.limit = limit
-        self.bytes = 0
-        self.fits = True
-        self._values: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-        self._session = None
+        self._session: ort.InferenceSession | None = None
+        # Bytes of each name for one sample (measured on one sample of the first reference).
+        self._per_sample: dict[str, int] | None = None
+        # The current window: the reference it is for, its layers, values per batch.
+        self._window: tuple[int, frozenset[int]] = (0, frozenset())
+        self._values: list[dict[str, np.ndarray]] = []
+        self.runs = 0
 
-    def fill(self, reference: ReferenceRun) -> bool:
-        """Compute the values on every batch of ``reference`` (once); False when they would
-        exceed the memory limit (nothing is kept then)."""
-        key = id(reference)
-        if not self.fits:
-            return False
-        if (key, 0) in self._values:
+    def _exposing_session(self) -> ort.InferenceSession:
+        if self._session is None:
+            exposed = onnx.ModelProto()
+            exposed.CopyFrom(self.model)
+            existing = {o.name for o in exposed.graph.output}
+            exposed.graph.output.extend(
+                onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
+            )
+            self._session = session_in_memory(exposed)
+        return self._session
+
+    def _sizes(self, reference: ReferenceRun) -> dict[str, int]:
+        """Bytes per sample of every boundary tensor, from one sample of the first batch."""
+        if self._per_sample is None:
+            batch, _ = next(iter(reference.batches_and_outputs()))
+            one = {name: value[:1] for name, value in batch.feed.items()}
+            values = run(self._exposing_session(), self.names, one, reference.dataset.name)
+            self.runs += 1
+            self._per_sample = {
+                name: value.nbytes // max(len(value), 1) if value.ndim else value.nbytes
+                for name, value in zip(self.names, values, strict=True)
+            }
+        return self._per_sample
+
+    def ensure(self, reference: ReferenceRun, index: int) -> bool:
+        """Make the values layer ``index`` needs available; a new window starts at it and
+        takes the following layers while they fit. False when its own boundary does not."""
+        if self._window == (id(reference), self._window[1]) and index in self._window[1]:
             return True
-        exposed = onnx.ModelProto()
-        exposed.CopyFrom(self.model)
-        existing = {o.name for o in exposed.graph.output}
-        exposed.graph.output.extend(
-            onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
-        )
-        session = session_in_memory(exposed)
-        del exposed
-        for number, (batch, _) in enumerate(reference.batches_and_outputs()):
-            values = run(session, self.names, batch.feed, reference.dataset.name)
-            self.bytes += sum(v.nbytes for v in values)
-            if self.bytes > self.limit:
-                self.fits = False
-                self._values = {}
-                return False
-            self._values[(key, number)] = dict(zip(self.names, values, strict=True))
+        cut = self.cuts[index]
+        if cut is None:
+            return False
+        sizes = self._sizes(reference)
+        samples = int(reference.selected.sum())
+        names: set[str] = set(self.outputs)
+        layers: set[int] = set()
+        for later in range(index, len(self.cuts)):
+            other = self.cuts[later]
+            if other is None:
+                continue
+            grown = names | set(other.boundary)
+            if sum(sizes[n] for n in grown) * samples > self.limit:
+                break
+            names, layers = grown, layers | {later}
+        if index not in layers:
+            return False
+        fetched = [n for n in self.names if n in names]
+        self._values = []  # the previous window's values go first
+        for batch, _ in reference.batches_and_outputs():
+            values = run(self._exposing_session(), fetched, batch.feed, reference.dataset.name)
+            self._values.append(dict(zip(fetched, values, strict=True)))
+        self.runs += 1
+        self._window = (id(reference), frozenset(layers))
         return True
 
     def values(self, reference: ReferenceRun, batch_number: int) -> dict[str, np.ndarray]:
-        return self._values[(id(reference), batch_number)]
+        assert self._window[0] == id(reference)
+        return self._values[batch_number]
 
 
 def suffix_model(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -200,3 +201,36 @@ def test_reusing_the_auto_winners_layers_changes_nothing(
     onnxprune.prune(path, calib, output=tmp_path / "fresh.onnx", sparsity=0.6)
     assert (tmp_path / "reused.onnx").read_bytes() == (tmp_path / "fresh.onnx").read_bytes()
     assert reused_calls < len(calls)
+
+
+def test_boundary_values_are_kept_a_window_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a memory limit that holds only a few layers' boundaries, the values are computed
+    window by window (more runs of the original) and every judged score is unchanged; a
+    layer whose own boundary exceeds the limit is judged on the whole model instead."""
+    pruner = _pruner(tmp_path, models.transformer_block)
+    reference = pruner.sensitivity_reference()
+    scorer = get_method("contrib")
+
+    def judged_all() -> list[float]:
+        scores = []
+        for layer in pruner.layers:
+            at = dataclasses.replace(pruner.config, allocation="group")
+            scores.append(pruner._judge(at, scorer, "row", reference, {layer.weight_name})[0])
+        return scores
+
+    unlimited = judged_all()
+    assert pruner._boundary is not None and pruner._boundary.runs == 2  # sizes, one window
+    sizes = pruner._boundary._sizes(reference)
+    samples = int(reference.selected.sum())
+    cuts = [c for c in pruner._cuts or [] if c is not None]
+    largest = max(sum(sizes[n] for n in {*c.boundary, *pruner._boundary.outputs}) for c in cuts)
+    monkeypatch.setattr(pipeline, "BOUNDARY_CACHE_BYTES", largest * samples)
+    pruner._cuts, pruner._boundary, pruner._suffix = None, None, None
+    assert judged_all() == pytest.approx(unlimited, abs=1e-9)
+    assert pruner._boundary is not None and pruner._boundary.runs > 2
+    monkeypatch.setattr(pipeline, "BOUNDARY_CACHE_BYTES", 1)
+    pruner._cuts, pruner._boundary, pruner._suffix = None, None, None
+    assert pruner._suffix_evaluator(pruner.layers[0].weight_name, reference) is None
+    assert judged_all() == pytest.approx(unlimited, abs=1e-6)

@@ -1,4 +1,4 @@
-"""The report's gzip size: chunked and parallel, close to one gzip stream of the file."""
+"""The report's gzip size (chunked, parallel, sampled above 32 MiB) and sessions built in memory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune import io
+from onnxprune import session as session_module
 
 
 def test_chunked_gzip_size_matches_one_stream(tmp_path: Path) -> None:
@@ -42,3 +43,28 @@ def test_gzip_size_of_a_large_file_is_estimated_within_two_percent(tmp_path: Pat
     exact = len(gzip.compress(path.read_bytes(), compresslevel=1))
     assert estimate is not None
     assert abs(estimate - exact) <= 0.02 * exact
+
+
+def test_a_session_built_in_memory_runs_like_one_from_the_file(tmp_path: Path) -> None:
+    """``session_in_memory`` hands large initializers to onnxruntime as arrays: same outputs
+    as the model saved and loaded, nothing written, and the arrays outlive the caller's."""
+    import gc
+
+    import models
+    import onnx
+
+    from onnxprune.session import make_session, session_in_memory
+
+    model = models.mlp_matmul(sizes=(64, 128, 128, 4), seed=3)
+    moved = [t.name for t in model.graph.initializer if session_module.movable(t)]
+    assert moved, "the test model has initializers large enough to be moved"
+    feed = {name: value[:8] for name, value in models.random_inputs(model, 8, seed=0).items()}
+    from_file = make_session(models.save(model, tmp_path / "m.onnx"))
+    in_memory = session_in_memory(model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy  # the session keeps its own arrays
+    gc.collect()
+    for a, b in zip(from_file.run(None, feed), in_memory.run(None, feed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
