@@ -326,6 +326,11 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="dense, or sparse: store each weight that is smaller so as an ONNX sparse_initializer "
     "(onnxruntime densifies it at load: a smaller file, not a faster model).",
 )  # fmt: skip
+@click.option(
+    "--format", "output_format", default="onnx", show_default=True,
+    help="onnx, or ort: write onnxruntime's mobile format (.ort, by onnxruntime's own "
+    "converter; sparse weights stay sparse). The output must be named NAME.ort.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @seed_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
@@ -376,6 +381,7 @@ def command(
     per_channel: bool,
     quant_calibration: str | None,
     storage: str,
+    output_format: str,
     as_json: bool,
     seed: int,
     quiet: bool,
@@ -435,6 +441,7 @@ def command(
         per_channel=per_channel,
         quant_calibration=quant_calibration,
         storage=storage,
+        output_format=output_format,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))

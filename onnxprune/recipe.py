@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PruneConfig, option_name
+from .deploy import DeployConfig
 from .errors import UsageError
 
 RECIPE_VERSION = 1
@@ -85,6 +86,8 @@ _RECORD_KEYS: dict[str, tuple[type, ...]] = {
     "held_out": (bool,),
     "search_split": (bool,),
     "calibration_input": (dict,),
+    # The artifact options (``DeployConfig.arguments()``): a replay writes the same artifact.
+    "deploy": (dict,),
 }
 
 
@@ -134,6 +137,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
             settings[name] = tuple(value)
     try:
         config = PruneConfig(**settings)
+        if recipe.get("deploy") is not None:
+            DeployConfig.from_record(recipe["deploy"])
     except UsageError as err:
         raise UsageError(f"recipe {path}: {err}") from err
     return config, recipe
