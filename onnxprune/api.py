@@ -82,6 +82,7 @@ def prune(
     sample_mask: str | None = None,
     structured: float = 0.0,
     structured_score: str = "variance",
+    structured_multiple: int = 1,
     layer_overrides: Sequence[str] = (),
     sequential: bool = False,
     stages: int = 8,
@@ -189,7 +190,7 @@ def prune(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
             layer_overrides, sequential, stages, update_target, allocation, metric,
-            metric_outputs,
+            metric_outputs, structured_multiple,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError(
@@ -423,7 +424,8 @@ def prune(
             recipe_data = build_recipe(
                 config,
                 candidate.scorer.name,
-                candidate.group,
+                # --structured alone prunes no weights (group "none"): the configured group.
+                candidate.group if candidate.group != "none" else config.group,
                 candidate.allocation,
                 {layer.weight: layer.sparsity for layer in report.layers},
                 fingerprint(calib),
@@ -477,6 +479,7 @@ def _refuse_non_finite_weights(pruner: Pruner) -> None:
 _RECIPE_SET = (
     "sparsity", "method", "pattern", "group", "exclude", "num_samples", "batch_size",
     "min_row_weights", "update", "sample_mask", "structured", "structured_score",
+    "structured_multiple",
     "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
 )  # fmt: skip
 _DEFAULTS = {
@@ -552,8 +555,11 @@ def _config_from_arguments(
     allocation: str | None,
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
+    structured_multiple: int = 1,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
+    if structured_multiple != _DEFAULTS["structured_multiple"] and not structured:
+        raise UsageError("--structured-multiple needs --structured (it rounds the units kept)")
     if search:
         sparsity = 0.5  # a placeholder; the search sets the real value
     if sparsity is None and nm is not None:
@@ -588,6 +594,7 @@ def _config_from_arguments(
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,
+        structured_multiple=structured_multiple,
         layer_overrides=tuple(layer_overrides),
         sequential=sequential,
         stages=stages,
@@ -936,6 +943,7 @@ def _arguments(
         "sample_mask": config.sample_mask,
         "structured": config.structured,
         "structured_score": config.structured_score,
+        "structured_multiple": config.structured_multiple,
         "layer_overrides": list(config.layer_overrides),
         "sequential": config.sequential,
         "stages": config.stages,

@@ -226,6 +226,15 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="How --structured ranks units: variance (output variance x reader weight norm, "
     "mean-compensated) or l1 (weight L1 norm, the usual baseline).",
 )
+@click.option(
+    "--structured-multiple",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="With --structured: round each group's kept channels to a multiple of N (8 or 16 "
+    "keep int8 / fp16 kernels on their fast path); 1 keeps exactly the share asked for.",
+)
 @num_samples_option
 @batch_size_option
 @click.option(
@@ -360,6 +369,7 @@ def command(
     sample_mask: str | None,
     structured: float,
     structured_score: str,
+    structured_multiple: int,
     num_samples: int | None,
     batch_size: int,
     eval_data: Path | None,
@@ -417,6 +427,7 @@ def command(
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,
+        structured_multiple=structured_multiple,
         eval_data=eval_data,
         report_path=report_path,
         seed=seed,

@@ -23,6 +23,9 @@ TUPLE_FIELDS = ("exclude", "layer_overrides", "metric_outputs")
 # Advanced PruneConfig fields written only when they differ from these defaults (recipes of
 # runs that leave them alone stay as they were; a missing field replays its default).
 ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned"}
+# Fields whose absence from a recipe (written before they existed) means the behaviour of
+# that time, whatever their default is now.
+BEFORE_FIELD: dict[str, Any] = {"structured_multiple": 1}
 
 
 def recipe_path(output: Path) -> Path:
@@ -127,6 +130,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     if missing:
         raise UsageError(f"recipe {path} is incomplete: no {', '.join(missing)}")
     settings = {name: recipe[name] for name in fields if name in recipe}
+    for name, value in BEFORE_FIELD.items():
+        settings.setdefault(name, value)
     for name in TUPLE_FIELDS:
         if name in settings:
             value = settings[name]
