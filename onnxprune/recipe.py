@@ -50,7 +50,7 @@ def fingerprint(source: object) -> str | None:
 def build_recipe(
     config: PruneConfig,
     variant: str,
-    group: str,
+    group: str | None,
     allocation: str,
     layer_sparsity: dict[str, float],
     calibration_fingerprint: str | None,
