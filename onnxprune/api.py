@@ -114,6 +114,7 @@ def prune(
     quant_calibration: str | None = None,
     storage: str = "dense",
     output_format: str = "onnx",
+    quant_range: str | None = None,
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
@@ -139,7 +140,8 @@ def prune(
             names every option given that it overrides).
         tokenizer, max_length: text calibration: a ``tokenizer.json`` (default: beside the
             model) and the length sequences are truncated to.
-        quantize, quant_format, per_channel, quant_calibration, storage, output_format: turn
+        quantize, quant_format, per_channel, quant_calibration, quant_range, storage,
+            output_format: turn
             the pruned model into the written artifact (``onnxprune.deploy``:
             ``quantize="int8"`` or ``"int8-dynamic"``, ``storage="sparse"``,
             ``output_format="ort"``); the fidelity check, the gates and the search then judge
@@ -177,7 +179,7 @@ def prune(
     update_asked = update is not None or recipe is not None or config is not None
     gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop, min_score)
     deploy = DeployConfig(
-        quantize, quant_format, per_channel, quant_calibration, storage, output_format
+        quantize, quant_format, per_channel, quant_calibration, storage, quant_range, output_format
     )
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None

@@ -126,7 +126,8 @@ def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) 
     """A gate between the fp32 pruned model's cosine and the quantized one's fails the run."""
     model = models.mlp_gemm(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
-    args = ("--sparsity", "0.5", *FAST, "--quantize", "int8", "--per-tensor")
+    quantize = ("--quantize", "int8", "--per-tensor", "--quant-range", "full")
+    args = ("--sparsity", "0.5", *FAST, *quantize)
     code, report, err = _run(cli, path, calib, tmp_path / "probe.onnx", *args)
     assert code == 0, err
     pruned, quantized = (s["fidelity"]["outputs"][0]["cosine"] for s in report["artifact_stages"])
@@ -139,7 +140,7 @@ def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) 
     assert not out.exists()
     assert failed["gate_failures"][0]["value"] == pytest.approx(quantized)
     # The same gate passes without --quantize: the fp32 pruned model is above it.
-    code, _, err = _run(cli, path, calib, out, *args[:-3], "--min-cosine", gate)
+    code, _, err = _run(cli, path, calib, out, *args[: -len(quantize)], "--min-cosine", gate)
     assert code == 0, err
 
 
@@ -457,3 +458,34 @@ def test_ort_format_default_name_and_refusals(cli: CliRunner, tmp_path: Path) ->
     result = cli(path, "--calib", calib, "-o", ort_out, "--sparsity", "0.5", "--format", "tflite")
     assert result.code == 2 and "--format must be one of onnx, ort" in result.err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("quantize", "given", "bound"),
+    [
+        (("int8",), (), 64),  # static: 7-bit weights by default
+        (("int8",), ("--quant-range", "full"), 127),
+        (("int8-dynamic",), (), 127),  # dynamic: full range by default
+        (("int8-dynamic",), ("--quant-range", "reduced"), 64),
+    ],
+)
+def test_quant_range_bounds_the_int8_weights(
+    cli: CliRunner, tmp_path: Path, quantize: tuple[str, ...], given: tuple[str, ...], bound: int
+) -> None:
+    """Reduced range keeps |q| <= 64 (onnxruntime's x86 kernels without VNNI sum u8 x s8
+    pairs in int16 and saturate on full-range weights); every weight reaches its bound in
+    some channel (symmetric per-channel scales map each channel's max to it)."""
+    model = models.mlp_matmul(sizes=(16, 64, 64, 8))
+    path, calib = _prepare(tmp_path, model)
+    out = tmp_path / "q.onnx"
+    code, report, err = _run(cli, path, calib, out, "--sparsity", "0.5", *FAST,
+                             "--quantize", *quantize, *given)  # fmt: skip
+    assert code == 0, err
+    quantized = {k: v for k, v in _initializers(out).items() if k.endswith("_quantized")}
+    weights = [v for v in quantized.values() if v.dtype == np.int8]
+    assert weights
+    assert max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == bound
+    assert report["arguments"]["quant_range"] == (given[1] if given else None)
+    result = cli(path, "--calib", calib, "-o", tmp_path / "x.onnx", "--sparsity", "0.5",
+                 "--quant-range", "full")  # fmt: skip
+    assert result.code == 2 and "--quant-range needs --quantize" in result.err
