@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from . import __version__
 from .calibrate.sources import DataSource
+from .calibrate.subgraphs import all_graphs
 from .checks import Gates
 from .config import SENSITIVITY_ALLOCATIONS, PruneConfig, parse_pattern
 from .deploy import DeployConfig, Finisher, refuse_impossible
@@ -256,7 +257,7 @@ def prune(
         _refuse_non_finite_weights(pruner)
         timings["load"] = time.perf_counter() - clock
         report = _new_report(pruner, config, output_path, calib, eval_data, gates)
-        report.warnings += recipe_notes + default_notes
+        report.warnings += recipe_notes + default_notes + pruner.branches.notes
         report.arguments.update(deploy.arguments())
         if gates.max_accuracy_drop is not None and not (
             pruner.evaluation is not None and pruner.evaluation.has_labels
@@ -395,7 +396,7 @@ def prune(
                 # --format ort, the ONNX graph it was converted from.
                 assert finisher.last_onnx is not None
                 written = onnx.load(str(finisher.last_onnx), load_external_data=False)
-                after = Counter(n.op_type for n in written.graph.node)
+                after = op_counts(written)
                 before = {op: counts[0] for op, counts in report.op_counts.items()}
                 report.op_counts = {
                     op: [before.get(op, 0), after[op]] for op in sorted(set(before) | set(after))
@@ -710,8 +711,7 @@ def _describe_candidate(
             )
         )
     report.params_total, report.nonzero_after = count_weights(candidate.model, base_dir)
-    before = Counter(n.op_type for n in original.graph.node)
-    after = Counter(n.op_type for n in candidate.model.graph.node)
+    before, after = op_counts(original), op_counts(candidate.model)
     report.op_counts = {op: [before[op], after[op]] for op in sorted(before | after)}
 
 
@@ -816,18 +816,25 @@ def _publish_side_files(staging: Path, report: Report, extra: dict[str, Path]) -
         raise OutputWriteError(f"cannot write {err.filename}: {err.strerror or err}") from err
 
 
+def op_counts(model: onnx.ModelProto) -> Counter[str]:
+    """Nodes per op type, in the main graph and every subgraph (If branches are pruned too)."""
+    return Counter(n.op_type for graph in all_graphs(model.graph) for n in graph.node)
+
+
 def count_weights(model: onnx.ModelProto, base_dir: Path | None = None) -> tuple[int, int]:
     """(parameters, non-zeros) over float initializers and float Constant-node tensors; one
     tensor in memory at a time (external data is read from ``base_dir``)."""
     params = nonzero = 0
-    tensors = list(model.graph.initializer)
-    tensors += [
-        a.t
-        for n in model.graph.node
-        if n.op_type == "Constant"
-        for a in n.attribute
-        if a.name == "value"
-    ]
+    tensors = []
+    for graph in all_graphs(model.graph):  # If/Loop/Scan bodies hold weights too
+        tensors += list(graph.initializer)
+        tensors += [
+            a.t
+            for n in graph.node
+            if n.op_type == "Constant"
+            for a in n.attribute
+            if a.name == "value"
+        ]
     for tensor in tensors:
         if tensor.data_type not in _FLOAT_TYPES:
             continue
@@ -879,10 +886,11 @@ def _nothing_pruned_recipe(
 def unmatched_patterns(config: PruneConfig, model: onnx.ModelProto) -> list[str]:
     """A warning for each --exclude / --layer regex that matches no node, initializer or
     Constant output name of ``model`` (a typo would otherwise change nothing, silently)."""
-    graph = model.graph
-    names = [n.name or f"{n.op_type}:{n.output[0]}" for n in graph.node if n.output]
-    names += [t.name for t in graph.initializer]
-    names += [o for n in graph.node if n.op_type == "Constant" for o in n.output]
+    names: list[str] = []
+    for graph in all_graphs(model.graph):  # names inside If branches may be pruned too
+        names += [n.name or f"{n.op_type}:{n.output[0]}" for n in graph.node if n.output]
+        names += [t.name for t in graph.initializer]
+        names += [o for n in graph.node if n.op_type == "Constant" for o in n.output]
     warnings = []
     for option, regex, pattern in [("--exclude", p, p) for p in config.exclude] + [
         ("--layer", o.text, o.regex) for o in config.overrides

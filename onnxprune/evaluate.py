@@ -19,10 +19,8 @@ cached samples.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -30,7 +28,7 @@ import onnx
 from .calibrate.sources import Batch
 from .graph import GraphView
 from .layers import Layer
-from .session import make_session, run, save_for_session
+from .session import run, session_in_memory
 from .verify import Fidelity, ReferenceRun
 
 PREFIX = "onnxprune_eval"
@@ -40,14 +38,20 @@ def _onnx_type(dtype: np.dtype) -> int:
     return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
 
-def evaluation_model(model: onnx.ModelProto, layers: Mapping[int, Layer]) -> onnx.ModelProto | None:
+def evaluation_model(
+    model: onnx.ModelProto,
+    layers: Mapping[int, Layer],
+    position: Mapping[int, int] | None = None,
+) -> onnx.ModelProto | None:
     """``model`` with the weight and bias change of each layer (by its index in the run's
     layer list) as graph inputs (see module doc); None when a layer's node is not in the main
-    graph (inside a subgraph)."""
+    graph (inside a subgraph). ``position``: id of each layer node -> its index in
+    ``model.graph.node`` (default: the layers' nodes are ``model``'s own)."""
     evaluated = onnx.ModelProto()
     evaluated.CopyFrom(model)
     graph = evaluated.graph
-    position = {id(node): k for k, node in enumerate(model.graph.node)}
+    if position is None:
+        position = {id(node): k for k, node in enumerate(model.graph.node)}
     after: dict[int, list[onnx.NodeProto]] = {}
     view = GraphView(evaluated)
     for index, layer in layers.items():
@@ -125,8 +129,7 @@ class CandidateEvaluator:
         evaluated = evaluation_model(model, layers)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
-        with tempfile.TemporaryDirectory(prefix="onnxprune-evaluate-") as tmp:
-            self.session = make_session(save_for_session(evaluated, Path(tmp) / "eval.onnx"))
+        self.session = session_in_memory(evaluated)
         # Seconds it took to build (the cost a per-layer evaluator pays for each layer).
         self.setup_seconds = time.perf_counter() - clock
         self.layers = layers

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .branches import static_branch_layers
 from .calibrate.gates import find_gate
 from .calibrate.sources import DataSource
 from .config import PruneConfig, parse_pattern
@@ -22,7 +23,7 @@ from .errors import EXIT_GATE_FAILED, UsageError
 from .graph import GraphView
 from .inputs import resolve_model
 from .io import load_for_reading
-from .layers import find_layers, nm_problem
+from .layers import IF_BRANCH_REASON, LayerScan, find_layers, nm_problem
 from .metric import decision_score, suggest_for_model
 from .pipeline import Pruner, mean_cosine
 
@@ -156,6 +157,40 @@ def inspect_model(
     )
     view = GraphView(*load_for_reading(model_path))
     scan = find_layers(view, config)
+    branched = any(s.reason.startswith(IF_BRANCH_REASON) for s in scan.skipped)
+    pruner: Pruner | None = None
+    if calib is not None and (scan.layers or branched):
+        # With data, the layers of the If branches the data takes are listed too.
+        pruner = Pruner(model_path, calib, config, progress=progress)
+        scan = pruner.scan
+    try:
+        report = _inspected(model_path, view, scan, pruner)
+        if pruner is not None and report.layers:
+            reference = pruner.verification_reference()
+            stats = pruner.statistics()
+            for inspected, layer in zip(report.layers, pruner.layers, strict=True):
+                if pruner.branches.owns(layer):  # its nodes are not in the main graph
+                    inspected.gate = stats[layer.weight_name].gate_kind
+                candidate = pruner.build(only={inspected.weight})
+                fidelity = pruner.compare(candidate, reference)
+                inspected.cosine_alone = mean_cosine(fidelity)
+                inspected.score_alone = decision_score(fidelity)
+    finally:
+        if pruner is not None:
+            pruner.close()
+    if pruner is None or not report.layers:
+        return report
+    report.sensitivity_sparsity = sparsity
+    report.sensitivity_method = method
+    report.sensitivity_source = reference.source
+    report.sensitivity_samples = int(reference.selected.sum())
+    return report
+
+
+def _inspected(
+    model_path: Path, view: GraphView, scan: LayerScan, pruner: Pruner | None
+) -> InspectReport:
+    """The report's layer and skipped lists (no sensitivity yet)."""
     layers = [
         InspectedLayer(
             name=layer.name,
@@ -165,7 +200,9 @@ def inspect_model(
             params=layer.size,
             storage=layer.storage,
             dtype=str(layer.dtype),
-            gate=find_gate(view, layer.nodes[0]).kind,
+            gate="?"
+            if pruner is not None and pruner.branches.owns(layer)
+            else find_gate(view, layer.nodes[0]).kind,
         )
         for layer in scan.layers
     ]
@@ -177,22 +214,6 @@ def inspect_model(
     suggestion = suggest_for_model(view.model)
     if suggestion is not None:
         report.suggested_metric, report.suggested_because = suggestion
-    if calib is None or not layers:
-        return report
-    pruner = Pruner(model_path, calib, config, progress=progress)
-    try:
-        reference = pruner.verification_reference()
-        for inspected in layers:
-            candidate = pruner.build(only={inspected.weight})
-            fidelity = pruner.compare(candidate, reference)
-            inspected.cosine_alone = mean_cosine(fidelity)
-            inspected.score_alone = decision_score(fidelity)
-    finally:
-        pruner.close()
-    report.sensitivity_sparsity = sparsity
-    report.sensitivity_method = method
-    report.sensitivity_source = reference.source
-    report.sensitivity_samples = int(reference.selected.sum())
     return report
 
 
@@ -286,10 +307,13 @@ def check_pattern(model: str | Path, pattern: str = "2:4") -> PatternReport:
         raise UsageError("check-pattern needs an N:M pattern such as 2:4")
     model_path = resolve_model(Path(model))
     view = GraphView(*load_for_reading(model_path))
-    scan = find_layers(view, PruneConfig(sparsity=0.0, min_row_weights=0))
+    reading = PruneConfig(sparsity=0.0, min_row_weights=0)
+    scan = find_layers(view, reading)
+    # Layers inside If branches are pruned too (their weights are read without data).
+    found = scan.layers + static_branch_layers(view.model, reading, view.base_dir)
     config = PruneConfig(sparsity=nm.sparsity, pattern=str(nm))
     layers = []
-    for layer in scan.layers:
+    for layer in found:
         problem = nm_problem(layer.op, layer.nodes[0], layer.shape, config)
         if problem is not None:
             layers.append(

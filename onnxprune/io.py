@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -12,6 +14,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,23 @@ def external_data_files(model_path: Path) -> list[Path]:
     # External data lies beside the real file when the model path is a symbolic link.
     model_path = model_path.resolve()
     try:
+        status = model_path.stat()
+    except OSError:
+        return []
+    # A run asks this of the same files many times; each answer parses the whole proto.
+    key = (str(model_path), status.st_mtime_ns, status.st_size, status.st_ino)
+    if key not in _external_data_cache:
+        if len(_external_data_cache) >= 64:
+            _external_data_cache.clear()
+        _external_data_cache[key] = _read_external_data_files(model_path)
+    return list(_external_data_cache[key])
+
+
+_external_data_cache: dict[tuple[str, int, int, int], list[Path]] = {}
+
+
+def _read_external_data_files(model_path: Path) -> list[Path]:
+    try:
         model = onnx.load(str(model_path), load_external_data=False)
     except (OSError, DecodeError, ValueError):
         return []
@@ -58,22 +78,65 @@ def model_size_bytes(model_path: Path) -> int:
 
 # Above this, the compressed size is not computed (it would cost seconds per 100 MB).
 _GZIP_LIMIT = 512 * 1024 * 1024
+# The gzip size is summed over independently compressed chunks of this size: they compress
+# in parallel, and a chunk the output shares with the input (unchanged tensors) is not
+# compressed twice. Deflate's window is 32 KiB, so the sum is within a few bytes per chunk of
+# one stream's size.
+_GZIP_CHUNK = 1024 * 1024
+# Above this many bytes, one chunk in _GZIP_SAMPLE_STRIDE is compressed and the sum scaled
+# to the whole (compressing 90 MB of weights costs about 1 s per core): within 2% (tested;
+# 1% on MiniLM's 90 MB), at a quarter of the cost.
+_GZIP_EXACT_BYTES = 32 * 1024 * 1024
+_GZIP_SAMPLE_STRIDE = 4
+# Compressed size by chunk digest, for the process (a run sizes its input and its output).
+_gzip_chunks: dict[bytes, int] = {}
+_GZIP_CACHE_ENTRIES = 4096
+
+
+def _gzip_chunk_size(block: bytes) -> int:
+    key = hashlib.blake2b(block, digest_size=16).digest()
+    size = _gzip_chunks.get(key)
+    if size is None:
+        # Level 1: a few times faster than the default 6 on weights, within a few % of its size.
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: gzip container
+        size = len(compressor.compress(block)) + len(compressor.flush())
+        if len(_gzip_chunks) >= _GZIP_CACHE_ENTRIES:
+            _gzip_chunks.clear()
+        _gzip_chunks[key] = size
+    return size
 
 
 def gzip_size_bytes(model_path: Path) -> int | None:
-    """Size of the model (and its external data) after gzip -1: what zeroed weights save in
-    a compressed artifact or download. None for very large models."""
+    """Size of the model (and its external data) after gzip -1, in 1 MiB chunks (see
+    ``_GZIP_CHUNK``; estimated from one chunk in 4 above 32 MiB): what zeroed weights save
+    in a compressed artifact or download. None for very large models."""
     files = [model_path, *external_data_files(model_path)]
-    if sum(f.stat().st_size for f in files if f.exists()) > _GZIP_LIMIT:
+    total_bytes = sum(f.stat().st_size for f in files if f.exists())
+    if total_bytes > _GZIP_LIMIT:
         return None
-    # Level 1: a few times faster than the default 6 on weights, within a few % of its size.
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: gzip container
-    total = 0
-    for file in files:
-        with file.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                total += len(compressor.compress(block))
-    return total + len(compressor.flush())
+    stride = 1 if total_bytes <= _GZIP_EXACT_BYTES else _GZIP_SAMPLE_STRIDE
+    workers = max(1, min(4, os.cpu_count() or 1))
+    compressed = sampled = 0
+    # zlib and blake2b release the GIL: chunks compress on every core; at most 2 chunks per
+    # worker are read ahead.
+    with ThreadPoolExecutor(workers) as pool:
+        pending: list[Future[int]] = []
+        for file in files:
+            with file.open("rb") as handle:
+                for number in itertools.count():
+                    block = handle.read(_GZIP_CHUNK)
+                    if not block:
+                        break
+                    if number % stride != stride // 2:
+                        continue
+                    sampled += len(block)
+                    pending.append(pool.submit(_gzip_chunk_size, block))
+                    if len(pending) >= 2 * workers:
+                        compressed += pending.pop(0).result()
+        compressed += sum(f.result() for f in pending)
+    if sampled == 0:
+        return 0
+    return round(compressed * total_bytes / sampled)
 
 
 def load_model(path: Path, external_data: bool = True) -> onnx.ModelProto:

@@ -480,12 +480,21 @@ def _seen_meta(
 
 
 SUBGRAPH_REASON = "inside a Loop/If/Scan subgraph: not pruned"
+# Layers in the branches of a top-level If: a run with calibration data prunes them
+# (``onnxprune.branches``); inspect lists them with this reason.
+IF_BRANCH_REASON = "inside an If branch"
 
 
 def _skip_subgraph_layers(
-    view: GraphView, graph: onnx.GraphProto, prefix: str, constants: set[str], scan: LayerScan
+    view: GraphView,
+    graph: onnx.GraphProto,
+    prefix: str,
+    constants: set[str],
+    scan: LayerScan,
+    top: onnx.NodeProto | None = None,
 ) -> None:
-    """List every weight-bearing node of every subgraph (at any depth) as skipped."""
+    """List every weight-bearing node of every subgraph (at any depth) as skipped; ``top``:
+    the main-graph node the subgraph is nested in (None: ``graph`` is the main graph)."""
     constants = constants | {t.name for t in graph.initializer}
     constants |= {n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
     for node in graph.node:
@@ -495,6 +504,22 @@ def _skip_subgraph_layers(
                 parent = f"{prefix}{view.node_name(node)}/{attr.name}/"
                 inner = constants | {t.name for t in sub.initializer}
                 inner |= {n.output[0] for n in sub.node if n.op_type == "Constant" and n.output}
+                if top is not None:
+                    reason = (
+                        f"{SUBGRAPH_REASON} (nested in {top.op_type} {view.node_name(top)}; "
+                        "only the branches of a top-level If are pruned)"
+                    )
+                elif node.op_type == "If":
+                    reason = (
+                        f"{IF_BRANCH_REASON} ({view.node_name(node)} {attr.name}): pruned by a "
+                        "run from the calibration batches that take it"
+                    )
+                else:
+                    reason = (
+                        f"{SUBGRAPH_REASON} ({node.op_type} {view.node_name(node)}: its body "
+                        "runs once per iteration; only the branches of a top-level If are "
+                        "pruned)"
+                    )
                 for child in sub.node:
                     spec = LAYER_OPS.get(child.op_type)
                     if spec is not None:
@@ -504,11 +529,10 @@ def _skip_subgraph_layers(
                     else:
                         bears = child.op_type in NOT_PRUNED_OPS
                     if bears:
-                        reason = f"{SUBGRAPH_REASON} ({node.op_type} {view.node_name(node)})"
                         scan.skipped.append(
                             SkippedLayer(parent + view.node_name(child), child.op_type, reason)
                         )
-                _skip_subgraph_layers(view, sub, parent, inner, scan)
+                _skip_subgraph_layers(view, sub, parent, inner, scan, top or node)
 
 
 def nm_problem(

@@ -9,6 +9,7 @@ sweep and ``inspect``'s per-layer sensitivity are all built from these pieces.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import logging
 import math
@@ -16,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import onnx
 
 from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
 from .apply import add_bias, write_weight
+from .branches import BranchLayers, attach_branch_layers
 from .calibrate.augment import has_subgraphs
 from .calibrate.runner import collect_statistics, collect_statistics_in_parts, probe_shapes
 from .calibrate.sources import (
@@ -61,9 +63,10 @@ from .reconstruct import (
 )
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
-from .session import save_for_session
+from .session import movable, save_for_session, session_in_memory
 from .stages import group_stages, layer_depths
 from .structure import StructuredResult, prune_units
+from .suffix import BOUNDARY_CACHE_BYTES, BoundaryCache, SuffixCut, SuffixEvaluator, suffix_cut
 from .verify import Fidelity, ReferenceRun
 
 # Held-out verification never needs more than this many samples.
@@ -71,6 +74,10 @@ MAX_HOLDOUT = 256
 # --group auto: the selections it tries, and how many calibration samples judge them.
 AUTO_GROUPS = ("row", "global")
 AUTO_SAMPLES = 64
+# Unless --allocation measured: as many of those as hold about AUTO_VALUES output values, at
+# least SENSITIVITY_SAMPLES (an encoder's or detector's large outputs need a few samples, a
+# classifier's logits all 64).
+AUTO_VALUES = 262144
 # --allocation sensitivity (estimated curves): each layer's candidates are judged on the first
 # calibration samples that hold about SENSITIVITY_VALUES output values, within these bounds.
 SENSITIVITY_SAMPLES = 16
@@ -107,6 +114,10 @@ class Candidate:
     allocation: str = "group"
 
 
+# A layer's pruned matrix [out, K], its bias change [out] (or None) and a problem to report.
+PrunedMatrix = tuple[np.ndarray, np.ndarray | None, str | None]
+
+
 @dataclass
 class PrunedLayers:
     """Layers decided and pruned, not yet written: per plan the pruned matrix [out, K] and the
@@ -118,6 +129,8 @@ class PrunedLayers:
     notes: list[str]
     warnings: list[str]
     removed: dict[str, float]
+    # One-shot results by ``Pruner._pruned_key`` (what ``Pruner.remember`` keeps).
+    results: dict[tuple[object, ...], PrunedMatrix] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,6 +199,15 @@ class Pruner:
                 with write_errors(self.base_dir):
                     link_external_data(model_path, self.base_dir)
             self.scan: LayerScan = find_layers(GraphView(self.proto, self.base_dir), config)
+            # Layers in top-level If branches, appended to the layers (onnxprune.branches).
+            self.branches: BranchLayers = attach_branch_layers(
+                self.proto,
+                config,
+                self.scan,
+                self.calibration,
+                self.calib_mask,
+                refuse=_branch_refusal(self.big, config),
+            )
         except BaseException:
             self.close()
             raise
@@ -194,14 +216,27 @@ class Pruner:
         self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
         self._auto_reference: ReferenceRun | None = None
         self._sensitivity_reference: ReferenceRun | None = None
+        self._trial_reference: ReferenceRun | None = None
+        # One-shot pruned layers kept for reuse (``remember``), by ``_pruned_key``.
+        self._pruned: dict[tuple[object, ...], PrunedMatrix] = {}
+        # What the last ``_prune_layers`` call computed one-shot, by the same key.
+        self._latest: dict[tuple[object, ...], PrunedMatrix] = {}
         # The in-memory candidate evaluator (one session for every search), once built; False:
         # not possible for this model.
         self._evaluator: CandidateEvaluator | bool | None = None
+        if self.branches.layers:  # a weight inside a branch cannot be fed as a graph input
+            self._evaluator = False
         # Single-layer candidates: the current per-layer evaluator, the seconds it took to
         # build, and the seconds judging took in the shared (True) and per-layer (False) ones.
         self._own_evaluator: tuple[str, CandidateEvaluator] | None = None
         self._own_setup_seconds = 0.0
         self._judge_seconds: dict[bool, list[float]] = {True: [], False: []}
+        # Single-layer candidates judged on the graph downstream of the layer: each layer's
+        # cut (None: not possible), the original's boundary values, the current session.
+        self._cuts: list[SuffixCut | None] | None = None
+        self._boundary: BoundaryCache | None = None
+        self._suffix: tuple[str, SuffixEvaluator] | None = None
+        self._arrays: dict[str, np.ndarray] | None = None
         self._verify_reference: ReferenceRun | None = None
         # --allocation sensitivity: measured curves per (selection, layers and their shares).
         self._sensitivity: dict[tuple[object, ...], list[SensitivityCurve]] = {}
@@ -285,7 +320,21 @@ class Pruner:
     def statistics(self) -> Mapping[str, LayerStats]:
         """Gathered on first use, in one pass over the calibration samples."""
         if self._stats is None:
-            self._stats = self._collect(self.proto, self.layers)
+            if not self.branches.layers:
+                self._stats = self._collect(self.proto, self.layers)
+                return self._stats
+            main = [x for x in self.layers if not self.branches.owns(x)]
+            stats = dict(self._collect(self.proto, main)) if main else {}
+            inner, passes = self.branches.statistics(
+                self.proto,
+                self.config,
+                self.calibration,
+                self._statistic_kinds(),
+                self.progress,
+                self.sample_mask,
+            )
+            self.calibration_passes += passes
+            self._stats = {**stats, **inner}
         return self._stats
 
     def factors(
@@ -453,25 +502,33 @@ class Pruner:
         selected for removal)."""
         warnings: list[str] = []
         finals, deltas, removed = [], [], {}
+        one_shot = stats is self._stats and not factors_from_stats
+        self._latest = {}
         for plan in plans:
             layer = self.layers[plan.index]
             matrix = self.matrices()[plan.index]
             reconstructing = config.update or plan.scorer.adaptive_mask
-            factors = None
-            if reconstructing:
-                factors = self.factors(layer, stats if factors_from_stats else None)
-            layer_config = dataclasses.replace(config, min_row_weights=plan.min_row_weights)
-            clock = time.perf_counter()
-            final, delta, problem = prune_matrix(
-                matrix,
-                plan.keep,
-                stats[layer.weight_name],
-                plan.scorer,
-                layer_config,
-                plan.target,
-                factors,
-            )
-            self.phase_seconds["update"] += time.perf_counter() - clock
+            key = self._pruned_key(config, plan) if one_shot else None
+            if key is not None and key in self._pruned:
+                final, delta, problem = self._pruned[key]
+            else:
+                factors = None
+                if reconstructing:
+                    factors = self.factors(layer, stats if factors_from_stats else None)
+                layer_config = dataclasses.replace(config, min_row_weights=plan.min_row_weights)
+                clock = time.perf_counter()
+                final, delta, problem = prune_matrix(
+                    matrix,
+                    plan.keep,
+                    stats[layer.weight_name],
+                    plan.scorer,
+                    layer_config,
+                    plan.target,
+                    factors,
+                )
+                self.phase_seconds["update"] += time.perf_counter() - clock
+            if key is not None:
+                self._latest[key] = (final, delta, problem)
             if problem:
                 warnings.append(f"{layer.name}: {problem}")
             finals.append(final)
@@ -497,6 +554,34 @@ class Pruner:
         reports, written = self._write(model, config, plans, finals, deltas, stats)
         return reports, warnings + written, removed
 
+    @staticmethod
+    def _pruned_key(config: PruneConfig, plan: LayerPlan) -> tuple[object, ...]:
+        """What a one-shot layer's pruned matrix depends on besides the statistics: the same
+        key gives the same ``prune_matrix`` result."""
+        mask = (
+            None
+            if plan.keep is None
+            else hashlib.blake2b(np.packbits(plan.keep).tobytes()).digest()
+        )
+        return (
+            plan.index,
+            plan.scorer.name,
+            # With a fixed mask the target is not used (the mask says what goes).
+            round(plan.target, 12) if plan.keep is None else None,
+            plan.min_row_weights,
+            mask,
+            config.update,
+            config.update_target,
+            config.nm,
+        )
+
+    def remember(self, prepared: PrunedLayers) -> None:
+        """Keep ``prepared``'s one-shot pruned layers for later candidates that prune a
+        layer the same way (``_pruned_key``): the --group auto winner's layers serve the
+        sensitivity curves' base levels and every layer the re-allocation leaves at its
+        share. Replaces what was kept (one candidate's worth)."""
+        self._pruned = dict(prepared.results)
+
     def _write(
         self,
         model: onnx.ModelProto,
@@ -509,14 +594,30 @@ class Pruner:
         """Write pruned matrices and bias changes into ``model`` (in place)."""
         view = GraphView(model)
         layers = find_layers(view, config).layers  # same order, nodes of ``model``
-        assert [layer.weight_name for layer in layers] == [x.weight_name for x in self.layers]
-        return write_matrices(
+        # Layers inside If branches come last in self.layers (onnxprune.branches).
+        main = len(layers)
+        assert [layer.weight_name for layer in layers] == [
+            x.weight_name for x in self.layers[:main]
+        ]
+        outer = [k for k, plan in enumerate(plans) if plan.index < main]
+        reports, warnings = write_matrices(
             view,
-            [layers[plan.index] for plan in plans],
-            finals,
-            deltas,
-            [stats[layers[plan.index].weight_name] for plan in plans],
+            [layers[plans[k].index] for k in outer],
+            [finals[k] for k in outer],
+            [deltas[k] for k in outer],
+            [stats[layers[plans[k].index].weight_name] for k in outer],
         )
+        if len(outer) == len(plans):
+            return reports, warnings
+        inner = [k for k in range(len(plans)) if plans[k].index >= main]
+        items = [(self.layers[plans[k].index], finals[k], deltas[k]) for k in inner]
+        inner_reports, inner_warnings = self.branches.write(
+            model, [(x, f, d, stats[x.weight_name]) for x, f, d in items]
+        )
+        by_plan = dict(zip(outer, reports, strict=True)) | dict(
+            zip(inner, inner_reports, strict=True)
+        )
+        return [by_plan[k] for k in range(len(plans))], warnings + inner_warnings
 
     def _prepare(
         self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
@@ -527,7 +628,7 @@ class Pruner:
         ]
         plans, notes = self._decide(config, scorer, group, chosen)
         finals, deltas, warnings, removed = self._prune_layers(config, plans, self.statistics())
-        return PrunedLayers(plans, finals, deltas, notes, warnings, removed)
+        return PrunedLayers(plans, finals, deltas, notes, warnings, removed, dict(self._latest))
 
     def _judge(
         self,
@@ -541,7 +642,21 @@ class Pruner:
         cosine on ``reference``'s samples, judged in memory when the model allows it
         (``CandidateEvaluator``; otherwise built and written, and no pruned layers returned).
         ``_build`` takes the pruned layers back instead of computing them again."""
-        evaluator = self.evaluator(only)
+        if only is None and self.base_dir is None and self._builds_whole_candidates():
+            prepared = self._prepare(config, scorer, group, only)
+            model = onnx.ModelProto()
+            model.CopyFrom(self.proto)
+            self._write(
+                model, config, prepared.plans, prepared.finals, prepared.deltas, self.statistics()
+            )
+            clock = time.perf_counter()
+            session = session_in_memory(model)
+            del model
+            fidelity = reference.compare_session(session)
+            del session
+            self.phase_seconds["judge"] += time.perf_counter() - clock
+            return decision_score(fidelity), prepared
+        evaluator = self.evaluator(only, reference)
         if evaluator is None:
             candidate = self._build(config, scorer, group, only)
             return decision_score(self.compare(candidate, reference)), None
@@ -555,18 +670,34 @@ class Pruner:
         fidelity = evaluator.compare(weights, changes, reference)
         seconds = time.perf_counter() - clock
         self.phase_seconds["judge"] += seconds
-        if only is not None and len(only) == 1:
+        if only is not None and len(only) == 1 and not isinstance(evaluator, SuffixEvaluator):
             self._judge_seconds[evaluator is self._evaluator].append(seconds)
         return decision_score(fidelity), prepared
 
-    def evaluator(self, only: set[str] | None = None) -> CandidateEvaluator | None:
+    def _builds_whole_candidates(self) -> bool:
+        """Whether a candidate that changes every layer is judged as a written model (its
+        own session) rather than in the shared evaluator: for models with Conv layers, whose
+        constant weights onnxruntime pre-packs into its blocked layout. Fed as inputs they are
+        not: EfficientNet-Lite0 ran 3-4x slower in the shared session than as a model, which
+        costs more than writing and loading the model; MatMul models run at about the same
+        speed either way, and skip the write."""
+        return any(layer.op.stats_kind == "conv" for layer in self.layers)
+
+    def evaluator(
+        self, only: set[str] | None = None, reference: ReferenceRun | None = None
+    ) -> CandidateEvaluator | SuffixEvaluator | None:
         """The in-memory candidate evaluator for a candidate that changes the layers ``only``
         (None: all): the run's shared one (every layer's weight an input, built on first use)
-        or, for single-layer candidates once measured cheaper, one whose only input is that
-        layer (``_single_layer_evaluator``). None in big-model mode or when a layer sits
-        inside a subgraph."""
+        or, for a single-layer candidate, one over the graph downstream of that layer
+        (``_suffix_evaluator``; when the boundary values do not fit, one whose only input is
+        that layer once measured cheaper, ``_single_layer_evaluator``). None in big-model mode
+        or when a layer sits inside a subgraph."""
         if self.base_dir is not None or self._evaluator is False:
             return None
+        if only is not None and len(only) == 1 and reference is not None:
+            suffix = self._suffix_evaluator(next(iter(only)), reference)
+            if suffix is not None:
+                return suffix
         if self._evaluator is None:
             try:
                 self._evaluator = CandidateEvaluator(self.proto, dict(enumerate(self.layers)))
@@ -579,6 +710,41 @@ class Pruner:
             if own is not None:
                 return own
         return self._evaluator
+
+    def _suffix_evaluator(
+        self, weight_name: str, reference: ReferenceRun
+    ) -> SuffixEvaluator | None:
+        """The session over the graph downstream of this layer (``onnxprune.suffix``), one
+        at a time; None when the layer's suffix cannot be cut or the boundary values of all
+        layers on ``reference``'s samples exceed ``BOUNDARY_CACHE_BYTES``."""
+        if self._suffix is not None and self._suffix[0] == weight_name:
+            return self._suffix[1]
+        if self._cuts is None:
+            self._cuts = [suffix_cut(self.proto, layer) for layer in self.layers]
+            names = [n for cut in self._cuts if cut is not None for n in cut.boundary]
+            self._boundary = BoundaryCache(self.proto, names, BOUNDARY_CACHE_BYTES)
+        index = next(i for i, x in enumerate(self.layers) if x.weight_name == weight_name)
+        cut = self._cuts[index]
+        assert self._boundary is not None
+        if cut is None or not self._boundary.fill(reference):
+            return None
+        self._suffix = None  # one suffix session at a time
+        evaluator = SuffixEvaluator(
+            self.proto, index, self.layers[index], cut, self._boundary, reference, self.arrays()
+        )
+        self._suffix = (weight_name, evaluator)
+        return evaluator
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The values of the model's large initializers (``session.movable``), read once:
+        in-memory sessions take them without serializing the model."""
+        if self._arrays is None:
+            self._arrays = {
+                t.name: onnx.numpy_helper.to_array(t)
+                for t in self.proto.graph.initializer
+                if movable(t)
+            }
+        return self._arrays
 
     def _single_layer_evaluator(self, weight_name: str) -> CandidateEvaluator | None:
         """A session where only this layer's weight is an input: the other layers keep
@@ -753,8 +919,9 @@ class Pruner:
         return candidate
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
-        """``--group auto``: build each variant x selection group and keep the candidate whose
-        outputs stay closest (``decision_score``) to the original's on calibration samples.
+        """``--group auto``: try each selection group with the method, then each of its
+        variants in the winning group, and keep the candidate whose outputs stay closest
+        (``decision_score``) to the original's on calibration samples.
 
         Statistics are reused; the original's outputs are computed once. Held-out samples are
         not used, so the reported fidelity stays an honest estimate. Ties: first candidate.
@@ -762,23 +929,32 @@ class Pruner:
         the winner is then re-allocated by measured sensitivity (one measurement, not one per
         trial); the re-allocated candidate is kept unless it scores lower on the same samples.
         """
-        reference = self.calibration_reference()
+        reference = self.trial_reference(config)
         variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
         trying = dataclasses.replace(config, allocation="group")
         trials: dict[str, float] = {}
         best: tuple[float, ScoringMethod, str, PrunedLayers | None] | None = None
-        trial_count = len(variants) * len(AUTO_GROUPS)
+        # The group with the method itself first, then its variants in the winning group
+        # only: the groups differ far more than the variants (MiniLM at 0.5: row 0.85 vs
+        # global 0.65, contrib vs contrib-nocomp 0.003), and every trial prunes every layer.
+        trial_count = len(AUTO_GROUPS) + len(variants) - 1
         with self.progress.phase("choosing variant and group", trial_count, "trial") as advance:
-            for variant in variants:
-                for group in AUTO_GROUPS:
-                    cosine, prepared = self._judge(trying, variant, group, reference)
-                    trials[f"{variant.name}/{group}"] = cosine
-                    if best is None or cosine > best[0]:
-                        best = (cosine, variant, group, prepared)
-                    del prepared  # only the best trial's pruned layers are kept
-                    advance()
+            pairs = [(scorer, group) for group in AUTO_GROUPS]
+            while pairs:
+                variant, group = pairs.pop(0)
+                cosine, prepared = self._judge(trying, variant, group, reference)
+                trials[f"{variant.name}/{group}"] = cosine
+                if best is None or cosine > best[0]:
+                    best = (cosine, variant, group, prepared)
+                del prepared  # only the best trial's pruned layers are kept
+                advance()
+                if not pairs and variant is scorer:
+                    assert best is not None
+                    pairs = [(other, best[2]) for other in variants[1:]]
         assert best is not None
         best_cosine, winner, winner_group, best_prepared = best
+        if best_prepared is not None:
+            self.remember(best_prepared)
         chosen: tuple[PruneConfig, PrunedLayers | None] = (trying, best_prepared)
         if config.allocation_mode in SENSITIVITY_ALLOCATIONS:
             cosine, prepared = self._judge(config, winner, winner_group, reference)
@@ -960,6 +1136,19 @@ class Pruner:
             self._auto_reference = self._probe_reference(AUTO_SAMPLES)
         return self._auto_reference
 
+    def trial_reference(self, config: PruneConfig) -> ReferenceRun:
+        """Where --group auto judges its trials: the calibration reference with --allocation
+        measured, else its first samples holding about AUTO_VALUES output values."""
+        if config.allocation_mode == "measured":
+            return self.calibration_reference()
+        if self._trial_reference is None:
+            wanted = math.ceil(AUTO_VALUES / max(self._output_values_per_sample(), 1))
+            count = min(AUTO_SAMPLES, max(SENSITIVITY_SAMPLES, wanted))
+            if count >= AUTO_SAMPLES:
+                return self.calibration_reference()
+            self._trial_reference = self._probe_reference(count)
+        return self._trial_reference
+
     def sensitivity_reference(self) -> ReferenceRun:
         """The first calibration samples, on which the estimated sensitivity curves judge their
         candidates: enough samples for about SENSITIVITY_VALUES output values (a classifier's
@@ -1076,6 +1265,15 @@ class Pruner:
 def candidate_file(model: onnx.ModelProto) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="onnxprune-candidate-") as tmp:
         yield save_for_session(model, Path(tmp) / "candidate.onnx")
+
+
+def _branch_refusal(big: bool, config: PruneConfig) -> str | None:
+    """Why layers inside If branches cannot be pruned in this run (None: they can)."""
+    if big:
+        return "not pruned in big-model mode"
+    if config.sequential:
+        return "not pruned with --sequential (branch layers are pruned one-shot only)"
+    return None
 
 
 def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] | None:

@@ -15,6 +15,11 @@ import numpy as np
 from .config import NMPattern
 
 BLOCK = 128
+# A fixed mask's result does not depend on the block size (the lazy update is exact); the
+# walk's rank-1 updates touch [block, out] per column, so a smaller block moves less memory
+# (about 30% faster on [384, 1536] and [1536, 384] layers). The adaptive selection keeps
+# SparseGPT's 128: its mask is chosen per block.
+FIXED_MASK_BLOCK = 64
 DAMPING = 0.01
 # EXPERIMENT (update_target "dense"): extra ridge of the dense-target refit towards W, as a share
 # of the mean diagonal of the damped H; 0 (the default): none.
@@ -71,8 +76,9 @@ def reconstruct(
     upper, dead = factor
     columns = w.shape[0]
     mask = np.zeros_like(w, dtype=bool) if keep is None else ~keep.T  # True = prune, [K, out]
-    for start in range(0, columns, BLOCK):
-        end = min(start + BLOCK, columns)
+    step = BLOCK if keep is None else FIXED_MASK_BLOCK
+    for start in range(0, columns, step):
+        end = min(start + step, columns)
         block = w[start:end].copy()  # [B, out]
         errors = np.zeros_like(block)
         u_block = upper[start:end, start:end]

@@ -26,9 +26,76 @@ def save_for_session(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def make_session(path: Path) -> ort.InferenceSession:
+# Initializers at least this large are handed to onnxruntime as arrays, not serialized.
+_INLINE_BYTES = 4096
+# Where the stripped initializers of an in-memory session say their data is (never read:
+# onnxruntime takes the values given with ``add_external_initializers`` instead).
+_IN_MEMORY = "onnxprune-in-memory"
+
+
+def placeholder(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """``tensor``'s name, type and shape without its data: an external-data entry whose
+    values are given to the session (``session_in_memory``)."""
+    header = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type)
+    header.dims.extend(tensor.dims)
+    header.data_location = onnx.TensorProto.EXTERNAL
+    entry = header.external_data.add()
+    entry.key, entry.value = "location", _IN_MEMORY
+    return header
+
+
+def movable(tensor: onnx.TensorProto) -> bool:
+    """Whether an initializer is large and numeric enough to be passed as an array."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type in (
+        onnx.TensorProto.STRING,
+        onnx.TensorProto.UNDEFINED,
+    ):
+        return False
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize >= _INLINE_BYTES
+
+
+def session_in_memory(
+    model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = None
+) -> ort.InferenceSession:
+    """A session over ``model`` without writing it or serializing its weights: with
+    ``arrays`` (name -> value), the model's initializers of those names are ``placeholder``s
+    and take these values; without, large initializers of a copy are replaced by
+    placeholders here. onnxruntime uses the arrays' memory (kept alive with the session)
+    and still pre-packs them as constants. Big-model mode keeps using files."""
+    if arrays is None:
+        header = onnx.ModelProto()
+        header.CopyFrom(model)
+        arrays = {}
+        for k, tensor in enumerate(header.graph.initializer):
+            if movable(tensor):
+                arrays[tensor.name] = onnx.numpy_helper.to_array(tensor)
+                header.graph.initializer[k].CopyFrom(placeholder(tensor))
+        model = header
+    options = _options()
+    names = list(arrays)
+    values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arrays[n])) for n in names]
+    if names:
+        options.add_external_initializers(names, values)
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as err:  # ORT raises its own pybind exception types
+        raise ModelError(f"onnxruntime cannot load the model: {first_line(err)}") from err
+    # The session reads the arrays' memory: they live as long as it does.
+    session.onnxprune_values = values  # type: ignore[attr-defined]
+    return session
+
+
+def _options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = _ORT_LOG_FATAL_ONLY
+    return options
+
+
+def make_session(path: Path) -> ort.InferenceSession:
+    options = _options()
     try:
         # Resolved: onnxruntime looks for external data beside the real file, not the link.
         return ort.InferenceSession(

@@ -176,6 +176,11 @@ class ReferenceRun:
             # memory arena is the size of a batch's activations).
             self.session = None
 
+    def batches_and_outputs(self) -> Iterator[tuple[Batch, list[np.ndarray]]]:
+        """Each selected batch with the original's outputs on it (from the cache when it
+        ran), in the order ``compare_outputs`` visits them."""
+        return self._reference_batches()
+
     @property
     def ran(self) -> bool:
         """Whether the original's outputs on every selected sample are cached."""
@@ -196,7 +201,9 @@ class ReferenceRun:
         self.session = None
 
     def compare(self, pruned: Path) -> Fidelity:
-        candidate = make_session(pruned)
+        return self.compare_session(make_session(pruned))
+
+    def compare_session(self, candidate: ort.InferenceSession) -> Fidelity:
         return self.compare_outputs(
             lambda batch: run(candidate, self.names, batch.feed, self.dataset.name)
         )

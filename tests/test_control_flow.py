@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.calibrate.subgraphs import inline_if_branch, taken_branches
+from onnxprune.calibrate.subgraphs import condition_probe, inline_if_branch, taken_branches
 
 FLOAT = TensorProto.FLOAT
 
@@ -108,3 +108,19 @@ def test_batches_are_routed_by_a_computed_condition() -> None:
     # A bool graph input is read straight from the feed.
     plain = [{"x": x, "flag": np.array(f)} for f in (False, True)]
     assert taken_branches(if_mlp(), "switch", plain) == ["else_branch", "then_branch"]
+
+
+def test_the_condition_probe_runs_only_what_the_condition_needs() -> None:
+    # flag = ReduceSum(x) > 0, then the If: the probe keeps the two nodes and ``zero`` only.
+    model = if_mlp()
+    graph = model.graph
+    del graph.input[1]
+    graph.node.insert(0, helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"))
+    graph.node.insert(1, helper.make_node("Greater", ["s", "zero"], ["flag"], name="gt"))
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    probe = condition_probe(model, ["flag"])
+    assert [n.name for n in probe.graph.node] == ["sum", "gt"]
+    assert [t.name for t in probe.graph.initializer] == ["zero"]
+    x = np.ones((3, 8), np.float32)
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert bool(sess.run(["flag"], {"x": -x})[0]) is False

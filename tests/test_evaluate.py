@@ -10,11 +10,13 @@ import numpy as np
 import onnx
 import pytest
 
+from onnxprune import pipeline
 from onnxprune.config import PruneConfig
 from onnxprune.evaluate import CandidateEvaluator
 from onnxprune.metric import decision_score
 from onnxprune.pipeline import Pruner, mean_cosine
 from onnxprune.scoring import get_method
+from onnxprune.suffix import SuffixEvaluator, suffix_cut
 
 BUILDERS = [
     pytest.param(models.mlp_gemm, id="gemm"),  # Gemm with alpha/beta, transB
@@ -82,3 +84,119 @@ def test_unchanged_weights_reproduce_the_original(tmp_path: Path) -> None:
     fidelity = evaluator.compare({}, {}, pruner.calibration_reference())
     assert all(np.isclose(o.cosine, 1.0, atol=1e-7) for o in fidelity.outputs)
     assert all(o.max_abs_error < 1e-5 for o in fidelity.outputs)
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+def test_the_suffix_session_judges_like_the_whole_model(
+    tmp_path: Path, build: Callable[..., onnx.ModelProto]
+) -> None:
+    """A single-layer candidate judged on the graph downstream of the layer (upstream values
+    from the boundary cache) scores as in the session over the whole model."""
+    pruner = _pruner(tmp_path, build)
+    reference = pruner.sensitivity_reference()
+    scorer = get_method("contrib")
+    everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
+    scores = []
+    for index, layer in enumerate(pruner.layers):
+        prepared = pruner._prepare(pruner.config, scorer, "row", {layer.weight_name})
+        (final,), (delta,) = prepared.finals, prepared.deltas
+        weights = {index: layer.from_matrix(final)}
+        suffix = pruner._suffix_evaluator(layer.weight_name, reference)
+        assert isinstance(suffix, SuffixEvaluator)
+        whole = everything.compare(weights, {index: delta}, reference)
+        cut = suffix.compare(weights, {index: delta}, reference)
+        # fp16: onnxruntime fuses differently in the shorter graph, rounding differs.
+        tolerance = 1e-4 if build is models.fp16_mlp else 1e-6
+        assert mean_cosine(cut) == pytest.approx(mean_cosine(whole), abs=tolerance)
+        assert decision_score(cut) == pytest.approx(decision_score(whole), abs=tolerance)
+        scores.append(mean_cosine(cut))
+    assert min(scores) < 1.0 - 1e-6, "some single-layer candidate changes the outputs"
+    cuts = [suffix_cut(pruner.proto, layer) for layer in pruner.layers]
+    assert all(cut is not None for cut in cuts)
+    # The last layer's suffix is shorter than the first's: upstream nodes are not rerun.
+    assert cuts[-1] is not None and cuts[0] is not None
+    assert len(cuts[-1].positions) <= len(cuts[0].positions)
+
+
+def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: Path) -> None:
+    """A shape computed from constants (Constant -> Cast -> Reshape's shape input) is part of
+    the suffix, not a boundary input: fed at run time it would hide static shapes from
+    onnxruntime's optimiser."""
+    helper = onnx.helper
+    rng = np.random.default_rng(0)
+    w1 = onnx.numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1")
+    w2 = onnx.numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")
+    shape = helper.make_tensor("shape_f", onnx.TensorProto.FLOAT, [2], [-1.0, 16.0])
+    nodes = [
+        helper.make_node("Constant", [], ["shape_c"], value=shape),
+        helper.make_node("Cast", ["shape_c"], ["shape"], to=onnx.TensorProto.INT64),
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Reshape", ["h", "shape"], ["flat"]),
+        helper.make_node("Relu", ["flat"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = models.save(model, tmp_path / "model.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 32, seed=1))
+    pruner = Pruner(path, calib, PruneConfig(sparsity=0.5))
+    first = next(layer for layer in pruner.layers if layer.weight_name == "w1")
+    cut = suffix_cut(pruner.proto, first)
+    assert cut is not None
+    assert cut.boundary == () and cut.inputs == ("x",), "nothing computed upstream is fed"
+    kinds = [pruner.proto.graph.node[k].op_type for k in cut.positions]
+    assert kinds == ["Constant", "Cast", "MatMul", "Reshape", "Relu", "MatMul"]
+    second = next(layer for layer in pruner.layers if layer.weight_name == "w2")
+    later = suffix_cut(pruner.proto, second)
+    assert later is not None and later.boundary == ("r",) and later.inputs == ()
+
+
+def test_whole_candidates_judged_as_written_models_score_as_in_the_shared_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Conv models judge --group auto's trials as written models (pre-packed weights); the
+    scores equal the shared in-memory session's."""
+    pruner = _pruner(tmp_path, models.cnn_bn, allocation="group")
+    assert pruner._builds_whole_candidates()
+    reference = pruner.calibration_reference()
+    scorer = get_method("contrib")
+    built, _ = pruner._judge(pruner.config, scorer, "global", reference)
+    monkeypatch.setattr(Pruner, "_builds_whole_candidates", lambda self: False)
+    shared, prepared = pruner._judge(pruner.config, scorer, "global", reference)
+    assert prepared is not None
+    assert built == pytest.approx(shared, abs=1e-5)
+    assert built < 1.0 - 1e-6
+
+
+def test_reusing_the_auto_winners_layers_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensitivity curves and the final candidate reuse the --group auto winner's pruned
+    layers (``Pruner.remember``): the written model is byte-identical to a run that prunes
+    every layer afresh, and fewer layers are pruned."""
+    import onnxprune
+
+    model = models.cnn_bn(seed=2)
+    path = models.save(model, tmp_path / "model.onnx")
+    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 48, seed=1))
+    calls: list[int] = []
+    original_prune_matrix = pipeline.prune_matrix
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return original_prune_matrix(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "prune_matrix", counted)
+    onnxprune.prune(path, calib, output=tmp_path / "reused.onnx", sparsity=0.6)
+    reused_calls = len(calls)
+    calls.clear()
+    monkeypatch.setattr(Pruner, "remember", lambda self, prepared: None)
+    onnxprune.prune(path, calib, output=tmp_path / "fresh.onnx", sparsity=0.6)
+    assert (tmp_path / "reused.onnx").read_bytes() == (tmp_path / "fresh.onnx").read_bytes()
+    assert reused_calls < len(calls)

@@ -6,6 +6,7 @@ code before the fix and passes now.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -28,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
-from onnxprune.calibrate.runner import _session_file
+from onnxprune.calibrate.runner import _session
 from onnxprune.checks import Gates
 from onnxprune.config import FIELD_TYPES, _has_kind
 from onnxprune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_USAGE, Terminated, UsageError
@@ -446,8 +447,10 @@ def test_no_output_path_hits_a_file_the_run_reads(
 @pytest.mark.parametrize(
     ("signum", "phase"),
     [
-        (signal.SIGTERM, "calibration"),  # onnxprune-* work directories in $TMPDIR
-        (signal.SIGHUP, "calibration"),
+        # The run's onnxprune-run-* work directory in $TMPDIR (sessions are built in
+        # memory: calibration writes nothing).
+        (signal.SIGTERM, "running"),
+        (signal.SIGHUP, "running"),
         (signal.SIGTERM, "staging"),  # the staged model beside the output, being verified
     ],
 )
@@ -465,9 +468,7 @@ def test_signal_mid_run_cleans_up_and_exits_128_plus_signal(
         "--calib", REPO / "calibration_data" / "digits", "--eval", held, "--sparsity", 0.8,
         "--no-update", "--allocation", "group", "-o", out / "p.onnx", "-q",
     ]  # fmt: skip
-    watched, prefix = (
-        (system_tmp, "onnxprune-augmented-") if phase == "calibration" else (out, ".onnxprune-")
-    )
+    watched, prefix = (system_tmp, "onnxprune-run-") if phase == "running" else (out, ".onnxprune-")
     env = {**os.environ, "TMPDIR": str(system_tmp)}
     process = subprocess.Popen(
         [str(c) for c in command], env=env, cwd=REPO, stdout=subprocess.PIPE,
@@ -558,12 +559,26 @@ def test_symlinked_model_finds_its_external_data_beside_the_real_file(
     onnx.checker.check_model(str(out), full_check=True)
 
 
+def _open_files() -> set[str]:
+    names = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            names.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return names
+
+
 def test_session_files_in_a_work_directory_leave_no_open_handle(tmp_path: Path) -> None:
-    before = set(os.listdir("/proc/self/fd"))
-    with _session_file(tmp_path, "augmented") as path:
-        assert path.parent == tmp_path
-        assert set(os.listdir("/proc/self/fd")) == before
-    assert not path.exists()
+    """Big-model mode writes a session's model into its work directory and removes it; no
+    handle on it stays open. Otherwise nothing is written at all."""
+    model = models.mlp_matmul()
+    with _session(model, tmp_path, "augmented") as session:
+        (written,) = tmp_path.iterdir()
+        assert str(written) not in _open_files()
+        assert session.get_inputs()
+    assert not written.exists()
+    with _session(model, None, "augmented") as session:
+        assert session.get_inputs()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_signal_between_two_moves_of_publish_removes_what_was_moved(

@@ -17,6 +17,7 @@ it runs in the same graph on the same inputs, and each layer also gets the cross
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,16 +164,22 @@ def build_plan(
         for node, gate in zip(layer.nodes, gates, strict=True):
             data = node.input[layer.op.data_input]
             if layer.op.stats_kind == "conv":
-                g2 = _squared_gate(sink, gate) if use_gate else None
                 geometry = ConvGeometry.from_node(node, layer.shape)
                 if reference is None or not use_hessian:
                     positions = (conv_positions or {}).get(node.output[0], 0)
+                    step = position_step(positions, geometry, columns * geometry.group)
+                    g2 = None
+                    if use_gate:
+                        # The gate on the grid only: sliced before it is computed.
+                        axes = list(range(2, len(layer.shape)))
+                        z = gate.z if step == 1 else _every(sink, gate.z, axes, step)
+                        g2 = _squared_gate(sink, dataclasses.replace(gate, z=z))
                     graph_tap = _conv_graph_tap(
-                        sink, data, g2, geometry, layer.shape, use_hessian, view.opset,
-                        position_step(positions, geometry),
-                    )  # fmt: skip
+                        sink, data, g2, geometry, layer.shape, use_hessian, view.opset, step
+                    )
                     node_taps.append(NodeTaps(conv_graph=graph_tap))
                     continue
+                g2 = _squared_gate(sink, gate) if use_gate else None
                 x = sink.op("Cast", data, to=FLOAT, hint="x")
                 x_ref = sink.op("Cast", ref_name(data), to=FLOAT, hint="x_ref")
                 conv_tap = ConvTap(x, g2, geometry, rows, use_hessian, x_ref)
@@ -308,16 +315,25 @@ def patch_kernel(weight_shape: tuple[int, ...], groups: int) -> np.ndarray:
 # regular grid of every ``step``-th row and column (neighbouring positions see overlapping
 # patches, so a sparser grid loses little, while the K x K products cost K^2 per position).
 MAX_CONV_POSITIONS = 256
+# ... and on fewer where a position's patch column (input channels x kernel, all groups) is
+# wide: at most about MAX_PATCH_VALUES patch values per sample, never fewer than
+# MIN_CONV_POSITIONS positions. A 5x5 depthwise conv over 672 channels at 14x14 has 16800
+# values per position: all 196 positions made a 420 MB patch tensor per batch of 32 and
+# cost more than the rest of the calibration pass, for 25 x 25 problems that 64 samples x
+# 16 positions (1024 rows) already determine well.
+MAX_PATCH_VALUES = 1 << 18
+MIN_CONV_POSITIONS = 16
 
 
-def position_step(positions: int, geo: ConvGeometry) -> int:
-    """The grid step (per spatial axis) for a Conv with ``positions`` outputs per sample: 1
-    (every position) for small outputs, unknown sizes and auto_pad convs (whose padding
-    depends on the stride)."""
-    if positions <= MAX_CONV_POSITIONS or geo.auto_pad not in ("NOTSET", ""):
+def position_step(positions: int, geo: ConvGeometry, patch_width: int = 1) -> int:
+    """The grid step (per spatial axis) for a Conv with ``positions`` outputs per sample and
+    ``patch_width`` patch values per position: 1 (every position) for small outputs,
+    unknown sizes and auto_pad convs (whose padding depends on the stride)."""
+    wanted = min(MAX_CONV_POSITIONS, max(MIN_CONV_POSITIONS, MAX_PATCH_VALUES // patch_width))
+    if positions <= wanted or geo.auto_pad not in ("NOTSET", ""):
         return 1
     spatial = len(geo.kernel)
-    return max(1, math.ceil((positions / MAX_CONV_POSITIONS) ** (1.0 / spatial)))
+    return max(1, math.ceil((positions / wanted) ** (1.0 / spatial)))
 
 
 def _every(sink: NodeSink, x: str, axes: list[int], step: int) -> str:
@@ -351,7 +367,7 @@ def _conv_graph_tap(
     [N, G, K, P], the sums reduce over (N, P) and the products are batched MatMuls over (N, G)
     summed over N: the cost of the layer's own forward pass, for K x K instead of Cout x K.
     ``step`` > 1: only every ``step``-th output position along each spatial axis is gathered
-    (the patch Conv's strides times ``step``, the gate map sliced to match).
+    (the patch Conv's strides times ``step``; ``g2`` must be on the same grid).
     """
     groups = geo.group
     rows = weight_shape[0] // groups  # Rg
@@ -383,35 +399,43 @@ def _conv_graph_tap(
     p4 = sink.op(  # [N, G, K, P]
         "Reshape", patches, sink.const([0, groups, columns, -1], dtype=np.int64), hint="p4"
     )
+    # Samples and positions side by side, [G, K, N*P]: every sum below is then one MatMul or
+    # reduction per group, with no [N, G, K, K] intermediate to sum over N (for a pointwise
+    # conv over 1152 channels that intermediate was 6x the patch tensor, and summing it cost
+    # as much as the products).
+    pg = _by_group(sink, p4, groups, columns, "pg")
     xtx = gx_sum = gx_sq_sum = g2_sum = None
     if hessian:
         # A Transpose read only by the MatMul: onnxruntime fuses the pair (no transposed copy).
-        p4_t = sink.op("Transpose", p4, perm=[0, 1, 3, 2], hint="p4_t")  # [N, G, P, K]
-        xtx = _reduce(sink, "ReduceSum", sink.op("MatMul", p4, p4_t), [0], opset, "conv_xtx")
+        pg_t = sink.op("Transpose", pg, perm=[0, 2, 1], hint="pg_t")  # [G, N*P, K]
+        xtx = sink.op("MatMul", pg, pg_t, hint="conv_xtx")  # [G, K, K]
     if g2 is not None:
-        if step > 1:
-            g2 = _every(sink, g2, axes, step)
         g4 = sink.op(  # [N, G, Rg, P]
             "Reshape", g2, sink.const([0, groups, rows, -1], dtype=np.int64), hint="g4"
         )
-        g2_sum = _reduce(sink, "ReduceSum", g4, [0, 3], opset, "conv_g2_sum")
-        # Products as patches @ g4^T ([N, G, K, Rg]): the gate map is transposed, never the
-        # (larger) patch tensor; the sums come back as [G, K, Rg] and are swapped in numpy.
-        g4_t = sink.op("Transpose", g4, perm=[0, 1, 3, 2], hint="g4_t")  # [N, G, P, Rg]
-        gx_sum = _reduce(sink, "ReduceSum", sink.op("MatMul", p4, g4_t), [0], opset, "conv_gx")
-        p4_sq = sink.op("Mul", p4, p4, hint="p4_sq")
-        gx_sq_sum = _reduce(
-            sink, "ReduceSum", sink.op("MatMul", p4_sq, g4_t), [0], opset, "conv_gx_sq"
-        )
+        gg = _by_group(sink, g4, groups, rows, "gg")  # [G, Rg, N*P]
+        g2_sum = _reduce(sink, "ReduceSum", gg, [2], opset, "conv_g2_sum")  # [G, Rg]
+        # Products as patches @ gates^T ([G, K, Rg]): the gate map is transposed, never the
+        # (larger) patch tensor; the sums are swapped to [G, Rg, K] in numpy.
+        gg_t = sink.op("Transpose", gg, perm=[0, 2, 1], hint="gg_t")  # [G, N*P, Rg]
+        gx_sum = sink.op("MatMul", pg, gg_t, hint="conv_gx")
+        pg_sq = sink.op("Mul", pg, pg, hint="pg_sq")
+        gx_sq_sum = sink.op("MatMul", pg_sq, gg_t, hint="conv_gx_sq")
     return ConvGraphTap(
         shape=sink.op("Shape", p4, hint="p4_shape"),
-        x_sum=_reduce(sink, "ReduceSum", p4, [0, 3], opset, "conv_x_sum"),
-        x_sq_sum=_reduce(sink, "ReduceSumSquare", p4, [0, 3], opset, "conv_x_sq_sum"),
+        x_sum=_reduce(sink, "ReduceSum", pg, [2], opset, "conv_x_sum"),  # [G, K]
+        x_sq_sum=_reduce(sink, "ReduceSumSquare", pg, [2], opset, "conv_x_sq_sum"),
         xtx=xtx,
         g2_sum=g2_sum,
         gx_sum=gx_sum,
         gx_sq_sum=gx_sq_sum,
     )
+
+
+def _by_group(sink: NodeSink, x4: str, groups: int, width: int, hint: str) -> str:
+    """[N, G, W, P] -> [G, W, N*P]."""
+    moved = sink.op("Transpose", x4, perm=[1, 2, 0, 3], hint=f"{hint}_t")  # [G, W, N, P]
+    return sink.op("Reshape", moved, sink.const([groups, width, -1], dtype=np.int64), hint=hint)
 
 
 def _input_tap(

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from ..graph import GraphView
 from ..layers import Layer
 from ..progress import Progress, as_progress
-from ..session import make_session, run, save_for_session
+from ..session import make_session, run, save_for_session, session_in_memory
 from .augment import CalibrationPlan, ConvGraphTap, NodeTaps, build_plan
 from .gates import NodeSink
 from .sources import CalibrationSet
@@ -81,8 +82,7 @@ def collect_statistics(
         conv_positions=conv_positions,
     )  # fmt: skip
     accumulators = {layer.weight_name: _LayerAccumulator() for layer in layers}
-    with _session_file(session_dir, "augmented") as path:
-        session = make_session(save_for_session(plan.model, path))
+    with _session(plan.model, session_dir, "augmented") as session:
         total = int(selected.sum())
         with as_progress(progress).phase("calibrating", total, "sample") as advance:
             for batch in dataset.batches(selected, batch_size):
@@ -90,7 +90,6 @@ def collect_statistics(
                 fetched = dict(zip(plan.outputs, values, strict=True))
                 _fold(plan, layers, fetched, accumulators)
                 advance(batch.count)
-        del session
     stats = {}
     for layer in layers:
         acc = accumulators[layer.weight_name]
@@ -147,16 +146,19 @@ def _parts(layers: list[Layer], gated: bool, hessian: bool) -> list[list[Layer]]
 
 
 @contextlib.contextmanager
-def _session_file(directory: Path | None, stem: str) -> Iterator[Path]:
+def _session(
+    model: onnx.ModelProto, directory: Path | None, stem: str
+) -> Iterator[ort.InferenceSession]:
+    """A session over ``model``: in memory (nothing written), or in big-model mode from a
+    file in ``directory`` (where its external tensors live), removed afterwards."""
     if directory is None:
-        with tempfile.TemporaryDirectory(prefix=f"onnxprune-{stem}-") as tmp:
-            yield Path(tmp) / f"{stem}.onnx"
+        yield session_in_memory(model)
         return
     handle, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".onnx", dir=directory)
     os.close(handle)  # only the name is wanted: the model is written to it by path
     path = Path(name)
     try:
-        yield path
+        yield make_session(save_for_session(model, path))
     finally:
         path.unlink(missing_ok=True)
 
@@ -261,8 +263,16 @@ def _tensors_shaped_like_mask(
         return frozenset()
     known = shapes is not None and all(n in shapes for n in [mask_name, *names])
     if not known:
-        batch = next(iter(dataset.batches(selected, batch_size)))
-        mask_shape = tuple(batch.feed[mask_name].shape)
+        # Shapes only: a batch of 2 samples (3 when sequences are 2 long, so that batch and
+        # sequence stay apart) costs far less than a full one.
+        for count in (2, 3):
+            probe = np.zeros_like(selected)
+            probe[np.flatnonzero(selected)[:count]] = True
+            batch = next(iter(dataset.batches(probe, count)))
+            mask_shape = tuple(batch.feed[mask_name].shape)
+            if mask_shape[0] != mask_shape[-1]:
+                break
+        selected, batch_size = probe, count
     else:
         assert shapes is not None
         mask_shape = shapes[mask_name]
@@ -297,8 +307,6 @@ def probe_shapes(
         onnx.helper.make_tensor_value_info(s, onnx.TensorProto.INT64, None) for s in outputs
     )
     batch = next(iter(dataset.batches(selected, batch_size)))
-    with _session_file(session_dir, "probe") as path:
-        session = make_session(save_for_session(probe, path))
+    with _session(probe, session_dir, "probe") as session:
         values = run(session, outputs, batch.feed, dataset.name)
-        del session
     return {name: tuple(int(d) for d in value) for name, value in zip(names, values, strict=True)}

@@ -150,7 +150,8 @@ class CalibrationSet:
                     yield _concat(pending)
                     pending, pending_rows, pending_key = [], 0, None
                 for row in rows:
-                    feed = {name: arrays[name][row] for name in arrays}
+                    # np.asarray: a rank-0 input (a sample rate, a flag) indexes to a scalar.
+                    feed = {name: np.asarray(arrays[name][row]) for name in arrays}
                     _check_finite(feed, chunk.source, int(row))
                     yield Batch(feed, None if labels is None else labels[row : row + 1], 1)
                 continue

@@ -11,43 +11,109 @@ consumer downstream is untouched.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from ..session import make_session, run, save_for_session
+from .sources import CalibrationSet
+
 BRANCHES = ("then_branch", "else_branch")
 
 
-def _has_subgraph(graph: onnx.GraphProto) -> bool:
-    return any(attr.HasField("g") or len(attr.graphs) for n in graph.node for attr in n.attribute)
+def node_label(node: onnx.NodeProto) -> str:
+    """A node's name, or ``op:first output`` when it has none (as ``GraphView.node_name``)."""
+    if node.name:
+        return node.name
+    return f"{node.op_type}:{node.output[0]}" if node.output else node.op_type
+
+
+def branch_prefix(node_name: str, branch: str) -> str:
+    """What ``inline_if_branch`` puts before the branch's own names."""
+    return f"{node_name}/{branch}/"
+
+
+def subgraphs_of(node: onnx.NodeProto) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """(attribute name, graph) of every subgraph a node holds."""
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            yield attr.name, attr.g
+        for sub in attr.graphs:
+            yield attr.name, sub
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph in it, at any depth."""
+    yield graph
+    for node in graph.node:
+        for _, sub in subgraphs_of(node):
+            yield from all_graphs(sub)
+
+
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` (or of a subgraph in it) reads, and its outputs."""
+    names = {o.name for o in graph.output}
+    for sub in all_graphs(graph):
+        names.update(n for node in sub.node for n in node.input if n)
+        names.update(o.name for o in sub.output)
+    return names
+
+
+def _find_if(graph: onnx.GraphProto, node_name: str) -> int | None:
+    return next(
+        (i for i, n in enumerate(graph.node) if n.op_type == "If" and node_label(n) == node_name),
+        None,
+    )
+
+
+def _branch(node: onnx.NodeProto, branch: str) -> onnx.GraphProto:
+    return next(a.g for a in node.attribute if a.name == branch)
+
+
+def _local_names(body: onnx.GraphProto) -> set[str]:
+    return {t.name for t in body.initializer} | {o for n in body.node for o in n.output if o}
+
+
+def _rename_node(node: onnx.NodeProto, rename: Callable[[str], str]) -> None:
+    """Apply ``rename`` to the tensor names ``node`` reads and writes, and to every name read
+    or written in its subgraphs (at any depth): a nested graph reads the branch's names as
+    outer-scope values, and cannot define one of them again (ONNX forbids shadowing), so
+    ``rename`` changes only references to them."""
+    node.input[:] = [rename(n) if n else n for n in node.input]
+    node.output[:] = [rename(n) if n else n for n in node.output]
+    for _, sub in subgraphs_of(node):
+        for inner in sub.node:
+            _rename_node(inner, rename)
+        for value in [*sub.output, *sub.value_info]:
+            value.name = rename(value.name)
 
 
 def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onnx.ModelProto:
     """A copy of ``model`` whose top-level ``If`` node ``node_name`` always runs ``branch``.
 
     ``branch`` is ``"then_branch"`` or ``"else_branch"``. The copy computes, for inputs whose
-    condition selects ``branch``, exactly what ``model`` computes. Raises ``ValueError`` when the
-    node is not a top-level ``If`` or the branch itself holds subgraphs (nested control flow
-    would need the renaming to reach inside them).
+    condition selects ``branch``, exactly what ``model`` computes. Control flow nested in the
+    branch stays (it becomes control flow of the main graph), its references to the branch's
+    names renamed too. Raises ``ValueError`` when the node is not a top-level ``If``.
     """
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, not {branch!r}")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    index = next(
-        (i for i, n in enumerate(graph.node) if n.name == node_name and n.op_type == "If"), None
-    )
+    index = _find_if(graph, node_name)
     if index is None:
         raise ValueError(f"no top-level If node named {node_name!r}")
     if_node = graph.node[index]
-    body = next(a.g for a in if_node.attribute if a.name == branch)
-    if _has_subgraph(body):
-        raise ValueError(f"{node_name!r} {branch} holds nested control flow")
+    body = _branch(if_node, branch)
 
-    prefix = f"{node_name}/{branch}/"
-    local = {t.name for t in body.initializer} | {o for n in body.node for o in n.output if o}
+    prefix = branch_prefix(node_name, branch)
+    local = _local_names(body)
 
     def rename(name: str) -> str:
         return prefix + name if name in local else name
@@ -57,8 +123,7 @@ def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onn
         copy = onnx.NodeProto()
         copy.CopyFrom(inner)
         copy.name = prefix + (inner.name or inner.output[0])
-        copy.input[:] = [rename(n) if n else n for n in inner.input]
-        copy.output[:] = [rename(n) if n else n for n in inner.output]
+        _rename_node(copy, rename)
         new_nodes.append(copy)
     for branch_out, if_out in zip(body.output, if_node.output, strict=True):
         if if_out:
@@ -78,6 +143,178 @@ def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onn
     return out
 
 
+def fold_branch(model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.ModelProto) -> None:
+    """Write back into ``model`` (in place) what was changed in ``flat``, a copy made by
+    ``inline_if_branch(model, node_name, branch)`` and then edited (pruned weights, bias
+    changes, inserted bias ``Add`` nodes): the branch's nodes and initializers become the
+    branch body again (its original names without the prefix; names created in ``flat`` keep
+    it, so they cannot shadow an outer name), and main-graph initializers and ``Constant``
+    nodes that were changed or added are copied to ``model``'s main graph (outer scope, visible
+    in the branch). The
+    main-graph nodes of ``flat`` must be ``model``'s (only the branch may have gained nodes).
+    """
+    graph = model.graph
+    index = _find_if(graph, node_name)
+    if index is None:
+        raise ValueError(f"no top-level If node named {node_name!r}")
+    if_node = graph.node[index]
+    body = _branch(if_node, branch)
+    prefix = branch_prefix(node_name, branch)
+    local = _local_names(body)
+
+    def restore(name: str) -> str:
+        if name.startswith(prefix) and name[len(prefix) :] in local:
+            return name[len(prefix) :]
+        return name
+
+    if_outputs = {o for o in if_node.output if o}
+    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
+    branch_nodes: list[onnx.NodeProto] = []
+    main_nodes = 0
+    for node in flat.graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] in constants:
+            # A main-graph Constant node (a weight the branch reads, pruned there).
+            if constants[node.output[0]] != node:
+                constants[node.output[0]].CopyFrom(node)
+            main_nodes += 1
+            continue
+        outputs = [o for o in node.output if o]
+        if outputs and all(o.startswith(prefix) for o in outputs):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.name = node.name[len(prefix) :] if node.name.startswith(prefix) else node.name
+            _rename_node(copy, restore)
+            branch_nodes.append(copy)
+        elif not (node.op_type == "Identity" and set(outputs) <= if_outputs and outputs):
+            main_nodes += 1
+    if main_nodes != len(graph.node) - 1:
+        raise ValueError(f"the main graph changed while {node_name!r} {branch} was inlined")
+    inits: list[onnx.TensorProto] = []
+    outer = {t.name: t for t in graph.initializer}
+    for tensor in flat.graph.initializer:
+        if tensor.name.startswith(prefix):
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            copy.name = restore(tensor.name)
+            inits.append(copy)
+        elif tensor.name not in outer:
+            graph.initializer.append(tensor)
+        elif outer[tensor.name] != tensor:
+            outer[tensor.name].CopyFrom(tensor)
+    del body.node[:]
+    body.node.extend(branch_nodes)
+    del body.initializer[:]
+    body.initializer.extend(inits)
+
+
+def condition_probe(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A model computing only the tensors ``names`` (bool conditions) from ``model``'s inputs:
+    the nodes they depend on and the initializers those read (the rest of the network is not
+    run). Every graph input is kept so that the same feeds apply."""
+    graph = model.graph
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    wanted, keep = list(names), set()
+    while wanted:
+        index = producer.get(wanted.pop())
+        if index is None or index in keep:
+            continue
+        keep.add(index)
+        node = graph.node[index]
+        wanted += [n for n in node.input if n]
+        for _, sub in subgraphs_of(node):
+            wanted += list(names_read(sub))
+    nodes = [graph.node[i] for i in sorted(keep)]
+    read = {n for node in nodes for n in node.input} | set(names)
+    for node in nodes:
+        for _, sub in subgraphs_of(node):
+            read |= names_read(sub)
+    initializers = [t for t in graph.initializer if t.name in read]
+    # An initializer also listed as a graph input (older exporters) stays an input only if kept.
+    dropped = {t.name for t in graph.initializer} - {t.name for t in initializers}
+    probe = helper.make_graph(
+        nodes,
+        "onnxprune_conditions",
+        [i for i in graph.input if i.name not in dropped],
+        [helper.make_tensor_value_info(name, TensorProto.BOOL, None) for name in names],
+        initializer=initializers,
+    )
+    out = helper.make_model(probe, opset_imports=list(model.opset_import))
+    out.ir_version = model.ir_version
+    out.functions.extend(model.functions)
+    return out
+
+
+class BranchRouter:
+    """Which branch each top-level ``If`` node takes on a feed. ``If`` decides once per run,
+    so routing is per batch: a condition that is a graph input is read from the feed, a
+    constant one is read once, a computed one is exposed as an extra output of a copy of the
+    model (one probe session for all the nodes)."""
+
+    def __init__(self, model: onnx.ModelProto, node_names: list[str]) -> None:
+        self.conditions: dict[str, str] = {}
+        fixed: dict[str, bool] = {}
+        inputs = {i.name for i in model.graph.input}
+        initializers = {t.name: t for t in model.graph.initializer}
+        constants = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+        computed: list[str] = []
+        for name in node_names:
+            index = _find_if(model.graph, name)
+            if index is None:
+                raise ValueError(f"no top-level If node named {name!r}")
+            cond = model.graph.node[index].input[0]
+            self.conditions[name] = cond
+            if cond in initializers:
+                fixed[cond] = bool(onnx.numpy_helper.to_array(initializers[cond]).reshape(-1)[0])
+            elif cond in constants:
+                value = next(a.t for a in constants[cond].attribute if a.name == "value")
+                fixed[cond] = bool(onnx.numpy_helper.to_array(value).reshape(-1)[0])
+            elif cond not in inputs and cond not in computed:
+                computed.append(cond)
+        self.fixed = fixed
+        self.computed = computed
+        self.session: ort.InferenceSession | None = None
+        if computed:
+            probe = condition_probe(model, computed)
+            with tempfile.TemporaryDirectory(prefix="onnxprune-route-") as tmp:
+                self.session = make_session(save_for_session(probe, Path(tmp) / "route.onnx"))
+
+    def route(self, feed: dict[str, np.ndarray], source: str = "data") -> dict[str, str]:
+        """node name -> the branch it takes on ``feed`` (``source`` names it in errors)."""
+        values: dict[str, object] = dict(self.fixed)
+        if self.session is not None:
+            found = run(self.session, self.computed, feed, source)
+            values.update(zip(self.computed, found, strict=True))
+        taken = {}
+        for name, cond in self.conditions.items():
+            value = values[cond] if cond in values else feed[cond]
+            flag = bool(np.asarray(value).reshape(-1)[0])
+            taken[name] = BRANCHES[0] if flag else BRANCHES[1]
+        return taken
+
+
+def branch_masks(
+    model: onnx.ModelProto,
+    node_names: list[str],
+    dataset: CalibrationSet,
+    selected: np.ndarray,
+    batch_size: int,
+) -> dict[str, dict[str, np.ndarray]]:
+    """node name -> branch -> the selected samples whose batch takes that branch (bool,
+    [total]), batched as the statistics pass batches them (one pass over the data)."""
+    router = BranchRouter(model, node_names)
+    masks = {
+        name: {b: np.zeros_like(selected, dtype=bool) for b in BRANCHES} for name in node_names
+    }
+    order = np.flatnonzero(selected)
+    start = 0
+    for batch in dataset.batches(selected, batch_size):
+        rows = order[start : start + batch.count]
+        start += batch.count
+        for name, branch in router.route(batch.feed, dataset.name).items():
+            masks[name][branch][rows] = True
+    return masks
+
+
 def taken_branches(
     model: onnx.ModelProto, node_name: str, feeds: list[dict[str, np.ndarray]]
 ) -> list[str]:
@@ -86,21 +323,5 @@ def taken_branches(
     ``If`` decides once per run, so routing is per batch: the condition tensor is exposed as an
     extra graph output (or read from the feed when it is a graph input) and evaluated.
     """
-    if_node = next((n for n in model.graph.node if n.name == node_name and n.op_type == "If"), None)
-    if if_node is None:
-        raise ValueError(f"no top-level If node named {node_name!r}")
-    cond = if_node.input[0]
-    inputs = {i.name for i in model.graph.input}
-    session = None
-    if cond not in inputs:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        probe.graph.output.append(helper.make_tensor_value_info(cond, TensorProto.BOOL, None))
-        session = ort.InferenceSession(
-            probe.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-    branches = []
-    for feed in feeds:
-        value = feed[cond] if session is None else session.run([cond], feed)[0]
-        branches.append(BRANCHES[0] if bool(np.asarray(value).reshape(-1)[0]) else BRANCHES[1])
-    return branches
+    router = BranchRouter(model, [node_name])
+    return [router.route(feed)[node_name] for feed in feeds]

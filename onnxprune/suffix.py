@@ -1,0 +1,267 @@
+"""Judge a single-layer candidate by running only the part of the graph it can change.
+
+Pruning one layer changes nothing upstream of it. The sensitivity measurement prunes each
+layer alone, once or twice, and compares the model's outputs with the original's on a few
+cached probe samples; running the whole model for that repeats the upstream part, on average
+half of the work, every time. Instead:
+
+* ``SuffixCut``: for a layer, the nodes downstream of its nodes (the layer's nodes included,
+  found by following tensors forward through the topologically sorted main graph), the
+  intermediate tensors they read from upstream (the *boundary*), and the graph outputs they
+  produce.
+* ``BoundaryCache``: one run of the original over the probe samples with every boundary
+  tensor of every layer as an extra output; the values are kept per batch (a few samples, so
+  a bounded amount of memory; ``fits`` says whether it stayed under the limit).
+* ``SuffixEvaluator``: a session over the suffix alone, whose inputs are the boundary
+  tensors, the graph inputs the suffix reads, and the layer's weight and bias change
+  (``evaluation_model``); the other weights stay constants, which onnxruntime pre-packs.
+  Outputs the suffix does not produce are the original's, taken from the cache.
+
+The judged numbers equal the whole-model evaluator's up to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from .calibrate.sources import Batch
+from .evaluate import PREFIX, _names_read, _onnx_type, evaluation_model
+from .layers import Layer
+from .session import placeholder, run, session_in_memory
+from .verify import Fidelity, ReferenceRun
+
+# The boundary values of every layer for the probe samples are kept in memory; above this
+# the suffix evaluators are not used (the whole-model evaluator is).
+BOUNDARY_CACHE_BYTES = 1 << 30
+
+_SUBGRAPH_ATTRIBUTES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+@dataclass(frozen=True)
+class SuffixCut:
+    """Where a layer's suffix starts: ``positions`` of its nodes in the main graph (in
+    order), ``boundary`` (intermediate tensors computed upstream that they read), ``inputs``
+    (graph inputs they read) and ``outputs`` (graph outputs they produce)."""
+
+    positions: tuple[int, ...]
+    boundary: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def suffix_cut(model: onnx.ModelProto, layer: Layer) -> SuffixCut | None:
+    """The suffix of ``layer`` in ``model`` (whose main graph holds the layer's nodes); None
+    when a node of the suffix has a subgraph (its outer-scope reads are not followed) or a
+    layer node is not in the main graph."""
+    graph = model.graph
+    starts = {id(node) for node in layer.nodes}
+    weight_reads = {(id(node), layer.op.weight_input) for node in layer.nodes}
+    initializers = {t.name for t in graph.initializer}
+    graph_inputs = {i.name for i in graph.input} - initializers
+    produced: set[str] = set()
+    positions: list[int] = []
+    read: list[str] = []
+    for k, node in enumerate(graph.node):
+        reads = set(node.input)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                reads |= _names_read(subgraph)
+        if id(node) not in starts and reads.isdisjoint(produced):
+            continue
+        if any(a.type in _SUBGRAPH_ATTRIBUTES for a in node.attribute):
+            return None  # a subgraph in the suffix: its outer-scope reads are not followed
+        positions.append(k)
+        read.extend(
+            name
+            for slot, name in enumerate(node.input)
+            if name and (id(node), slot) not in weight_reads
+        )
+        produced.update(o for o in node.output if o)
+    if len(starts) != sum(1 for k in positions if id(graph.node[k]) in starts):
+        return None
+    outside = [name for name in dict.fromkeys(read) if name not in produced]
+    inputs = tuple(n for n in outside if n in graph_inputs)
+    outputs = tuple(o.name for o in graph.output if o.name in produced)
+    boundary = [n for n in outside if n not in initializers and n not in graph_inputs]
+    # Values computed from constants alone (pads, shapes, Constant nodes) are computed in the
+    # suffix, not fed: fed, they would hide static shapes and pads from onnxruntime's
+    # optimiser (a padded conv then runs 2x slower).
+    folded = _constant_nodes(graph, initializers)
+    needed = [n for n in boundary if n in folded]
+    copied: set[int] = set()
+    while needed:
+        k = folded[needed.pop()]
+        if k not in copied:
+            copied.add(k)
+            needed.extend(n for n in graph.node[k].input if n in folded)
+    kept = tuple(n for n in boundary if n not in folded)
+    return SuffixCut(tuple(sorted(copied.union(positions))), kept, inputs, outputs)
+
+
+def _constant_nodes(graph: onnx.GraphProto, initializers: set[str]) -> dict[str, int]:
+    """Tensors computed from initializers and Constant nodes alone -> the position of the
+    node that makes them (random generators and nodes with subgraphs excluded)."""
+    constant = set(initializers)
+    made: dict[str, int] = {}
+    for k, node in enumerate(graph.node):
+        if node.op_type.startswith("Random") or any(
+            a.type in _SUBGRAPH_ATTRIBUTES for a in node.attribute
+        ):
+            continue
+        if all(not name or name in constant for name in node.input):
+            for out in node.output:
+                if out:
+                    constant.add(out)
+                    made[out] = k
+    return made
+
+
+class BoundaryCache:
+    """The original's boundary tensors (and outputs) on a reference's batches, computed on
+    first use with one session over the original plus extra outputs."""
+
+    def __init__(self, model: onnx.ModelProto, names: Sequence[str], limit: int) -> None:
+        self.model = model
+        self.names = list(dict.fromkeys([*names, *(o.name for o in model.graph.output)]))
+        self.limit = limit
+        self.bytes = 0
+        self.fits = True
+        self._values: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self._session = None
+
+    def fill(self, reference: ReferenceRun) -> bool:
+        """Compute the values on every batch of ``reference`` (once); False when they would
+        exceed the memory limit (nothing is kept then)."""
+        key = id(reference)
+        if not self.fits:
+            return False
+        if (key, 0) in self._values:
+            return True
+        exposed = onnx.ModelProto()
+        exposed.CopyFrom(self.model)
+        existing = {o.name for o in exposed.graph.output}
+        exposed.graph.output.extend(
+            onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
+        )
+        session = session_in_memory(exposed)
+        del exposed
+        for number, (batch, _) in enumerate(reference.batches_and_outputs()):
+            values = run(session, self.names, batch.feed, reference.dataset.name)
+            self.bytes += sum(v.nbytes for v in values)
+            if self.bytes > self.limit:
+                self.fits = False
+                self._values = {}
+                return False
+            self._values[(key, number)] = dict(zip(self.names, values, strict=True))
+        return True
+
+    def values(self, reference: ReferenceRun, batch_number: int) -> dict[str, np.ndarray]:
+        return self._values[(id(reference), batch_number)]
+
+
+def suffix_model(
+    model: onnx.ModelProto,
+    cut: SuffixCut,
+    dtypes: Mapping[str, np.dtype],
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
+    """A model of the suffix's nodes alone: the boundary tensors and the graph inputs it
+    reads as inputs (boundary types from ``dtypes``, rank left open), the initializers its
+    nodes read (as ``placeholder``s where ``arrays`` holds their values), and the graph
+    outputs it produces."""
+    graph = model.graph
+    nodes = [graph.node[k] for k in cut.positions]
+    read = {name for node in nodes for name in node.input}
+    suffix = onnx.ModelProto()
+    suffix.ir_version = model.ir_version
+    suffix.opset_import.extend(model.opset_import)
+    sub = suffix.graph
+    sub.name = graph.name
+    sub.node.extend(nodes)
+    held = arrays or {}
+    sub.initializer.extend(
+        placeholder(t) if t.name in held else t for t in graph.initializer if t.name in read
+    )
+    sub.input.extend(i for i in graph.input if i.name in cut.inputs)
+    sub.input.extend(
+        onnx.helper.make_tensor_value_info(name, _onnx_type(dtypes[name]), None)
+        for name in cut.boundary
+    )
+    sub.output.extend(o for o in graph.output if o.name in cut.outputs)
+    made = {out for node in nodes for out in node.output} - set(cut.outputs)
+    sub.value_info.extend(v for v in graph.value_info if v.name in made)
+    return suffix
+
+
+class SuffixEvaluator:
+    """Judges candidates that change one layer (``index`` in the run's layer list) with a
+    session over its suffix (see module doc); same ``compare`` as ``CandidateEvaluator``."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        index: int,
+        layer: Layer,
+        cut: SuffixCut,
+        cache: BoundaryCache,
+        reference: ReferenceRun,
+        arrays: Mapping[str, np.ndarray],
+    ) -> None:
+        """``arrays``: the values of ``model``'s large initializers (``movable``), handed to
+        the session without serializing them."""
+        clock = time.perf_counter()
+        first = cache.values(reference, 0)
+        suffix = suffix_model(model, cut, {n: first[n].dtype for n in cut.boundary}, arrays)
+        # The layer's nodes (``model``'s objects) -> their place among the suffix's nodes.
+        position = {id(model.graph.node[p]): k for k, p in enumerate(cut.positions)}
+        evaluated = evaluation_model(suffix, {index: layer}, position)
+        assert evaluated is not None
+        stored = {t.name for t in evaluated.graph.initializer}
+        self.session = session_in_memory(
+            evaluated, {name: arrays[name] for name in stored if name in arrays}
+        )
+        self.setup_seconds = time.perf_counter() - clock
+        self.index = index
+        self.layer = layer
+        self.cut = cut
+        self.cache = cache
+        self.bias_shape = next(
+            i.shape for i in self.session.get_inputs() if i.name == f"{PREFIX}/b{index}"
+        )
+
+    def compare(
+        self,
+        weights: Mapping[int, np.ndarray],
+        deltas: Mapping[int, np.ndarray | None],
+        reference: ReferenceRun,
+    ) -> Fidelity:
+        dtype = self.layer.dtype
+        weight = weights.get(self.index, self.layer.weight)
+        delta = deltas.get(self.index)
+        feed: dict[str, np.ndarray] = {
+            f"{PREFIX}/w{self.index}": np.ascontiguousarray(weight, dtype=dtype),
+            f"{PREFIX}/b{self.index}": (
+                np.zeros(self.bias_shape, dtype=dtype)
+                if delta is None
+                else delta.reshape(self.bias_shape).astype(dtype)
+            ),
+        }
+        produced = set(self.cut.outputs)
+        batch_number = iter(range(1 << 62))
+
+        def outputs_of(batch: Batch) -> list[np.ndarray]:
+            cached = self.cache.values(reference, next(batch_number))
+            inputs = {n: batch.feed[n] for n in self.cut.inputs}
+            inputs.update((n, cached[n]) for n in self.cut.boundary)
+            got = run(
+                self.session, list(self.cut.outputs), {**inputs, **feed}, reference.dataset.name
+            )
+            by_name = dict(zip(self.cut.outputs, got, strict=True))
+            return [by_name[n] if n in produced else cached[n] for n in reference.names]
+
+        return reference.compare_outputs(outputs_of)
