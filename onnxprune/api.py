@@ -83,6 +83,7 @@ def prune(
     sample_mask: str | None = None,
     structured: float = 0.0,
     structured_score: str = "variance",
+    structured_multiple: int = 1,
     layer_overrides: Sequence[str] = (),
     sequential: bool = False,
     stages: int = 8,
@@ -113,6 +114,8 @@ def prune(
     per_channel: bool = True,
     quant_calibration: str | None = None,
     storage: str = "dense",
+    output_format: str = "onnx",
+    quant_range: str | None = None,
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
@@ -138,10 +141,12 @@ def prune(
             names every option given that it overrides).
         tokenizer, max_length: text calibration: a ``tokenizer.json`` (default: beside the
             model) and the length sequences are truncated to.
-        quantize, quant_format, per_channel, quant_calibration, storage: turn the pruned
-            model into the written artifact (``onnxprune.deploy``: ``quantize="int8"`` or
-            ``"int8-dynamic"``, ``storage="sparse"``); the fidelity check, the gates and the
-            search then judge that file.
+        quantize, quant_format, per_channel, quant_calibration, quant_range, storage,
+            output_format: turn
+            the pruned model into the written artifact (``onnxprune.deploy``:
+            ``quantize="int8"`` or ``"int8-dynamic"``, ``storage="sparse"``,
+            ``output_format="ort"``); the fidelity check, the gates and the search then judge
+            that file. A recipe records them and its replay writes the same artifact.
         preprocess: image calibration: a JSON spec (dict, JSON text or a file path), e.g.
             ``{"size": [224, 224], "resize": "shorter-side-crop", "mean": [...], "std": [...],
             "channels": "RGB", "layout": "NCHW", "dtype": "float32"}``.
@@ -174,17 +179,21 @@ def prune(
     # method's default (which may give way, see _costly_defaults_give_way).
     update_asked = update is not None or recipe is not None or config is not None
     gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop, min_score)
-    deploy = DeployConfig(quantize, quant_format, per_channel, quant_calibration, storage)
+    deploy = DeployConfig(
+        quantize, quant_format, per_channel, quant_calibration, storage, quant_range, output_format
+    )
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None
     if recipe is not None:
         config, replayed = load_recipe(Path(recipe))
+        if replayed.get("deploy") is not None:  # older recipes: the options given now
+            deploy = DeployConfig.from_record(replayed["deploy"])  # checked by load_recipe
     elif config is None:
         config = _config_from_arguments(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
             layer_overrides, sequential, stages, update_target, allocation, metric,
-            metric_outputs,
+            metric_outputs, structured_multiple,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError(
@@ -207,6 +216,13 @@ def prune(
         "pruning options"
         for name in _RECIPE_SET
         if recipe is not None and arguments[name] != _DEFAULTS[name]
+    ] + [
+        f"--{name.replace('_', '-')} {arguments[name]} is ignored: --recipe {recipe} sets the "
+        "artifact options"
+        for name in deploy.arguments()
+        if replayed is not None
+        and replayed.get("deploy") is not None
+        and arguments[name] != _DEFAULTS[name]
     ]
     if isinstance(preprocess, str):
         preprocess = read_image_spec(preprocess)
@@ -222,6 +238,8 @@ def prune(
     assert calib_source is not None
     eval_source, _ = resolve_data(eval_data, model_path, options)
     output_path = Path(output) if output is not None else default_output_path(model_path)
+    if output is None and deploy.output_format == "ort":
+        output_path = output_path.with_suffix(".ort")
     extra_outputs = _check_paths(
         model_path, output_path, calib, eval_data, report_path, plot, recipe
     )
@@ -258,6 +276,11 @@ def prune(
             report.warnings.append(warning)
             report.recipe = str(recipe_path(output_path))
             recipe_data = _nothing_pruned_recipe(config, pruner, calib, report, calib_input)
+            if deploy.output_format == "ort":
+                raise ModelError(
+                    f"nothing to prune in {model_path}: no .ort written (convert it with "
+                    "python -m onnxruntime.tools.convert_onnx_models_to_ort)"
+                )
             if deploy.active:
                 report.warnings.append("--quantize / --storage not applied to a copy")
             report.nonzero_after = report.nonzero_before
@@ -273,7 +296,11 @@ def prune(
         if pruner.base_dir is not None:
             _refuse_in_big_model_mode(config)
         refuse_impossible(
-            deploy, pruner.proto, bool(external_data_files(model_path)), pruner.base_dir is not None
+            deploy,
+            pruner.proto,
+            bool(external_data_files(model_path)),
+            pruner.base_dir is not None,
+            output_path,
         )
         if config.structured:
             clock = time.perf_counter()
@@ -345,7 +372,8 @@ def prune(
         _describe_candidate(report, candidate, config, original.proto, pruner.base_dir)
 
         with staging_dir(output_path) as staging:
-            staged = staging / output_path.name
+            # --format ort: the ONNX stages first (onnxruntime reads a .ort name as a flatbuffer).
+            staged = staging / (output_path.name if deploy.output_format == "onnx" else "out.onnx")
             clock = time.perf_counter()
             if pruner.base_dir is not None:  # big-model mode: tensor by tensor, external data
                 write_model_streamed(candidate.model, staged, pruner.base_dir)
@@ -364,14 +392,16 @@ def prune(
                     staged, reference, work, reference.compare(staged)
                 )
                 report.warnings += notes
-                os.replace(artifact, staged)
-                # The op table describes the written file (QDQ pairs, QLinear ops).
-                written = onnx.load(str(staged), load_external_data=False)
+                # The op table describes the written file (QDQ pairs, QLinear ops); with
+                # --format ort, the ONNX graph it was converted from.
+                assert finisher.last_onnx is not None
+                written = onnx.load(str(finisher.last_onnx), load_external_data=False)
                 after = op_counts(written)
                 before = {op: counts[0] for op, counts in report.op_counts.items()}
                 report.op_counts = {
                     op: [before.get(op, 0), after[op]] for op in sorted(set(before) | set(after))
                 }
+                os.replace(artifact, staged)
                 fidelity = report.artifact_stages[-1].fidelity
                 assert fidelity is not None  # every stage is compared with the original
                 timings["artifact"] = time.perf_counter() - clock
@@ -397,7 +427,8 @@ def prune(
             recipe_data = build_recipe(
                 config,
                 candidate.scorer.name,
-                candidate.group,
+                # --structured alone prunes no weights (group "none"): the configured group.
+                candidate.group if candidate.group != "none" else config.group,
                 candidate.allocation,
                 {layer.weight: layer.sparsity for layer in report.layers},
                 fingerprint(calib),
@@ -406,6 +437,7 @@ def prune(
             if calib_input is not None:
                 recipe_data["calibration_input"] = calib_input
             recipe_data["held_out"] = original.hold_out
+            recipe_data["deploy"] = deploy.arguments()
             if search and gates.max_accuracy_drop is None:
                 recipe_data["search_split"] = True
             if replayed is not None:
@@ -450,6 +482,7 @@ def _refuse_non_finite_weights(pruner: Pruner) -> None:
 _RECIPE_SET = (
     "sparsity", "method", "pattern", "group", "exclude", "num_samples", "batch_size",
     "min_row_weights", "update", "sample_mask", "structured", "structured_score",
+    "structured_multiple",
     "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
 )  # fmt: skip
 _DEFAULTS = {
@@ -525,8 +558,11 @@ def _config_from_arguments(
     allocation: str | None,
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
+    structured_multiple: int = 1,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
+    if structured_multiple != _DEFAULTS["structured_multiple"] and not structured:
+        raise UsageError("--structured-multiple needs --structured (it rounds the units kept)")
     if search:
         sparsity = 0.5  # a placeholder; the search sets the real value
     if sparsity is None and nm is not None:
@@ -561,6 +597,7 @@ def _config_from_arguments(
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,
+        structured_multiple=structured_multiple,
         layer_overrides=tuple(layer_overrides),
         sequential=sequential,
         stages=stages,
@@ -916,6 +953,7 @@ def _arguments(
         "sample_mask": config.sample_mask,
         "structured": config.structured,
         "structured_score": config.structured_score,
+        "structured_multiple": config.structured_multiple,
         "layer_overrides": list(config.layer_overrides),
         "sequential": config.sequential,
         "stages": config.stages,

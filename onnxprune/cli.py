@@ -226,6 +226,15 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="How --structured ranks units: variance (output variance x reader weight norm, "
     "mean-compensated) or l1 (weight L1 norm, the usual baseline).",
 )
+@click.option(
+    "--structured-multiple",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="With --structured: round each group's kept channels to a multiple of N (8 or 16 "
+    "keep int8 / fp16 kernels on their fast path); 1 keeps exactly the share asked for.",
+)
 @num_samples_option
 @batch_size_option
 @click.option(
@@ -322,9 +331,20 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "percentile.",
 )  # fmt: skip
 @click.option(
+    "--quant-range", default=None,
+    help="With --quantize: int8 weights in 7 bits (reduced; default for int8: onnxruntime's x86 "
+    "kernels without VNNI saturate on full-range pairs) or 8 bits (full; default for "
+    "int8-dynamic; ARM and VNNI CPUs do not saturate).",
+)  # fmt: skip
+@click.option(
     "--storage", default="dense", show_default=True,
     help="dense, or sparse: store each weight that is smaller so as an ONNX sparse_initializer "
     "(onnxruntime densifies it at load: a smaller file, not a faster model).",
+)  # fmt: skip
+@click.option(
+    "--format", "output_format", default="onnx", show_default=True,
+    help="onnx, or ort: write onnxruntime's mobile format (.ort, by onnxruntime's own "
+    "converter; sparse weights stay sparse). The output must be named NAME.ort.",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @seed_option
@@ -355,6 +375,7 @@ def command(
     sample_mask: str | None,
     structured: float,
     structured_score: str,
+    structured_multiple: int,
     num_samples: int | None,
     batch_size: int,
     eval_data: Path | None,
@@ -375,7 +396,9 @@ def command(
     quant_format: str | None,
     per_channel: bool,
     quant_calibration: str | None,
+    quant_range: str | None,
     storage: str,
+    output_format: str,
     as_json: bool,
     seed: int,
     quiet: bool,
@@ -411,6 +434,7 @@ def command(
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,
+        structured_multiple=structured_multiple,
         eval_data=eval_data,
         report_path=report_path,
         seed=seed,
@@ -435,6 +459,8 @@ def command(
         per_channel=per_channel,
         quant_calibration=quant_calibration,
         storage=storage,
+        output_format=output_format,
+        quant_range=quant_range,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))

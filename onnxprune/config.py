@@ -116,6 +116,7 @@ FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "sample_mask": (_TEXT, True),
     "structured": (_NUMBER, False),
     "structured_score": (_TEXT, False),
+    "structured_multiple": (_INT, False),
     "layer_overrides": (_TEXTS, False),
     "sequential": (_FLAG, False),
     "stages": (_INT, False),
@@ -182,6 +183,9 @@ class PruneConfig:
     structured: float = 0.0
     # How --structured ranks units (see ``onnxprune.structure.scores``).
     structured_score: str = "variance"
+    # --structured-multiple: each group keeps a multiple of this many channels (int8 / fp16
+    # kernels work in blocks of 8 or 16); 1 keeps exactly the share --structured asks for.
+    structured_multiple: int = 1
     # --layer REGEX=SPEC, in order: the first pattern matching a layer's name decides.
     layer_overrides: tuple[str, ...] = ()
     # --sequential: calibrate and prune in topological stages (at most ``stages`` of them;
@@ -272,6 +276,10 @@ class PruneConfig:
             raise UsageError(f"--min-row-weights must be >= 0, got {self.min_row_weights}")
         if not isinstance(self.structured, (int, float)) or not 0.0 <= self.structured < 1.0:
             raise UsageError(f"--structured must be in [0, 1), got {self.structured!r}")
+        if not 1 <= self.structured_multiple <= 1024:
+            raise UsageError(
+                f"--structured-multiple must be in [1, 1024], got {self.structured_multiple}"
+            )
         from .structure.scores import UNIT_SCORERS
 
         if self.structured_score not in UNIT_SCORERS:

@@ -12,7 +12,11 @@ Stages, each a file in the staging directory, each compared with the original mo
    activations quantized per batch at run time;
 3. ``sparse`` (``--storage sparse``): every initializer that is smaller as a COO
    ``sparse_initializer`` (values + int64 indices) than dense is rewritten so; onnxruntime
-   densifies it again at load, so the outputs must equal the dense-stored file's exactly.
+   densifies it again at load, so the outputs must equal the dense-stored file's exactly;
+4. ``ort`` (``--format ort``): onnxruntime's mobile format, written by onnxruntime's own
+   converter (``onnxruntime.tools.convert_onnx_models_to_ort``, fixed optimisations, no
+   platform-specific layout); sparse initializers stay sparse in it. Compared with the
+   original like every other stage (the converter's graph optimisations may move the last bits).
 
 The last stage is the artifact; the fidelity check, the gates and ``--sparsity auto`` judge it.
 """
@@ -21,8 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
+import io
 import logging
+import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +51,8 @@ QUANTIZE_CHOICES = ("none", "int8", "int8-dynamic")
 QUANT_FORMATS = ("qdq", "qoperator")
 QUANT_CALIBRATIONS = ("minmax", "entropy", "percentile")
 STORAGES = ("dense", "sparse")
+QUANT_RANGES = ("reduced", "full")
+OUTPUT_FORMATS = ("onnx", "ort")
 
 # onnxruntime's histogram calibrators (entropy, percentile) keep every calibrated activation of
 # every sample in memory until the end of the pass (ECOSYSTEM.md): they see at most this many.
@@ -74,20 +84,30 @@ class DeployConfig:
     per_channel: bool = True
     quant_calibration: str | None = None
     storage: str = "dense"
+    # --quant-range: int8 weights in [-63, 63] ("reduced", 7 bits) or [-127, 127] ("full").
+    # None: reduced for --quantize int8, full for int8-dynamic (``weight_range``).
+    quant_range: str | None = None
+    # --format: "onnx", or "ort" (onnxruntime's mobile format, the written file's format).
+    output_format: str = "onnx"
 
     def __post_init__(self) -> None:
-        for option, value, choices in (
-            ("--quantize", self.quantize, QUANTIZE_CHOICES),
-            ("--quant-format", self.quant_format, QUANT_FORMATS),
-            ("--quant-calibration", self.quant_calibration, QUANT_CALIBRATIONS),
-            ("--storage", self.storage, STORAGES),
+        if not isinstance(self.per_channel, bool):
+            raise UsageError(f"--per-channel must be true or false, got {self.per_channel!r}")
+        for option, value, choices, optional in (
+            ("--quantize", self.quantize, QUANTIZE_CHOICES, False),
+            ("--quant-format", self.quant_format, QUANT_FORMATS, True),
+            ("--quant-calibration", self.quant_calibration, QUANT_CALIBRATIONS, True),
+            ("--quant-range", self.quant_range, QUANT_RANGES, True),
+            ("--storage", self.storage, STORAGES, False),
+            ("--format", self.output_format, OUTPUT_FORMATS, False),
         ):
-            if value is not None and value not in choices:
+            if not (optional and value is None) and value not in choices:
                 raise UsageError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
         if self.quantize == "none":
             for option, used in (
                 ("--quant-format", self.quant_format is not None),
                 ("--quant-calibration", self.quant_calibration is not None),
+                ("--quant-range", self.quant_range is not None),
                 ("--per-tensor", not self.per_channel),
             ):
                 if used:
@@ -112,11 +132,35 @@ class DeployConfig:
         return self.quant_calibration or "minmax"
 
     @property
+    def reduce_range(self) -> bool:
+        """7-bit weights. onnxruntime's x86 int8 kernels without VNNI (AVX2) multiply u8
+        activations by s8 weights in pairs summed into int16 (vpmaddubsw), which saturates
+        when both use the full range; measured on the digits CNN pruned 0.8 with per-channel
+        QDQ on an AVX2 CPU: accuracy 0.9800 fused vs 0.9933 for the same file with the fusions
+        off, 0.9933 fused with reduced range (BENCHMARKS.md). Static int8 defaults to reduced;
+        int8-dynamic keeps full (MiniLM measured within target with it)."""
+        if self.quant_range is not None:
+            return self.quant_range == "reduced"
+        return self.quantize == "int8"
+
+    @property
     def active(self) -> bool:
-        return self.quantize != "none" or self.storage != "dense"
+        return self.quantize != "none" or self.storage != "dense" or self.output_format != "onnx"
 
     def arguments(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: object) -> DeployConfig:
+        """The options a recipe recorded (``arguments()``), checked like the command line's;
+        a key missing from the record (an option added since) takes its default."""
+        if not isinstance(record, dict):
+            raise UsageError(f"'deploy' must map artifact options to values, got {record!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise UsageError(f"'deploy': unknown option(s) {', '.join(map(repr, unknown))}")
+        return cls(**record)
 
 
 @dataclass
@@ -132,7 +176,7 @@ class ArtifactStage:
 
 
 def refuse_impossible(
-    deploy: DeployConfig, model: onnx.ModelProto, external_data: bool, big: bool
+    deploy: DeployConfig, model: onnx.ModelProto, external_data: bool, big: bool, output: Path
 ) -> None:
     """Combinations that cannot work, refused in one line before anything runs."""
     if deploy.quantize != "none":
@@ -143,6 +187,22 @@ def refuse_impossible(
             raise UsageError(
                 f"--quantize: the model is already quantized ({', '.join(quantized)}); prune "
                 "its float version and quantize that"
+            )
+    if deploy.output_format == "ort":
+        if big or external_data:
+            raise UsageError(
+                "--format ort cannot hold external data (the .ort file is one flatbuffer under "
+                "2 GB); use --format onnx"
+            )
+        if not output.name.lower().endswith(".ort"):
+            raise UsageError(
+                f"--format ort writes onnxruntime's .ort format: name the output NAME.ort "
+                f"(-o {output.with_suffix('.ort').name}), not {output.name}"
+            )
+        if importlib.util.find_spec("onnxruntime.tools.convert_onnx_models_to_ort") is None:
+            raise UsageError(
+                "--format ort needs onnxruntime's converter (onnxruntime.tools), which this "
+                "onnxruntime build does not ship"
             )
     if deploy.storage == "sparse":
         if big or external_data:
@@ -240,6 +300,7 @@ def quantize_int8(
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
+                reduce_range=deploy.reduce_range,
                 # Symmetric weights: 0.0 maps to the integer 0 (zero point 0) and back to 0.0.
                 extra_options={"WeightSymmetric": True},
             )
@@ -264,6 +325,7 @@ def quantize_int8_dynamic(source: Path, destination: Path, deploy: DeployConfig)
                 str(prepared),
                 str(destination),
                 per_channel=deploy.per_channel,
+                reduce_range=deploy.reduce_range,
                 weight_type=QuantType.QInt8,
                 extra_options={"WeightSymmetric": True},
             )
@@ -338,6 +400,43 @@ def sparse_storage(source: Path, destination: Path) -> int:
     return len(sparse)
 
 
+def convert_to_ort(source: Path, destination: Path) -> None:
+    """onnxruntime's mobile format, written by onnxruntime's own converter
+    (``convert_onnx_models_to_ort``, optimisation style "Fixed": the graph optimised once at
+    the "all" level, without the platform-specific NCHWc layout, saved as a flatbuffer). The
+    converter prints its progress and writes a ``required_operators.config`` beside the model:
+    both stay in a scratch directory / the debug log."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import (
+        OptimizationStyle,
+        convert_onnx_models_to_ort,
+    )
+
+    chatter = io.StringIO()
+    # The converter's own logger says where it wrote the operator config (INFO, on stderr).
+    converter_log = logging.getLogger("ort_format_model.utils")
+    level = converter_log.level
+    with tempfile.TemporaryDirectory(prefix="onnxprune-ort-") as tmp:
+        model = Path(tmp) / "model.onnx"
+        shutil.copyfile(source, model)  # the converter names its output after its input
+        try:
+            converter_log.setLevel(logging.WARNING)
+            # The converter reads the .ort file back without closing it (a ResourceWarning when
+            # the file object is collected): that is onnxruntime's, not the user's concern.
+            with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                convert_onnx_models_to_ort(model, Path(tmp) / "out", [OptimizationStyle.Fixed])
+        except Exception as err:  # the converter raises whatever onnxruntime raised
+            log.debug("ORT format conversion failed: %s", chatter.getvalue(), exc_info=True)
+            raise ModelError(f"--format ort: conversion failed: {_first_line(err)}") from err
+        finally:
+            converter_log.setLevel(level)
+        log.debug("%s", chatter.getvalue())
+        converted = Path(tmp) / "out" / "model.ort"
+        if not converted.is_file():
+            raise ModelError("--format ort: onnxruntime's converter wrote no .ort file")
+        shutil.move(converted, destination)
+
+
 def check_identical(dense: Path, sparse: Path, reference: ReferenceRun) -> None:
     """The sparse-stored file must load in onnxruntime and give exactly the dense-stored
     file's outputs (the same weights once onnxruntime densifies them at load), on the samples
@@ -369,6 +468,8 @@ class Finisher:
     dataset: CalibrationSet
     calib_mask: np.ndarray
     batch_size: int
+    # Set by ``stages``: the last ONNX file (the artifact itself unless --format ort).
+    last_onnx: Path | None = None
 
     def _quantize(self, pruned: Path, work: Path) -> tuple[Path, list[str]]:
         if self.deploy.quantize == "none":
@@ -400,12 +501,21 @@ class Finisher:
             sparse.sparse_tensors = count
             stages.append(sparse)
             current = stored
+        # The op table describes this file (the .ort flatbuffer is not an ONNX protobuf).
+        self.last_onnx = current
+        if self.deploy.output_format == "ort":
+            converted = work / "model.ort"
+            convert_to_ort(current, converted)
+            name = stages[-1].name + " as .ort"
+            stages.append(_stage(name, converted, reference.compare(converted)))
+            current = converted
         return current, stages, notes
 
     def artifact_fidelity(self, model: onnx.ModelProto, reference: ReferenceRun) -> Fidelity:
         """The artifact's fidelity for a pruned candidate (what searches and sweeps judge).
         Sparse storage is left out: its outputs equal the dense-stored file's (checked on the
-        artifact that is written)."""
+        artifact that is written); so is the .ort conversion (the same graph, optimised: its
+        fidelity is measured on the written file, which the gates judge)."""
         with tempfile.TemporaryDirectory(prefix="onnxprune-artifact-") as tmp:
             pruned = save_for_session(model, Path(tmp) / "pruned.onnx")
             artifact, _ = self._quantize(pruned, Path(tmp))

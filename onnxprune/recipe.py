@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PruneConfig, option_name
+from .deploy import DeployConfig
 from .errors import UsageError
 
 RECIPE_VERSION = 1
@@ -22,6 +23,9 @@ TUPLE_FIELDS = ("exclude", "layer_overrides", "metric_outputs")
 # Advanced PruneConfig fields written only when they differ from these defaults (recipes of
 # runs that leave them alone stay as they were; a missing field replays its default).
 ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned"}
+# Fields whose absence from a recipe (written before they existed) means the behaviour of
+# that time, whatever their default is now.
+BEFORE_FIELD: dict[str, Any] = {"structured_multiple": 1}
 
 
 def recipe_path(output: Path) -> Path:
@@ -46,7 +50,7 @@ def fingerprint(source: object) -> str | None:
 def build_recipe(
     config: PruneConfig,
     variant: str,
-    group: str,
+    group: str | None,
     allocation: str,
     layer_sparsity: dict[str, float],
     calibration_fingerprint: str | None,
@@ -85,6 +89,8 @@ _RECORD_KEYS: dict[str, tuple[type, ...]] = {
     "held_out": (bool,),
     "search_split": (bool,),
     "calibration_input": (dict,),
+    # The artifact options (``DeployConfig.arguments()``): a replay writes the same artifact.
+    "deploy": (dict,),
 }
 
 
@@ -124,6 +130,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     if missing:
         raise UsageError(f"recipe {path} is incomplete: no {', '.join(missing)}")
     settings = {name: recipe[name] for name in fields if name in recipe}
+    for name, value in BEFORE_FIELD.items():
+        settings.setdefault(name, value)
     for name in TUPLE_FIELDS:
         if name in settings:
             value = settings[name]
@@ -134,6 +142,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
             settings[name] = tuple(value)
     try:
         config = PruneConfig(**settings)
+        if recipe.get("deploy") is not None:
+            DeployConfig.from_record(recipe["deploy"])
     except UsageError as err:
         raise UsageError(f"recipe {path}: {err}") from err
     return config, recipe

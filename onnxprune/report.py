@@ -265,10 +265,11 @@ def _row(label: str, before: int, after: int) -> str:
 
 def _artifact_lines(stages: list[ArtifactStage], original_size: int) -> list[str]:
     """Each stage of the written artifact: what it costs in fidelity, what it saves."""
+    width = max([34, *(len(stage.name) + 2 for stage in stages)])
     lines = [
         "",
         "artifact stages (the last is written; fidelity against the original)",
-        f"{'stage':<34}{'file bytes':>12}{'ratio':>7}{'gzip bytes':>12}{'cosine':>10}"
+        f"{'stage':<{width}}{'file bytes':>12}{'ratio':>7}{'gzip bytes':>12}{'cosine':>10}"
         f"{'top-1':>8}{'accuracy':>10}",
     ]
     for stage in stages:
@@ -280,7 +281,7 @@ def _artifact_lines(stages: list[ArtifactStage], original_size: int) -> list[str
         ratio = f"{stage.file_size / original_size:.2f}x" if original_size else "-"
         gzip = "-" if stage.gzip_size is None else f"{stage.gzip_size:,}"
         lines.append(
-            f"{stage.name:<34}{stage.file_size:>12,}{ratio:>7}{gzip:>12}"
+            f"{stage.name:<{width}}{stage.file_size:>12,}{ratio:>7}{gzip:>12}"
             f"{_maybe(min(cosines) if cosines else None):>10}"
             f"{_maybe(min(top1) if top1 else None):>8}"
             f"{_maybe(fid.accuracy_pruned if fid else None):>10}"

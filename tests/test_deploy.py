@@ -126,7 +126,8 @@ def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) 
     """A gate between the fp32 pruned model's cosine and the quantized one's fails the run."""
     model = models.mlp_gemm(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
-    args = ("--sparsity", "0.5", *FAST, "--quantize", "int8", "--per-tensor")
+    quantize = ("--quantize", "int8", "--per-tensor", "--quant-range", "full")
+    args = ("--sparsity", "0.5", *FAST, *quantize)
     code, report, err = _run(cli, path, calib, tmp_path / "probe.onnx", *args)
     assert code == 0, err
     pruned, quantized = (s["fidelity"]["outputs"][0]["cosine"] for s in report["artifact_stages"])
@@ -139,7 +140,7 @@ def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) 
     assert not out.exists()
     assert failed["gate_failures"][0]["value"] == pytest.approx(quantized)
     # The same gate passes without --quantize: the fp32 pruned model is above it.
-    code, _, err = _run(cli, path, calib, out, *args[:-3], "--min-cosine", gate)
+    code, _, err = _run(cli, path, calib, out, *args[: -len(quantize)], "--min-cosine", gate)
     assert code == 0, err
 
 
@@ -303,3 +304,188 @@ def test_table_shows_each_stage_of_the_artifact(cli: CliRunner, tmp_path: Path) 
     written = rows["pruned + int8 + sparse storage"]
     assert int(written[written.index("storage") + 1].replace(",", "")) == out.stat().st_size
     assert "tensors sparse)" in lines[start + 4]
+
+
+# -- recipes: the artifact options are recorded and replayed ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        ("--quantize", "int8", "--per-tensor", "--storage", "sparse"),
+        ("--quantize", "int8", "--quant-format", "qoperator", "--quant-calibration", "entropy"),
+        ("--quantize", "int8-dynamic"),
+    ],
+)
+def test_recipe_replays_the_artifact_byte_identically(
+    cli: CliRunner, tmp_path: Path, artifact: tuple[str, ...]
+) -> None:
+    model = models.mlp_gemm(sizes=(16, 128, 128, 8))
+    path, calib = _prepare(tmp_path, model)
+    first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
+    code, report, err = _run(cli, path, calib, first, "--sparsity", "0.9", *FAST, *artifact)
+    assert code == 0, err
+    recipe = json.loads(Path(str(first) + ".recipe.json").read_text())
+    assert recipe["deploy"] == {k: report["arguments"][k] for k in recipe["deploy"]}
+    assert recipe["deploy"]["quantize"] == artifact[1]
+    # Replayed with other artifact options given: the recipe's win, each one named.
+    code, replay, err = _run(
+        cli, path, calib, second, "--recipe", Path(str(first) + ".recipe.json"),
+        "--quantize", "int8-dynamic" if artifact[1] == "int8" else "int8",
+    )  # fmt: skip
+    assert code == 0, err
+    assert second.read_bytes() == first.read_bytes()
+    ignored = [w for w in replay["warnings"] if "sets the artifact options" in w]
+    assert [w.split()[0] for w in ignored] == ["--quantize"]
+
+
+def test_recipe_without_artifact_options_takes_the_given_ones(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """A recipe written before the artifact options were recorded replays the pruning and
+    applies the options given now."""
+    model = models.mlp_gemm()
+    path, calib = _prepare(tmp_path, model)
+    first = tmp_path / "first.onnx"
+    code, _, err = _run(cli, path, calib, first, "--sparsity", "0.5", *FAST)
+    assert code == 0, err
+    recipe = Path(str(first) + ".recipe.json")
+    data = json.loads(recipe.read_text())
+    assert data["deploy"]["quantize"] == "none"
+    del data["deploy"]
+    older = tmp_path / "older.recipe.json"
+    older.write_text(json.dumps(data))
+    out = tmp_path / "int8.onnx"
+    code, report, err = _run(cli, path, calib, out, "--recipe", older, "--quantize", "int8")
+    assert code == 0, err
+    assert [s["name"] for s in report["artifact_stages"]] == ["pruned", "pruned + int8"]
+    assert not any("artifact options" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("deploy", "words"),
+    [
+        ({"quantize": "int4"}, ("--quantize must be one of",)),
+        ({"quantize": None}, ("--quantize must be one of",)),
+        ({"per_channel": "yes"}, ("--per-channel must be true or false",)),
+        ({"storage": ["sparse"]}, ("--storage must be one of",)),
+        ({"output_format": "tflite"}, ("--format must be one of",)),
+        ({"quant_format": "qdq"}, ("--quant-format needs --quantize",)),
+        ({"colour": "blue"}, ("unknown option", "colour")),
+        ("int8", ("'deploy' must be",)),
+    ],
+)
+def test_recipe_artifact_options_are_checked(
+    cli: CliRunner, tmp_path: Path, deploy: object, words: tuple[str, ...]
+) -> None:
+    model = models.mlp_gemm()
+    path, calib = _prepare(tmp_path, model)
+    first = tmp_path / "first.onnx"
+    code, _, err = _run(cli, path, calib, first, "--sparsity", "0.5", *FAST)
+    assert code == 0, err
+    data = json.loads(Path(str(first) + ".recipe.json").read_text())
+    data["deploy"] = {**data["deploy"], **deploy} if isinstance(deploy, dict) else deploy
+    edited = tmp_path / "edited.recipe.json"
+    edited.write_text(json.dumps(data))
+    out = tmp_path / "out" / "p.onnx"
+    out.parent.mkdir()
+    result = cli(path, "--calib", calib, "--recipe", edited, "-o", out, "-q")
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1
+    assert all(word in result.err for word in ("recipe", *words)), result.err
+    assert list(out.parent.iterdir()) == []
+
+
+# -- --format ort: onnxruntime's mobile format ----------------------------------------------------
+
+
+@pytest.mark.parametrize("artifact", [(), ("--quantize", "int8", "--storage", "sparse")])
+def test_ort_format_loads_in_onnxruntime_and_matches(
+    cli: CliRunner, tmp_path: Path, artifact: tuple[str, ...]
+) -> None:
+    model = models.cnn_bn()
+    path, calib = _prepare(tmp_path, model)
+    onnx_out, ort_out = tmp_path / "same.onnx", tmp_path / "mobile.ort"
+    args = ("--sparsity", "0.85", *FAST, *artifact)
+    code, _, err = _run(cli, path, calib, onnx_out, *args)
+    assert code == 0, err
+    code, report, err = _run(cli, path, calib, ort_out, *args, "--format", "ort")
+    assert code == 0, err
+    assert ort_out.read_bytes()[4:8] == b"ORTM"  # the flatbuffer's file identifier
+    stages = report["artifact_stages"]
+    assert stages[-1]["name"].endswith("as .ort")
+    assert stages[-1]["file_size"] == ort_out.stat().st_size == report["file_size_after"]
+    assert report["fidelity"] == stages[-1]["fidelity"]
+    # The op table describes the ONNX graph that was converted.
+    if artifact:
+        assert report["op_counts"]["DequantizeLinear"][1] > 0
+    # The same model as the .onnx artifact of the same run: onnxruntime's converter fuses
+    # (Conv + BatchNormalization...), so float rounding may move, nothing more.
+    feed = models.random_inputs(model, 16, seed=5)
+    for a, b in zip(_outputs(onnx_out, feed), _outputs(ort_out, feed), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(np.abs(a).max()))
+    # A replay writes the same model (onnxruntime's serialisation order may vary, the size and
+    # the outputs do not).
+    replayed = tmp_path / "replayed.ort"
+    code, _, err = _run(cli, path, calib, replayed, "--recipe", Path(str(ort_out) + ".recipe.json"))
+    assert code == 0, err
+    assert replayed.stat().st_size == ort_out.stat().st_size
+    for a, b in zip(_outputs(ort_out, feed), _outputs(replayed, feed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ort_format_default_name_and_refusals(cli: CliRunner, tmp_path: Path) -> None:
+    model = models.mlp_gemm()
+    path, calib = _prepare(tmp_path, model)
+    # Without -o: <model>.pruned.ort.
+    result = cli(path, "--calib", calib, "--sparsity", "0.5", *FAST, "--format", "ort", "-q")
+    assert result.code == 0, result.err
+    assert (tmp_path / "model.pruned.ort").read_bytes()[4:8] == b"ORTM"
+    out = tmp_path / "out" / "x.onnx"
+    out.parent.mkdir()
+    result = cli(path, "--calib", calib, "-o", out, "--sparsity", "0.5", "--format", "ort")
+    assert result.code == 2 and "name the output NAME.ort (-o x.ort" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    external = tmp_path / "ext" / "model.onnx"
+    external.parent.mkdir()
+    onnx.save_model(
+        model, str(external), save_as_external_data=True, location="model.data", size_threshold=0
+    )
+    ort_out = out.with_suffix(".ort")
+    result = cli(external, "--calib", calib, "-o", ort_out, "--sparsity", "0.5", "--format", "ort")
+    assert result.code == 2 and "--format ort cannot hold external data" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    result = cli(path, "--calib", calib, "-o", ort_out, "--sparsity", "0.5", "--format", "tflite")
+    assert result.code == 2 and "--format must be one of onnx, ort" in result.err
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("quantize", "given", "bound"),
+    [
+        (("int8",), (), 64),  # static: 7-bit weights by default
+        (("int8",), ("--quant-range", "full"), 127),
+        (("int8-dynamic",), (), 127),  # dynamic: full range by default
+        (("int8-dynamic",), ("--quant-range", "reduced"), 64),
+    ],
+)
+def test_quant_range_bounds_the_int8_weights(
+    cli: CliRunner, tmp_path: Path, quantize: tuple[str, ...], given: tuple[str, ...], bound: int
+) -> None:
+    """Reduced range keeps |q| <= 64 (onnxruntime's x86 kernels without VNNI sum u8 x s8
+    pairs in int16 and saturate on full-range weights); every weight reaches its bound in
+    some channel (symmetric per-channel scales map each channel's max to it)."""
+    model = models.mlp_matmul(sizes=(16, 64, 64, 8))
+    path, calib = _prepare(tmp_path, model)
+    out = tmp_path / "q.onnx"
+    code, report, err = _run(cli, path, calib, out, "--sparsity", "0.5", *FAST,
+                             "--quantize", *quantize, *given)  # fmt: skip
+    assert code == 0, err
+    quantized = {k: v for k, v in _initializers(out).items() if k.endswith("_quantized")}
+    weights = [v for v in quantized.values() if v.dtype == np.int8]
+    assert weights
+    assert max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == bound
+    assert report["arguments"]["quant_range"] == (given[1] if given else None)
+    result = cli(path, "--calib", calib, "-o", tmp_path / "x.onnx", "--sparsity", "0.5",
+                 "--quant-range", "full")  # fmt: skip
+    assert result.code == 2 and "--quant-range needs --quantize" in result.err

@@ -9,6 +9,7 @@ onnxruntime. The masked model is produced by the same code path with ``cut=False
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from onnxprune.config import PruneConfig
 from onnxprune.pipeline import Pruner
-from onnxprune.structure import StructuredResult
+from onnxprune.structure import StructuredResult, round_kept
 from onnxprune.structure.scores import keep_floor
 
 
@@ -331,3 +332,90 @@ def test_whole_model_options_refuse_big_model_mode_cleanly(
     assert named in done.err and "Traceback" not in done.err
     assert len(done.err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# -- --structured-multiple: kept widths rounded for int8 / fp16 kernels -----------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    units=st.integers(2, 200),
+    data=st.data(),
+    multiple=st.sampled_from([2, 4, 8, 16, 32]),
+    block=st.sampled_from([1, 2, 3, 8, 24, 64]),
+)
+def test_round_kept_gives_a_multiple_near_the_asked_width(
+    units: int, data: st.DataObject, multiple: int, block: int
+) -> None:
+    rng = np.random.default_rng(units)
+    scores = rng.random(units)
+    count = data.draw(st.integers(0, units - keep_floor(units)))
+    removed = np.sort(rng.choice(units, count, replace=False)).astype(np.int64)
+    rounded = round_kept(removed, scores, multiple, block)
+    kept = units - len(rounded)
+    step = multiple // math.gcd(multiple, block)
+    assert kept == units or (kept * block) % multiple == 0
+    assert kept >= keep_floor(units)
+    if kept != units and kept >= step * math.ceil(keep_floor(units) / step) + step:
+        # Not forced up by the floor: the nearest allowed width.
+        assert abs(kept - (units - count)) <= step / 2
+    old, new = set(removed.tolist()), set(rounded.tolist())
+    assert old <= new or new <= old  # units only move one way
+    if new - old:  # the extra removals are the lowest-scoring units that were kept
+        assert max(scores[list(new - old)]) <= min(scores[sorted(set(range(units)) - new)])
+    if old - new:  # the restored ones are the highest-scoring removed ones
+        assert min(scores[list(old - new)]) >= max(scores[list(new)], default=-1.0)
+
+
+def test_structured_multiple_rounds_neurons_and_leaves_heads(tmp_path: Path) -> None:
+    """Encoder layer, 4 heads of 8 dims and 100 FFN neurons: the FFN keeps a multiple of 8
+    neurons; a head is 8 channels, so any head count is already a multiple of 8. The cut model
+    still computes exactly what the masked one does."""
+    model = structured_models.encoder_layer(hidden=32, heads=4, ffn=100)
+    feeds = _encoder_feeds(48, 0)
+    plain, _ = _shrink(tmp_path, model, feeds, 0.3, "variance")
+    cut, masked = _shrink(tmp_path, model, feeds, 0.3, "variance", structured_multiple=8)
+    groups = {g.name: g for g in cut.groups}
+    plain_groups = {g.name: g for g in plain.groups}
+    assert plain_groups["intermediate"].units_after % 8 != 0  # the rounding has work to do
+    assert groups["intermediate"].units_after % 8 == 0
+    assert abs(groups["intermediate"].units_after - plain_groups["intermediate"].units_after) <= 4
+    assert groups["query"].units_after == plain_groups["query"].units_after
+    check = _encoder_feeds(16, 1)
+    for got, want in zip(_outputs(cut.model, check), _outputs(masked.model, check), strict=True):
+        assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())
+
+
+def test_cli_structured_multiple_is_checked_recorded_and_replayed(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "m8.onnx"
+    done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "--structured-multiple", 8,
+               "-o", out, "--json")  # fmt: skip
+    assert done.code == 0, done.err
+    groups = {g["name"]: g for g in json.loads(done.out)["structured"]}
+    assert all(g["units_after"] % 8 == 0 for g in groups.values() if not g["frozen"])
+    recipe = Path(str(out) + ".recipe.json")
+    data = json.loads(recipe.read_text())
+    assert data["structured_multiple"] == 8
+    replayed = tmp_path / "replayed.onnx"
+    assert cli(EXAMPLE, "--calib", CALIB, "--recipe", recipe, "-o", replayed, "-q").code == 0
+    assert replayed.read_bytes() == out.read_bytes()
+    # A recipe written before the option existed replays without rounding.
+    del data["structured_multiple"]
+    older = tmp_path / "older.recipe.json"
+    older.write_text(json.dumps(data))
+    plain = tmp_path / "plain.onnx"
+    assert cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "--structured-multiple", 1,
+               "-o", plain, "-q").code == 0  # fmt: skip
+    again = tmp_path / "again.onnx"
+    assert cli(EXAMPLE, "--calib", CALIB, "--recipe", older, "-o", again, "-q").code == 0
+    assert again.read_bytes() == plain.read_bytes() != out.read_bytes()
+    for args, message in (
+        (("--sparsity", 0.5, "--structured-multiple", 8), "--structured-multiple needs"),
+        (("--structured", 0.3, "--structured-multiple", 0), "--structured-multiple must be in"),
+    ):
+        bad = tmp_path / "bad.onnx"
+        done = cli(EXAMPLE, "--calib", CALIB, *args, "-o", bad)
+        assert done.code == 2 and message in done.err, done.err
+        assert len(done.err.strip().splitlines()) == 1 and not bad.exists()

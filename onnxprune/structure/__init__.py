@@ -8,6 +8,7 @@ group is frozen) -> ``scores`` (pure unit importance and allocation) -> ``shrink
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from ..config import PruneConfig
 from ..graph import GraphView
 from ..layers import Layer, find_layers
 from .groups import GraphIndex, Group, find_groups
-from .scores import UNIT_SCORERS, GroupData, ReaderData, WriterData, compensation
+from .scores import UNIT_SCORERS, GroupData, ReaderData, WriterData, compensation, keep_floor
 from .shrink import ReaderChange, Removal, compensate, cut_units, zero_columns
 
 __all__ = ["UNIT_SCORERS", "GroupReport", "StructuredResult", "analyse", "prune_units"]
@@ -76,7 +77,13 @@ def prune_units(
     stats = stats_for(readers) if readers else {}
     scorer = UNIT_SCORERS[config.structured_score]
     data = [_group_data(group, stats) for group in active]
-    removed = scorer.choose([scorer.score(d) for d in data], config.structured)
+    scores = [scorer.score(d) for d in data]
+    removed = scorer.choose(scores, config.structured)
+    if config.structured_multiple > 1:
+        removed = [
+            round_kept(units, group_scores, config.structured_multiple, channels_per_unit(group))
+            for group, group_scores, units in zip(active, scores, removed, strict=True)
+        ]
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     view = GraphView(copy)
@@ -113,6 +120,48 @@ def prune_units(
         for g in groups
     ]
     return StructuredResult(copy, reports, warnings)
+
+
+def channels_per_unit(group: Group) -> int:
+    """How many channels of its writers' outputs one unit of ``group`` spans (1 for a neuron,
+    the head size for an attention head, more for a coarsened group)."""
+    blocks = [
+        group.sites[node.output[0]].block
+        for layer in group.writers
+        for node in layer.nodes
+        if node.output[0] in group.sites
+    ]
+    return min(blocks) if blocks else min(site.block for site in group.sites.values())
+
+
+def round_kept(removed: np.ndarray, scores: np.ndarray, multiple: int, block: int) -> np.ndarray:
+    """``--structured-multiple``: change the removed units of one group so that the kept
+    channels (kept units x ``block`` channels each) are a multiple of ``multiple``: the kept
+    count goes to the nearest allowed value (ties up), never below the group's keep floor; a
+    group whose width cannot get there keeps all its units. Units move in score order: extra
+    removals take the lowest-scoring kept units, restored ones are the highest-scoring removed.
+    ``scores`` [units]; returns the removed unit indices, sorted."""
+    units = len(scores)
+    kept = units - len(removed)
+    step = multiple // math.gcd(multiple, block)  # units per allowed width increment
+    if step == 1 or kept == units:
+        return removed
+    target = step * math.floor(kept / step + 0.5)
+    floor = keep_floor(units)
+    if target < floor:
+        target = step * math.ceil(floor / step)
+    if target >= units:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(scores, kind="stable")  # lowest score first
+    gone = np.zeros(units, dtype=bool)
+    gone[removed] = True
+    if target < kept:  # remove more: the lowest-scoring kept units
+        extra = [u for u in order if not gone[u]][: kept - target]
+        gone[extra] = True
+    else:  # restore the highest-scoring removed units
+        back = [u for u in order[::-1] if gone[u]][: target - kept]
+        gone[back] = False
+    return np.flatnonzero(gone).astype(np.int64)
 
 
 def _writer_rows(active: list[Group], removed: list[np.ndarray]) -> dict[str, np.ndarray]:
