@@ -89,6 +89,7 @@ def prune(
     allocation: str | None = None,
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
+    stat_correction: bool | None = None,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -183,7 +184,7 @@ def prune(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
             layer_overrides, sequential, stages, update_target, allocation, metric,
-            metric_outputs,
+            metric_outputs, stat_correction,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError(
@@ -450,6 +451,7 @@ _RECIPE_SET = (
     "sparsity", "method", "pattern", "group", "exclude", "num_samples", "batch_size",
     "min_row_weights", "update", "sample_mask", "structured", "structured_score",
     "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
+    "stat_correction",
 )  # fmt: skip
 _DEFAULTS = {
     name: (() if param.default == () else param.default)
@@ -524,6 +526,7 @@ def _config_from_arguments(
     allocation: str | None,
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
+    stat_correction: bool | None = None,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -567,6 +570,7 @@ def _config_from_arguments(
         allocation=allocation,
         metric=metric,
         metric_outputs=tuple(metric_outputs),
+        stat_correction=stat_correction,
     )
 
 
@@ -915,6 +919,7 @@ def _arguments(
         "allocation": config.allocation_mode,
         "metric": config.metric,
         "metric_outputs": list(config.metric_outputs),
+        "stat_correction": config.stat_correction,
         "seed": config.seed,
     }
 

@@ -202,6 +202,14 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "own (contrib: on; the other methods: off, as published).",
 )
 @click.option(
+    "--stat-correction/--no-stat-correction",
+    default=None,
+    help="After pruning, scale each output channel's weights and shift its bias so its mean "
+    "and variance over the calibration inputs are the dense layer's (gathers the K x K input "
+    "correlation, as --update). Default: the method's own (contrib: on; the other methods: "
+    "off, as published).",
+)
+@click.option(
     "--sample-mask",
     default=None,
     metavar="INPUT|none",
@@ -352,6 +360,7 @@ def command(
     allocation: str | None,
     min_row_weights: int,
     update: bool | None,
+    stat_correction: bool | None,
     sample_mask: str | None,
     structured: float,
     structured_score: str,
@@ -408,6 +417,7 @@ def command(
         batch_size=batch_size,
         min_row_weights=min_row_weights,
         update=update,
+        stat_correction=stat_correction,
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,

@@ -121,6 +121,7 @@ FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "stages": (_INT, False),
     "update_target": (_TEXT, False),
     "allocation": (_TEXT, True),
+    "stat_correction": (_FLAG, True),
 }
 
 
@@ -201,6 +202,10 @@ class PruneConfig:
     # kind or a preset for every output, or only the --metric-output NAME[SLICE][=KIND] parts.
     metric: str = "standardized"
     metric_outputs: tuple[str, ...] = ()
+    # After pruning, scale each output row and shift its bias so the channel's mean and
+    # variance over the calibration inputs are the dense layer's (``onnxprune.correction``).
+    # None: the method's default (``ScoringMethod.default_stat_correction``).
+    stat_correction: bool | None = None
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -251,6 +256,9 @@ class PruneConfig:
             )
         if self.update is None:
             object.__setattr__(self, "update", get_method(self.method).default_update)
+        if self.stat_correction is None:
+            default = get_method(self.method).default_stat_correction
+            object.__setattr__(self, "stat_correction", default)
         if self.allocation is not None and self.allocation not in ALLOCATIONS:
             raise UsageError(
                 f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"

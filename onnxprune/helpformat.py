@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "group": "Method",
     "allocation": "Method",
     "update": "Method",
+    "stat_correction": "Method",
     "min_row_weights": "Method",
     "sequential": "Method",
     "stages": "Method",

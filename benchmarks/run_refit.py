@@ -1,0 +1,142 @@
+"""The default pipeline with and without post-pruning repairs, side by side in one run.
+
+Variants (each a ``PruneConfig`` change on top of the default ``contrib`` run):
+
+- ``default``: as shipped before this script's variants existed (``--no-stat-correction``).
+- ``statcorr``: per-channel statistics correction (``--stat-correction``,
+  ``onnxprune/correction.py``).
+
+Each model gets one calibration pass; every variant reuses its statistics (a ``Pruner`` per
+variant sharing them), so the variants differ only in what the repair does. Measures are
+``run_benchmarks.py``'s: digits test accuracy, MiniLM pooled-embedding cosine on the 256
+held-out sentences (both from the written model), EfficientNet-Lite0 top-1 agreement with the
+dense model on its 128 held-out crops (the tool's own comparison, as ``run_benchmarks.py``).
+
+Usage (one process at a time; results appended as JSON lines)::
+
+    nice -n 15 python benchmarks/run_refit.py --models digits_cnn digits_mlp \\
+        --out benchmarks/refit_results.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from run_benchmarks import Evaluator, model_files  # noqa: E402
+
+from onnxprune import correction  # noqa: E402
+from onnxprune.config import PruneConfig  # noqa: E402
+from onnxprune.pipeline import Pruner  # noqa: E402
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {"stat_correction": False},
+    "statcorr": {"stat_correction": True},
+    "cg": {"stat_correction": False, "cg": 20},
+    "cg-centered": {"stat_correction": False, "cg": 20, "centered": True},
+    "cg+statcorr": {"stat_correction": True, "cg": 20},
+}
+POINTS: dict[str, list[float | str]] = {
+    "digits_cnn": [0.5, 0.7, 0.8, 0.9],
+    "digits_mlp": [0.5, 0.7, 0.8, 0.9],
+    "minilm": [0.5, 0.7],
+    "mobile": [0.5, 0.7, "2:4"],
+}
+CALIB = {"minilm": "minilm_calib.npz", "mobile": "mobile_calib64.npz"}
+SAMPLES = {"minilm": 128}
+
+
+def measure(
+    name: str, pruner: Pruner, candidate: Any, evaluator: Evaluator | None
+) -> tuple[float, float | None]:
+    """(the model's measure, mobile: the mean logit cosine on the same crops)."""
+    if evaluator is None:  # mobile: the tool's comparison on the held-out crops
+        out = pruner.compare(candidate).outputs[0]
+        assert out.top1_agreement is not None
+        return float(out.top1_agreement), out.cosine
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.onnx"
+        onnx.save(candidate.model, str(path))
+        found = evaluator.measure(path)
+    return (found["cosine_mean"] if evaluator.is_text else found["accuracy"]), None
+
+
+def run_model(
+    name: str, models: Path, variants: list[str], out: Path, points: list[str] | None
+) -> None:
+    files = model_files(models, name)
+    if name in CALIB:
+        files = dataclasses.replace(files, calib=models / CALIB[name])
+    evaluator = None if name == "mobile" else Evaluator(files)
+    shared = None
+    pruners: dict[tuple[str, str], Pruner] = {}
+    for point in POINTS[name]:
+        if points and str(point) not in points:
+            continue
+        for variant in variants:
+            pattern = point if isinstance(point, str) else "unstructured"
+            sparsity = 0.5 if isinstance(point, str) else point
+            key = (variant, pattern)
+            if key not in pruners:
+                config = PruneConfig(
+                    sparsity=sparsity,
+                    pattern=pattern,
+                    num_samples=SAMPLES.get(name),
+                    stat_correction=VARIANTS[variant]["stat_correction"],
+                )
+                pruners[key] = Pruner(files.onnx, files.calib, config, eval_data=files.eval)
+                if pattern == "unstructured":
+                    # Same statistics for every variant (one calibration pass per model).
+                    if shared is None:
+                        shared = pruners[key].statistics()
+                    pruners[key]._stats = shared
+            pruner = pruners[key]
+            correction.CG_STEPS = VARIANTS[variant].get("cg", 0)
+            correction.CG_CENTERED = VARIANTS[variant].get("centered", False)
+            clock = time.perf_counter()
+            candidate = pruner.build(None if isinstance(point, str) else point)
+            build = time.perf_counter() - clock
+            value, cosine = measure(name, pruner, candidate, evaluator)
+            row = {
+                "model": name,
+                "point": point,
+                "variant": variant,
+                "value": value,
+                "logit_cosine": cosine,
+                "build_seconds": round(build, 1),
+                "update_seconds": round(pruner.phase_seconds["update"], 2),
+                "group": candidate.group,
+                "scorer": candidate.scorer.name,
+            }
+            pruner.phase_seconds["update"] = 0.0
+            print(json.dumps(row), flush=True)
+            with out.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(POINTS), default=list(POINTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--points", nargs="+", help="only these points (0.5, 2:4, ...)")
+    parser.add_argument("--models-dir", type=Path, default=Path("/work/models"))
+    parser.add_argument("--out", type=Path, default=HERE / "refit_results.jsonl")
+    args = parser.parse_args()
+    for name in args.models:
+        run_model(name, args.models_dir, args.variants, args.out, args.points)
+
+
+if __name__ == "__main__":
+    main()
