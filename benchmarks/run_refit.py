@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from markdown_section import write_section  # noqa: E402
 from run_benchmarks import Evaluator, model_files  # noqa: E402
 
 from onnxprune import correction  # noqa: E402
@@ -47,6 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cg": {"stat_correction": False, "cg": 20},
     "cg-centered": {"stat_correction": False, "cg": 20, "centered": True},
     "cg+statcorr": {"stat_correction": True, "cg": 20},
+    "cg-centered+statcorr": {"stat_correction": True, "cg": 20, "centered": True},
 }
 POINTS: dict[str, list[float | str]] = {
     "digits_cnn": [0.5, 0.7, 0.8, 0.9],
@@ -95,6 +97,7 @@ def run_model(
                     pattern=pattern,
                     num_samples=SAMPLES.get(name),
                     stat_correction=VARIANTS[variant]["stat_correction"],
+                    refit_steps=VARIANTS[variant].get("cg", 0),
                 )
                 pruners[key] = Pruner(files.onnx, files.calib, config, eval_data=files.eval)
                 if pattern == "unstructured":
@@ -103,7 +106,6 @@ def run_model(
                         shared = pruners[key].statistics()
                     pruners[key]._stats = shared
             pruner = pruners[key]
-            correction.CG_STEPS = VARIANTS[variant].get("cg", 0)
             correction.CG_CENTERED = VARIANTS[variant].get("centered", False)
             clock = time.perf_counter()
             candidate = pruner.build(None if isinstance(point, str) else point)
@@ -126,6 +128,53 @@ def run_model(
                 handle.write(json.dumps(row) + "\n")
 
 
+BEGIN, END = "<!-- refit:begin -->", "<!-- refit:end -->"
+MEASURE = {
+    "digits_cnn": "test accuracy",
+    "digits_mlp": "test accuracy",
+    "minilm": "embedding cosine",
+    "mobile": "top-1 agreement (logit cosine)",
+}
+
+
+def render(rows: list[dict[str, Any]], source: str) -> str:
+    """The BENCHMARKS.md section: one line per model and point, one column per variant (the
+    last measurement of each cell), with each variant's change against ``default``."""
+    cells: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault((row["model"], str(row["point"])), {})[row["variant"]] = row
+    variants = [v for v in VARIANTS if any(v in c for c in cells.values())]
+    lines = [
+        BEGIN,
+        "## Post-pruning repairs: statistics correction and support re-fit",
+        "",
+        f"`python benchmarks/run_refit.py` (raw rows: `{source}`): the default `contrib` "
+        "pipeline with each repair, every variant of a model on the same calibration "
+        'statistics; `(+x)`: change against `default`. See docs/METHOD.md, "Statistics '
+        'correction".',
+        "",
+        "| model | measure | point | " + " | ".join(variants) + " |",
+        "|---|---|---|" + "---|" * len(variants),
+    ]
+    for (model, point), found in cells.items():
+        base = found.get("default")
+        shown = []
+        for variant in variants:
+            row = found.get(variant)
+            if row is None:
+                shown.append("-")
+                continue
+            text = f"{row['value']:.4f}"
+            if row.get("logit_cosine") is not None:
+                text += f" ({row['logit_cosine']:.3f})"
+            if base is not None and variant != "default":
+                text += f" ({row['value'] - base['value']:+.4f})"
+            shown.append(text)
+        lines.append(f"| {model} | {MEASURE[model]} | {point} | " + " | ".join(shown) + " |")
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(POINTS), default=list(POINTS))
@@ -133,7 +182,15 @@ def main() -> None:
     parser.add_argument("--points", nargs="+", help="only these points (0.5, 2:4, ...)")
     parser.add_argument("--models-dir", type=Path, default=Path("/work/models"))
     parser.add_argument("--out", type=Path, default=HERE / "refit_results.jsonl")
+    parser.add_argument(
+        "--render", action="store_true", help="write BENCHMARKS.md's section from --out only"
+    )
     args = parser.parse_args()
+    if args.render:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        shown = str(args.out.resolve().relative_to(HERE.parent))
+        write_section(HERE.parent / "BENCHMARKS.md", BEGIN, END, render(rows, shown))
+        return
     for name in args.models:
         run_model(name, args.models_dir, args.variants, args.out, args.points)
 

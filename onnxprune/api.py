@@ -90,6 +90,7 @@ def prune(
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
     stat_correction: bool | None = None,
+    refit_steps: int = 0,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -184,7 +185,7 @@ def prune(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
             layer_overrides, sequential, stages, update_target, allocation, metric,
-            metric_outputs, stat_correction,
+            metric_outputs, stat_correction, refit_steps,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError(
@@ -451,7 +452,7 @@ _RECIPE_SET = (
     "sparsity", "method", "pattern", "group", "exclude", "num_samples", "batch_size",
     "min_row_weights", "update", "sample_mask", "structured", "structured_score",
     "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
-    "stat_correction",
+    "stat_correction", "refit_steps",
 )  # fmt: skip
 _DEFAULTS = {
     name: (() if param.default == () else param.default)
@@ -527,6 +528,7 @@ def _config_from_arguments(
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
     stat_correction: bool | None = None,
+    refit_steps: int = 0,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if search:
@@ -571,6 +573,7 @@ def _config_from_arguments(
         metric=metric,
         metric_outputs=tuple(metric_outputs),
         stat_correction=stat_correction,
+        refit_steps=refit_steps,
     )
 
 
@@ -920,6 +923,7 @@ def _arguments(
         "metric": config.metric,
         "metric_outputs": list(config.metric_outputs),
         "stat_correction": config.stat_correction,
+        "refit_steps": config.refit_steps,
         "seed": config.seed,
     }
 

@@ -210,6 +210,15 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "off, as published).",
 )
 @click.option(
+    "--refit-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --update: this many conjugate-gradient steps on each layer's least-squares "
+    "objective (centred inputs) over the kept weights after the update; each step costs "
+    "about one out x K x K product per layer and candidate. 0: off.",
+)
+@click.option(
     "--sample-mask",
     default=None,
     metavar="INPUT|none",
@@ -361,6 +370,7 @@ def command(
     min_row_weights: int,
     update: bool | None,
     stat_correction: bool | None,
+    refit_steps: int,
     sample_mask: str | None,
     structured: float,
     structured_score: str,
@@ -418,6 +428,7 @@ def command(
         min_row_weights=min_row_weights,
         update=update,
         stat_correction=stat_correction,
+        refit_steps=refit_steps,
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,

@@ -122,6 +122,7 @@ FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "update_target": (_TEXT, False),
     "allocation": (_TEXT, True),
     "stat_correction": (_FLAG, True),
+    "refit_steps": (_INT, False),
 }
 
 
@@ -206,6 +207,9 @@ class PruneConfig:
     # variance over the calibration inputs are the dense layer's (``onnxprune.correction``).
     # None: the method's default (``ScoringMethod.default_stat_correction``).
     stat_correction: bool | None = None
+    # With the update: this many conjugate-gradient steps on the layer's least-squares
+    # objective over the kept weights (``onnxprune.correction.refit_on_support``); 0: none.
+    refit_steps: int = 0
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -256,6 +260,12 @@ class PruneConfig:
             )
         if self.update is None:
             object.__setattr__(self, "update", get_method(self.method).default_update)
+        if self.refit_steps < 0:
+            raise UsageError(f"--refit-steps must be >= 0, got {self.refit_steps}")
+        if self.refit_steps and not (self.update or get_method(self.method).adaptive_mask):
+            raise UsageError("--refit-steps re-fits the update's weights: it needs --update")
+        if self.refit_steps and self.update_target == "dense":
+            raise UsageError("--refit-steps cannot be combined with --update-target dense")
         if self.stat_correction is None:
             default = get_method(self.method).default_stat_correction
             object.__setattr__(self, "stat_correction", default)

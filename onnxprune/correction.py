@@ -89,12 +89,10 @@ def stat_correct(
     return corrected.astype(pruned.dtype, copy=False), delta
 
 
-# EXPERIMENT (second lead of issue 16): conjugate-gradient steps on the layer objective over
-# the fixed support after the OBS update; 0: off. CG_CENTERED: the objective on the centred
-# inputs (the bias, re-set to the residual mean, absorbs the mean exactly) instead of OBS's
-# uncentred one.
-CG_STEPS = 0
-CG_CENTERED = False
+# --refit-steps: the objective of the conjugate-gradient re-fit is taken on the centred inputs
+# (the bias, re-set to the residual mean afterwards, absorbs the mean exactly), not on OBS's
+# uncentred E[x x^T]. EXPERIMENT switch: False measures the uncentred objective.
+CG_CENTERED = True
 CG_DAMPING = 0.01  # as ``reconstruct.DAMPING``: a share of the mean diagonal
 
 

@@ -33,6 +33,7 @@ SECTIONS: dict[str, str] = {
     "allocation": "Method",
     "update": "Method",
     "stat_correction": "Method",
+    "refit_steps": "Method",
     "min_row_weights": "Method",
     "sequential": "Method",
     "stages": "Method",

@@ -1192,6 +1192,7 @@ def prune_matrix(
     groups = len(factors)
     per_group = rows // groups
     pruned = np.empty_like(matrix)
+    kept = np.ones(matrix.shape, dtype=bool) if keep is None else keep.copy()
     pattern = config.nm
     # update_target "dense": fit the dense model's outputs W x_ref, not W x (METHODS.md 3).
     cross = stats.inputs.cross
@@ -1207,7 +1208,7 @@ def prune_matrix(
         start = matrix[part]
         if cross is not None:
             start = refit_to_reference(start, cross[g], stats.inputs.count, factors[g])
-        pruned[part], _ = reconstruct(
+        pruned[part], kept[part] = reconstruct(
             start,
             factors[g],
             None if keep is None else keep[part],
@@ -1216,10 +1217,10 @@ def prune_matrix(
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
         )
     inputs = stats.inputs
-    if correction.CG_STEPS and keep is not None and inputs.xtx is not None and cross is None:
-        # EXPERIMENT: conjugate-gradient steps on the layer objective over the fixed support.
+    if config.refit_steps and inputs.xtx is not None and cross is None:
+        # --refit-steps: conjugate-gradient steps on the layer objective over the kept weights.
         hessians = damped_hessians(inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED)
-        pruned = refit_on_support(matrix, pruned, keep, hessians, correction.CG_STEPS)
+        pruned = refit_on_support(matrix, pruned, kept, hessians, config.refit_steps)
     mean = stats.row_expand(stats.inputs.mean, rows)
     if cross is not None and stats.inputs.ref_sum is not None:
         # The residual mean against the dense outputs: W E[x_ref] - W' E[x].

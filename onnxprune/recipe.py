@@ -23,7 +23,11 @@ TUPLE_FIELDS = ("exclude", "layer_overrides", "metric_outputs")
 # runs that leave them alone stay as they were; a missing field replays its default).
 # A recipe without one of them replays this value (stat_correction: recipes written before the
 # option existed were pruned without it, whatever the method's default is now).
-ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned", "stat_correction": False}
+ADVANCED_DEFAULTS: dict[str, Any] = {
+    "update_target": "pruned",
+    "stat_correction": False,
+    "refit_steps": 0,
+}
 
 
 def recipe_path(output: Path) -> Path:

@@ -110,9 +110,11 @@ def _with_output(path: Path, name: str, tmp_path: Path, tag: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("stat_correction", [True, False])
+@pytest.mark.parametrize(
+    ("method", "stat_correction"), [("contrib", True), ("contrib", False), ("wanda", True)]
+)
 def test_first_conv_channels_keep_their_dense_moments_end_to_end(
-    tmp_path: Path, stat_correction: bool
+    tmp_path: Path, method: str, stat_correction: bool
 ) -> None:
     """The first layer reads the model input, so its corrected output channels must have the
     dense conv's mean and standard deviation over the calibration images (all positions,
@@ -126,6 +128,7 @@ def test_first_conv_channels_keep_their_dense_moments_end_to_end(
         path,
         calib,
         sparsity=0.6,
+        method=method,
         output=out,
         eval_data=calib,  # every sample calibrates
         stat_correction=stat_correction,
@@ -139,11 +142,49 @@ def test_first_conv_channels_keep_their_dense_moments_end_to_end(
         c1 = session.run(["c1"], feeds)[0]  # (N, 8, H, W); a bias Add may follow the Conv
         channels.append(c1.transpose(1, 0, 2, 3).reshape(8, -1).astype(np.float64))
     dense, pruned = channels
-    conv = next(n for n in onnx.load(str(out)).graph.node if n.name == "conv1")
-    assert conv is not None
+    weight = onnx.numpy_helper.to_array(
+        next(t for t in onnx.load(str(out)).graph.initializer if t.name == "conv1_w")
+    )
+    assert float((weight == 0).mean()) > 0.5  # pruned (the dense depthwise conv gives more)
     np.testing.assert_allclose(pruned.mean(1), dense.mean(1), atol=1e-4)
     ratio = pruned.std(1) / dense.std(1)
     if stat_correction:
         np.testing.assert_allclose(ratio, 1.0, rtol=1e-3)
     else:
         assert ratio.min() < 0.99
+
+
+def test_refit_steps_lower_the_layer_error_after_the_update() -> None:
+    """prune_matrix with --refit-steps: same mask, smaller output error (with the bias
+    change) on the calibration inputs than the OBS update alone."""
+    from onnxprune.calibrate.stats import InputMoments, LayerStats
+    from onnxprune.config import PruneConfig
+    from onnxprune.pipeline import _inverse_factors, prune_matrix
+    from onnxprune.scoring import get_method
+
+    x = _inputs(500, 32, 9)
+    weight = np.random.default_rng(10).normal(size=(16, 32))
+    moments = InputMoments(500.0, x.sum(0)[None], (x * x).sum(0)[None], (x.T @ x)[None])
+    stats = LayerStats(moments, None, "none")
+    keep = np.abs(weight) > np.quantile(np.abs(weight), 0.7)
+    factors = _inverse_factors(stats)
+    errors = []
+    for steps in (0, 20):
+        config = PruneConfig(sparsity=0.7, update=True, refit_steps=steps)
+        scorer = get_method("contrib")
+        pruned, delta, problem = prune_matrix(weight, keep, stats, scorer, config, 0.7, factors)
+        assert problem is None and delta is not None
+        assert np.all(pruned[~keep] == 0)
+        errors.append(float(((x @ (weight - pruned).T - delta) ** 2).mean()))
+    assert errors[1] < 0.9 * errors[0]
+
+
+def test_refit_steps_need_the_update() -> None:
+    from onnxprune.config import PruneConfig
+    from onnxprune.errors import UsageError
+
+    with pytest.raises(UsageError, match="--refit-steps"):
+        PruneConfig(sparsity=0.5, method="wanda", refit_steps=5)
+    with pytest.raises(UsageError, match="--refit-steps"):
+        PruneConfig(sparsity=0.5, refit_steps=-1)
+    assert PruneConfig(sparsity=0.5, method="sparsegpt", refit_steps=5).refit_steps == 5
