@@ -206,8 +206,8 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     default=None,
     help="After pruning, scale each output channel's weights and shift its bias so its mean "
     "and variance over the calibration inputs are the dense layer's (gathers the K x K input "
-    "correlation, as --update). Default: the method's own (contrib: on; the other methods: "
-    "off, as published).",
+    "correlation, as --update). Default: off (it loses on EfficientNet-Lite0; "
+    "BENCHMARKS.md, post-pruning repairs).",
 )
 @click.option(
     "--refit-steps",

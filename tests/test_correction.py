@@ -188,3 +188,29 @@ def test_refit_steps_need_the_update() -> None:
     with pytest.raises(UsageError, match="--refit-steps"):
         PruneConfig(sparsity=0.5, refit_steps=-1)
     assert PruneConfig(sparsity=0.5, method="sparsegpt", refit_steps=5).refit_steps == 5
+
+
+def test_recipe_replays_the_repairs_and_old_recipes_replay_without_them(tmp_path: Path) -> None:
+    import json
+
+    model = models.mlp_matmul()
+    path = models.save(model, tmp_path / "m.onnx")
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 128, seed=2))
+    first = tmp_path / "a.onnx"
+    onnxprune.prune(path, calib, sparsity=0.6, output=first, stat_correction=True, refit_steps=5)
+    recipe = json.loads((tmp_path / "a.onnx.recipe.json").read_text())
+    assert recipe["stat_correction"] is True and recipe["refit_steps"] == 5
+    replay = tmp_path / "b.onnx"
+    onnxprune.prune(path, calib, output=replay, recipe=tmp_path / "a.onnx.recipe.json")
+    assert replay.read_bytes() == first.read_bytes()
+    # The same decisions without the repairs, stated outright and left out (an older recipe).
+    (tmp_path / "off.json").write_text(
+        json.dumps({**recipe, "stat_correction": False, "refit_steps": 0})
+    )
+    plain = tmp_path / "c.onnx"
+    onnxprune.prune(path, calib, output=plain, recipe=tmp_path / "off.json")
+    older = {k: v for k, v in recipe.items() if k not in ("stat_correction", "refit_steps")}
+    (tmp_path / "old.json").write_text(json.dumps(older))
+    again = tmp_path / "d.onnx"
+    onnxprune.prune(path, calib, output=again, recipe=tmp_path / "old.json")
+    assert again.read_bytes() == plain.read_bytes() != first.read_bytes()
