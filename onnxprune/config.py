@@ -269,6 +269,9 @@ class PruneConfig:
         if self.stat_correction is None:
             default = get_method(self.method).default_stat_correction
             object.__setattr__(self, "stat_correction", default)
+        if self.stat_correction and self.update_target == "dense":
+            # The dense model's input second moments are not gathered: no variance target.
+            raise UsageError("--stat-correction cannot be combined with --update-target dense")
         if self.allocation is not None and self.allocation not in ALLOCATIONS:
             raise UsageError(
                 f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"

@@ -179,7 +179,7 @@ def test_refit_steps_lower_the_layer_error_after_the_update() -> None:
     assert errors[1] < 0.9 * errors[0]
 
 
-def test_refit_steps_need_the_update() -> None:
+def test_repairs_refuse_what_they_cannot_do() -> None:
     from onnxprune.config import PruneConfig
     from onnxprune.errors import UsageError
 
@@ -188,6 +188,8 @@ def test_refit_steps_need_the_update() -> None:
     with pytest.raises(UsageError, match="--refit-steps"):
         PruneConfig(sparsity=0.5, refit_steps=-1)
     assert PruneConfig(sparsity=0.5, method="sparsegpt", refit_steps=5).refit_steps == 5
+    with pytest.raises(UsageError, match="--stat-correction"):
+        PruneConfig(sparsity=0.5, sequential=True, update_target="dense", stat_correction=True)
 
 
 def test_recipe_replays_the_repairs_and_old_recipes_replay_without_them(tmp_path: Path) -> None:
