@@ -91,6 +91,8 @@ def prune(
     allocation: str | None = None,
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
+    stat_correction: bool | None = None,
+    refit_steps: int = 0,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -193,7 +195,7 @@ def prune(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
             layer_overrides, sequential, stages, update_target, allocation, metric,
-            metric_outputs, structured_multiple,
+            metric_outputs, structured_multiple, stat_correction, refit_steps,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError(
@@ -484,6 +486,7 @@ _RECIPE_SET = (
     "min_row_weights", "update", "sample_mask", "structured", "structured_score",
     "structured_multiple",
     "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
+    "stat_correction", "refit_steps",
 )  # fmt: skip
 _DEFAULTS = {
     name: (() if param.default == () else param.default)
@@ -559,6 +562,8 @@ def _config_from_arguments(
     metric: str = "standardized",
     metric_outputs: Sequence[str] = (),
     structured_multiple: int = 1,
+    stat_correction: bool | None = None,
+    refit_steps: int = 0,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if structured_multiple != _DEFAULTS["structured_multiple"] and not structured:
@@ -605,6 +610,8 @@ def _config_from_arguments(
         allocation=allocation,
         metric=metric,
         metric_outputs=tuple(metric_outputs),
+        stat_correction=stat_correction,
+        refit_steps=refit_steps,
     )
 
 
@@ -961,6 +968,8 @@ def _arguments(
         "allocation": config.allocation_mode,
         "metric": config.metric,
         "metric_outputs": list(config.metric_outputs),
+        "stat_correction": config.stat_correction,
+        "refit_steps": config.refit_steps,
         "seed": config.seed,
     }
 

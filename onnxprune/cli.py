@@ -202,6 +202,23 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "own (contrib: on; the other methods: off, as published).",
 )
 @click.option(
+    "--stat-correction/--no-stat-correction",
+    default=None,
+    help="After pruning, scale each output channel's weights and shift its bias so its mean "
+    "and variance over the calibration inputs are the dense layer's (gathers the K x K input "
+    "correlation, as --update). Default: off (it loses on EfficientNet-Lite0; "
+    "BENCHMARKS.md, post-pruning repairs).",
+)
+@click.option(
+    "--refit-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --update: this many conjugate-gradient steps on each layer's least-squares "
+    "objective (centred inputs) over the kept weights after the update; each step costs "
+    "about one out x K x K product per layer and candidate. 0: off.",
+)
+@click.option(
     "--sample-mask",
     default=None,
     metavar="INPUT|none",
@@ -372,6 +389,8 @@ def command(
     allocation: str | None,
     min_row_weights: int,
     update: bool | None,
+    stat_correction: bool | None,
+    refit_steps: int,
     sample_mask: str | None,
     structured: float,
     structured_score: str,
@@ -431,6 +450,8 @@ def command(
         batch_size=batch_size,
         min_row_weights=min_row_weights,
         update=update,
+        stat_correction=stat_correction,
+        refit_steps=refit_steps,
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,

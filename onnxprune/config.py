@@ -122,6 +122,8 @@ FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "stages": (_INT, False),
     "update_target": (_TEXT, False),
     "allocation": (_TEXT, True),
+    "stat_correction": (_FLAG, True),
+    "refit_steps": (_INT, False),
 }
 
 
@@ -205,6 +207,13 @@ class PruneConfig:
     # kind or a preset for every output, or only the --metric-output NAME[SLICE][=KIND] parts.
     metric: str = "standardized"
     metric_outputs: tuple[str, ...] = ()
+    # After pruning, scale each output row and shift its bias so the channel's mean and
+    # variance over the calibration inputs are the dense layer's (``onnxprune.correction``).
+    # None: the method's default (``ScoringMethod.default_stat_correction``).
+    stat_correction: bool | None = None
+    # With the update: this many conjugate-gradient steps on the layer's least-squares
+    # objective over the kept weights (``onnxprune.correction.refit_on_support``); 0: none.
+    refit_steps: int = 0
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -255,6 +264,18 @@ class PruneConfig:
             )
         if self.update is None:
             object.__setattr__(self, "update", get_method(self.method).default_update)
+        if self.refit_steps < 0:
+            raise UsageError(f"--refit-steps must be >= 0, got {self.refit_steps}")
+        if self.refit_steps and not (self.update or get_method(self.method).adaptive_mask):
+            raise UsageError("--refit-steps re-fits the update's weights: it needs --update")
+        if self.refit_steps and self.update_target == "dense":
+            raise UsageError("--refit-steps cannot be combined with --update-target dense")
+        if self.stat_correction is None:
+            default = get_method(self.method).default_stat_correction
+            object.__setattr__(self, "stat_correction", default)
+        if self.stat_correction and self.update_target == "dense":
+            # The dense model's input second moments are not gathered: no variance target.
+            raise UsageError("--stat-correction cannot be combined with --update-target dense")
         if self.allocation is not None and self.allocation not in ALLOCATIONS:
             raise UsageError(
                 f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"

@@ -32,6 +32,8 @@ SECTIONS: dict[str, str] = {
     "group": "Method",
     "allocation": "Method",
     "update": "Method",
+    "stat_correction": "Method",
+    "refit_steps": "Method",
     "min_row_weights": "Method",
     "sequential": "Method",
     "stages": "Method",

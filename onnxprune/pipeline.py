@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import correction
 from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
 from .apply import add_bias, write_weight
 from .branches import BranchLayers, attach_branch_layers
@@ -37,6 +38,7 @@ from .calibrate.sources import (
 )
 from .calibrate.stats import LayerStats
 from .config import SENSITIVITY_ALLOCATIONS, PruneConfig
+from .correction import damped_hessians, refit_on_support, stat_correct
 from .errors import ModelError, UsageError
 from .evaluate import CandidateEvaluator
 from .graph import GraphView
@@ -273,7 +275,8 @@ class Pruner:
         methods += [get_method(o.method) for o in self.config.overrides if o.method]
         gated = any(m.needs_gates for m in methods)
         hessian = self.config.update or any(m.adaptive_mask for m in methods)
-        return gated, hessian
+        # --stat-correction reads each layer's input covariance (the same K x K correlation).
+        return gated, hessian or bool(self.config.stat_correction)
 
     def _collect(
         self,
@@ -1380,12 +1383,13 @@ def prune_matrix(
         assert keep is not None
         pruned = np.where(keep, matrix, 0.0)
         delta = scorer.compensate(matrix, stats, keep) if scorer.compensate else None
-        return pruned, delta, problem
+        return (*corrected(matrix, pruned, delta, stats, config), problem)
     assert factors is not None
     rows = matrix.shape[0]
     groups = len(factors)
     per_group = rows // groups
     pruned = np.empty_like(matrix)
+    kept = np.ones(matrix.shape, dtype=bool) if keep is None else keep.copy()
     pattern = config.nm
     # update_target "dense": fit the dense model's outputs W x_ref, not W x (METHODS.md 3).
     cross = stats.inputs.cross
@@ -1401,7 +1405,7 @@ def prune_matrix(
         start = matrix[part]
         if cross is not None:
             start = refit_to_reference(start, cross[g], stats.inputs.count, factors[g])
-        pruned[part], _ = reconstruct(
+        pruned[part], kept[part] = reconstruct(
             start,
             factors[g],
             None if keep is None else keep[part],
@@ -1409,6 +1413,11 @@ def prune_matrix(
             pattern=pattern,
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
         )
+    inputs = stats.inputs
+    if config.refit_steps and inputs.xtx is not None and cross is None:
+        # --refit-steps: conjugate-gradient steps on the layer objective over the kept weights.
+        hessians = damped_hessians(inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED)
+        pruned = refit_on_support(matrix, pruned, kept, hessians, config.refit_steps)
     mean = stats.row_expand(stats.inputs.mean, rows)
     if cross is not None and stats.inputs.ref_sum is not None:
         # The residual mean against the dense outputs: W E[x_ref] - W' E[x].
@@ -1416,7 +1425,23 @@ def prune_matrix(
         delta = (matrix * ref_mean).sum(axis=1) - (pruned * mean).sum(axis=1)
     else:
         delta = ((matrix - pruned) * mean).sum(axis=1)
-    return pruned, delta, problem
+    return (*corrected(matrix, pruned, delta, stats, config), problem)
+
+
+def corrected(
+    matrix: np.ndarray,
+    pruned: np.ndarray,
+    delta: np.ndarray | None,
+    stats: LayerStats,
+    config: PruneConfig,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """--stat-correction: each output channel's mean and variance over the calibration
+    inputs set back to the dense layer's (``onnxprune.correction``); otherwise unchanged.
+    Not with update_target "dense", whose dense-model inputs have no second moments here."""
+    inputs = stats.inputs
+    if not config.stat_correction or inputs.xtx is None or inputs.cross is not None:
+        return pruned, delta
+    return stat_correct(matrix, pruned, inputs.mean, inputs.xtx, inputs.count)
 
 
 def write_matrices(

@@ -22,7 +22,13 @@ RECIPE_VERSION = 1
 TUPLE_FIELDS = ("exclude", "layer_overrides", "metric_outputs")
 # Advanced PruneConfig fields written only when they differ from these defaults (recipes of
 # runs that leave them alone stay as they were; a missing field replays its default).
-ADVANCED_DEFAULTS: dict[str, Any] = {"update_target": "pruned"}
+# A recipe without one of them replays this value (stat_correction: recipes written before the
+# option existed were pruned without it, whatever the method's default is now).
+ADVANCED_DEFAULTS: dict[str, Any] = {
+    "update_target": "pruned",
+    "stat_correction": False,
+    "refit_steps": 0,
+}
 # Fields whose absence from a recipe (written before they existed) means the behaviour of
 # that time, whatever their default is now.
 BEFORE_FIELD: dict[str, Any] = {"structured_multiple": 1}
@@ -130,7 +136,7 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     if missing:
         raise UsageError(f"recipe {path} is incomplete: no {', '.join(missing)}")
     settings = {name: recipe[name] for name in fields if name in recipe}
-    for name, value in BEFORE_FIELD.items():
+    for name, value in {**ADVANCED_DEFAULTS, **BEFORE_FIELD}.items():
         settings.setdefault(name, value)
     for name in TUPLE_FIELDS:
         if name in settings:

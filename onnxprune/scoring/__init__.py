@@ -33,6 +33,7 @@ class ScoringMethod:
     adaptive_mask: bool = False
     # What the method does when --update / --allocation are not given.
     default_update: bool = False
+    default_stat_correction: bool = False
     default_allocation: str = "group"
 
 
