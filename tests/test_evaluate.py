@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import models
@@ -14,9 +14,10 @@ import pytest
 from onnxprune import pipeline
 from onnxprune.config import PruneConfig
 from onnxprune.evaluate import CandidateEvaluator
+from onnxprune.layers import Layer
 from onnxprune.metric import decision_score
 from onnxprune.pipeline import Pruner, mean_cosine
-from onnxprune.scoring import get_method
+from onnxprune.scoring import ScoringMethod, get_method
 from onnxprune.suffix import SuffixEvaluator, suffix_cut
 
 BUILDERS = [
@@ -58,6 +59,17 @@ def test_judged_in_memory_equals_the_written_candidate(
     assert 0.0 < written <= 1.0 and judged < 1.0 - 1e-6, "the candidate differs from the original"
 
 
+def _single_layer_candidates(
+    pruner: Pruner, scorer: ScoringMethod
+) -> Iterator[tuple[int, Layer, dict[int, np.ndarray], np.ndarray | None]]:
+    """Each layer pruned alone (row selection): (index, layer, its weight as the layer reads
+    it by index, its bias change)."""
+    for index, layer in enumerate(pruner.layers):
+        prepared = pruner._prepare(pruner.config, scorer, "row", {layer.weight_name})
+        (final,), (delta,) = prepared.finals, prepared.deltas
+        yield index, layer, {index: layer.from_matrix(final)}, delta
+
+
 @pytest.mark.parametrize("build", BUILDERS)
 def test_a_single_layer_session_judges_like_the_shared_one(
     tmp_path: Path, build: Callable[..., onnx.ModelProto]
@@ -67,10 +79,7 @@ def test_a_single_layer_session_judges_like_the_shared_one(
     scorer = get_method("contrib")
     everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     scores = []
-    for index, layer in enumerate(pruner.layers):
-        prepared = pruner._prepare(pruner.config, scorer, "row", {layer.weight_name})
-        (final,), (delta,) = prepared.finals, prepared.deltas
-        weights = {index: layer.from_matrix(final)}
+    for index, layer, weights, delta in _single_layer_candidates(pruner, scorer):
         alone = CandidateEvaluator(pruner.proto, {index: layer})
         shared = everything.compare(weights, {index: delta}, reference)
         own = alone.compare(weights, {index: delta}, reference)
@@ -98,10 +107,7 @@ def test_the_suffix_session_judges_like_the_whole_model(
     scorer = get_method("contrib")
     everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     scores = []
-    for index, layer in enumerate(pruner.layers):
-        prepared = pruner._prepare(pruner.config, scorer, "row", {layer.weight_name})
-        (final,), (delta,) = prepared.finals, prepared.deltas
-        weights = {index: layer.from_matrix(final)}
+    for index, layer, weights, delta in _single_layer_candidates(pruner, scorer):
         suffix = pruner._suffix_evaluator(layer.weight_name, reference)
         assert isinstance(suffix, SuffixEvaluator)
         whole = everything.compare(weights, {index: delta}, reference)
