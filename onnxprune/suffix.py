@@ -9,9 +9,9 @@ half of the work, every time. Instead:
   found by following tensors forward through the topologically sorted main graph), the
   intermediate tensors they read from upstream (the *boundary*), and the graph outputs they
   produce.
-* ``BoundaryCache``: one run of the original over the probe samples with every boundary
-  tensor of every layer as an extra output; the values are kept per batch (a few samples, so
-  a bounded amount of memory; ``fits`` says whether it stayed under the limit).
+* ``BoundaryCache``: the original's boundary values on the probe samples, for a window of
+  layers at a time (as many as fit in ``BOUNDARY_CACHE_BYTES``), each window one run of the
+  original with the boundary tensors as extra outputs.
 * ``SuffixEvaluator``: a session over the suffix alone, whose inputs are the boundary
   tensors, the graph inputs the suffix reads, and the layer's weight and bias change
   (``evaluation_model``); the other weights stay constants, which onnxruntime pre-packs.
@@ -31,6 +31,7 @@ import onnx
 import onnxruntime as ort
 
 from .calibrate.sources import Batch
+from .errors import CalibrationDataError
 from .evaluate import PREFIX, _names_read, _onnx_type, evaluation_model
 from .layers import Layer
 from .session import placeholder, run, session_in_memory
@@ -140,7 +141,7 @@ class BoundaryCache:
         # Bytes of each name for one sample (measured on one sample of the first reference).
         self._per_sample: dict[str, int] | None = None
         # The current window: the reference it is for, its layers, values per batch.
-        self._window: tuple[int, frozenset[int]] = (0, frozenset())
+        self._window: tuple[ReferenceRun | None, frozenset[int]] = (None, frozenset())
         self._values: list[dict[str, np.ndarray]] = []
         self.runs = 0
 
@@ -159,11 +160,24 @@ class BoundaryCache:
         """Bytes per sample of every boundary tensor, from one sample of the first batch."""
         if self._per_sample is None:
             batch, _ = next(iter(reference.batches_and_outputs()))
-            one = {name: value[:1] for name, value in batch.feed.items()}
-            values = run(self._exposing_session(), self.names, one, reference.dataset.name)
+            # One sample where the inputs are batch-first (others, e.g. a scalar rate or a
+            # state, as they are); a model that insists on its batch size runs the batch.
+            one = {
+                name: value[:1] if value.ndim and len(value) == batch.count else value
+                for name, value in batch.feed.items()
+            }
+            count = 1
+            try:
+                values = run(self._exposing_session(), self.names, one, reference.dataset.name)
+            except CalibrationDataError:
+                count = batch.count
+                values = run(
+                    self._exposing_session(), self.names, batch.feed, reference.dataset.name
+                )
             self.runs += 1
+            # Per sample (a tensor without a batch axis counts once per sample: an overestimate).
             self._per_sample = {
-                name: value.nbytes // max(len(value), 1) if value.ndim else value.nbytes
+                name: -(-value.nbytes // count)
                 for name, value in zip(self.names, values, strict=True)
             }
         return self._per_sample
@@ -171,7 +185,7 @@ class BoundaryCache:
     def ensure(self, reference: ReferenceRun, index: int) -> bool:
         """Make the values layer ``index`` needs available; a new window starts at it and
         takes the following layers while they fit. False when its own boundary does not."""
-        if self._window == (id(reference), self._window[1]) and index in self._window[1]:
+        if self._window[0] is reference and index in self._window[1]:
             return True
         cut = self.cuts[index]
         if cut is None:
@@ -196,11 +210,11 @@ class BoundaryCache:
             values = run(self._exposing_session(), fetched, batch.feed, reference.dataset.name)
             self._values.append(dict(zip(fetched, values, strict=True)))
         self.runs += 1
-        self._window = (id(reference), frozenset(layers))
+        self._window = (reference, frozenset(layers))
         return True
 
     def values(self, reference: ReferenceRun, batch_number: int) -> dict[str, np.ndarray]:
-        assert self._window[0] == id(reference)
+        assert self._window[0] is reference
         return self._values[batch_number]
 
 
