@@ -44,12 +44,21 @@ def placeholder(tensor: onnx.TensorProto) -> onnx.TensorProto:
     return header
 
 
+# Element types numpy and onnxruntime share a layout for (bfloat16, float8 and the like
+# stay in the proto).
+_MOVABLE_TYPES = frozenset(
+    getattr(onnx.TensorProto, name)
+    for name in (
+        "FLOAT", "FLOAT16", "DOUBLE", "BOOL", "INT8", "UINT8", "INT16", "UINT16",
+        "INT32", "UINT32", "INT64", "UINT64",
+    )
+)  # fmt: skip
+
+
 def movable(tensor: onnx.TensorProto) -> bool:
-    """Whether an initializer is large and numeric enough to be passed as an array."""
-    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type in (
-        onnx.TensorProto.STRING,
-        onnx.TensorProto.UNDEFINED,
-    ):
+    """Whether an initializer is large and of a plain numeric type, to be passed as an
+    array."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type not in _MOVABLE_TYPES:
         return False
     itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize >= _INLINE_BYTES
