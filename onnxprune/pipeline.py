@@ -58,7 +58,7 @@ from .metric import Metric, decision_score
 from .progress import Progress, as_progress
 from .reconstruct import (
     ReconstructionError,
-    inverse_hessian_factor,
+    inverse_hessian_factors,
     reconstruct,
     reconstruct_groups,
     refit_to_reference,
@@ -1282,7 +1282,7 @@ def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] |
     if stats.inputs.xtx is None:
         return None
     try:
-        return [inverse_hessian_factor(x, stats.inputs.count) for x in stats.inputs.xtx]
+        return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
     except ReconstructionError:
         return None
 

@@ -53,6 +53,51 @@ def inverse_hessian_factor(xtx: np.ndarray, count: float) -> tuple[np.ndarray, n
     raise ReconstructionError("the input correlation is not positive definite even with damping")
 
 
+def inverse_hessian_factors(xtx: np.ndarray, count: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``inverse_hessian_factor`` of every conv group's correlation at once, ``xtx`` (G, K,
+    K): one batched Cholesky and triangular inverse instead of G of each (a depthwise layer
+    has hundreds of 9 x 9 or 25 x 25 problems); a wide layer's triangle is inverted by
+    blocks (``_upper_inverse``). Groups whose damped H is not positive definite fall back
+    to ``inverse_hessian_factor``'s growing damping, one by one."""
+    hessian = 2.0 * np.asarray(xtx, dtype=np.float64) / max(count, 1.0)
+    diagonal = np.diagonal(hessian, axis1=1, axis2=2).copy()  # (G, K)
+    dead = diagonal == 0
+    groups, columns = np.nonzero(dead)
+    hessian[groups, columns, columns] = 1.0
+    diagonal[dead] = 1.0
+    damp = DAMPING * diagonal.mean(axis=1)  # (G,)
+    eye = np.eye(hessian.shape[1])
+    try:
+        damped = hessian + damp[:, None, None] * eye
+        # As in ``inverse_hessian_factor``: the index-reversed Cholesky gives the upper R.
+        lower = np.linalg.cholesky(np.ascontiguousarray(damped[:, ::-1, ::-1]))
+    except np.linalg.LinAlgError:
+        return [inverse_hessian_factor(x, count) for x in xtx]
+    upper_r = lower[:, ::-1, ::-1]
+    if hessian.shape[0] == 1:
+        inverses = _upper_inverse(np.ascontiguousarray(upper_r[0]))[None]
+    else:
+        inverses = np.linalg.inv(upper_r)
+    return [(inverses[g], dead[g]) for g in range(hessian.shape[0])]
+
+
+def _upper_inverse(upper: np.ndarray, base: int = 256) -> np.ndarray:
+    """Inverse of an upper-triangular matrix by 2 x 2 blocks (the off-diagonal block is
+    ``-A^-1 B D^-1``): matrix products instead of a general inverse, about 3x faster at K =
+    1536."""
+    n = upper.shape[0]
+    if n <= base:
+        return np.linalg.inv(upper)
+    half = n // 2
+    top = _upper_inverse(upper[:half, :half], base)
+    bottom = _upper_inverse(upper[half:, half:], base)
+    result = np.zeros_like(upper)
+    result[:half, :half] = top
+    result[half:, half:] = bottom
+    result[:half, half:] = -(top @ upper[:half, half:]) @ bottom
+    return result
+
+
 def reconstruct(
     weight: np.ndarray,
     factor: tuple[np.ndarray, np.ndarray],

@@ -16,7 +16,12 @@ from onnxprune.calibrate.sources import model_input_specs, open_data
 from onnxprune.config import NMPattern, PruneConfig
 from onnxprune.graph import GraphView
 from onnxprune.layers import find_layers
-from onnxprune.reconstruct import inverse_hessian_factor, reconstruct, reconstruct_groups
+from onnxprune.reconstruct import (
+    inverse_hessian_factor,
+    inverse_hessian_factors,
+    reconstruct,
+    reconstruct_groups,
+)
 
 
 def _correlated_inputs(rows: int, columns: int, seed: int) -> np.ndarray:
@@ -229,3 +234,19 @@ def test_batched_group_reconstruction_equals_one_group_at_a_time() -> None:
         alone, _ = reconstruct(weights[g], factors[g], keep[g])
         np.testing.assert_allclose(batched[g], alone, rtol=1e-10, atol=1e-12)
     assert np.all(batched[~keep] == 0.0)
+
+
+def test_batched_factors_equal_the_per_group_ones() -> None:
+    """``inverse_hessian_factors`` (one batched Cholesky; blocked triangular inverse for a
+    wide layer) gives each group's ``inverse_hessian_factor``, dead inputs included."""
+    rng = np.random.default_rng(4)
+    for groups, width in [(12, 9), (1, 600)]:
+        x = rng.standard_normal((groups, 3 * width, width))
+        x[:, :, 2] = 0.0  # an input that is never on
+        xtx = np.einsum("gnk,gnj->gkj", x, x)
+        batched = inverse_hessian_factors(xtx, 3 * width)
+        for g in range(groups):
+            upper, dead = inverse_hessian_factor(xtx[g], 3 * width)
+            np.testing.assert_allclose(batched[g][0], upper, rtol=1e-9, atol=1e-12)
+            np.testing.assert_array_equal(batched[g][1], dead)
+            assert dead[2] and dead.sum() == 1
