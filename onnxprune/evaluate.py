@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from .calibrate.sources import Batch
 from .graph import GraphView
@@ -118,6 +119,38 @@ def _names_read(graph: onnx.GraphProto) -> set[str]:
     return read
 
 
+def unchanged_inputs(
+    session: ort.InferenceSession, layers: Mapping[int, Layer]
+) -> dict[str, np.ndarray]:
+    """The evaluation inputs of ``layers`` that leave the model as it is: each weight as the
+    layer reads it, a zero bias change shaped as ``session`` declares it."""
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    inputs: dict[str, np.ndarray] = {}
+    for index, layer in layers.items():
+        inputs[f"{PREFIX}/w{index}"] = np.ascontiguousarray(layer.weight)
+        inputs[f"{PREFIX}/b{index}"] = np.zeros(shapes[f"{PREFIX}/b{index}"], dtype=layer.dtype)
+    return inputs
+
+
+def candidate_inputs(
+    defaults: Mapping[str, np.ndarray],
+    layers: Mapping[int, Layer],
+    weights: Mapping[int, np.ndarray],
+    deltas: Mapping[int, np.ndarray | None],
+) -> dict[str, np.ndarray]:
+    """``defaults`` (``unchanged_inputs``) with a candidate's weights (layer index -> the
+    weight as the layer reads it) and bias changes (layer index -> [out] in units of
+    ``W x``; None: none) in their place."""
+    feed = dict(defaults)
+    for index, value in weights.items():
+        feed[f"{PREFIX}/w{index}"] = np.ascontiguousarray(value, dtype=layers[index].dtype)
+    for index, delta in deltas.items():
+        if delta is not None:
+            name = f"{PREFIX}/b{index}"
+            feed[name] = delta.reshape(defaults[name].shape).astype(layers[index].dtype)
+    return feed
+
+
 class CandidateEvaluator:
     """One session over ``evaluation_model``; ``compare`` judges a candidate's weights
     against the original's cached outputs on a reference's samples. ``layers``: the layers
@@ -129,15 +162,11 @@ class CandidateEvaluator:
         evaluated = evaluation_model(model, layers)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
-        self.session = session_in_memory(evaluated)
+        self.session = session_in_memory(evaluated, consume=True)
         # Seconds it took to build (the cost a per-layer evaluator pays for each layer).
         self.setup_seconds = time.perf_counter() - clock
         self.layers = layers
-        self.defaults: dict[str, np.ndarray] = {}
-        for index, layer in layers.items():
-            self.defaults[f"{PREFIX}/w{index}"] = np.ascontiguousarray(layer.weight)
-            shape = [i.shape for i in self.session.get_inputs() if i.name == f"{PREFIX}/b{index}"]
-            self.defaults[f"{PREFIX}/b{index}"] = np.zeros(shape[0], dtype=layer.dtype)
+        self.defaults = unchanged_inputs(self.session, layers)
 
     def compare(
         self,
@@ -147,14 +176,7 @@ class CandidateEvaluator:
     ) -> Fidelity:
         """``weights``: layer index -> the weight as the layer reads it; ``deltas``: layer
         index -> bias change [out] in units of ``W x`` (None: none)."""
-        feed = dict(self.defaults)
-        for index, value in weights.items():
-            feed[f"{PREFIX}/w{index}"] = np.ascontiguousarray(value, dtype=self.layers[index].dtype)
-        for index, delta in deltas.items():
-            if delta is not None:
-                name = f"{PREFIX}/b{index}"
-                shaped = delta.reshape(self.defaults[name].shape)
-                feed[name] = shaped.astype(self.layers[index].dtype)
+        feed = candidate_inputs(self.defaults, self.layers, weights, deltas)
         names = reference.names
 
         def outputs_of(batch: Batch) -> list[np.ndarray]:

@@ -653,7 +653,7 @@ class Pruner:
                 model, config, prepared.plans, prepared.finals, prepared.deltas, self.statistics()
             )
             clock = time.perf_counter()
-            session = session_in_memory(model)
+            session = session_in_memory(model, consume=True)
             del model
             fidelity = reference.compare_session(session)
             del session

@@ -65,16 +65,19 @@ def movable(tensor: onnx.TensorProto) -> bool:
 
 
 def session_in_memory(
-    model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = None
+    model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None = None, consume: bool = False
 ) -> ort.InferenceSession:
     """A session over ``model`` without writing it or serializing its weights: with
     ``arrays`` (name -> value), the model's initializers of those names are ``placeholder``s
-    and take these values; without, large initializers of a copy are replaced by
-    placeholders here. onnxruntime uses the arrays' memory (kept alive with the session)
-    and still pre-packs them as constants. Big-model mode keeps using files."""
+    and take these values; without, large initializers of a copy (of ``model`` itself with
+    ``consume``: a throw-away model is not copied) are replaced by placeholders here.
+    onnxruntime uses the arrays' memory (kept alive with the session) and still pre-packs
+    them as constants. Big-model mode keeps using files."""
     if arrays is None:
-        header = onnx.ModelProto()
-        header.CopyFrom(model)
+        header = model
+        if not consume:
+            header = onnx.ModelProto()
+            header.CopyFrom(model)
         arrays = {}
         for k, tensor in enumerate(header.graph.initializer):
             if movable(tensor):

@@ -22,7 +22,6 @@ The judged numbers equal the whole-model evaluator's up to float rounding (teste
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,13 @@ import onnxruntime as ort
 
 from .calibrate.sources import Batch
 from .errors import CalibrationDataError
-from .evaluate import PREFIX, _names_read, _onnx_type, evaluation_model
+from .evaluate import (
+    _names_read,
+    _onnx_type,
+    candidate_inputs,
+    evaluation_model,
+    unchanged_inputs,
+)
 from .layers import Layer
 from .session import placeholder, run, session_in_memory
 from .verify import Fidelity, ReferenceRun
@@ -153,7 +158,7 @@ class BoundaryCache:
             exposed.graph.output.extend(
                 onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
             )
-            self._session = session_in_memory(exposed)
+            self._session = session_in_memory(exposed, consume=True)
         return self._session
 
     def _sizes(self, reference: ReferenceRun) -> dict[str, int]:
@@ -268,7 +273,6 @@ class SuffixEvaluator:
     ) -> None:
         """``arrays``: the values of ``model``'s large initializers (``movable``), handed to
         the session without serializing them."""
-        clock = time.perf_counter()
         first = cache.values(reference, 0)
         suffix = suffix_model(model, cut, {n: first[n].dtype for n in cut.boundary}, arrays)
         # The layer's nodes (``model``'s objects) -> their place among the suffix's nodes.
@@ -279,14 +283,10 @@ class SuffixEvaluator:
         self.session = session_in_memory(
             evaluated, {name: arrays[name] for name in stored if name in arrays}
         )
-        self.setup_seconds = time.perf_counter() - clock
-        self.index = index
-        self.layer = layer
+        self.layers = {index: layer}
+        self.defaults = unchanged_inputs(self.session, self.layers)
         self.cut = cut
         self.cache = cache
-        self.bias_shape = next(
-            i.shape for i in self.session.get_inputs() if i.name == f"{PREFIX}/b{index}"
-        )
 
     def compare(
         self,
@@ -294,17 +294,7 @@ class SuffixEvaluator:
         deltas: Mapping[int, np.ndarray | None],
         reference: ReferenceRun,
     ) -> Fidelity:
-        dtype = self.layer.dtype
-        weight = weights.get(self.index, self.layer.weight)
-        delta = deltas.get(self.index)
-        feed: dict[str, np.ndarray] = {
-            f"{PREFIX}/w{self.index}": np.ascontiguousarray(weight, dtype=dtype),
-            f"{PREFIX}/b{self.index}": (
-                np.zeros(self.bias_shape, dtype=dtype)
-                if delta is None
-                else delta.reshape(self.bias_shape).astype(dtype)
-            ),
-        }
+        feed = candidate_inputs(self.defaults, self.layers, weights, deltas)
         produced = set(self.cut.outputs)
         batch_number = iter(range(1 << 62))
 

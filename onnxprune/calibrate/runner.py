@@ -150,9 +150,11 @@ def _session(
     model: onnx.ModelProto, directory: Path | None, stem: str
 ) -> Iterator[ort.InferenceSession]:
     """A session over ``model``: in memory (nothing written), or in big-model mode from a
-    file in ``directory`` (where its external tensors live), removed afterwards."""
+    file in ``directory`` (where its external tensors live), removed afterwards. ``model``
+    is a throw-away (the augmented or probe copy): in memory, its weights are moved out of
+    it rather than copied."""
     if directory is None:
-        yield session_in_memory(model)
+        yield session_in_memory(model, consume=True)
         return
     handle, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".onnx", dir=directory)
     os.close(handle)  # only the name is wanted: the model is written to it by path
