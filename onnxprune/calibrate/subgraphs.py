@@ -93,6 +93,19 @@ def _rename_node(node: onnx.NodeProto, rename: Callable[[str], str]) -> None:
             value.name = rename(value.name)
 
 
+def _branch_of(
+    graph: onnx.GraphProto, node_name: str, branch: str
+) -> tuple[int, onnx.NodeProto, onnx.GraphProto, str, set[str]]:
+    """(position, node, body, name prefix, names local to the body) of ``branch`` of the
+    top-level ``If`` named ``node_name``; ``ValueError`` when there is none."""
+    index = _find_if(graph, node_name)
+    if index is None:
+        raise ValueError(f"no top-level If node named {node_name!r}")
+    if_node = graph.node[index]
+    body = _branch(if_node, branch)
+    return index, if_node, body, branch_prefix(node_name, branch), _local_names(body)
+
+
 def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onnx.ModelProto:
     """A copy of ``model`` whose top-level ``If`` node ``node_name`` always runs ``branch``.
 
@@ -106,14 +119,7 @@ def inline_if_branch(model: onnx.ModelProto, node_name: str, branch: str) -> onn
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    index = _find_if(graph, node_name)
-    if index is None:
-        raise ValueError(f"no top-level If node named {node_name!r}")
-    if_node = graph.node[index]
-    body = _branch(if_node, branch)
-
-    prefix = branch_prefix(node_name, branch)
-    local = _local_names(body)
+    index, if_node, body, prefix, local = _branch_of(graph, node_name, branch)
 
     def rename(name: str) -> str:
         return prefix + name if name in local else name
@@ -154,13 +160,7 @@ def fold_branch(model: onnx.ModelProto, node_name: str, branch: str, flat: onnx.
     main-graph nodes of ``flat`` must be ``model``'s (only the branch may have gained nodes).
     """
     graph = model.graph
-    index = _find_if(graph, node_name)
-    if index is None:
-        raise ValueError(f"no top-level If node named {node_name!r}")
-    if_node = graph.node[index]
-    body = _branch(if_node, branch)
-    prefix = branch_prefix(node_name, branch)
-    local = _local_names(body)
+    _, if_node, body, prefix, local = _branch_of(graph, node_name, branch)
 
     def restore(name: str) -> str:
         if name.startswith(prefix) and name[len(prefix) :] in local:
