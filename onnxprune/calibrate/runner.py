@@ -152,15 +152,15 @@ def _session(
     """A session over ``model``: in memory (nothing written), or in big-model mode from a
     file in ``directory`` (where its external tensors live), removed afterwards. ``model``
     is a throw-away (the augmented or probe copy): in memory, its weights are moved out of
-    it rather than copied."""
+    it rather than copied. Its large intermediates live for one pass: no memory arena."""
     if directory is None:
-        yield session_in_memory(model, consume=True)
+        yield session_in_memory(model, consume=True, arena=False)
         return
     handle, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=".onnx", dir=directory)
     os.close(handle)  # only the name is wanted: the model is written to it by path
     path = Path(name)
     try:
-        yield make_session(save_for_session(model, path))
+        yield make_session(save_for_session(model, path), arena=False)
     finally:
         path.unlink(missing_ok=True)
 
