@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -258,17 +259,45 @@ _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 def deferred_signals() -> Iterator[None]:
     """Hold SIGINT / SIGTERM / SIGHUP until the block ends, so that creating or removing a
     temporary directory is never cut in half; a signal that came meanwhile is handled (raises)
-    as the block ends."""
-    if not hasattr(signal, "pthread_sigmask") or (
-        threading.current_thread() is not threading.main_thread()
-    ):
+    as the block ends.
+
+    Held in Python, not with ``pthread_sigmask``: a mask covers only the calling thread, and
+    once onnxruntime's (or the gzip sizing's) worker threads exist the kernel may deliver the
+    signal to one of them, after which CPython still runs the handler in the main thread,
+    inside the block (a SIGTERM during ``mkdtemp`` then left the new staging directory behind).
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    previous: dict[signal.Signals, Any] = {}
     try:
+        for stop_signal in _STOP_SIGNALS:
+            previous[stop_signal] = signal.signal(stop_signal, hold)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for stop_signal, handler in previous.items():
+            if signal.getsignal(stop_signal) is not hold:
+                # Installed inside the block (the CLI's own handlers): it stays, and handles
+                # what was held.
+                previous[stop_signal] = signal.getsignal(stop_signal)
+                continue
+            # None: a handler not installed from Python; the default action stands in for it.
+            signal.signal(stop_signal, signal.SIG_DFL if handler is None else handler)
+        if pending:
+            _deliver(pending[0], previous[signal.Signals(pending[0])])
+
+
+def _deliver(signum: int, handler: Any) -> None:
+    """What ``handler`` would have done with ``signum`` had it not been held."""
+    if callable(handler):
+        handler(signum, None)
+    elif handler in (signal.SIG_DFL, None):
+        signal.raise_signal(signum)  # the default action, with the handler now restored
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -33,7 +34,7 @@ from onnxprune.calibrate.runner import _session
 from onnxprune.checks import Gates
 from onnxprune.config import FIELD_TYPES, _has_kind
 from onnxprune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_USAGE, Terminated, UsageError
-from onnxprune.io import publish
+from onnxprune.io import deferred_signals, publish
 from onnxprune.recipe import load_recipe
 from onnxprune.verify import Fidelity, _OutputAccumulator
 
@@ -488,6 +489,30 @@ def test_signal_mid_run_cleans_up_and_exits_128_plus_signal(
     assert stdout == ""
     # (onnxruntime's import leaves its own .ses file in $TMPDIR.)
     assert [f for f in _files(system_tmp) if "onnxprune" in f] == [] and _files(out) == []
+
+
+def test_a_signal_another_thread_receives_is_held_until_the_block_ends() -> None:
+    # onnxruntime's worker threads exist before a staging directory is made: the kernel may
+    # hand a SIGTERM to one of them, and CPython then runs the handler in the main thread.
+    events: list[str] = []
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, args=(10,))
+    worker.start()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: events.append("handled"))
+    try:
+        with deferred_signals():
+            assert worker.ident is not None
+            signal.pthread_kill(worker.ident, signal.SIGTERM)
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:  # bytecode boundaries where handlers run
+                time.sleep(0.001)
+            events.append("block ended")
+        events.append("after")
+    finally:
+        release.set()
+        worker.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert events == ["block ended", "handled", "after"]
 
 
 # ---------------------------------------------------------------------------------------------
