@@ -66,7 +66,7 @@ from .options import (
 from .pipeline import Candidate, Pruner, mean_cosine
 from .progress import Progress
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
-from .report import Report, SkippedReport
+from .report import Report
 from .session import save_for_session
 from .verify import Fidelity, ReferenceRun
 
@@ -619,7 +619,7 @@ def _new_report(
         gzip_size_before=gzip_size_bytes(pruner.model_path),
         calibration_samples=pruner.calibration_samples,
         sample_mask=pruner.sample_mask,
-        skipped=[SkippedReport(s.name, s.op_type, s.reason) for s in pruner.scan.skipped],
+        skipped=list(pruner.scan.skipped),
         gates=gates.as_dict(),
     )
 
