@@ -140,7 +140,7 @@ def prune(
             report = prune(path, calib, config=config, progress=progress, **options)
             report.model = "<onnx.ModelProto>"
             return report
-    arguments = resolve(options, explicit=("calib",))
+    arguments = resolve(options, explicit=("calib",), others=("config", "progress"))
     sparsity, output, eval_data = (arguments[k] for k in ("sparsity", "output", "eval_data"))
     report_path, plot, recipe = (arguments[k] for k in ("report_path", "plot", "recipe"))
     sweep, keep_on_fail = arguments["sweep"], arguments["keep_on_fail"]

@@ -25,6 +25,7 @@ from .inputs import resolve_model
 from .io import load_for_reading
 from .layers import IF_BRANCH_REASON, LayerScan, SkippedLayer, find_layers, nm_problem
 from .metric import decision_score, suggest_for_model
+from .options import default
 from .pipeline import Pruner, mean_cosine
 
 
@@ -115,10 +116,10 @@ def inspect_model(
     calib: DataSource | None = None,
     *,
     sparsity: float = 0.5,
-    method: str = "contrib",
-    num_samples: int | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
+    method: str = default("method"),
+    num_samples: int | None = default("num_samples"),
+    batch_size: int = default("batch_size"),
+    seed: int = default("seed"),
     progress: bool = False,
 ) -> InspectReport:
     """Describe ``model``'s prunable layers without writing anything.

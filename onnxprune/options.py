@@ -501,10 +501,14 @@ def check_fields(values: object, goes_to: str) -> None:
             raise UsageError(problem)
 
 
-def resolve(given: Mapping[str, Any], explicit: Iterable[str] = ()) -> dict[str, Any]:
+def resolve(
+    given: Mapping[str, Any], explicit: Iterable[str] = (), others: Iterable[str] = ()
+) -> dict[str, Any]:
     """``prune()``'s keywords, checked: every option's value (the default when not given).
 
-    An unknown keyword is refused with the closest known ones; a ``run`` option of the wrong
+    ``explicit``: options the caller takes as its own parameters; ``others``: its other
+    parameters (suggested for a misspelt keyword). An unknown keyword is refused with the
+    closest known ones; a ``run`` option of the wrong
     kind is refused here (``config`` / ``deploy`` / ``gates`` values are checked by the
     configuration they build). Lists become tuples; a string given for a list stays a string
     (and is refused), it would otherwise become a list of its characters.
@@ -512,7 +516,7 @@ def resolve(given: Mapping[str, Any], explicit: Iterable[str] = ()) -> dict[str,
     known = [o.name for o in KEYWORDS if o.name not in explicit]
     for name in given:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=2)
+            close = difflib.get_close_matches(name, [*known, *others, *explicit], n=2)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise UsageError(f"prune() got an unknown option {name!r}{hint}")
     values: dict[str, Any] = {}

@@ -144,6 +144,7 @@ def test_advanced_options_stay_out_of_recipes_that_leave_them_alone() -> None:
     [
         ({"sparsty": 0.5}, ("unknown option 'sparsty'", "did you mean sparsity")),
         ({"nonsense": 1}, ("unknown option 'nonsense'",)),
+        ({"progres": True}, ("unknown option 'progres'", "did you mean progress")),
         ({"keep_on_fail": "yes"}, ("--keep-on-fail must be true or false",)),
         ({"sweep": "0.5"}, ("--sweep must be a list of numbers",)),
         ({"max_length": 0}, ("--max-length must be >= 1",)),
