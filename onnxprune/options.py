@@ -108,6 +108,9 @@ class Range:
 
 @dataclass(frozen=True)
 class Option:
+    """One option: ``name`` is the prune() keyword and the field of the configuration it goes
+    to (``goes_to``), ``kind`` its JSON kind, ``help`` its --help text under ``section``."""
+
     name: str
     kind: str
     default: Any
