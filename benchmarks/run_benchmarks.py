@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -66,6 +65,7 @@ import numpy as np
 import onnxruntime as ort
 
 import onnxprune
+from onnxprune.options import default
 from onnxprune.scoring import METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,9 +92,7 @@ SPEED_TARGETS = {"wanda": 1.5, "contrib": 3.0}
 MEMORY_SAMPLES = (64, 1024)
 MEMORY_RATIO_OK = 1.25  # "flat": the larger run may use at most this much more peak RSS
 
-DEFAULT_MIN_ROW_WEIGHTS: int = (
-    inspect.signature(onnxprune.prune).parameters["min_row_weights"].default
-)
+DEFAULT_MIN_ROW_WEIGHTS: int = default("min_row_weights")
 
 
 # --------------------------------------------------------------------------- models and data

@@ -229,8 +229,9 @@ def allocation_table(rows: list[dict[str, Any]]) -> list[str]:
     metric = {(r["label"], r["ratio"], r["score"]): r["metric"] for r in rows}
     lines = [
         "Allocation ablation (metric): `variance` ranks units by their share of their group's "
-        "total score; `variance-standardised` by per-group z-scores (METHODS.md section 5 as "
-        "written); `variance-uniform` removes the same share of every group.",
+        "total score; `variance-standardised` by per-group z-scores (the method brief's "
+        "section 5 as written, docs/METHOD.md); `variance-uniform` removes the same share of "
+        "every group.",
         "",
         "| units | ratio | " + " | ".join(scores) + " |",
         "|---|---|" + "---|" * len(scores),

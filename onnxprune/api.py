@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,21 @@ from .io import (
     write_model_streamed,
 )
 from .metric import decision_score
+from .options import (
+    CONFIG,
+    DEPLOY,
+    GATES,
+    as_json,
+    default,
+    only,
+    options_for,
+    resolve,
+    signature_parameters,
+)
 from .pipeline import Candidate, Pruner, mean_cosine
 from .progress import Progress
 from .recipe import build_recipe, fingerprint, load_recipe, recipe_path
-from .report import Report, SkippedReport
+from .report import Report
 from .session import save_for_session
 from .verify import Fidelity, ReferenceRun
 
@@ -70,58 +81,16 @@ def prune(
     model: str | Path | onnx.ModelProto,
     calib: DataSource | None,
     *,
-    sparsity: float | str | None = None,
-    output: str | Path | None = None,
-    method: str = "contrib",
-    pattern: str = "unstructured",
-    group: str | None = None,
-    exclude: Sequence[str] = (),
-    num_samples: int | None = None,
-    batch_size: int = 32,
-    min_row_weights: int = 8,
-    update: bool | None = None,
-    sample_mask: str | None = None,
-    structured: float = 0.0,
-    structured_score: str = "variance",
-    structured_multiple: int = 1,
-    layer_overrides: Sequence[str] = (),
-    sequential: bool = False,
-    stages: int = 8,
-    update_target: str = "pruned",
-    allocation: str | None = None,
-    metric: str = "standardized",
-    metric_outputs: Sequence[str] = (),
-    stat_correction: bool | None = None,
-    refit_steps: int = 0,
-    eval_data: DataSource | None = None,
-    report_path: str | Path | None = None,
-    seed: int = 0,
-    progress: bool = False,
-    min_cosine: float | None = None,
-    min_top1: float | None = None,
-    max_abs_error: float | None = None,
-    max_accuracy_drop: float | None = None,
-    min_score: float | None = None,
-    keep_on_fail: bool = False,
-    sweep: Sequence[float] = (),
-    plot: str | Path | None = None,
-    recipe: str | Path | None = None,
     config: PruneConfig | None = None,
-    model_file: str | None = None,
-    tokenizer: str | Path | None = None,
-    max_length: int = 128,
-    preprocess: str | dict[str, Any] | None = None,
-    quantize: str = "none",
-    quant_format: str | None = None,
-    per_channel: bool = True,
-    quant_calibration: str | None = None,
-    storage: str = "dense",
-    output_format: str = "onnx",
-    quant_range: str | None = None,
+    progress: bool = False,
+    **options: Any,
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
-    Each keyword is the CLI option of the same name (``onnxprune --help`` groups them).
+    Each keyword in ``options`` is the CLI option of the same name (``onnxprune --help``
+    groups them; ``onnxprune.options`` declares them, with their defaults, and
+    ``inspect.signature(prune)`` lists them). An unknown keyword or a value of the wrong kind
+    is a :class:`onnxprune.UsageError`.
 
     Args:
         model: an ``.onnx`` path; a directory holding one (an Optimum export folder; several:
@@ -153,25 +122,31 @@ def prune(
             ``{"size": [224, 224], "resize": "shorter-side-crop", "mean": [...], "std": [...],
             "channels": "RGB", "layout": "NCHW", "dtype": "float32"}``.
 
+        config: a ready :class:`PruneConfig` (its settings replace the pruning options).
+        progress: show a progress bar on stderr.
+
     Returns:
         The :class:`Report` (``exit_code`` is 5 when a gate failed and no output was kept).
 
     Raises:
         onnxprune.OnnxPruneError: a subclass, with a one-line message, for bad input.
     """
-    arguments = dict(locals())
     if isinstance(model, onnx.ModelProto):
-        if output is None:
+        if options.get("output") is None:
             raise UsageError("prune(ModelProto) needs output= (there is no input path to name it)")
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as proto_dir:
             # onnxruntime and the checker read models from files.
-            arguments["model"] = save_for_session(model, Path(proto_dir) / "model.onnx")
-            report = prune(**arguments)
+            path = save_for_session(model, Path(proto_dir) / "model.onnx")
+            report = prune(path, calib, config=config, progress=progress, **options)
             report.model = "<onnx.ModelProto>"
             return report
+    arguments = resolve(options, explicit=("calib",), others=("config", "progress"))
+    sparsity, output, eval_data = (arguments[k] for k in ("sparsity", "output", "eval_data"))
+    report_path, plot, recipe = (arguments[k] for k in ("report_path", "plot", "recipe"))
+    sweep, keep_on_fail = arguments["sweep"], arguments["keep_on_fail"]
     started = time.perf_counter()
     if calib is None:
-        if method != "magnitude" or eval_data is None:
+        if arguments["method"] != "magnitude" or eval_data is None:
             raise UsageError(
                 "--calib is required (only --method magnitude runs without it, and then "
                 "--eval measures fidelity)"
@@ -179,11 +154,9 @@ def prune(
         calib = eval_data  # magnitude reads no statistics; --eval is the check
     # A config or recipe states --update outright; only a call that leaves it out gets the
     # method's default (which may give way, see _costly_defaults_give_way).
-    update_asked = update is not None or recipe is not None or config is not None
-    gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop, min_score)
-    deploy = DeployConfig(
-        quantize, quant_format, per_channel, quant_calibration, storage, quant_range, output_format
-    )
+    update_asked = arguments["update"] is not None or recipe is not None or config is not None
+    gates = Gates(**only(arguments, GATES))
+    deploy = DeployConfig(**only(arguments, DEPLOY))
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None
     if recipe is not None:
@@ -191,12 +164,7 @@ def prune(
         if replayed.get("deploy") is not None:  # older recipes: the options given now
             deploy = DeployConfig.from_record(replayed["deploy"])  # checked by load_recipe
     elif config is None:
-        config = _config_from_arguments(
-            sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
-            min_row_weights, update, sample_mask, search, structured, structured_score,
-            layer_overrides, sequential, stages, update_target, allocation, metric,
-            metric_outputs, structured_multiple, stat_correction, refit_steps,
-        )  # fmt: skip
+        config = _config_from_arguments(only(arguments, CONFIG), search)
     if search and not gates.active:
         raise UsageError(
             "--sparsity auto needs a fidelity gate (e.g. --min-score 0.98 or --min-cosine 0.99)"
@@ -212,33 +180,23 @@ def prune(
         require_matplotlib()
 
     given_path = Path(model)
-    model_path = resolve_model(given_path, model_file)
-    recipe_notes = [
-        f"--{name.replace('_', '-')} {arguments[name]} is ignored: --recipe {recipe} sets the "
-        "pruning options"
-        for name in _RECIPE_SET
-        if recipe is not None and arguments[name] != _DEFAULTS[name]
-    ] + [
-        f"--{name.replace('_', '-')} {arguments[name]} is ignored: --recipe {recipe} sets the "
-        "artifact options"
-        for name in deploy.arguments()
-        if replayed is not None
-        and replayed.get("deploy") is not None
-        and arguments[name] != _DEFAULTS[name]
-    ]
+    model_path = resolve_model(given_path, arguments["model_file"])
+    recipe_notes = _recipe_notes(arguments, recipe, replayed)
+    preprocess = arguments["preprocess"]
     if isinstance(preprocess, str):
         preprocess = read_image_spec(preprocess)
     if preprocess is None and replayed is not None:
         preprocess = (replayed.get("calibration_input") or {}).get("preprocess")
-    options = DataOptions(
+    tokenizer = arguments["tokenizer"]
+    data_options = DataOptions(
         Path(tokenizer) if tokenizer is not None else None,
-        max_length,
+        arguments["max_length"],
         preprocess,
         given_path if given_path.is_dir() else None,
     )
-    calib_source, calib_input = resolve_data(calib, model_path, options)
+    calib_source, calib_input = resolve_data(calib, model_path, data_options)
     assert calib_source is not None
-    eval_source, _ = resolve_data(eval_data, model_path, options)
+    eval_source, _ = resolve_data(eval_data, model_path, data_options)
     output_path = Path(output) if output is not None else default_output_path(model_path)
     if output is None and deploy.output_format == "ort":
         output_path = output_path.with_suffix(".ort")
@@ -466,6 +424,17 @@ def prune(
         stack.close()
 
 
+def _prune_signature() -> inspect.Signature:
+    """``prune(model, calib, *, config, progress, <every option>)``, for ``help(prune)`` and
+    introspection (the options come in as ``**options``, checked by ``options.resolve``)."""
+    own = [p for p in inspect.signature(prune).parameters.values() if p.name != "options"]
+    declared = [p for p in signature_parameters() if p.name != "calib"]
+    return inspect.signature(prune).replace(parameters=own + declared)
+
+
+prune.__signature__ = _prune_signature()  # type: ignore[attr-defined]
+
+
 def _refuse_non_finite_weights(pruner: Pruner) -> None:
     """A NaN/inf in a weight to be pruned poisons its statistics and scores and would be carried
     into the output: refuse the model up front (one layer in memory at a time)."""
@@ -480,18 +449,26 @@ def _refuse_non_finite_weights(pruner: Pruner) -> None:
                 )
 
 
-# prune() keywords a --recipe replaces (each given with another value gets a warning).
-_RECIPE_SET = (
-    "sparsity", "method", "pattern", "group", "exclude", "num_samples", "batch_size",
-    "min_row_weights", "update", "sample_mask", "structured", "structured_score",
-    "structured_multiple",
-    "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
-    "stat_correction", "refit_steps",
-)  # fmt: skip
-_DEFAULTS = {
-    name: (() if param.default == () else param.default)
-    for name, param in inspect.signature(prune).parameters.items()
-}
+def _recipe_notes(
+    arguments: dict[str, Any], recipe: str | Path | None, replayed: dict[str, Any] | None
+) -> list[str]:
+    """A warning for every option given (not its default) that the --recipe replaces: the
+    pruning options, and the artifact options when the recipe records them."""
+    if recipe is None or replayed is None:
+        return []
+    replaced = [(o, "pruning") for o in options_for(CONFIG, internal=False)]
+    if replayed.get("deploy") is not None:
+        replaced += [(o, "artifact") for o in options_for(DEPLOY)]
+    return [
+        f"{option.flag} {_shown(arguments[option.name])} is ignored: --recipe {recipe} sets "
+        f"the {kind} options"
+        for option, kind in replaced
+        if arguments[option.name] != option.default
+    ]
+
+
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _costly_defaults_give_way(
@@ -539,40 +516,21 @@ def _refuse_in_big_model_mode(config: PruneConfig) -> None:
         )
 
 
-def _config_from_arguments(
-    sparsity: float | str | None,
-    method: str,
-    pattern: str,
-    group: str | None,
-    exclude: Sequence[str],
-    num_samples: int | None,
-    batch_size: int,
-    seed: int,
-    min_row_weights: int,
-    update: bool | None,
-    sample_mask: str | None,
-    search: bool,
-    structured: float,
-    structured_score: str,
-    layer_overrides: Sequence[str],
-    sequential: bool,
-    stages: int,
-    update_target: str,
-    allocation: str | None,
-    metric: str = "standardized",
-    metric_outputs: Sequence[str] = (),
-    structured_multiple: int = 1,
-    stat_correction: bool | None = None,
-    refit_steps: int = 0,
-) -> PruneConfig:
-    nm = parse_pattern(pattern)
-    if structured_multiple != _DEFAULTS["structured_multiple"] and not structured:
+def _config_from_arguments(settings: dict[str, Any], search: bool) -> PruneConfig:
+    """The PruneConfig of ``prune()``'s ``config`` options (``settings``); --sparsity may be
+    "auto" (``search``), a string, or left out when --pattern N:M or --structured fixes it."""
+    sparsity = settings["sparsity"]
+    nm = parse_pattern(settings["pattern"])
+    if (
+        settings["structured_multiple"] != default("structured_multiple")
+        and not (settings["structured"])
+    ):
         raise UsageError("--structured-multiple needs --structured (it rounds the units kept)")
     if search:
         sparsity = 0.5  # a placeholder; the search sets the real value
     if sparsity is None and nm is not None:
         sparsity = nm.sparsity
-    if sparsity is None and structured:
+    if sparsity is None and settings["structured"]:
         sparsity = 0.0  # --structured alone: shrink only
     if sparsity is None:
         raise UsageError(
@@ -584,35 +542,11 @@ def _config_from_arguments(
             sparsity = float(sparsity)
         except ValueError as err:
             raise UsageError(f"--sparsity must be a number or 'auto', got {sparsity!r}") from err
-    if 1.0 < sparsity < 100.0:  # a percentage
+    if isinstance(sparsity, (int, float)) and 1.0 < sparsity < 100.0:  # a percentage
         raise UsageError(
             f"--sparsity must be in [0, 1), got {sparsity}: did you mean {sparsity / 100:g}?"
         )
-    return PruneConfig(
-        sparsity=sparsity,
-        method=method,
-        pattern=pattern,
-        group=group,
-        exclude=tuple(exclude),
-        num_samples=num_samples,
-        batch_size=batch_size,
-        seed=seed,
-        min_row_weights=min_row_weights,
-        update=update,
-        sample_mask=sample_mask,
-        structured=structured,
-        structured_score=structured_score,
-        structured_multiple=structured_multiple,
-        layer_overrides=tuple(layer_overrides),
-        sequential=sequential,
-        stages=stages,
-        update_target=update_target,
-        allocation=allocation,
-        metric=metric,
-        metric_outputs=tuple(metric_outputs),
-        stat_correction=stat_correction,
-        refit_steps=refit_steps,
-    )
+    return PruneConfig(**{**settings, "sparsity": sparsity})
 
 
 def _check_paths(
@@ -685,7 +619,7 @@ def _new_report(
         gzip_size_before=gzip_size_bytes(pruner.model_path),
         calibration_samples=pruner.calibration_samples,
         sample_mask=pruner.sample_mask,
-        skipped=[SkippedReport(s.name, s.op_type, s.reason) for s in pruner.scan.skipped],
+        skipped=list(pruner.scan.skipped),
         gates=gates.as_dict(),
     )
 
@@ -944,34 +878,15 @@ def _arguments(
             return None
         return str(source) if isinstance(source, (str, Path)) else "<python source>"
 
-    return {
+    arguments: dict[str, object] = {
         "calib": describe(calib),
         "eval": describe(eval_data),
         "output": str(output),
-        "sparsity": config.sparsity,
-        "method": config.method,
-        "pattern": config.pattern,
-        "group": config.group,
-        "exclude": list(config.exclude),
-        "num_samples": config.num_samples,
-        "batch_size": config.batch_size,
-        "min_row_weights": config.min_row_weights,
-        "update": config.update,
-        "sample_mask": config.sample_mask,
-        "structured": config.structured,
-        "structured_score": config.structured_score,
-        "structured_multiple": config.structured_multiple,
-        "layer_overrides": list(config.layer_overrides),
-        "sequential": config.sequential,
-        "stages": config.stages,
-        "update_target": config.update_target,
-        "allocation": config.allocation_mode,
-        "metric": config.metric,
-        "metric_outputs": list(config.metric_outputs),
-        "stat_correction": config.stat_correction,
-        "refit_steps": config.refit_steps,
-        "seed": config.seed,
     }
+    for option in options_for(CONFIG, internal=False):
+        arguments[option.name] = as_json(getattr(config, option.name))
+    arguments["allocation"] = config.allocation_mode  # what runs (None: the method's own)
+    return arguments
 
 
 def _versions() -> dict[str, str]:

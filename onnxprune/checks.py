@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from .errors import UsageError
 from .metric import decision_score
+from .options import GATES, check_fields, default
 from .verify import Fidelity
 
 
@@ -33,22 +34,15 @@ class GateFailure:
 class Gates:
     """Each limit applies to every model output that has the metric."""
 
-    min_cosine: float | None = None
-    min_top1: float | None = None
-    max_abs_error: float | None = None
-    max_accuracy_drop: float | None = None
+    min_cosine: float | None = default("min_cosine")
+    min_top1: float | None = default("min_top1")
+    max_abs_error: float | None = default("max_abs_error")
+    max_accuracy_drop: float | None = default("max_accuracy_drop")
     # The run's metric score (``onnxprune.metric``; one number over the outputs it scores).
-    min_score: float | None = None
+    min_score: float | None = default("min_score")
 
     def __post_init__(self) -> None:
-        for name in ("min_cosine", "min_top1", "min_score"):
-            value = getattr(self, name)
-            if value is not None and not -1.0 <= value <= 1.0:
-                raise UsageError(f"--{name.replace('_', '-')} must be in [-1, 1], got {value}")
-        for name in ("max_abs_error", "max_accuracy_drop"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        check_fields(self, GATES)  # kinds and ranges (``onnxprune.options``)
 
     @property
     def active(self) -> bool:

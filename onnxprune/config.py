@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
 from .metric import Metric
+from .options import ALLOCATIONS, CONFIG, GROUPS, UPDATE_TARGETS, check_fields, default
 
-GROUPS = ("row", "layer", "global", "auto")
-UPDATE_TARGETS = ("pruned", "dense")
-ALLOCATIONS = ("group", "sensitivity", "measured")
+__all__ = ["ALLOCATIONS", "GROUPS", "SENSITIVITY_ALLOCATIONS", "UPDATE_TARGETS", "PruneConfig"]
 # The allocations that measure each layer's damage (``onnxprune.allocation``).
 SENSITIVITY_ALLOCATIONS = ("sensitivity", "measured")
 
@@ -92,143 +90,76 @@ def parse_pattern(text: str) -> NMPattern | None:
     return NMPattern(n, m)
 
 
-# The JSON type of every PruneConfig field, checked on construction: a recipe (JSON) and the
-# Python API go through the same checks as the command line. bool is not accepted where a
-# number is meant (it is an int in Python), and a string is not a list of strings.
-_NUMBER = "a number"
-_INT = "an integer"
-_TEXT = "a string"
-_TEXTS = "a list of strings"
-_FLAG = "true or false"
-FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
-    "sparsity": (_NUMBER, False),
-    "method": (_TEXT, False),
-    "pattern": (_TEXT, False),
-    "group": (_TEXT, True),
-    "exclude": (_TEXTS, False),
-    "num_samples": (_INT, True),
-    "batch_size": (_INT, False),
-    "seed": (_INT, False),
-    "holdout_fraction": (_NUMBER, False),
-    "layer_cap": (_NUMBER, False),
-    "min_row_weights": (_INT, False),
-    "update": (_FLAG, True),
-    "sample_mask": (_TEXT, True),
-    "structured": (_NUMBER, False),
-    "structured_score": (_TEXT, False),
-    "structured_multiple": (_INT, False),
-    "layer_overrides": (_TEXTS, False),
-    "sequential": (_FLAG, False),
-    "stages": (_INT, False),
-    "update_target": (_TEXT, False),
-    "allocation": (_TEXT, True),
-    "stat_correction": (_FLAG, True),
-    "refit_steps": (_INT, False),
-}
-
-
-def _has_kind(value: object, kind: str) -> bool:
-    if kind == _FLAG:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind == _NUMBER:
-        return isinstance(value, (int, float)) and math.isfinite(value)
-    if kind == _INT:
-        return isinstance(value, int)
-    if kind == _TEXT:
-        return isinstance(value, str)
-    return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
-
-
-def option_name(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
-
-
-def check_field_types(config: object) -> None:
-    """UsageError naming the option when a field has the wrong type (see FIELD_TYPES)."""
-    for name, (kind, optional) in FIELD_TYPES.items():
-        value = getattr(config, name)
-        if value is None and optional:
-            continue
-        if not _has_kind(value, kind):
-            raise UsageError(f"{option_name(name)} must be {kind}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class PruneConfig:
-    """Everything that decides which weights are removed. Mirrors the CLI options."""
+    """Everything that decides which weights are removed: the typed carrier of the ``config``
+    options, whose defaults, help, choices and ranges are declared in ``onnxprune.options``
+    (the comments here say what the pipeline does with each)."""
 
     sparsity: float
-    method: str = "contrib"
-    pattern: str = "unstructured"
+    method: str = default("method")
+    pattern: str = default("pattern")
     # None: the method's own default selection group (see ``onnxprune.scoring``).
-    group: str | None = None
-    exclude: tuple[str, ...] = ()
-    num_samples: int | None = None
-    batch_size: int = 32
-    seed: int = 0
+    group: str | None = default("group")
+    exclude: tuple[str, ...] = default("exclude")
+    num_samples: int | None = default("num_samples")
+    batch_size: int = default("batch_size")
+    seed: int = default("seed")
     # Share of the calibration samples held out for the fidelity check when no --eval is given.
-    holdout_fraction: float = 0.1
+    holdout_fraction: float = default("holdout_fraction")
     # Global selection never removes more than this share of one layer.
-    layer_cap: float = 0.98
+    layer_cap: float = default("layer_cap")
     # Every output row (neuron / filter) keeps at least this many weights (all, if it has
     # fewer); the overall target is met by pruning the other layers more. 0 disables.
-    min_row_weights: int = 8
+    min_row_weights: int = default("min_row_weights")
     # Re-fit the remaining weights of each layer to its calibration outputs (SparseGPT update).
     # None: the method's default (``ScoringMethod.default_update``), resolved on construction.
-    update: bool | None = None
+    update: bool | None = default("update")
     # Input whose zeros mark padding ([batch, seq]); None: detect attention_mask; "none": off.
-    sample_mask: str | None = None
+    sample_mask: str | None = default("sample_mask")
     # Share of the hidden units (neurons, channels, heads) to remove structurally, before any
     # weight pruning; 0 disables.
-    structured: float = 0.0
+    structured: float = default("structured")
     # How --structured ranks units (see ``onnxprune.structure.scores``).
-    structured_score: str = "variance"
+    structured_score: str = default("structured_score")
     # --structured-multiple: each group keeps a multiple of this many channels (int8 / fp16
     # kernels work in blocks of 8 or 16); 1 keeps exactly the share --structured asks for.
-    structured_multiple: int = 1
+    structured_multiple: int = default("structured_multiple")
     # --layer REGEX=SPEC, in order: the first pattern matching a layer's name decides.
-    layer_overrides: tuple[str, ...] = ()
+    layer_overrides: tuple[str, ...] = default("layer_overrides")
     # --sequential: calibrate and prune in topological stages (at most ``stages`` of them;
     # 0: one stage per depth), each stage's statistics from the model pruned upstream.
-    sequential: bool = False
-    stages: int = 8
+    sequential: bool = default("sequential")
+    stages: int = default("stages")
     # Advanced, --sequential with the update: what each stage's update fits. "pruned": the
     # layer's outputs on the inputs the pruned upstream gives it (W x'); "dense": the dense
     # model's outputs on the same samples (W x), from an extra dense copy in each stage pass.
-    update_target: str = "pruned"
+    update_target: str = default("update_target")
     # How the budget is shared between layers: "group" (as --group selects: the same share per
     # layer, or scores competing across layers under global selection) or "sensitivity" (each
     # layer pruned alone and measured; see ``onnxprune.allocation``). None: the method's
     # default (``allocation_mode``).
-    allocation: str | None = None
+    allocation: str | None = default("allocation")
     # The fidelity metric decisions optimise and --min-score gates (``onnxprune.metric``): a
     # kind or a preset for every output, or only the --metric-output NAME[SLICE][=KIND] parts.
-    metric: str = "standardized"
-    metric_outputs: tuple[str, ...] = ()
+    metric: str = default("metric")
+    metric_outputs: tuple[str, ...] = default("metric_outputs")
     # After pruning, scale each output row and shift its bias so the channel's mean and
     # variance over the calibration inputs are the dense layer's (``onnxprune.correction``).
     # None: the method's default (``ScoringMethod.default_stat_correction``).
-    stat_correction: bool | None = None
+    stat_correction: bool | None = default("stat_correction")
     # With the update: this many conjugate-gradient steps on the layer's least-squares
     # objective over the kept weights (``onnxprune.correction.refit_on_support``); 0: none.
-    refit_steps: int = 0
+    refit_steps: int = default("refit_steps")
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # local: scoring imports config types
-        from .scoring import available_methods, get_method
+        from .scoring import get_method
 
-        check_field_types(self)
-        if self.seed < 0:
-            raise UsageError(f"--seed must be >= 0, got {self.seed}")
-        if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
-            raise UsageError(f"--sparsity must be in [0, 1), got {self.sparsity!r}")
-        if self.method not in available_methods(include_hidden=True):
-            choices = ", ".join(available_methods())
-            raise UsageError(f"unknown --method {self.method!r}; choose one of: {choices}")
+        # Each field alone: kind, range, choice (``onnxprune.options``); then the combinations.
+        check_fields(self, CONFIG)
         nm = parse_pattern(self.pattern)
         object.__setattr__(self, "nm", nm)
         if nm is not None and abs(self.sparsity - nm.sparsity) > 1e-9:
@@ -236,8 +167,6 @@ class PruneConfig:
                 f"--pattern {nm} fixes sparsity at {nm.sparsity:g}; "
                 f"--sparsity {self.sparsity:g} contradicts it (omit --sparsity)"
             )
-        if self.group is not None and self.group not in GROUPS:
-            raise UsageError(f"--group must be one of {', '.join(GROUPS)}, got {self.group!r}")
         for pattern in self.exclude:
             try:
                 re.compile(pattern)
@@ -252,11 +181,6 @@ class PruneConfig:
                         f"--layer {override.text!r}: an N:M --pattern fixes every layer's "
                         "sparsity; only 'skip' overrides combine with it"
                     )
-        if self.update_target not in UPDATE_TARGETS:
-            raise UsageError(
-                f"update target must be one of {', '.join(UPDATE_TARGETS)}, "
-                f"got {self.update_target!r}"
-            )
         if self.update_target == "dense" and not self.sequential:
             raise UsageError(
                 "--update-target dense needs --sequential (one-shot, every layer already sees "
@@ -264,53 +188,22 @@ class PruneConfig:
             )
         if self.update is None:
             object.__setattr__(self, "update", get_method(self.method).default_update)
-        if self.refit_steps < 0:
-            raise UsageError(f"--refit-steps must be >= 0, got {self.refit_steps}")
         if self.refit_steps and not (self.update or get_method(self.method).adaptive_mask):
             raise UsageError("--refit-steps re-fits the update's weights: it needs --update")
         if self.refit_steps and self.update_target == "dense":
             raise UsageError("--refit-steps cannot be combined with --update-target dense")
         if self.stat_correction is None:
-            default = get_method(self.method).default_stat_correction
-            object.__setattr__(self, "stat_correction", default)
+            default_correction = get_method(self.method).default_stat_correction
+            object.__setattr__(self, "stat_correction", default_correction)
         if self.stat_correction and self.update_target == "dense":
             # The dense model's input second moments are not gathered: no variance target.
             raise UsageError("--stat-correction cannot be combined with --update-target dense")
-        if self.allocation is not None and self.allocation not in ALLOCATIONS:
-            raise UsageError(
-                f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}"
-            )
         if self.allocation in SENSITIVITY_ALLOCATIONS and nm is not None:
             raise UsageError(
                 f"--allocation {self.allocation} cannot be combined with --pattern {nm}: an N:M "
                 "pattern fixes every layer's sparsity"
             )
-        if self.stages < 0:
-            raise UsageError(f"--stages must be >= 0, got {self.stages}")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise UsageError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
-        if self.min_row_weights < 0:
-            raise UsageError(f"--min-row-weights must be >= 0, got {self.min_row_weights}")
-        if not isinstance(self.structured, (int, float)) or not 0.0 <= self.structured < 1.0:
-            raise UsageError(f"--structured must be in [0, 1), got {self.structured!r}")
-        if not 1 <= self.structured_multiple <= 1024:
-            raise UsageError(
-                f"--structured-multiple must be in [1, 1024], got {self.structured_multiple}"
-            )
-        from .structure.scores import UNIT_SCORERS
-
-        if self.structured_score not in UNIT_SCORERS:
-            choices = ", ".join(UNIT_SCORERS)
-            raise UsageError(
-                f"unknown --structured-score {self.structured_score!r}; choose one of: {choices}"
-            )
         Metric(self.metric, self.metric_outputs)  # validates both (UsageError)
-        if not 0.0 < self.layer_cap <= 1.0:
-            raise UsageError(f"layer cap must be in (0, 1], got {self.layer_cap}")
 
     @property
     def allocation_mode(self) -> str:

@@ -42,17 +42,12 @@ from onnx import numpy_helper
 from .calibrate.sources import CalibrationSet
 from .errors import ModelError, UsageError
 from .io import gzip_size_bytes, model_size_bytes
+from .options import DEPLOY, check_fields, default
 from .session import make_session, run, save_for_session
 from .verify import Fidelity, ReferenceRun
 
 log = logging.getLogger(__name__)
 
-QUANTIZE_CHOICES = ("none", "int8", "int8-dynamic")
-QUANT_FORMATS = ("qdq", "qoperator")
-QUANT_CALIBRATIONS = ("minmax", "entropy", "percentile")
-STORAGES = ("dense", "sparse")
-QUANT_RANGES = ("reduced", "full")
-OUTPUT_FORMATS = ("onnx", "ort")
 
 # onnxruntime's histogram calibrators (entropy, percentile) keep every calibrated activation of
 # every sample in memory until the end of the pass (ECOSYSTEM.md): they see at most this many.
@@ -77,32 +72,21 @@ _QUANTIZED_OPS = {
 class DeployConfig:
     """What happens to the pruned model before it is written. Mirrors the CLI options."""
 
-    quantize: str = "none"
+    quantize: str = default("quantize")
     # None: the default of the static quantizer (qdq, minmax); refused with int8-dynamic,
     # which has neither (QOperator ops, activation ranges measured at run time).
-    quant_format: str | None = None
-    per_channel: bool = True
-    quant_calibration: str | None = None
-    storage: str = "dense"
+    quant_format: str | None = default("quant_format")
+    per_channel: bool = default("per_channel")
+    quant_calibration: str | None = default("quant_calibration")
+    storage: str = default("storage")
     # --quant-range: int8 weights in [-63, 63] ("reduced", 7 bits) or [-127, 127] ("full").
     # None: reduced for --quantize int8, full for int8-dynamic (``weight_range``).
-    quant_range: str | None = None
+    quant_range: str | None = default("quant_range")
     # --format: "onnx", or "ort" (onnxruntime's mobile format, the written file's format).
-    output_format: str = "onnx"
+    output_format: str = default("output_format")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.per_channel, bool):
-            raise UsageError(f"--per-channel must be true or false, got {self.per_channel!r}")
-        for option, value, choices, optional in (
-            ("--quantize", self.quantize, QUANTIZE_CHOICES, False),
-            ("--quant-format", self.quant_format, QUANT_FORMATS, True),
-            ("--quant-calibration", self.quant_calibration, QUANT_CALIBRATIONS, True),
-            ("--quant-range", self.quant_range, QUANT_RANGES, True),
-            ("--storage", self.storage, STORAGES, False),
-            ("--format", self.output_format, OUTPUT_FORMATS, False),
-        ):
-            if not (optional and value is None) and value not in choices:
-                raise UsageError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+        check_fields(self, DEPLOY)  # kinds and choices (``onnxprune.options``)
         if self.quantize == "none":
             for option, used in (
                 ("--quant-format", self.quant_format is not None),

@@ -1,7 +1,7 @@
 """``onnxprune --help`` in sections (basics first), without reordering the option decorators.
 
-A click Command whose ``format_options`` files each option under the section named in
-``SECTIONS`` (by parameter name); options not listed land in the last section.
+A click Command whose ``format_options`` files each option under the heading its declaration
+names (``onnxprune.options``); CLI-only options land in the last section unless listed here.
 """
 
 from __future__ import annotations
@@ -10,64 +10,30 @@ from typing import ClassVar
 
 import click
 
-SECTION_ORDER = ("Basics", "Calibration data", "Method", "Structure", "Gates and search", "Output")
+from .options import BY_NAME, SECTIONS
 
-SECTIONS: dict[str, str] = {
-    # Basics
-    "calib": "Basics",
-    "sparsity": "Basics",
-    "output": "Basics",
-    "model_file": "Basics",
-    # Calibration data
-    "tokenizer": "Calibration data",
-    "max_length": "Calibration data",
-    "preprocess": "Calibration data",
-    "num_samples": "Calibration data",
-    "batch_size": "Calibration data",
-    "eval_data": "Calibration data",
-    "sample_mask": "Calibration data",
-    "seed": "Calibration data",
-    # Method
-    "method": "Method",
-    "group": "Method",
-    "allocation": "Method",
-    "update": "Method",
-    "stat_correction": "Method",
-    "refit_steps": "Method",
-    "min_row_weights": "Method",
-    "sequential": "Method",
-    "stages": "Method",
-    "update_target": "Method",
-    # Structure
-    "pattern": "Structure",
-    "structured": "Structure",
-    "structured_score": "Structure",
-    "exclude": "Structure",
-    "layer_overrides": "Structure",
-    # Gates and search
-    "min_cosine": "Gates and search",
-    "target_cosine": "Gates and search",
-    "min_top1": "Gates and search",
-    "max_abs_error": "Gates and search",
-    "max_accuracy_drop": "Gates and search",
-    "keep_on_fail": "Gates and search",
-    "sweep": "Gates and search",
-    "recipe": "Gates and search",
-}
+# Options outside ``onnxprune.options`` (CLI-only) that belong under another heading than the
+# last one.
+CLI_SECTIONS: dict[str, str] = {"target_cosine": "Gates and search"}
+
+
+def section_of(name: str) -> str:
+    option = BY_NAME.get(name)
+    return option.section if option is not None else CLI_SECTIONS.get(name, SECTIONS[-1])
 
 
 class SectionedCommand(click.Command):
-    """Options grouped by ``SECTIONS``, then the subcommands (``subcommands``: name -> help)."""
+    """Options grouped by their headings, then the subcommands (``subcommands``: name -> help)."""
 
     subcommands: ClassVar[dict[str, str]] = {}
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows: dict[str, list[tuple[str, str]]] = {name: [] for name in SECTION_ORDER}
+        rows: dict[str, list[tuple[str, str]]] = {name: [] for name in SECTIONS}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None:
-                rows[SECTIONS.get(param.name or "", SECTION_ORDER[-1])].append(record)
-        for name in SECTION_ORDER:
+                rows[section_of(param.name or "")].append(record)
+        for name in SECTIONS:
             if rows[name]:
                 with formatter.section(name):
                     formatter.write_dl(rows[name])

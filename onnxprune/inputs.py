@@ -25,6 +25,7 @@ import onnx
 
 from .calibrate.sources import DataSource, InputSpec, model_input_specs
 from .errors import CalibrationDataError, ModelError, UsageError
+from .options import default
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class DataOptions:
     --preprocess)."""
 
     tokenizer: Path | None = None
-    max_length: int = 128
+    max_length: int = default("max_length")
     preprocess: dict[str, Any] | None = None
     model_folder: Path | None = None
 

@@ -23,8 +23,9 @@ from .errors import EXIT_GATE_FAILED, UsageError
 from .graph import GraphView
 from .inputs import resolve_model
 from .io import load_for_reading
-from .layers import IF_BRANCH_REASON, LayerScan, find_layers, nm_problem
+from .layers import IF_BRANCH_REASON, LayerScan, SkippedLayer, find_layers, nm_problem
 from .metric import decision_score, suggest_for_model
+from .options import default
 from .pipeline import Pruner, mean_cosine
 
 
@@ -45,17 +46,10 @@ class InspectedLayer:
 
 
 @dataclass
-class SkippedLayerInfo:
-    name: str
-    op_type: str
-    reason: str
-
-
-@dataclass
 class InspectReport:
     model: str
     layers: list[InspectedLayer]
-    skipped: list[SkippedLayerInfo]
+    skipped: list[SkippedLayer]
     sensitivity_sparsity: float | None = None
     sensitivity_method: str | None = None
     sensitivity_samples: int = 0
@@ -122,10 +116,10 @@ def inspect_model(
     calib: DataSource | None = None,
     *,
     sparsity: float = 0.5,
-    method: str = "contrib",
-    num_samples: int | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
+    method: str = default("method"),
+    num_samples: int | None = default("num_samples"),
+    batch_size: int = default("batch_size"),
+    seed: int = default("seed"),
     progress: bool = False,
 ) -> InspectReport:
     """Describe ``model``'s prunable layers without writing anything.
@@ -209,7 +203,7 @@ def _inspected(
     report = InspectReport(
         str(model_path),
         layers,
-        [SkippedLayerInfo(s.name, s.op_type, s.reason) for s in scan.skipped],
+        list(scan.skipped),
     )
     suggestion = suggest_for_model(view.model)
     if suggestion is not None:

@@ -14,7 +14,7 @@ from .config import NMPattern, PruneConfig
 
 # In layer-wide and global selection every row keeps at least this share of the layer's average
 # kept fraction: without a floor, single neurons of a transformer lost 97-100% of their weights
-# (METHODS.md section 6).
+# (the method brief's section 6, docs/METHOD.md).
 ROW_KEEP_FLOOR = 0.25
 
 

@@ -7,31 +7,17 @@ byte for byte without searching again.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from .config import PruneConfig, option_name
+from .config import PruneConfig
 from .deploy import DeployConfig
 from .errors import UsageError
+from .options import CONFIG, config_settings, options_for, recipe_fields
 
 RECIPE_VERSION = 1
-# PruneConfig fields that are tuples (JSON lists in the recipe).
-TUPLE_FIELDS = ("exclude", "layer_overrides", "metric_outputs")
-# Advanced PruneConfig fields written only when they differ from these defaults (recipes of
-# runs that leave them alone stay as they were; a missing field replays its default).
-# A recipe without one of them replays this value (stat_correction: recipes written before the
-# option existed were pruned without it, whatever the method's default is now).
-ADVANCED_DEFAULTS: dict[str, Any] = {
-    "update_target": "pruned",
-    "stat_correction": False,
-    "refit_steps": 0,
-}
-# Fields whose absence from a recipe (written before they existed) means the behaviour of
-# that time, whatever their default is now.
-BEFORE_FIELD: dict[str, Any] = {"structured_multiple": 1}
 
 
 def recipe_path(output: Path) -> Path:
@@ -62,15 +48,9 @@ def build_recipe(
     calibration_fingerprint: str | None,
     versions: dict[str, str],
 ) -> dict[str, Any]:
-    """Every PruneConfig field, with the method, group and allocation that actually ran."""
-    recipe: dict[str, Any] = {
-        f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init
-    }
-    for name in TUPLE_FIELDS:
-        recipe[name] = list(getattr(config, name))
-    for name, default in ADVANCED_DEFAULTS.items():
-        if recipe[name] == default:
-            del recipe[name]
+    """Every ``config`` option (``onnxprune.options.recipe_fields``), with the method, group and
+    allocation that actually ran."""
+    recipe = recipe_fields(config)
     recipe.update(
         recipe_version=RECIPE_VERSION,
         method=variant,
@@ -114,8 +94,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
         raise UsageError(f"cannot read recipe {path}: nested too deeply") from err
     if not isinstance(recipe, dict) or recipe.get("recipe_version") != RECIPE_VERSION:
         raise UsageError(f"{path} is not an onnxprune recipe (version {RECIPE_VERSION})")
-    fields = {f.name: f for f in dataclasses.fields(PruneConfig) if f.init}
-    unknown = sorted(set(recipe) - set(fields) - set(_RECORD_KEYS))
+    fields = {option.name for option in options_for(CONFIG)}
+    unknown = sorted(set(recipe) - fields - set(_RECORD_KEYS))
     if unknown:
         raise UsageError(f"recipe {path}: unknown key(s) {', '.join(map(repr, unknown))}")
     for key, types in _RECORD_KEYS.items():
@@ -125,27 +105,8 @@ def load_recipe(path: Path) -> tuple[PruneConfig, dict[str, Any]]:
     layers = recipe.get("layers") or {}
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in layers.values()):
         raise UsageError(f"recipe {path}: 'layers' must map weight names to sparsities")
-    # A field missing from an older recipe (added since) takes its default.
-    missing = [
-        name
-        for name, f in fields.items()
-        if name not in recipe
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise UsageError(f"recipe {path} is incomplete: no {', '.join(missing)}")
-    settings = {name: recipe[name] for name in fields if name in recipe}
-    for name, value in {**ADVANCED_DEFAULTS, **BEFORE_FIELD}.items():
-        settings.setdefault(name, value)
-    for name in TUPLE_FIELDS:
-        if name in settings:
-            value = settings[name]
-            if not isinstance(value, list):  # a string would become a tuple of characters
-                raise UsageError(
-                    f"recipe {path}: {option_name(name)} must be a list of strings, got {value!r}"
-                )
-            settings[name] = tuple(value)
+    # A field missing from an older recipe (added since) replays what runs did before it.
+    settings = config_settings(recipe, f"recipe {path}")
     try:
         config = PruneConfig(**settings)
         if recipe.get("deploy") is not None:

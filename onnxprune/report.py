@@ -9,6 +9,7 @@ from typing import Any
 from .checks import GateFailure
 from .deploy import ArtifactStage
 from .errors import EXIT_GATE_FAILED, EXIT_OK
+from .layers import SkippedLayer
 from .structure import GroupReport
 from .verify import Fidelity
 
@@ -30,13 +31,6 @@ class LayerReport:
     @property
     def sparsity(self) -> float:
         return 1.0 - self.nonzero_after / self.params if self.params else 0.0
-
-
-@dataclass
-class SkippedReport:
-    name: str
-    op_type: str
-    reason: str
 
 
 @dataclass
@@ -77,7 +71,7 @@ class Report:
     gzip_size_after: int | None = None
     calibration_samples: int = 0
     layers: list[LayerReport] = field(default_factory=list)
-    skipped: list[SkippedReport] = field(default_factory=list)
+    skipped: list[SkippedLayer] = field(default_factory=list)
     fidelity: Fidelity | None = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

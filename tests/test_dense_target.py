@@ -201,7 +201,7 @@ def test_default_target_is_pruned_and_leaves_the_recipe_alone(tmp_path: Path) ->
 
 
 def test_unknown_update_target_or_one_shot_dense_is_refused() -> None:
-    with pytest.raises(UsageError, match="update target"):
+    with pytest.raises(UsageError, match="--update-target must be one of pruned, dense"):
         PruneConfig(sparsity=0.5, update_target="teacher")
     with pytest.raises(UsageError, match="needs --sequential"):
         PruneConfig(sparsity=0.5, update=True, update_target="dense")

@@ -32,9 +32,9 @@ from onnx import numpy_helper
 
 from onnxprune.calibrate.runner import _session
 from onnxprune.checks import Gates
-from onnxprune.config import FIELD_TYPES, _has_kind
 from onnxprune.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_USAGE, Terminated, UsageError
 from onnxprune.io import deferred_signals, publish
+from onnxprune.options import CONFIG, options_for
 from onnxprune.recipe import load_recipe
 from onnxprune.verify import Fidelity, _OutputAccumulator
 
@@ -223,6 +223,7 @@ def test_negative_seed_is_a_usage_error(
     assert not (tmp_path / "p.onnx").exists()
 
 
+_RECIPE_FIELDS = [option.name for option in options_for(CONFIG)]
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=8),
     lambda inner: (
@@ -237,7 +238,10 @@ _JSON = st.recursive(
 )
 @given(
     edits=st.dictionaries(
-        st.sampled_from([*FIELD_TYPES, "layers", "versions", "junk"]), _JSON, min_size=1, max_size=3
+        st.sampled_from([*_RECIPE_FIELDS, "layers", "versions", "junk"]),
+        _JSON,
+        min_size=1,
+        max_size=3,
     )
 )
 def test_recipe_fuzz_is_loaded_or_refused_in_one_line(
@@ -251,9 +255,9 @@ def test_recipe_fuzz_is_loaded_or_refused_in_one_line(
         assert "\n" not in str(err) and str(path) in str(err)
         return
     # Loaded: every field has the type the command line would give it.
-    for name, (kind, optional) in FIELD_TYPES.items():
-        value = getattr(config, name)
-        assert (optional and value is None) or _has_kind(value, kind), (name, value)
+    for option in options_for(CONFIG):
+        value = getattr(config, option.name)
+        assert option.problem(value) is None, (option.name, value)
     assert 0.0 <= config.sparsity < 1.0 and config.seed >= 0 and config.batch_size >= 1
 
 

@@ -1,8 +1,9 @@
 """Blind-range gates: which activation follows a layer, and its derivative built in the graph.
 
-METHODS.md section 1.2: ``g_i(n)`` is how much a change of neuron ``i``'s pre-activation reaches
-the output. ReLU-like: an indicator; smooth activations: ``|f'(z)|``; nothing we can see
-through: ``g = 1``. One registry entry per activation kind.
+The method brief, section 1.2 (docs/METHOD.md, "The method brief"): ``g_i(n)`` is how
+much a change of neuron ``i``'s pre-activation reaches the output. ReLU-like: an indicator;
+smooth activations: ``|f'(z)|``; nothing we can see through: ``g = 1``. One registry entry per
+activation kind.
 """
 
 from __future__ import annotations

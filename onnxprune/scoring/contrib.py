@@ -1,4 +1,5 @@
-"""Relative-importance contribution pruning (``contrib``), METHODS.md section 1.
+"""Relative-importance contribution pruning (``contrib``), the method brief's section 1
+(summarised in docs/METHOD.md, "The method brief").
 
 Our definition, built on Hussien et al. (arXiv 2410.16151): the contribution of weight (i, j) on
 sample n is ``c_ij(n) = W_ij x_j(n)``, observed only where neuron i is outside its activation's
@@ -132,7 +133,7 @@ _register(
     "contrib-sumnorm",
     ContribVariant(True, True, "sum"),
     "auto",
-    "r = s / sum_k s (as in METHODS)",
+    "r = s / sum_k s (as in the method brief)",
     True,
 )
 _register(

@@ -39,8 +39,9 @@ class GroupData:
 
 
 def variance_importance(group: GroupData) -> np.ndarray:
-    """METHODS.md section 5: ``sum over the unit's columns of Var(x_k) * ||W[:, k]||^2``, summed
-    over readers: how much the readers' outputs move when the unit is held at its mean."""
+    """The method brief, section 5 (docs/METHOD.md, "The method brief"): ``sum over the
+    unit's columns of Var(x_k) * ||W[:, k]||^2``, summed over readers: how much the readers'
+    outputs move when the unit is held at its mean."""
     scores = np.zeros(group.units)
     for reader in group.readers:
         variance = np.maximum(reader.mean_square - reader.mean**2, 0.0)
@@ -100,7 +101,8 @@ def choose_relative(scores: list[np.ndarray], ratio: float) -> list[np.ndarray]:
 
 
 def choose_standardised(scores: list[np.ndarray], ratio: float) -> list[np.ndarray]:
-    """METHODS.md section 5 as written (FLAP): z-scores per group, one global threshold."""
+    """The method brief's section 5 as written (FLAP; docs/METHOD.md): z-scores per group,
+    one global threshold."""
     return _choose_lowest([standardised(s) for s in scores], ratio)
 
 
