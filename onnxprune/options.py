@@ -289,7 +289,8 @@ OPTIONS: tuple[Option, ...] = (
         "allocation", TEXT, None,
         "How the sparsity budget is shared between layers. group: as --group selects. "
         "sensitivity: each layer is pruned alone at its share and at the highest of 5 "
-        "sparsities around it, the loss of output cosine judged on 16 calibration samples, "
+        "sparsities around it, the loss of output score judged on the first 4-16 calibration "
+        "samples (about 8k output values), "
         "the others interpolated along the layer's local error; the budget goes where it hurts "
         "least. measured: every one of the 5 sparsities judged on 64 samples (about 10x the "
         "cost). Default: the method's own (contrib: sensitivity; the other methods: group).",

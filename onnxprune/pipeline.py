@@ -1394,7 +1394,8 @@ def prune_matrix(
     pruned = np.empty_like(matrix)
     kept = np.ones(matrix.shape, dtype=bool) if keep is None else keep.copy()
     pattern = config.nm
-    # update_target "dense": fit the dense model's outputs W x_ref, not W x (METHODS.md 3).
+    # update_target "dense": fit the dense model's outputs W x_ref, not W x (the method brief,
+    # section 3).
     cross = stats.inputs.cross
     if groups > 1 and keep is not None and cross is None:
         # A fixed mask over many conv groups (depthwise): one batched column walk.

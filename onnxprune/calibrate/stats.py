@@ -75,7 +75,8 @@ def _add_into(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
 
 @dataclass
 class GatedMoments:
-    """Moments weighted by each neuron's squared blind-range gate ``g_i(n)^2`` (METHODS.md 1.3)."""
+    """Moments weighted by each neuron's squared blind-range gate ``g_i(n)^2`` (the method
+    brief, 1.3)."""
 
     g2_sum: np.ndarray  # (out,)          S0_i
     gx_sum: np.ndarray  # (out, K)        S1_ij
