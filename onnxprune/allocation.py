@@ -11,6 +11,7 @@ layers, the usual first-order assumption of sensitivity-based allocation.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 # The spacing of the measured sparsities: two steps below a layer's base share, two above.
@@ -39,6 +40,36 @@ def probe_levels(base: float, cap: float, step: float = LEVEL_STEP) -> list[floa
         {max(base - 2 * step, 0.0), max(base - step, 0.0), base, base + up / 2, base + up}
     )
     return [round(level, 6) for level in levels]
+
+
+def interpolated_curve(
+    levels: list[float], errors: list[float], anchor: int, judged: dict[int, float]
+) -> list[tuple[float, float]]:
+    """(level, damage) at every level from the damages ``judged`` at a few of them (by index:
+    always ``anchor``, the layer's base share, and, when it was judged, the top level).
+
+    The others follow the layer's local error E (``errors``, one per level): damage =
+    d_anchor (E / E_anchor)^gamma. 1 - cos grows like the squared output error of the layer,
+    gamma = 1, while the error is small, and faster once later layers amplify it: with the top
+    level judged too, gamma is fitted through both points (within [0.5, 10]). When nothing was
+    seen at the base share but the top level did damage, the curve scales from the top level.
+    """
+    damage = judged[anchor]
+    top = len(levels) - 1
+    gamma = 1.0
+    if top != anchor and top in judged:
+        damage_top = judged[top]
+        if damage > 0.0 and damage_top > damage and errors[anchor] > 0.0:
+            gamma = math.log(damage_top / damage) / math.log(errors[top] / errors[anchor])
+            gamma = min(max(gamma, 0.5), 10.0)
+        elif damage_top > damage:
+            anchor, damage = top, damage_top
+    if errors[anchor] <= 0.0:
+        return [(level, judged.get(k, damage)) for k, level in enumerate(levels)]
+    return [
+        (level, judged.get(k, damage * (error / errors[anchor]) ** gamma))
+        for k, (level, error) in enumerate(zip(levels, errors, strict=True))
+    ]
 
 
 def _lower_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

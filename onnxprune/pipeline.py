@@ -24,7 +24,12 @@ import numpy as np
 import onnx
 
 from . import correction
-from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
+from .allocation import (
+    SensitivityCurve,
+    allocate_by_sensitivity,
+    interpolated_curve,
+    probe_levels,
+)
 from .apply import add_bias, write_weight
 from .branches import BranchLayers, attach_branch_layers
 from .calibrate.augment import has_subgraphs
@@ -1082,11 +1087,11 @@ class Pruner:
         levels: list[float],
     ) -> list[tuple[float, float]]:
         """(level, damage) for one layer from two judged candidates: the layer pruned alone
-        (the run's method and update) at its ``base`` share and at the highest level. The
-        other levels are interpolated along the layer's local error proxy ``local_error`` E:
-        damage = d_base (E / E_base)^gamma, gamma fitted through the two judged points (1 - cos
-        grows like the squared output error of the layer, gamma = 1, while the error is small;
-        faster once later layers amplify it)."""
+        (the run's method and update) at its ``base`` share and at the highest level; the
+        other levels follow its local error proxy ``local_error`` (``interpolated_curve``).
+        Judging only one of the two lost on EfficientNet-Lite0 (top-1 agreement at 0.7: 0.0
+        with the base share alone and gamma = 1, 0.03 with the top level alone, 0.11 with
+        both)."""
         if not levels:
             return []
         layer = self.layers[index]
@@ -1111,25 +1116,11 @@ class Pruner:
             for level in levels
         ]
         anchor = levels.index(base) if base in levels else 0
-        damage = judged(levels[anchor])
+        judged_damage = {anchor: judged(levels[anchor])}
         top = len(levels) - 1
-        exact = {anchor: damage}
-        gamma = 1.0
         if top != anchor and errors[top] > errors[anchor]:
-            damage_top = judged(levels[top])
-            exact[top] = damage_top
-            if damage > 0.0 and damage_top > damage and errors[anchor] > 0.0:
-                gamma = math.log(damage_top / damage) / math.log(errors[top] / errors[anchor])
-                gamma = min(max(gamma, 0.5), 10.0)
-            elif damage_top > damage:
-                # Nothing seen at the base share: scale from the top level instead.
-                anchor, damage = top, damage_top
-        if errors[anchor] <= 0.0:
-            return [(level, exact.get(k, damage)) for k, level in enumerate(levels)]
-        return [
-            (level, exact.get(k, damage * (e / errors[anchor]) ** gamma))
-            for k, (level, e) in enumerate(zip(levels, errors, strict=True))
-        ]
+            judged_damage[top] = judged(levels[top])
+        return interpolated_curve(levels, errors, anchor, judged_damage)
 
     # -- checking candidates -------------------------------------------------------------
 

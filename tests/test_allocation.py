@@ -20,6 +20,7 @@ from onnxprune.allocation import (
     SensitivityCurve,
     _lower_hull,
     allocate_by_sensitivity,
+    interpolated_curve,
     probe_levels,
 )
 from onnxprune.config import PruneConfig
@@ -37,6 +38,33 @@ def test_probe_levels_bracket_the_share_within_the_cap() -> None:
     assert probe_levels(0.15, 1.0)[0] == 0.0
     assert probe_levels(0.0, 1.0) == [], "a layer kept dense is not measured"
     assert probe_levels(0.5, 0.5) == [0.3, 0.4, 0.5], "a layer at its cap only goes down"
+
+
+LEVELS = [0.3, 0.4, 0.5, 0.6, 0.7]
+ERRORS = [1.0, 2.0, 4.0, 8.0, 16.0]  # the local error doubles per level
+
+
+def test_the_curve_follows_the_error_with_the_power_fitted_through_both_judged_points() -> None:
+    # E grows 4x from the base (0.5) to the top (0.7) and the damage 16x: gamma = 2.
+    curve = interpolated_curve(LEVELS, ERRORS, 2, {2: 0.01, 4: 0.16})
+    expected = [0.01 * (e / 4.0) ** 2 for e in ERRORS]
+    assert [level for level, _ in curve] == LEVELS
+    assert np.allclose([damage for _, damage in curve], expected)
+    assert curve[2][1] == 0.01 and curve[4][1] == 0.16  # judged points are kept exactly
+
+
+def test_the_fitted_power_is_clamped_and_one_judged_point_scales_linearly() -> None:
+    # 10^7 x the damage for 4x the error would be gamma ~ 11.6: clamped at 10.
+    steep = interpolated_curve(LEVELS, ERRORS, 2, {2: 1e-9, 4: 1e-2})
+    assert np.isclose(steep[3][1], 1e-9 * 2.0**10, rtol=1e-9, atol=0)
+    alone = interpolated_curve(LEVELS, ERRORS, 2, {2: 0.01})
+    assert np.allclose([d for _, d in alone], [0.01 * e / 4.0 for e in ERRORS])
+
+
+def test_nothing_seen_at_the_base_share_scales_from_the_top_level() -> None:
+    curve = interpolated_curve(LEVELS, ERRORS, 2, {2: 0.0, 4: 0.08})
+    assert curve[2][1] == 0.0  # measured
+    assert np.isclose(curve[3][1], 0.08 * 8.0 / 16.0) and np.isclose(curve[0][1], 0.08 / 16.0)
 
 
 def test_hull_ignores_noise_that_makes_pruning_more_look_better() -> None:
