@@ -160,6 +160,9 @@ register_layer_op(
 )
 
 # Ops that hold weights onnxprune does not prune; listed in the report so nothing is silent.
+# An op is listed when one of its weight inputs (NOT_PRUNED_WEIGHT_INPUTS) is a stored
+# constant; a Gather only when its data is a stored table (rank >= 2): exporters also Gather
+# from Shape outputs with constant indices, which hold no weights.
 NOT_PRUNED_OPS: dict[str, str] = {
     "Gather": "embedding table (Gather) is never pruned",
     "ConvTranspose": "ConvTranspose is not supported",
@@ -171,6 +174,39 @@ NOT_PRUNED_OPS: dict[str, str] = {
     "MatMulInteger": "quantized op: prune the float model before quantization",
     "ConvInteger": "quantized op: prune the float model before quantization",
 }
+NOT_PRUNED_WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
+    "Gather": (0,),
+    "ConvTranspose": (1,),
+    "LSTM": (1, 2),
+    "GRU": (1, 2),
+    "RNN": (1, 2),
+    "QLinearConv": (3,),
+    "QLinearMatMul": (0, 3),
+    "MatMulInteger": (0, 1),
+    "ConvInteger": (1,),
+}
+
+
+def holds_unpruned_weight(node: onnx.NodeProto, is_stored: Callable[[str], bool]) -> bool:
+    """Whether ``node`` is an op of NOT_PRUNED_OPS reading a stored weight (``is_stored``
+    tells a stored constant of the right shape) at one of its weight inputs."""
+    indices = NOT_PRUNED_WEIGHT_INPUTS.get(node.op_type, ())
+    return any(i < len(node.input) and node.input[i] and is_stored(node.input[i]) for i in indices)
+
+
+def _stored_weight(view: GraphView, node: onnx.NodeProto) -> Callable[[str], bool]:
+    """``holds_unpruned_weight``'s test in the main graph: a stored constant, and for a Gather
+    a table (rank >= 2) rather than a shape vector."""
+
+    def stored(name: str) -> bool:
+        if not view.is_constant(name):
+            return False
+        if node.op_type != "Gather":
+            return True
+        meta = view.constant_meta(name)
+        return meta is None or len(meta[1]) >= 2
+
+    return stored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +446,7 @@ def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
         name = view.node_name(node)
         spec = LAYER_OPS.get(node.op_type)
         if spec is None:
-            if node.op_type in NOT_PRUNED_OPS and any(view.is_constant(i) for i in node.input):
+            if holds_unpruned_weight(node, _stored_weight(view, node)):
                 scan.skipped.append(SkippedLayer(name, node.op_type, NOT_PRUNED_OPS[node.op_type]))
             continue
         if len(node.input) <= spec.weight_input:
@@ -527,7 +563,7 @@ def _skip_subgraph_layers(
                             child.input[spec.weight_input] in inner
                         )
                     else:
-                        bears = child.op_type in NOT_PRUNED_OPS
+                        bears = holds_unpruned_weight(child, inner.__contains__)
                     if bears:
                         scan.skipped.append(
                             SkippedLayer(parent + view.node_name(child), child.op_type, reason)

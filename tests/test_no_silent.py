@@ -212,3 +212,37 @@ def test_plot_draws_dense_reference_and_gate_lines(cli: CliRunner, tmp_path: Pat
     assert _colour_pixels(gated, orange) > 300  # a dashed line across the panel
     assert _colour_pixels(plain, orange) == 0
     assert _colour_pixels(plain, green) > 300 and _colour_pixels(gated, green) > 300
+
+
+def test_only_gathers_from_stored_tables_are_listed_as_embedding_tables() -> None:
+    # [tokens] -> embedding [V, D] -> MatMul [D, D]; beside it the exporters' shape arithmetic:
+    # Gather(Shape(x), constant index), which holds no weight and must not be listed.
+    from onnxprune.config import PruneConfig
+    from onnxprune.graph import GraphView
+    from onnxprune.layers import find_layers
+
+    rng = np.random.default_rng(0)
+    h = onnx.helper
+    graph = h.make_graph(
+        [
+            h.make_node("Gather", ["table", "tokens"], ["embedded"], name="embed"),
+            h.make_node("MatMul", ["embedded", "w"], ["y"], name="proj"),
+            h.make_node("Shape", ["y"], ["shape"], name="shape"),
+            h.make_node("Gather", ["shape", "zero"], ["batch"], name="batch_size"),
+        ],
+        "g",
+        [h.make_tensor_value_info("tokens", onnx.TensorProto.INT64, ["b", "s"])],
+        [
+            h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", "s", 8]),
+            h.make_tensor_value_info("batch", onnx.TensorProto.INT64, []),
+        ],
+        [
+            numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "table"),
+            numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
+        ],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    scan = find_layers(GraphView(model), PruneConfig(sparsity=0.5))
+    assert [layer.weight_name for layer in scan.layers] == ["w"]
+    assert [(s.name, s.op_type) for s in scan.skipped] == [("embed", "Gather")]
