@@ -118,6 +118,8 @@ def prune(
     storage: str = "dense",
     output_format: str = "onnx",
     quant_range: str | None = None,
+    embedding_bits: int | None = None,
+    embedding_sparsity: float = 0.0,
 ) -> Report:
     """Prune ``model`` with statistics from ``calib`` and write the result to ``output``.
 
@@ -144,7 +146,7 @@ def prune(
         tokenizer, max_length: text calibration: a ``tokenizer.json`` (default: beside the
             model) and the length sequences are truncated to.
         quantize, quant_format, per_channel, quant_calibration, quant_range, storage,
-            output_format: turn
+            output_format, embedding_bits, embedding_sparsity: turn
             the pruned model into the written artifact (``onnxprune.deploy``:
             ``quantize="int8"`` or ``"int8-dynamic"``, ``storage="sparse"``,
             ``output_format="ort"``); the fidelity check, the gates and the search then judge
@@ -182,8 +184,9 @@ def prune(
     update_asked = update is not None or recipe is not None or config is not None
     gates = Gates(min_cosine, min_top1, max_abs_error, max_accuracy_drop, min_score)
     deploy = DeployConfig(
-        quantize, quant_format, per_channel, quant_calibration, storage, quant_range, output_format
-    )
+        quantize, quant_format, per_channel, quant_calibration, storage, quant_range, output_format,
+        embedding_bits, embedding_sparsity,
+    )  # fmt: skip
     search = sparsity == "auto"
     replayed: dict[str, Any] | None = None
     if recipe is not None:
@@ -341,7 +344,7 @@ def prune(
         def judge(built: Candidate, reference: ReferenceRun | None = None) -> Fidelity:
             # What would be written (with --quantize, the quantized candidate), on
             # ``reference``'s samples (default: the reported ones).
-            if deploy.quantize == "none":
+            if deploy.quantize == "none" and not deploy.embedding_sparsity:
                 return pruner.compare(built, reference)
             return finisher.artifact_fidelity(
                 built.model, reference or pruner.verification_reference()

@@ -363,6 +363,16 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="onnx, or ort: write onnxruntime's mobile format (.ort, by onnxruntime's own "
     "converter; sparse weights stay sparse). The output must be named NAME.ort.",
 )  # fmt: skip
+@click.option(
+    "--embedding-bits", type=int, default=None,
+    help="With --quantize: embedding tables (Gather on a weight) in 8 bits (default; one scale "
+    "per table) or 4 (onnxruntime's GatherBlockQuantized, int4 blocks of 32: half the bytes).",
+)  # fmt: skip
+@click.option(
+    "--embedding-sparsity", type=float, default=0.0, show_default=True,
+    help="Zero this fraction of the smallest entries of every row of each embedding table "
+    "(never a whole row); the tables are otherwise never pruned.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @seed_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
@@ -418,6 +428,8 @@ def command(
     quant_range: str | None,
     storage: str,
     output_format: str,
+    embedding_bits: int | None,
+    embedding_sparsity: float,
     as_json: bool,
     seed: int,
     quiet: bool,
@@ -482,6 +494,8 @@ def command(
         storage=storage,
         output_format=output_format,
         quant_range=quant_range,
+        embedding_bits=embedding_bits,
+        embedding_sparsity=embedding_sparsity,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
