@@ -420,9 +420,13 @@ def render(results: dict[str, Any]) -> str:
     if "minilm" in results["models"]:
         lines += [
             "MiniLM's word-embedding table (30522 x 384, 47 MB, half of the file) feeds a "
-            "Gather and is never pruned: it stays dense under sparse storage, which bounds what "
-            "`--storage sparse` saves there; int8 quantizes it too (Gather), hence the "
-            "quantized rows' sizes.",
+            "Gather: the pruning passes leave it alone, so without `--embedding-sparsity` it "
+            "stays dense under sparse storage; int8 quantizes it too (one scale per table), "
+            "`--embedding-bits 4` stores it in int4 blocks of 32 (GatherBlockQuantized). The "
+            "rows marked `embeddings 0.8` prune every table row to 0.8 (`--embedding-sparsity "
+            "0.8`); `int4 embeddings` is `--embedding-bits 4`. Static QDQ int8 is no longer "
+            "in this block (it took the cosine to 0.3204 at 0.5 in the run of eb7c5da: a "
+            "transformer's activations need `int8-dynamic`).",
             "",
         ]
     if "digits_cnn" in results["models"]:

@@ -119,6 +119,11 @@ class DeployConfig:
             raise UsageError(
                 f"--embedding-sparsity must be in [0, 1), got {self.embedding_sparsity!r}"
             )
+        if self.embedding_bits == 4 and self.output_format == "ort":
+            raise UsageError(
+                "--embedding-bits 4 cannot be written with --format ort: onnxruntime's .ort "
+                "format has no int4 tensors (use --format onnx)"
+            )
         if self.quantize == "none":
             for option, used in (
                 ("--embedding-bits", self.embedding_bits is not None),

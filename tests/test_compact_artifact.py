@@ -265,6 +265,10 @@ def test_embedding_options_are_checked_in_one_line(cli: CliRunner, tmp_path: Pat
         (("--quantize", "int8", "--embedding-bits", "3"), "--embedding-bits must be 8 or 4"),
         (("--embedding-bits", "4"), "--embedding-bits needs --quantize int8 or int8-dynamic"),
         (("--embedding-sparsity", "1"), "--embedding-sparsity must be in [0, 1)"),
+        (
+            ("--quantize", "int8", "--embedding-bits", "4", "--format", "ort"),
+            "--embedding-bits 4 cannot be written with --format ort",
+        ),
         (("--embedding-sparsity", "-0.1"), "--embedding-sparsity must be in [0, 1)"),
     ]
     for args, message in cases:
