@@ -293,3 +293,38 @@ def test_no_embedding_table_is_a_note_not_an_error(cli: CliRunner, tmp_path: Pat
     assert any(
         "--embedding-bits 4: the model has no embedding table" in w for w in report["warnings"]
     )
+
+
+def test_gates_and_search_judge_the_pruned_tables(cli: CliRunner, tmp_path: Path) -> None:
+    """--embedding-sparsity without --quantize: the gates judge the file with pruned tables
+    (the ``tokens`` output is the gathered word table itself), and --sparsity auto too."""
+    _, path, calib = _encoder(tmp_path)
+    probe = tmp_path / "probe.onnx"
+    report = _run(
+        cli, path, calib, probe, "--sparsity", "0.3", *FAST, "--embedding-sparsity", "0.9"
+    )
+    before, after = (
+        min(o["cosine"] for o in s["fidelity"]["outputs"]) for s in report["artifact_stages"]
+    )
+    assert after < before - 0.05
+    gate = (before + after) / 2
+    out = tmp_path / "gated.onnx"
+    result = cli(
+        path, "--calib", calib, "-o", out, "-q", "--sparsity", "0.3", *FAST,
+        "--embedding-sparsity", "0.9", "--min-cosine", gate,
+    )  # fmt: skip
+    assert result.code == 5 and "fidelity gate failed" in result.err
+    assert not out.exists()
+    # --sparsity auto measures each candidate with its tables pruned: no sparsity passes.
+    result = cli(
+        path, "--calib", calib, "-o", out, "-q", "--sparsity", "auto", *FAST,
+        "--embedding-sparsity", "0.9", "--min-cosine", gate,
+    )  # fmt: skip
+    assert result.code == 5, result.err
+    assert not out.exists()
+    # The same search without pruning the tables finds a sparsity above the gate.
+    result = cli(
+        path, "--calib", calib, "-o", out, "-q", "--sparsity", "auto", *FAST,
+        "--min-cosine", gate,
+    )  # fmt: skip
+    assert result.code == 0, result.err
