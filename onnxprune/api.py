@@ -113,7 +113,7 @@ def prune(
         tokenizer, max_length: text calibration: a ``tokenizer.json`` (default: beside the
             model) and the length sequences are truncated to.
         quantize, quant_format, per_channel, quant_calibration, quant_range, storage,
-            output_format: turn
+            output_format, embedding_bits, embedding_sparsity: turn
             the pruned model into the written artifact (``onnxprune.deploy``:
             ``quantize="int8"`` or ``"int8-dynamic"``, ``storage="sparse"``,
             ``output_format="ort"``); the fidelity check, the gates and the search then judge
@@ -299,7 +299,7 @@ def prune(
         def judge(built: Candidate, reference: ReferenceRun | None = None) -> Fidelity:
             # What would be written (with --quantize, the quantized candidate), on
             # ``reference``'s samples (default: the reported ones).
-            if deploy.quantize == "none":
+            if deploy.quantize == "none" and not deploy.embedding_sparsity:
                 return pruner.compare(built, reference)
             return finisher.artifact_fidelity(
                 built.model, reference or pruner.verification_reference()

@@ -468,6 +468,19 @@ OPTIONS: tuple[Option, ...] = (
         click_choice=False,
     ),
     Option(
+        "embedding_bits", INT, None,
+        "With --quantize: embedding tables (Gather on a weight) in 8 bits (default; one scale "
+        "per table) or 4 (onnxruntime's GatherBlockQuantized, int4 blocks of 32: half the "
+        "bytes).",
+        DEPLOY, optional=True,  # 8 or 4: checked by DeployConfig
+    ),
+    Option(
+        "embedding_sparsity", NUMBER, 0.0,
+        "Zero this fraction of the smallest entries of every row of each embedding table "
+        "(never a whole row); the tables are otherwise never pruned.",
+        DEPLOY, range=Range(0, 1),
+    ),
+    Option(
         "seed", INT, 0, "Seed for the held-out split and sample subset.",
         CONFIG, _CAL, range=Range(0),
     ),

@@ -489,3 +489,45 @@ def stored_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
             if attr.name == "value":
                 weights[node.output[0]] = numpy_helper.to_array(attr.t)
     return weights
+
+
+def embedding_encoder(
+    vocab: int = 96, hidden: int = 64, seq: int = 6, seed: int = 0
+) -> onnx.ModelProto:
+    """A BERT-style embedding front end and a small MLP head.
+
+    ids[batch, seq] (int64) -> Gather(word_emb[vocab, H]) + Gather(pos_emb[seq, H], pos_ids)
+        -> LayerNormalization -> MatMul W + b -> Relu -> MatMul W2 + b2 = y[batch, seq, H/2]
+    Also outputs the raw word embeddings (``tokens`` = Gather(word_emb, ids)), so a test can
+    read what a stored embedding table gathers back.
+    """
+    build = LayerBuilder(np.random.default_rng(seed))
+    params, nodes = build.params, build.nodes
+    params["word_emb"] = build.rng.standard_normal((vocab, hidden)).astype(np.float32)
+    params["pos_emb"] = (0.1 * build.rng.standard_normal((seq, hidden))).astype(np.float32)
+    params["pos_ids"] = np.arange(seq, dtype=np.int64)[None, :]
+    nodes += [
+        helper.make_node("Gather", ["word_emb", "ids"], ["tokens"], name="word_gather"),
+        helper.make_node("Gather", ["pos_emb", "pos_ids"], ["positions"], name="pos_gather"),
+        helper.make_node("Add", ["tokens", "positions"], ["embedded"], name="embed_add"),
+    ]
+    normed = build.layer_norm("embed_ln", "embedded", "normed", hidden)
+    h = build.linear("fc1", normed, hidden, hidden)
+    nodes.append(helper.make_node("Relu", [h], ["h_relu"], name="relu"))
+    build.linear("fc2", "h_relu", hidden, hidden // 2)
+    nodes.append(helper.make_node("Identity", ["fc2"], ["y"], name="out"))
+    return _finish(
+        "embedding_encoder",
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", seq])],
+        [
+            helper.make_tensor_value_info("y", FLOAT, ["batch", seq, hidden // 2]),
+            helper.make_tensor_value_info("tokens", FLOAT, ["batch", seq, hidden]),
+        ],
+        params,
+    )
+
+
+def token_ids(n: int, vocab: int = 96, seq: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` rows of token ids for ``embedding_encoder``."""
+    return {"ids": np.random.default_rng(seed).integers(0, vocab, (n, seq), dtype=np.int64)}

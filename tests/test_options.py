@@ -46,6 +46,7 @@ _SPECIAL: dict[str, Any] = {
     "metric": "cosine",
     "metric_outputs": ("logits[:, 1:]=top1",),
     "sample_mask": "attention_mask",
+    "embedding_bits": 4,  # 8 or 4 only
 }
 _COMPANIONS: dict[str, dict[str, Any]] = {
     "pattern": {"sparsity": 0.5},
