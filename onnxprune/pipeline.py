@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from . import correction
+from . import reconstruct as reconstruct_module
 from .allocation import SensitivityCurve, allocate_by_sensitivity, probe_levels
 from .apply import add_bias, write_weight
 from .branches import BranchLayers, attach_branch_layers
@@ -58,6 +59,8 @@ from .metric import Metric, decision_score
 from .progress import Progress, as_progress
 from .reconstruct import (
     ReconstructionError,
+    Reselect,
+    damped_diagonal,
     inverse_hessian_factors,
     reconstruct,
     reconstruct_groups,
@@ -1412,9 +1415,15 @@ def prune_matrix(
             sparsity=target,
             pattern=pattern,
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
+            reselect=None if keep is None else reselection(matrix, stats, scorer, g, groups),
         )
     inputs = stats.inputs
-    if config.refit_steps and inputs.xtx is not None and cross is None:
+    if (
+        config.refit_steps
+        and inputs.xtx is not None
+        and cross is None
+        and correction.refit_applies(inputs.xtx.shape[0], matrix.shape[1], inputs.count)
+    ):
         # --refit-steps: conjugate-gradient steps on the layer objective over the kept weights.
         hessians = damped_hessians(inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED)
         pruned = refit_on_support(matrix, pruned, kept, hessians, config.refit_steps)
@@ -1426,6 +1435,30 @@ def prune_matrix(
     else:
         delta = ((matrix - pruned) * mean).sum(axis=1)
     return (*corrected(matrix, pruned, delta, stats, config), problem)
+
+
+def reselection(
+    matrix: np.ndarray, stats: LayerStats, scorer: ScoringMethod, group: int, groups: int
+) -> Reselect | None:
+    """``reconstruct``'s re-selection of a fixed mask on the updated weights, for rows of conv
+    group ``group`` (of ``groups``); None when it is off or the score is not ``scale *
+    |w|^p`` (checked on 1 and 2)."""
+    inputs = stats.inputs
+    if not reconstruct_module.RESELECT or inputs.xtx is None or inputs.cross is not None:
+        return None
+    per_group = matrix.shape[0] // groups
+    part = slice(group * per_group, (group + 1) * per_group)
+    ones = np.ones_like(matrix, dtype=np.float64)
+    scale = np.asarray(scorer.score(ones, stats), dtype=np.float64)
+    doubled = np.asarray(scorer.score(2.0 * ones, stats), dtype=np.float64)
+    positive = scale > 0
+    if not positive.any():
+        return None
+    ratios = doubled[positive] / scale[positive]
+    power = float(np.log2(np.median(ratios)))
+    if not np.allclose(ratios, 2.0**power, rtol=1e-6) or power <= 0:
+        return None  # not homogeneous in |w|: the score cannot be re-evaluated this way
+    return Reselect(scale[part], power, damped_diagonal(inputs.xtx[group], inputs.count))
 
 
 def corrected(
