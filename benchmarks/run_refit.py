@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cg-centered": {"stat_correction": False, "cg": 20, "centered": True},
     "cg+statcorr": {"stat_correction": True, "cg": 20},
     "cg-centered+statcorr": {"stat_correction": True, "cg": 20, "centered": True},
+    "reselect": {"stat_correction": False, "reselect": True},
 }
 POINTS: dict[str, list[float | str]] = {
     "digits_cnn": [0.5, 0.7, 0.8, 0.9],
@@ -98,6 +99,7 @@ def run_model(
                     num_samples=SAMPLES.get(name),
                     stat_correction=VARIANTS[variant]["stat_correction"],
                     refit_steps=VARIANTS[variant].get("cg", 0),
+                    reselect_mask=VARIANTS[variant].get("reselect", False),
                 )
                 pruners[key] = Pruner(files.onnx, files.calib, config, eval_data=files.eval)
                 if pattern == "unstructured":

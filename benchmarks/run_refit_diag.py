@@ -41,7 +41,10 @@ VARIANTS: dict[str, tuple[int, dict[str, Any]]] = {
     "cg20-min4": (20, {"correction.REFIT_MIN_SAMPLES_PER_COLUMN": 4.0}),
     "cg20-damp0.1": (20, {"correction.CG_DAMPING": 0.1}),
     "cg20-damp1": (20, {"correction.CG_DAMPING": 1.0}),
-    "reselect-score": (0, {"reconstruct.RESELECT": True}),
+    "reselect-score": (
+        0,
+        {"reconstruct.RESELECT": True, "reconstruct.RESELECT_SALIENCY": "score"},
+    ),
     "reselect-obs": (0, {"reconstruct.RESELECT": True, "reconstruct.RESELECT_SALIENCY": "obs"}),
     "reselect-blend": (
         0,
@@ -53,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "correction.REFIT_MIN_SAMPLES_PER_COLUMN": 0.0,
     "correction.CG_DAMPING": 0.01,
     "reconstruct.RESELECT": False,
-    "reconstruct.RESELECT_SALIENCY": "score",
+    "reconstruct.RESELECT_SALIENCY": "obs",
 }
 MODULES = {"correction": correction, "reconstruct": reconstruct}
 FILES = {

@@ -93,6 +93,7 @@ def prune(
     metric_outputs: Sequence[str] = (),
     stat_correction: bool | None = None,
     refit_steps: int = 0,
+    reselect_mask: bool = False,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -195,7 +196,7 @@ def prune(
             sparsity, method, pattern, group, exclude, num_samples, batch_size, seed,
             min_row_weights, update, sample_mask, search, structured, structured_score,
             layer_overrides, sequential, stages, update_target, allocation, metric,
-            metric_outputs, structured_multiple, stat_correction, refit_steps,
+            metric_outputs, structured_multiple, stat_correction, refit_steps, reselect_mask,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError(
@@ -486,7 +487,7 @@ _RECIPE_SET = (
     "min_row_weights", "update", "sample_mask", "structured", "structured_score",
     "structured_multiple",
     "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
-    "stat_correction", "refit_steps",
+    "stat_correction", "refit_steps", "reselect_mask",
 )  # fmt: skip
 _DEFAULTS = {
     name: (() if param.default == () else param.default)
@@ -564,6 +565,7 @@ def _config_from_arguments(
     structured_multiple: int = 1,
     stat_correction: bool | None = None,
     refit_steps: int = 0,
+    reselect_mask: bool = False,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if structured_multiple != _DEFAULTS["structured_multiple"] and not structured:
@@ -612,6 +614,7 @@ def _config_from_arguments(
         metric_outputs=tuple(metric_outputs),
         stat_correction=stat_correction,
         refit_steps=refit_steps,
+        reselect_mask=reselect_mask,
     )
 
 
@@ -970,6 +973,7 @@ def _arguments(
         "metric_outputs": list(config.metric_outputs),
         "stat_correction": config.stat_correction,
         "refit_steps": config.refit_steps,
+        "reselect_mask": config.reselect_mask,
         "seed": config.seed,
     }
 

@@ -219,6 +219,13 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "about one out x K x K product per layer and candidate. 0: off.",
 )
 @click.option(
+    "--reselect-mask/--no-reselect-mask",
+    default=False,
+    help="With --update: choose the method's mask again block by block (N:M: group by group) "
+    "on the updated weights with the OBS saliency w^2 / [H^-1]_jj, every row removing as many "
+    "weights per block as the method's mask does. Default: off.",
+)
+@click.option(
     "--sample-mask",
     default=None,
     metavar="INPUT|none",
@@ -391,6 +398,7 @@ def command(
     update: bool | None,
     stat_correction: bool | None,
     refit_steps: int,
+    reselect_mask: bool,
     sample_mask: str | None,
     structured: float,
     structured_score: str,
@@ -452,6 +460,7 @@ def command(
         update=update,
         stat_correction=stat_correction,
         refit_steps=refit_steps,
+        reselect_mask=reselect_mask,
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,

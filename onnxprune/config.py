@@ -124,6 +124,7 @@ FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "allocation": (_TEXT, True),
     "stat_correction": (_FLAG, True),
     "refit_steps": (_INT, False),
+    "reselect_mask": (_FLAG, False),
 }
 
 
@@ -214,6 +215,10 @@ class PruneConfig:
     # With the update: this many conjugate-gradient steps on the layer's least-squares
     # objective over the kept weights (``onnxprune.correction.refit_on_support``); 0: none.
     refit_steps: int = 0
+    # With the update: the fixed mask is chosen again block by block (N:M: group by group) on
+    # the updated weights with the OBS saliency, each row keeping its count per block
+    # (``onnxprune.reconstruct.Reselect``).
+    reselect_mask: bool = False
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -268,6 +273,8 @@ class PruneConfig:
             raise UsageError(f"--refit-steps must be >= 0, got {self.refit_steps}")
         if self.refit_steps and not (self.update or get_method(self.method).adaptive_mask):
             raise UsageError("--refit-steps re-fits the update's weights: it needs --update")
+        if self.reselect_mask and not self.update:
+            raise UsageError("--reselect-mask works inside the update: it needs --update")
         if self.refit_steps and self.update_target == "dense":
             raise UsageError("--refit-steps cannot be combined with --update-target dense")
         if self.stat_correction is None:

@@ -34,6 +34,7 @@ SECTIONS: dict[str, str] = {
     "update": "Method",
     "stat_correction": "Method",
     "refit_steps": "Method",
+    "reselect_mask": "Method",
     "min_row_weights": "Method",
     "sequential": "Method",
     "stages": "Method",

@@ -579,6 +579,7 @@ class Pruner:
             config.update,
             config.update_target,
             config.nm,
+            config.reselect_mask,
         )
 
     def remember(self, prepared: PrunedLayers) -> None:
@@ -1415,7 +1416,7 @@ def prune_matrix(
             sparsity=target,
             pattern=pattern,
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
-            reselect=None if keep is None else reselection(matrix, stats, scorer, g, groups),
+            reselect=reselection(matrix, stats, scorer, config, g, groups, keep),
         )
     inputs = stats.inputs
     if (
@@ -1438,13 +1439,20 @@ def prune_matrix(
 
 
 def reselection(
-    matrix: np.ndarray, stats: LayerStats, scorer: ScoringMethod, group: int, groups: int
+    matrix: np.ndarray,
+    stats: LayerStats,
+    scorer: ScoringMethod,
+    config: PruneConfig,
+    group: int,
+    groups: int,
+    keep: np.ndarray | None,
 ) -> Reselect | None:
     """``reconstruct``'s re-selection of a fixed mask on the updated weights, for rows of conv
     group ``group`` (of ``groups``); None when it is off or the score is not ``scale *
     |w|^p`` (checked on 1 and 2)."""
     inputs = stats.inputs
-    if not reconstruct_module.RESELECT or inputs.xtx is None or inputs.cross is not None:
+    wanted = config.reselect_mask or reconstruct_module.RESELECT
+    if keep is None or not wanted or inputs.xtx is None or inputs.cross is not None:
         return None
     per_group = matrix.shape[0] // groups
     part = slice(group * per_group, (group + 1) * per_group)

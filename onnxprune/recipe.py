@@ -28,6 +28,7 @@ ADVANCED_DEFAULTS: dict[str, Any] = {
     "update_target": "pruned",
     "stat_correction": False,
     "refit_steps": 0,
+    "reselect_mask": False,
 }
 # Fields whose absence from a recipe (written before they existed) means the behaviour of
 # that time, whatever their default is now.

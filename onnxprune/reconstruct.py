@@ -31,7 +31,7 @@ REFIT_RIDGE = 0.0
 # EXPERIMENT: the saliency the mask is re-chosen with (``Reselect``): "score" (the method's
 # own score on the updated weights), "obs" (SparseGPT's ``w^2 / [U]_jj^2``), "blend" (the
 # method's score times the share of x_j not predictable from the later columns).
-RESELECT_SALIENCY = "score"
+RESELECT_SALIENCY = "obs"
 # EXPERIMENT switch (benchmarks): re-choose fixed masks during the update (``Reselect``).
 RESELECT = False
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import models
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from conftest import CliRunner, run_and_report
 
 import onnxprune.reconstruct as module
 from onnxprune.config import NMPattern, PruneConfig
@@ -115,3 +117,32 @@ def test_final_only_refit_equals_the_per_layer_refit_under_a_fixed_selection(
         for m in (built[0], built[20])
     ]
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-3, atol=1e-3 * np.abs(runs[1]).max())
+
+
+def test_cli_reselect_mask_prunes_to_the_same_counts_and_refuses_without_update(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """--reselect-mask keeps every row's number of kept weights (N:M: the pattern) and
+    differs from the plain mask somewhere; without --update it is a one-line usage error."""
+    model = models.mlp_gemm()
+    path = models.save(model, tmp_path / "m.onnx")
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 200, seed=1))
+    stored = {}
+    for flag in ("--no-reselect-mask", "--reselect-mask"):
+        out = tmp_path / f"{flag}.onnx"
+        run_and_report(cli, path, calib, out, "--pattern", "2:4", flag)
+        stored[flag] = models.stored_weights(onnx.load(str(out)))
+    changed = False
+    for name, plain in stored["--no-reselect-mask"].items():
+        again = stored["--reselect-mask"][name]
+        if plain.ndim != 2 or np.array_equal(plain, models.stored_weights(model)[name]):
+            continue  # not pruned (a bias, or a layer the pattern leaves dense)
+        np.testing.assert_array_equal((again != 0).sum(), (plain != 0).sum())
+        changed |= not np.array_equal(again != 0, plain != 0)
+    assert changed
+    result = cli(
+        path, "--calib", calib, "-o", tmp_path / "x.onnx", "--sparsity", 0.5, "--no-update",
+        "--reselect-mask",
+    )  # fmt: skip
+    assert result.code != 0 and "--reselect-mask" in result.err
+    assert "Traceback" not in result.err and not (tmp_path / "x.onnx").exists()
