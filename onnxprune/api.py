@@ -94,6 +94,7 @@ def prune(
     stat_correction: bool | None = None,
     refit_steps: int = 0,
     reselect_mask: bool = False,
+    refit_final: int = 0,
     eval_data: DataSource | None = None,
     report_path: str | Path | None = None,
     seed: int = 0,
@@ -197,6 +198,7 @@ def prune(
             min_row_weights, update, sample_mask, search, structured, structured_score,
             layer_overrides, sequential, stages, update_target, allocation, metric,
             metric_outputs, structured_multiple, stat_correction, refit_steps, reselect_mask,
+            refit_final,
         )  # fmt: skip
     if search and not gates.active:
         raise UsageError(
@@ -487,7 +489,7 @@ _RECIPE_SET = (
     "min_row_weights", "update", "sample_mask", "structured", "structured_score",
     "structured_multiple",
     "layer_overrides", "sequential", "stages", "update_target", "allocation", "seed",
-    "stat_correction", "refit_steps", "reselect_mask",
+    "stat_correction", "refit_steps", "reselect_mask", "refit_final",
 )  # fmt: skip
 _DEFAULTS = {
     name: (() if param.default == () else param.default)
@@ -566,6 +568,7 @@ def _config_from_arguments(
     stat_correction: bool | None = None,
     refit_steps: int = 0,
     reselect_mask: bool = False,
+    refit_final: int = 0,
 ) -> PruneConfig:
     nm = parse_pattern(pattern)
     if structured_multiple != _DEFAULTS["structured_multiple"] and not structured:
@@ -615,6 +618,7 @@ def _config_from_arguments(
         stat_correction=stat_correction,
         refit_steps=refit_steps,
         reselect_mask=reselect_mask,
+        refit_final=refit_final,
     )
 
 
@@ -974,6 +978,7 @@ def _arguments(
         "stat_correction": config.stat_correction,
         "refit_steps": config.refit_steps,
         "reselect_mask": config.reselect_mask,
+        "refit_final": config.refit_final,
         "seed": config.seed,
     }
 

@@ -226,6 +226,15 @@ def _float_list(ctx: click.Context, param: click.Parameter, value: str | None) -
     "weights per block as the method's mask does. Default: off.",
 )
 @click.option(
+    "--refit-final",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --update: this many conjugate-gradient steps on each layer's least-squares "
+    "objective over the kept weights, once, on the chosen model (every decision is made on "
+    "the plain update; cheaper and safer than --refit-steps). 0: off.",
+)
+@click.option(
     "--sample-mask",
     default=None,
     metavar="INPUT|none",
@@ -399,6 +408,7 @@ def command(
     stat_correction: bool | None,
     refit_steps: int,
     reselect_mask: bool,
+    refit_final: int,
     sample_mask: str | None,
     structured: float,
     structured_score: str,
@@ -461,6 +471,7 @@ def command(
         stat_correction=stat_correction,
         refit_steps=refit_steps,
         reselect_mask=reselect_mask,
+        refit_final=refit_final,
         sample_mask=sample_mask,
         structured=structured,
         structured_score=structured_score,

@@ -125,6 +125,7 @@ FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "stat_correction": (_FLAG, True),
     "refit_steps": (_INT, False),
     "reselect_mask": (_FLAG, False),
+    "refit_final": (_INT, False),
 }
 
 
@@ -219,6 +220,10 @@ class PruneConfig:
     # the updated weights with the OBS saliency, each row keeping its count per block
     # (``onnxprune.reconstruct.Reselect``).
     reselect_mask: bool = False
+    # With the update: this many conjugate-gradient steps on the support, applied once to the
+    # built model after every decision was made on the plain update
+    # (``onnxprune.refit_final``); 0: none.
+    refit_final: int = 0
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -273,6 +278,12 @@ class PruneConfig:
             raise UsageError(f"--refit-steps must be >= 0, got {self.refit_steps}")
         if self.refit_steps and not (self.update or get_method(self.method).adaptive_mask):
             raise UsageError("--refit-steps re-fits the update's weights: it needs --update")
+        if self.refit_final < 0:
+            raise UsageError(f"--refit-final must be >= 0, got {self.refit_final}")
+        if self.refit_final and not (self.update or get_method(self.method).adaptive_mask):
+            raise UsageError("--refit-final re-fits the update's weights: it needs --update")
+        if self.refit_final and self.sequential:
+            raise UsageError("--refit-final cannot be combined with --sequential")
         if self.reselect_mask and not self.update:
             raise UsageError("--reselect-mask works inside the update: it needs --update")
         if self.refit_steps and self.update_target == "dense":

@@ -35,6 +35,7 @@ SECTIONS: dict[str, str] = {
     "stat_correction": "Method",
     "refit_steps": "Method",
     "reselect_mask": "Method",
+    "refit_final": "Method",
     "min_row_weights": "Method",
     "sequential": "Method",
     "stages": "Method",

@@ -66,6 +66,7 @@ from .reconstruct import (
     reconstruct_groups,
     refit_to_reference,
 )
+from .refit_final import refit_written
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
 from .session import movable, save_for_session, session_in_memory
@@ -419,6 +420,8 @@ class Pruner:
                 candidate.warnings.append(
                     "big model: --group auto tried no candidates, row selection was used"
                 )
+            if config.refit_final:
+                candidate.warnings.append("big model: --refit-final was not applied")
             return candidate
         if group == "auto":
             candidate = self._choose(config, scorer)
@@ -426,6 +429,10 @@ class Pruner:
             candidate = self._build(config, scorer, group, only)
         if config.sequential and only is None:
             return self._sequential(config, candidate)
+        if config.refit_final:
+            # --refit-final: once, on the chosen model (onnxprune.refit_final).
+            steps = config.refit_final
+            refit_written(candidate.model, self.layers, self.statistics(), config, steps)
         return candidate
 
     def _decide(

@@ -29,6 +29,7 @@ ADVANCED_DEFAULTS: dict[str, Any] = {
     "stat_correction": False,
     "refit_steps": 0,
     "reselect_mask": False,
+    "refit_final": 0,
 }
 # Fields whose absence from a recipe (written before they existed) means the behaviour of
 # that time, whatever their default is now.

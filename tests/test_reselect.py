@@ -146,3 +146,35 @@ def test_cli_reselect_mask_prunes_to_the_same_counts_and_refuses_without_update(
     )  # fmt: skip
     assert result.code != 0 and "--reselect-mask" in result.err
     assert "Traceback" not in result.err and not (tmp_path / "x.onnx").exists()
+
+
+def test_refit_final_option_refits_the_chosen_model_and_lowers_its_error(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """--refit-final keeps the default run's masks and lowers the output error on the
+    calibration samples; bad values are one-line usage errors."""
+    model = models.mlp_gemm()
+    path = models.save(model, tmp_path / "m.onnx")
+    feeds = models.random_inputs(model, 200, seed=1)
+    calib = models.write_npz(tmp_path / "c.npz", feeds)
+    outs = {}
+    for steps in (0, 20):
+        outs[steps] = tmp_path / f"r{steps}.onnx"
+        run_and_report(cli, path, calib, outs[steps], "--sparsity", 0.7, "--refit-final", steps)
+    plain, refitted = (models.stored_weights(onnx.load(str(outs[s]))) for s in (0, 20))
+    assert any(not np.array_equal(plain[n], refitted[n]) for n in plain)
+    for name, value in plain.items():
+        np.testing.assert_array_equal(value == 0, refitted[name] == 0)
+
+    def error(output: Path) -> float:
+        runs = [
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+            for p in (path, output)
+        ]
+        return float(((runs[0] - runs[1]) ** 2).mean())
+
+    assert error(outs[20]) < error(outs[0])
+    for bad in (("--refit-final", -1), ("--refit-final", 5, "--sequential")):
+        result = cli(path, "--calib", calib, "-o", tmp_path / "x.onnx", "--sparsity", 0.5, *bad)
+        assert result.code != 0 and "--refit-final" in result.err
+        assert "Traceback" not in result.err and not (tmp_path / "x.onnx").exists()
