@@ -196,7 +196,8 @@ def render(rows: list[dict[str, Any]], source: str) -> str:
         'correction and support re-fit (opt-in)". Variants: `default` (neither); '
         "`statcorr` (`--stat-correction`); `cg` (20 CG steps on the update's uncentred "
         "objective, an experiment); `cg-centered` (`--refit-steps 20`); `cg+statcorr` (the "
-        "uncentred CG, then the correction); `cg-centered+statcorr` (both options). "
+        "uncentred CG, then the correction); `cg-centered+statcorr` (both options); "
+        "`reselect` (`--reselect-mask`, a later run of the digits nets). "
         "EfficientNet-Lite0: top-1 agreement, logit "
         "cosine in brackets where recorded. MiniLM's `default`/`statcorr` rows were measured "
         "with an earlier float64 form of the same variance formula; every other row with "

@@ -37,6 +37,7 @@ VARIANTS: dict[str, tuple[int, dict[str, Any]]] = {
     "cg5": (5, {}),
     # decisions on the plain update, then 20 CG steps on the chosen model only
     "cg20-final": (0, {"final": 20}),
+    "reselect-obs+cg20-final": (0, {"final": 20, "reconstruct.RESELECT": True}),
     "cg20-skip-grouped": (20, {"correction.REFIT_SKIP_GROUPED": True}),
     "cg20-min4": (20, {"correction.REFIT_MIN_SAMPLES_PER_COLUMN": 4.0}),
     "cg20-damp0.1": (20, {"correction.CG_DAMPING": 0.1}),
