@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cg-centered": {"stat_correction": False, "cg": 20, "centered": True},
     "cg+statcorr": {"stat_correction": True, "cg": 20},
     "cg-centered+statcorr": {"stat_correction": True, "cg": 20, "centered": True},
+    "reselect": {"stat_correction": False, "reselect": True},
 }
 POINTS: dict[str, list[float | str]] = {
     "digits_cnn": [0.5, 0.7, 0.8, 0.9],
@@ -98,6 +99,7 @@ def run_model(
                     num_samples=SAMPLES.get(name),
                     stat_correction=VARIANTS[variant]["stat_correction"],
                     refit_steps=VARIANTS[variant].get("cg", 0),
+                    reselect_mask=VARIANTS[variant].get("reselect", False),
                 )
                 pruners[key] = Pruner(files.onnx, files.calib, config, eval_data=files.eval)
                 if pattern == "unstructured":
@@ -194,7 +196,8 @@ def render(rows: list[dict[str, Any]], source: str) -> str:
         'correction and support re-fit (opt-in)". Variants: `default` (neither); '
         "`statcorr` (`--stat-correction`); `cg` (20 CG steps on the update's uncentred "
         "objective, an experiment); `cg-centered` (`--refit-steps 20`); `cg+statcorr` (the "
-        "uncentred CG, then the correction); `cg-centered+statcorr` (both options). "
+        "uncentred CG, then the correction); `cg-centered+statcorr` (both options); "
+        "`reselect` (`--reselect-mask`, a later run of the digits nets). "
         "EfficientNet-Lite0: top-1 agreement, logit "
         "cosine in brackets where recorded. MiniLM's `default`/`statcorr` rows were measured "
         "with an earlier float64 form of the same variance formula; every other row with "

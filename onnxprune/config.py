@@ -151,6 +151,14 @@ class PruneConfig:
     # With the update: this many conjugate-gradient steps on the layer's least-squares
     # objective over the kept weights (``onnxprune.correction.refit_on_support``); 0: none.
     refit_steps: int = default("refit_steps")
+    # With the update: the fixed mask is chosen again block by block (N:M: group by group) on
+    # the updated weights with the OBS saliency, each row keeping its count per block
+    # (``onnxprune.reconstruct.Reselect``).
+    reselect_mask: bool = default("reselect_mask")
+    # With the update: this many conjugate-gradient steps on the support, applied once to the
+    # built model after every decision was made on the plain update
+    # (``onnxprune.refit_final``); 0: none.
+    refit_final: int = default("refit_final")
     nm: NMPattern | None = field(init=False, repr=False, compare=False)
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
@@ -190,6 +198,12 @@ class PruneConfig:
             object.__setattr__(self, "update", get_method(self.method).default_update)
         if self.refit_steps and not (self.update or get_method(self.method).adaptive_mask):
             raise UsageError("--refit-steps re-fits the update's weights: it needs --update")
+        if self.refit_final and not (self.update or get_method(self.method).adaptive_mask):
+            raise UsageError("--refit-final re-fits the update's weights: it needs --update")
+        if self.refit_final and self.sequential:
+            raise UsageError("--refit-final cannot be combined with --sequential")
+        if self.reselect_mask and not self.update:
+            raise UsageError("--reselect-mask works inside the update: it needs --update")
         if self.refit_steps and self.update_target == "dense":
             raise UsageError("--refit-steps cannot be combined with --update-target dense")
         if self.stat_correction is None:

@@ -327,6 +327,20 @@ OPTIONS: tuple[Option, ...] = (
         CONFIG, _METHOD, range=Range(0), recipe_sparse=True,
     ),
     Option(
+        "reselect_mask", FLAG, False,
+        "With --update: choose the method's mask again block by block (N:M: group by group) "
+        "on the updated weights with the OBS saliency w^2 / [H^-1]_jj, every row removing as "
+        "many weights per block as the method's mask does. Default: off.",
+        CONFIG, _METHOD, flags=("--reselect-mask/--no-reselect-mask",), recipe_sparse=True,
+    ),
+    Option(
+        "refit_final", INT, 0,
+        "With --update: this many conjugate-gradient steps on each layer's least-squares "
+        "objective over the kept weights, once, on the chosen model (every decision is made on "
+        "the plain update; cheaper and safer than --refit-steps). 0: off.",
+        CONFIG, _METHOD, range=Range(0), recipe_sparse=True,
+    ),
+    Option(
         "sample_mask", TEXT, None,
         "Input [batch, seq] whose zeros mark padding, so statistics count real tokens only "
         "(default: an input named attention_mask, if any; 'none' turns it off).",

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from . import correction
+from . import reconstruct as reconstruct_module
 from .allocation import (
     SensitivityCurve,
     allocate_by_sensitivity,
@@ -63,11 +64,14 @@ from .metric import Metric, decision_score
 from .progress import Progress, as_progress
 from .reconstruct import (
     ReconstructionError,
+    Reselect,
+    damped_diagonal,
     inverse_hessian_factors,
     reconstruct,
     reconstruct_groups,
     refit_to_reference,
 )
+from .refit_final import refit_written
 from .report import LayerReport
 from .scoring import ScoringMethod, get_method
 from .session import movable, save_for_session, session_in_memory
@@ -424,6 +428,8 @@ class Pruner:
                 candidate.warnings.append(
                     "big model: --group auto tried no candidates, row selection was used"
                 )
+            if config.refit_final:
+                candidate.warnings.append("big model: --refit-final was not applied")
             return candidate
         if group == "auto":
             candidate = self._choose(config, scorer)
@@ -431,6 +437,10 @@ class Pruner:
             candidate = self._build(config, scorer, group, only)
         if config.sequential and only is None:
             return self._sequential(config, candidate)
+        if config.refit_final:
+            # --refit-final: once, on the chosen model (onnxprune.refit_final).
+            steps = config.refit_final
+            refit_written(candidate.model, self.layers, self.statistics(), config, steps)
         return candidate
 
     def _decide(
@@ -584,6 +594,7 @@ class Pruner:
             config.update,
             config.update_target,
             config.nm,
+            config.reselect_mask,
         )
 
     def remember(self, prepared: PrunedLayers) -> None:
@@ -1407,9 +1418,15 @@ def prune_matrix(
             sparsity=target,
             pattern=pattern,
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
+            reselect=reselection(matrix, stats, scorer, config, g, groups, keep),
         )
     inputs = stats.inputs
-    if config.refit_steps and inputs.xtx is not None and cross is None:
+    if (
+        config.refit_steps
+        and inputs.xtx is not None
+        and cross is None
+        and correction.refit_applies(inputs.xtx.shape[0], matrix.shape[1], inputs.count)
+    ):
         # --refit-steps: conjugate-gradient steps on the layer objective over the kept weights.
         hessians = damped_hessians(inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED)
         pruned = refit_on_support(matrix, pruned, kept, hessians, config.refit_steps)
@@ -1421,6 +1438,37 @@ def prune_matrix(
     else:
         delta = ((matrix - pruned) * mean).sum(axis=1)
     return (*corrected(matrix, pruned, delta, stats, config), problem)
+
+
+def reselection(
+    matrix: np.ndarray,
+    stats: LayerStats,
+    scorer: ScoringMethod,
+    config: PruneConfig,
+    group: int,
+    groups: int,
+    keep: np.ndarray | None,
+) -> Reselect | None:
+    """``reconstruct``'s re-selection of a fixed mask on the updated weights, for rows of conv
+    group ``group`` (of ``groups``); None when it is off or the score is not ``scale *
+    |w|^p`` (checked on 1 and 2)."""
+    inputs = stats.inputs
+    wanted = config.reselect_mask or reconstruct_module.RESELECT
+    if keep is None or not wanted or inputs.xtx is None or inputs.cross is not None:
+        return None
+    per_group = matrix.shape[0] // groups
+    part = slice(group * per_group, (group + 1) * per_group)
+    ones = np.ones_like(matrix, dtype=np.float64)
+    scale = np.asarray(scorer.score(ones, stats), dtype=np.float64)
+    doubled = np.asarray(scorer.score(2.0 * ones, stats), dtype=np.float64)
+    positive = scale > 0
+    if not positive.any():
+        return None
+    ratios = doubled[positive] / scale[positive]
+    power = float(np.log2(np.median(ratios)))
+    if not np.allclose(ratios, 2.0**power, rtol=1e-6) or power <= 0:
+        return None  # not homogeneous in |w|: the score cannot be re-evaluated this way
+    return Reselect(scale[part], power, damped_diagonal(inputs.xtx[group], inputs.count))
 
 
 def corrected(

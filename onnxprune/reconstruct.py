@@ -10,6 +10,8 @@ from the already-updated weights. Shapes: ``W`` (out, K), ``xtx`` (K, K).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .config import NMPattern
@@ -24,6 +26,61 @@ DAMPING = 0.01
 # EXPERIMENT (update_target "dense"): extra ridge of the dense-target refit towards W, as a share
 # of the mean diagonal of the damped H; 0 (the default): none.
 REFIT_RIDGE = 0.0
+
+
+# EXPERIMENT: the saliency the mask is re-chosen with (``Reselect``): "score" (the method's
+# own score on the updated weights), "obs" (SparseGPT's ``w^2 / [U]_jj^2``), "blend" (the
+# method's score times the share of x_j not predictable from the later columns).
+RESELECT_SALIENCY = "obs"
+# EXPERIMENT switch (benchmarks): re-choose fixed masks during the update (``Reselect``).
+RESELECT = False
+
+
+def damped_diagonal(xtx: np.ndarray, count: float) -> np.ndarray:
+    """(K,) diagonal of the damped ``H = 2 xtx / N`` that ``inverse_hessian_factor`` inverts."""
+    diagonal = 2.0 * np.diag(xtx).astype(np.float64) / max(count, 1.0)
+    diagonal[diagonal == 0] = 1.0
+    result: np.ndarray = diagonal + DAMPING * float(np.mean(diagonal))
+    return result
+
+
+@dataclass(frozen=True)
+class Reselect:
+    """How a fixed mask is chosen again on the updated weights during the column walk.
+
+    ``scale`` (out, K) and ``power``: the method's score is ``scale * |w|^power`` (contrib:
+    ``w^2`` times the gated spread of ``x_j``, wanda: ``|w| ||x_j||``), so it can be
+    re-evaluated on any updated weights from one evaluation. ``h_diag`` (K,): the diagonal of
+    the (damped) Hessian the factor inverts, for the "blend" saliency.
+    """
+
+    scale: np.ndarray
+    power: float
+    h_diag: np.ndarray
+
+    def choose(
+        self, block: np.ndarray, u_diag: np.ndarray, previous: np.ndarray, start: int
+    ) -> np.ndarray:
+        """[B, out] prune mask for columns ``start ... start + B - 1`` with, in every row, as
+        many pruned as ``previous`` ([B, out]) has: the lowest saliency on ``block`` (the
+        updated weights [B, out], ``u_diag`` (B,) the factor's diagonal there)."""
+        width = block.shape[0]
+        counts = previous.sum(axis=0)  # (out,)
+        if not counts.any():
+            return previous
+        weights = block.T  # [out, B]
+        scale = self.scale[:, start : start + width]
+        if RESELECT_SALIENCY == "obs":
+            saliency = weights**2 / u_diag[None, :] ** 2
+        else:
+            saliency = scale * np.abs(weights) ** self.power
+            if RESELECT_SALIENCY == "blend":
+                # 1 / (U_jj^2 H_jj) in (0, 1]: the part of x_j the later columns cannot take over.
+                share = 1.0 / (u_diag**2 * self.h_diag[start : start + width])
+                saliency = saliency * share[None, :]
+        ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
+        chosen: np.ndarray = (ranks < counts[:, None]).T
+        return chosen
 
 
 class ReconstructionError(ValueError):
@@ -105,12 +162,16 @@ def reconstruct(
     sparsity: float = 0.0,
     pattern: NMPattern | None = None,
     row_cap: float = 1.0,
+    reselect: Reselect | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(updated weight with the pruned entries exactly 0, keep mask), both (out, K).
 
     ``factor`` is ``inverse_hessian_factor(xtx, count)``: it depends only on the layer's
     inputs, so callers compute it once and reuse it for every candidate mask. ``row_cap``: the
     largest share of a row the adaptive selection may remove, applied in every block.
+    ``reselect`` (with ``keep``): the mask is chosen again block by block (N:M: group by group)
+    on the updated weights, each row removing in each block as many weights as ``keep`` does
+    there (see ``Reselect``).
     """
     # Worked on transposed, [K, out]: a column of W is a contiguous row, and each step's
     # update of the remaining columns is a contiguous block (about 25% faster than [out, K]).
@@ -121,7 +182,7 @@ def reconstruct(
     upper, dead = factor
     columns = w.shape[0]
     mask = np.zeros_like(w, dtype=bool) if keep is None else ~keep.T  # True = prune, [K, out]
-    step = BLOCK if keep is None else FIXED_MASK_BLOCK
+    step = BLOCK if keep is None or reselect is not None else FIXED_MASK_BLOCK
     for start in range(0, columns, step):
         end = min(start + step, columns)
         block = w[start:end].copy()  # [B, out]
@@ -129,6 +190,8 @@ def reconstruct(
         u_block = upper[start:end, start:end]
         diagonal = np.diag(u_block)
         dead_block = dead[start:end]
+        if reselect is not None and pattern is None:
+            mask[start:end] = reselect.choose(block, diagonal, mask[start:end], start)
         if keep is None and pattern is None:
             saliency = np.where(dead_block[None, :], 0.0, block.T**2 / diagonal[None, :] ** 2)
             # Each row may lose at most its cap within the block (the row floor overall).
@@ -155,6 +218,14 @@ def reconstruct(
                 mask[start + group.start : start + group.stop] = (
                     ranks < width - min(pattern.n, width)
                 ).T
+            if reselect is not None and pattern is not None and i % pattern.m == 0:
+                group = slice(i, min(i + pattern.m, end - start))
+                mask[start + group.start : start + group.stop] = reselect.choose(
+                    block[group],
+                    diagonal[group],
+                    mask[start + group.start : start + group.stop],
+                    start + group.start,
+                )
             error = np.where(mask[column], block[i], 0.0) / u_block[i, i]
             block[i:] -= u_block[i, i:, None] * error[None, :]
             errors[i] = error

@@ -135,7 +135,13 @@ def test_every_artifact_option_round_trips_through_a_recipe(option: Option) -> N
 def test_advanced_options_stay_out_of_recipes_that_leave_them_alone() -> None:
     recipe = build_recipe(PruneConfig(sparsity=0.5), "contrib", None, "group", {}, None, {})
     sparse = {o.name for o in options_for(CONFIG) if o.recipe_sparse}
-    assert sparse == {"update_target", "stat_correction", "refit_steps"}
+    assert sparse == {
+        "update_target",
+        "stat_correction",
+        "refit_steps",
+        "reselect_mask",
+        "refit_final",
+    }
     assert not sparse & set(recipe)
     assert {o.name for o in options_for(CONFIG)} - sparse <= set(recipe)
 

@@ -1,0 +1,180 @@
+"""Re-choosing a fixed mask during the OBS update (``reconstruct.Reselect``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import models
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import CliRunner, run_and_report
+
+import onnxprune.reconstruct as module
+from onnxprune.config import NMPattern, PruneConfig
+from onnxprune.pipeline import Pruner
+from onnxprune.reconstruct import Reselect, damped_diagonal, inverse_hessian_factor, reconstruct
+from onnxprune.refit_final import refit_written
+
+
+def _correlated_inputs(rows: int, columns: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(rows, columns // 2))
+    mix = rng.normal(size=(columns // 2, columns))
+    return base @ mix + 0.1 * rng.normal(size=(rows, columns))
+
+
+@pytest.fixture
+def saliency() -> Iterator[None]:
+    saved = module.RESELECT_SALIENCY
+    yield
+    module.RESELECT_SALIENCY = saved
+
+
+def test_choose_keeps_each_rows_count_and_removes_the_lowest_scores(saliency: None) -> None:
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=(6, 4))  # [B, out]
+    scale = rng.uniform(0.5, 2.0, size=(4, 10))
+    previous = np.zeros((6, 4), dtype=bool)
+    previous[:3, 0] = True  # row 0 removes 3, row 1 none, row 2 one, row 3 five
+    previous[5, 2] = True
+    previous[1:, 3] = True
+    module.RESELECT_SALIENCY = "score"
+    chosen = Reselect(scale, 2.0, np.ones(10)).choose(block, np.ones(6), previous, 2)
+    np.testing.assert_array_equal(chosen.sum(axis=0), previous.sum(axis=0))
+    score = scale[:, 2:8] * block.T**2  # [out, B]
+    for row in range(4):
+        removed = np.sort(score[row][chosen[:, row]])
+        np.testing.assert_allclose(removed, np.sort(score[row])[: previous[:, row].sum()])
+
+
+def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm(saliency: None) -> None:
+    """Every row removes n of every m under any N:M mask, so re-choosing with SparseGPT's
+    saliency must give exactly SparseGPT's own N:M selection and update."""
+    x = _correlated_inputs(400, 32, 1)
+    weight = np.random.default_rng(2).normal(size=(5, 32))
+    factor = inverse_hessian_factor(x.T @ x, 400)
+    pattern = NMPattern(2, 4)
+    fixed = np.tile([True, True, False, False], (5, 8))  # any 2:4 mask
+    module.RESELECT_SALIENCY = "obs"
+    reselect = Reselect(np.ones_like(weight), 2.0, damped_diagonal(x.T @ x, 400))
+    ours, kept = reconstruct(weight, factor, fixed, pattern=pattern, reselect=reselect)
+    theirs, adaptive = reconstruct(weight, factor, None, sparsity=0.5, pattern=pattern)
+    np.testing.assert_array_equal(kept, adaptive)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert not np.array_equal(kept, fixed)
+
+
+def test_reselection_keeps_every_rows_count_in_every_block(saliency: None) -> None:
+    x = _correlated_inputs(600, 48, 3)
+    weight = np.random.default_rng(4).normal(size=(8, 48))
+    keep = np.abs(weight) >= np.quantile(np.abs(weight), 0.6, axis=1, keepdims=True)
+    factor = inverse_hessian_factor(x.T @ x, 600)
+    module.RESELECT_SALIENCY = "blend"
+    reselect = Reselect(np.ones_like(weight), 2.0, damped_diagonal(x.T @ x, 600))
+    block = module.BLOCK
+    module.BLOCK = 16  # three blocks, each re-chosen on weights the earlier ones updated
+    try:
+        again, kept = reconstruct(weight, factor, keep, reselect=reselect)
+    finally:
+        module.BLOCK = block
+    for start in range(0, 48, 16):
+        part = slice(start, start + 16)
+        np.testing.assert_array_equal(kept[:, part].sum(axis=1), keep[:, part].sum(axis=1))
+    assert not np.array_equal(kept, keep)
+    assert np.all(again[~kept] == 0) and np.all(again[kept] != 0)
+
+
+@pytest.mark.parametrize("builder", ["mlp_gemm", "cnn_bn"])
+def test_final_only_refit_equals_the_per_layer_refit_under_a_fixed_selection(
+    tmp_path: Path, builder: str
+) -> None:
+    """With the selection fixed (row, no allocation) the masks do not depend on the re-fit,
+    so re-fitting the written model afterwards (``refit_written``) must give the weights and
+    outputs of ``--refit-steps`` applied inside ``prune_matrix``."""
+    model = getattr(models, builder)()
+    path = models.save(model, tmp_path / "m.onnx")
+    feeds = models.random_inputs(model, 200, seed=1)
+    calib = models.write_npz(tmp_path / "c.npz", feeds)
+    built = {}
+    for steps in (0, 20):
+        config = PruneConfig(sparsity=0.6, group="row", allocation="group", refit_steps=steps)
+        pruner = Pruner(path, calib, config, eval_data=calib)
+        candidate = pruner.build()
+        if steps == 0:
+            assert refit_written(candidate.model, pruner.layers, pruner.statistics(), config, 20)
+        built[steps] = candidate.model
+    after, inside = (models.stored_weights(built[s]) for s in (0, 20))
+    for name, value in inside.items():
+        np.testing.assert_array_equal(after[name] == 0, value == 0)
+        np.testing.assert_allclose(after[name], value, rtol=1e-3, atol=1e-4 * np.abs(value).max())
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, feeds
+        )[0]
+        for m in (built[0], built[20])
+    ]
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-3, atol=1e-3 * np.abs(runs[1]).max())
+
+
+def test_cli_reselect_mask_prunes_to_the_same_counts_and_refuses_without_update(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """--reselect-mask keeps every row's number of kept weights (N:M: the pattern) and
+    differs from the plain mask somewhere; without --update it is a one-line usage error."""
+    model = models.mlp_gemm()
+    path = models.save(model, tmp_path / "m.onnx")
+    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 200, seed=1))
+    stored = {}
+    for flag in ("--no-reselect-mask", "--reselect-mask"):
+        out = tmp_path / f"{flag}.onnx"
+        run_and_report(cli, path, calib, out, "--pattern", "2:4", flag)
+        stored[flag] = models.stored_weights(onnx.load(str(out)))
+    changed = False
+    for name, plain in stored["--no-reselect-mask"].items():
+        again = stored["--reselect-mask"][name]
+        if plain.ndim != 2 or np.array_equal(plain, models.stored_weights(model)[name]):
+            continue  # not pruned (a bias, or a layer the pattern leaves dense)
+        np.testing.assert_array_equal((again != 0).sum(), (plain != 0).sum())
+        changed |= not np.array_equal(again != 0, plain != 0)
+    assert changed
+    result = cli(
+        path, "--calib", calib, "-o", tmp_path / "x.onnx", "--sparsity", 0.5, "--no-update",
+        "--reselect-mask",
+    )  # fmt: skip
+    assert result.code != 0 and "--reselect-mask" in result.err
+    assert "Traceback" not in result.err and not (tmp_path / "x.onnx").exists()
+
+
+def test_refit_final_option_refits_the_chosen_model_and_lowers_its_error(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """--refit-final keeps the default run's masks and lowers the output error on the
+    calibration samples; bad values are one-line usage errors."""
+    model = models.mlp_gemm()
+    path = models.save(model, tmp_path / "m.onnx")
+    feeds = models.random_inputs(model, 200, seed=1)
+    calib = models.write_npz(tmp_path / "c.npz", feeds)
+    outs = {}
+    for steps in (0, 20):
+        outs[steps] = tmp_path / f"r{steps}.onnx"
+        run_and_report(cli, path, calib, outs[steps], "--sparsity", 0.7, "--refit-final", steps)
+    plain, refitted = (models.stored_weights(onnx.load(str(outs[s]))) for s in (0, 20))
+    assert any(not np.array_equal(plain[n], refitted[n]) for n in plain)
+    for name, value in plain.items():
+        np.testing.assert_array_equal(value == 0, refitted[name] == 0)
+
+    def error(output: Path) -> float:
+        runs = [
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+            for p in (path, output)
+        ]
+        return float(((runs[0] - runs[1]) ** 2).mean())
+
+    assert error(outs[20]) < error(outs[0])
+    for bad in (("--refit-final", -1), ("--refit-final", 5, "--sequential")):
+        result = cli(path, "--calib", calib, "-o", tmp_path / "x.onnx", "--sparsity", 0.5, *bad)
+        assert result.code != 0 and "--refit-final" in result.err
+        assert "Traceback" not in result.err and not (tmp_path / "x.onnx").exists()
