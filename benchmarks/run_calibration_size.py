@@ -37,8 +37,8 @@ import onnxprune  # noqa: E402
 # The benchmark points of the issue: sparsities and calibration sizes per model (the largest
 # size is the whole calibration file).
 POINTS: dict[str, tuple[list[float], list[int]]] = {
-    "minilm": ([0.5, 0.7], [64, 256, 1024]),
-    "digits_cnn": ([0.8, 0.9], [64, 256, 1347]),
+    "minilm": ([0.5, 0.7], [64, 128, 256, 512, 1024]),
+    "digits_cnn": ([0.8, 0.9], [64, 128, 256, 512, 1347]),
 }
 MEASURE = {"minilm": "embedding cosine", "digits_cnn": "test accuracy"}
 BEGIN, END = "<!-- calsize:begin -->", "<!-- calsize:end -->"
