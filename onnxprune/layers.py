@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -159,38 +160,38 @@ register_layer_op(
     )
 )
 
+
+class NotPruned(NamedTuple):
+    """Why an op's weights are left alone, and which of its inputs hold them."""
+
+    reason: str
+    weight_inputs: tuple[int, ...]
+
+
+_QUANTIZED_OP = "quantized op: prune the float model before quantization"
+_RECURRENT = "recurrent weights are not supported"
 # Ops that hold weights onnxprune does not prune; listed in the report so nothing is silent.
-# An op is listed when one of its weight inputs (NOT_PRUNED_WEIGHT_INPUTS) is a stored
-# constant; a Gather only when its data is a stored table (rank >= 2): exporters also Gather
-# from Shape outputs with constant indices, which hold no weights.
-NOT_PRUNED_OPS: dict[str, str] = {
-    "Gather": "embedding table (Gather) is never pruned",
-    "ConvTranspose": "ConvTranspose is not supported",
-    "LSTM": "recurrent weights are not supported",
-    "GRU": "recurrent weights are not supported",
-    "RNN": "recurrent weights are not supported",
-    "QLinearConv": "quantized op: prune the float model before quantization",
-    "QLinearMatMul": "quantized op: prune the float model before quantization",
-    "MatMulInteger": "quantized op: prune the float model before quantization",
-    "ConvInteger": "quantized op: prune the float model before quantization",
-}
-NOT_PRUNED_WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
-    "Gather": (0,),
-    "ConvTranspose": (1,),
-    "LSTM": (1, 2),
-    "GRU": (1, 2),
-    "RNN": (1, 2),
-    "QLinearConv": (3,),
-    "QLinearMatMul": (0, 3),
-    "MatMulInteger": (0, 1),
-    "ConvInteger": (1,),
+# An op is listed when one of its weight inputs is a stored constant; a Gather only when its
+# data is a stored table (rank >= 2): exporters also Gather from Shape outputs with constant
+# indices, which hold no weights.
+NOT_PRUNED_OPS: dict[str, NotPruned] = {
+    "Gather": NotPruned("embedding table (Gather) is never pruned", (0,)),
+    "ConvTranspose": NotPruned("ConvTranspose is not supported", (1,)),
+    "LSTM": NotPruned(_RECURRENT, (1, 2)),
+    "GRU": NotPruned(_RECURRENT, (1, 2)),
+    "RNN": NotPruned(_RECURRENT, (1, 2)),
+    "QLinearConv": NotPruned(_QUANTIZED_OP, (3,)),
+    "QLinearMatMul": NotPruned(_QUANTIZED_OP, (0, 3)),
+    "MatMulInteger": NotPruned(_QUANTIZED_OP, (0, 1)),
+    "ConvInteger": NotPruned(_QUANTIZED_OP, (1,)),
 }
 
 
 def holds_unpruned_weight(node: onnx.NodeProto, is_stored: Callable[[str], bool]) -> bool:
     """Whether ``node`` is an op of NOT_PRUNED_OPS reading a stored weight (``is_stored``
     tells a stored constant of the right shape) at one of its weight inputs."""
-    indices = NOT_PRUNED_WEIGHT_INPUTS.get(node.op_type, ())
+    entry = NOT_PRUNED_OPS.get(node.op_type)
+    indices = entry.weight_inputs if entry is not None else ()
     return any(i < len(node.input) and node.input[i] and is_stored(node.input[i]) for i in indices)
 
 
@@ -447,7 +448,9 @@ def find_layers(view: GraphView, config: PruneConfig) -> LayerScan:
         spec = LAYER_OPS.get(node.op_type)
         if spec is None:
             if holds_unpruned_weight(node, _stored_weight(view, node)):
-                scan.skipped.append(SkippedLayer(name, node.op_type, NOT_PRUNED_OPS[node.op_type]))
+                scan.skipped.append(
+                    SkippedLayer(name, node.op_type, NOT_PRUNED_OPS[node.op_type].reason)
+                )
             continue
         if len(node.input) <= spec.weight_input:
             continue
