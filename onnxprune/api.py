@@ -299,7 +299,7 @@ def prune(
         def judge(built: Candidate, reference: ReferenceRun | None = None) -> Fidelity:
             # What would be written (with --quantize, the quantized candidate), on
             # ``reference``'s samples (default: the reported ones).
-            if deploy.quantize == "none" and not deploy.embedding_sparsity:
+            if not deploy.changes_weights:
                 return pruner.compare(built, reference)
             return finisher.artifact_fidelity(
                 built.model, reference or pruner.verification_reference()

@@ -143,13 +143,14 @@ class DeployConfig:
         return self.quantize == "int8"
 
     @property
+    def changes_weights(self) -> bool:
+        """Whether the artifact's weights (and so its outputs) differ from the pruned model's:
+        sparse storage and the .ort format keep them exactly."""
+        return self.quantize != "none" or self.embedding_sparsity > 0
+
+    @property
     def active(self) -> bool:
-        return (
-            self.quantize != "none"
-            or self.storage != "dense"
-            or self.output_format != "onnx"
-            or self.embedding_sparsity > 0
-        )
+        return self.changes_weights or self.storage != "dense" or self.output_format != "onnx"
 
     def arguments(self) -> dict[str, object]:
         return dataclasses.asdict(self)
