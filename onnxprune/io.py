@@ -281,15 +281,13 @@ def deferred_signals() -> Iterator[None]:
         yield
     finally:
         for stop_signal, handler in previous.items():
-            if signal.getsignal(stop_signal) is not hold:
-                # Installed inside the block (the CLI's own handlers): it stays, and handles
-                # what was held.
-                previous[stop_signal] = signal.getsignal(stop_signal)
-                continue
-            # None: a handler not installed from Python; the default action stands in for it.
-            signal.signal(stop_signal, signal.SIG_DFL if handler is None else handler)
+            # A handler installed inside the block (the CLI's own) stays. None: a handler not
+            # installed from Python; the default action stands in for it.
+            if signal.getsignal(stop_signal) is hold:
+                signal.signal(stop_signal, signal.SIG_DFL if handler is None else handler)
         if pending:
-            _deliver(pending[0], previous[signal.Signals(pending[0])])
+            # Whatever handles the signal now handles what was held.
+            _deliver(pending[0], signal.getsignal(pending[0]))
 
 
 def _deliver(signum: int, handler: Any) -> None:
