@@ -215,7 +215,7 @@ def _node_moments(
 def _conv_graph_moments(
     tap: ConvGraphTap, fetched: dict[str, np.ndarray]
 ) -> tuple[InputMoments, GatedMoments | None]:
-    """One batch of a Conv's in-graph sums, in float64 (see ``augment._conv_graph_tap``)."""
+    """One batch of a Conv's in-graph sums, in float64 (see ``conv_taps.conv_graph_tap``)."""
     n, _, _, positions = (int(d) for d in fetched[tap.shape])
     inputs = InputMoments(
         float(n * positions),

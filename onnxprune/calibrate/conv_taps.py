@@ -1,0 +1,173 @@
+"""Conv statistics reduced inside the graph: a one-hot "patch" Conv turns the layer input into its
+im2col columns, then batched MatMuls and reductions over (batch, positions) return only
+[G, K, K]-sized tensors per batch, in float32 (the runner folds them into float64)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .gates import NodeSink
+from .stats import ConvGeometry
+from .taps import FLOAT, ConvGraphTap, reduce
+
+
+def patch_kernel(weight_shape: tuple[int, ...], groups: int) -> np.ndarray:
+    """One-hot weights [G * K, Cg, *kernel] of a Conv whose output channel g*K + p*Cg + c copies
+    input channel c of group g at kernel position p (row-major): with the layer's strides,
+    pads, dilations and group, that Conv's output holds the layer's im2col columns in the
+    (kernel position, input channel) order of ``layers._conv_to_matrix``."""
+    channels = weight_shape[1]  # Cg
+    kernel = tuple(weight_shape[2:])
+    positions = int(np.prod(kernel))
+    columns = positions * channels
+    one_hot = np.zeros((columns, channels, positions), dtype=np.float32)
+    p, c = np.divmod(np.arange(columns), channels)
+    one_hot[np.arange(columns), c, p] = 1.0
+    repeats = (groups, *([1] * (1 + len(kernel))))
+    return np.tile(one_hot.reshape(columns, channels, *kernel), repeats)
+
+
+# Conv statistics are gathered on at most about this many output positions per sample: a
+# regular grid of every ``step``-th row and column (neighbouring positions see overlapping
+# patches, so a sparser grid loses little, while the K x K products cost K^2 per position).
+MAX_CONV_POSITIONS = 256
+# ... and on fewer where a position's patch column (input channels x kernel, all groups) is
+# wide: at most about MAX_PATCH_VALUES patch values per sample, never fewer than
+# MIN_CONV_POSITIONS positions. A 5x5 depthwise conv over 672 channels at 14x14 has 16800
+# values per position: all 196 positions made a 420 MB patch tensor per batch of 32 and
+# cost more than the rest of the calibration pass, for 25 x 25 problems that 64 samples x
+# 16 positions (1024 rows) already determine well.
+MAX_PATCH_VALUES = 1 << 18
+MIN_CONV_POSITIONS = 16
+
+
+def position_step(positions: int, geo: ConvGeometry, patch_width: int = 1) -> int:
+    """The grid step (per spatial axis) for a Conv with ``positions`` outputs per sample and
+    ``patch_width`` patch values per position: 1 (every position) for small outputs,
+    unknown sizes and auto_pad convs (whose padding depends on the stride)."""
+    wanted = min(MAX_CONV_POSITIONS, max(MIN_CONV_POSITIONS, MAX_PATCH_VALUES // patch_width))
+    if positions <= wanted or geo.auto_pad not in ("NOTSET", ""):
+        return 1
+    spatial = len(geo.kernel)
+    return max(1, math.ceil((positions / wanted) ** (1.0 / spatial)))
+
+
+def every_nth(sink: NodeSink, x: str, axes: list[int], step: int) -> str:
+    """Every ``step``-th element of ``x`` along ``axes``, from the first."""
+    big = np.iinfo(np.int64).max
+    return sink.op(
+        "Slice",
+        x,
+        sink.const([0] * len(axes), dtype=np.int64),
+        sink.const([big] * len(axes), dtype=np.int64),
+        sink.const(axes, dtype=np.int64),
+        sink.const([step] * len(axes), dtype=np.int64),
+        hint="grid",
+    )
+
+
+def conv_graph_tap(
+    sink: NodeSink,
+    data: str,
+    g2: str | None,
+    geo: ConvGeometry,
+    weight_shape: tuple[int, ...],
+    hessian: bool,
+    opset: int,
+    step: int = 1,
+) -> ConvGraphTap:
+    """Moments of a Conv's input per conv group, reduced inside the graph.
+
+    ``patches`` [N, G*K, *out] comes from a one-hot Conv (``patch_kernel``) with the layer's
+    geometry; a pointwise conv with unit strides and no padding is its own im2col. Viewed as
+    [N, G, K, P], the sums reduce over (N, P) and the products are batched MatMuls over (N, G)
+    summed over N: the cost of the layer's own forward pass, for K x K instead of Cout x K.
+    ``step`` > 1: only every ``step``-th output position along each spatial axis is gathered
+    (the patch Conv's strides times ``step``; ``g2`` must be on the same grid).
+    """
+    groups = geo.group
+    rows = weight_shape[0] // groups  # Rg
+    columns = int(np.prod(weight_shape[1:]))  # K = Cg * prod(kernel)
+    x = sink.op("Cast", data, to=FLOAT, hint="conv_x")
+    patches = _patches(sink, x, geo, weight_shape, step)  # [N, G*K, *out]
+    p4 = sink.op(  # [N, G, K, P]
+        "Reshape", patches, sink.const([0, groups, columns, -1], dtype=np.int64), hint="p4"
+    )
+    # Samples and positions side by side, [G, K, N*P]: every sum below is then one MatMul or
+    # reduction per group, with no [N, G, K, K] intermediate to sum over N (for a pointwise
+    # conv over 1152 channels that intermediate was 6x the patch tensor, and summing it cost
+    # as much as the products).
+    pg = _by_group(sink, p4, groups, columns, "pg")
+    xtx = gx_sum = gx_sq_sum = g2_sum = None
+    if hessian:
+        # A Transpose read only by the MatMul: onnxruntime fuses the pair (no transposed copy).
+        pg_t = sink.op("Transpose", pg, perm=[0, 2, 1], hint="pg_t")  # [G, N*P, K]
+        xtx = sink.op("MatMul", pg, pg_t, hint="conv_xtx")  # [G, K, K]
+    if g2 is not None:
+        g2_sum, gx_sum, gx_sq_sum = _gated_sums(sink, pg, g2, groups, rows, opset)
+    return ConvGraphTap(
+        shape=sink.op("Shape", p4, hint="p4_shape"),
+        x_sum=reduce(sink, "ReduceSum", pg, [2], opset, "conv_x_sum"),  # [G, K]
+        x_sq_sum=reduce(sink, "ReduceSumSquare", pg, [2], opset, "conv_x_sq_sum"),
+        xtx=xtx,
+        g2_sum=g2_sum,
+        gx_sum=gx_sum,
+        gx_sq_sum=gx_sq_sum,
+    )
+
+
+def _patches(
+    sink: NodeSink, x: str, geo: ConvGeometry, weight_shape: tuple[int, ...], step: int
+) -> str:
+    """The layer input's im2col columns [N, G*K, *out] on the grid of every ``step``-th output
+    position: a one-hot Conv with the layer's geometry, or ``x`` itself for a pointwise conv
+    with unit strides and no padding."""
+    groups = geo.group
+    spatial = len(weight_shape) - 2
+    pointwise = (
+        all(k == 1 for k in weight_shape[2:])
+        and all(s == 1 for s in geo.strides)
+        and not any(geo.pads)
+        and geo.auto_pad in ("NOTSET", "", "VALID")
+    )
+    if pointwise:
+        return x if step == 1 else every_nth(sink, x, list(range(2, 2 + spatial)), step)
+    attrs: dict[str, object] = {
+        "group": groups,
+        "strides": [s * step for s in geo.strides],
+        "dilations": list(geo.dilations),
+        "kernel_shape": list(weight_shape[2:]),
+    }
+    if geo.auto_pad in ("NOTSET", ""):
+        attrs["pads"] = list(geo.pads) if geo.pads else [0] * (2 * spatial)
+    else:
+        attrs["auto_pad"] = geo.auto_pad
+    kernel = sink.const(patch_kernel(weight_shape, groups), dtype=np.float32)
+    return sink.op("Conv", x, kernel, hint="patches", **attrs)
+
+
+def _gated_sums(
+    sink: NodeSink, pg: str, g2: str, groups: int, rows: int, opset: int
+) -> tuple[str, str, str]:
+    """``sum(g2)`` [G, Rg] and the gated moments [G, K, Rg] of the patches ``pg`` [G, K, N*P]
+    against the squared gate map ``g2`` [N, G*Rg, *out] (on the same position grid)."""
+    g4 = sink.op(  # [N, G, Rg, P]
+        "Reshape", g2, sink.const([0, groups, rows, -1], dtype=np.int64), hint="g4"
+    )
+    gg = _by_group(sink, g4, groups, rows, "gg")  # [G, Rg, N*P]
+    g2_sum = reduce(sink, "ReduceSum", gg, [2], opset, "conv_g2_sum")  # [G, Rg]
+    # Products as patches @ gates^T ([G, K, Rg]): the gate map is transposed, never the
+    # (larger) patch tensor; the sums are swapped to [G, Rg, K] in numpy.
+    gg_t = sink.op("Transpose", gg, perm=[0, 2, 1], hint="gg_t")  # [G, N*P, Rg]
+    gx_sum = sink.op("MatMul", pg, gg_t, hint="conv_gx")
+    pg_sq = sink.op("Mul", pg, pg, hint="pg_sq")
+    gx_sq_sum = sink.op("MatMul", pg_sq, gg_t, hint="conv_gx_sq")
+    return g2_sum, gx_sum, gx_sq_sum
+
+
+def _by_group(sink: NodeSink, x4: str, groups: int, width: int, hint: str) -> str:
+    """[N, G, W, P] -> [G, W, N*P]."""
+    moved = sink.op("Transpose", x4, perm=[1, 2, 0, 3], hint=f"{hint}_t")  # [G, W, N, P]
+    return sink.op("Reshape", moved, sink.const([groups, width, -1], dtype=np.int64), hint=hint)
