@@ -4,7 +4,8 @@ MatMul/Gemm: the layer input is viewed as ``x2d`` [rows, K] inside the graph and
 ``sum(x)``, ``sum(x^2)`` [K], and, when the method needs the blind-range gates, the gated moments
 ``x2d^T @ g2`` and ``(x2d^2)^T @ g2`` [K, out] plus ``sum(g2)`` [out] (two matrix products per
 batch, the cost of the layer's own forward pass). A tensor read by several layers (Q/K/V) is
-reduced once (``taps``). Conv: the same sums per conv group, also inside the graph
+reduced once (``taps``). With a sample mask, padded rows are gathered out before any sum or
+product, so padding costs nothing. Conv: the same sums per conv group, also inside the graph
 (``conv_taps``): a one-hot "patch" Conv turns the input into its im2col columns, then MatMuls
 and reductions over (batch, positions) return only [G, K, K]-sized tensors per batch, in
 float32; the runner folds them into float64. Only with a reference model (update_target
@@ -82,7 +83,7 @@ class _Builder:
     graph_inputs: set[str]
     conv_positions: dict[str, int]
     reference: bool
-    row_weights: str | None  # [B*S, 1] float 0/1 rows of the sample mask, or None
+    real_rows: str | None  # int64 [R']: the unpadded rows of the flattened [B*S] sample mask
     masked_inputs: frozenset[str]
     # One tap per (tensor, K, hessian, masked): a tensor read by several layers (Q/K/V).
     input_taps: dict[tuple[str, int, bool, bool], InputTap] = field(default_factory=dict)
@@ -121,13 +122,14 @@ def build_plan(
     # Fed inputs only: an old-IR model also lists its initializers as graph inputs.
     stored = {t.name for t in model.graph.initializer}
     graph_inputs = {i.name for i in model.graph.input if i.name not in stored}
-    row_weights = None
+    real_rows = None
     if masked_inputs:
         assert sample_mask is not None
-        flat = sink.op("Reshape", sample_mask, sink.const([-1, 1], dtype=np.int64))
-        row_weights = sink.op("Cast", flat, to=FLOAT, hint="row_weight")  # [B*S, 1]
+        flat = sink.op("Reshape", sample_mask, sink.const([-1], dtype=np.int64))  # [B*S]
+        nonzero = sink.op("NonZero", sink.op("Cast", flat, to=onnx.TensorProto.BOOL))  # [1, R']
+        real_rows = sink.op("Reshape", nonzero, sink.const([-1], dtype=np.int64), hint="real_rows")
     builder = _Builder(
-        view, sink, graph_inputs, conv_positions or {}, reference is not None, row_weights,
+        view, sink, graph_inputs, conv_positions or {}, reference is not None, real_rows,
         masked_inputs,
     )  # fmt: skip
     for layer in layers:
@@ -203,19 +205,19 @@ def _matrix_taps(
 ) -> NodeTaps:
     """A MatMul/Gemm node's taps on its input ``data`` viewed as [rows, K]."""
     sink, opset = builder.sink, builder.view.opset
-    weights = builder.row_weights if data in builder.masked_inputs else None
-    key = (data, columns, hessian, weights is not None)
+    real_rows = builder.real_rows if data in builder.masked_inputs else None
+    key = (data, columns, hessian, real_rows is not None)
     if key not in builder.input_taps:
-        builder.input_taps[key] = input_tap(sink, data, columns, opset, hessian, weights)
+        builder.input_taps[key] = input_tap(sink, data, columns, opset, hessian, real_rows)
     gated_moments = None
     if gate is not None:
-        gated_moments = gated_tap(sink, data, columns, gate, rows, opset, weights)
+        gated_moments = gated_tap(sink, data, columns, gate, rows, opset, real_rows)
     cross = None
     if builder.reference and hessian:
-        cross_key = (data, columns, weights is not None)
+        cross_key = (data, columns, real_rows is not None)
         if cross_key not in builder.cross_taps:
             builder.cross_taps[cross_key] = cross_tap(
-                sink, data, builder.ref_name(data), columns, opset, weights
+                sink, data, builder.ref_name(data), columns, opset, real_rows
             )
         cross = builder.cross_taps[cross_key]
     return NodeTaps(input_tap=builder.input_taps[key], gated=gated_moments, cross=cross)

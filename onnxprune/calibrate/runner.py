@@ -190,8 +190,7 @@ def _node_moments(
             fetched[conv.x], g2, conv.geometry, conv.out_channels, conv.hessian, x_ref
         )
     assert tap.input_tap is not None
-    count = tap.input_tap.count
-    rows = float(fetched[count]) if count else float(fetched[tap.input_tap.shape][0])
+    rows = float(fetched[tap.input_tap.shape][0])
     xtx = tap.input_tap.xtx
     inputs = InputMoments(
         rows,

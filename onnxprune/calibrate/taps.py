@@ -21,8 +21,6 @@ class InputTap:
     x_sum: str  # [K]
     x_sq_sum: str  # [K]
     xtx: str | None = None  # [K, K] x2d^T x2d, for reconstruction (--update)
-    # With a sample mask: the number of real (unpadded) rows, float []; replaces shape[0].
-    count: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def tap_outputs(tap: NodeTaps) -> list[tuple[str, int]]:
     if tap.input_tap:
         names.append((tap.input_tap.shape, onnx.TensorProto.INT64))
         names += [(tap.input_tap.x_sum, FLOAT), (tap.input_tap.x_sq_sum, FLOAT)]
-        names += [(n, FLOAT) for n in (tap.input_tap.xtx, tap.input_tap.count) if n]
+        names += [(tap.input_tap.xtx, FLOAT)] if tap.input_tap.xtx else []
     if tap.gated:
         names += [(n, FLOAT) for n in (tap.gated.g2_sum, tap.gated.gx_sum, tap.gated.gx_sq_sum)]
     if tap.conv:
@@ -96,9 +94,14 @@ def tap_outputs(tap: NodeTaps) -> list[tuple[str, int]]:
     return names
 
 
-def _as_2d(sink: NodeSink, tensor: str, columns: int) -> str:
+def _as_2d(sink: NodeSink, tensor: str, columns: int, real_rows: str | None = None) -> str:
+    """``tensor`` as float [rows, K]; with ``real_rows`` (int64 [R'] row indices), only those
+    rows: padding is dropped before any product is paid for."""
     as_float = sink.op("Cast", tensor, to=FLOAT)
-    return sink.op("Reshape", as_float, sink.const([-1, columns], dtype=np.int64))
+    x2d = sink.op("Reshape", as_float, sink.const([-1, columns], dtype=np.int64))
+    if real_rows is None:
+        return x2d
+    return sink.op("Gather", x2d, real_rows, axis=0, hint="x_real")
 
 
 def reduce_rows(sink: NodeSink, op_type: str, x2d: str, opset: int, hint: str) -> str:
@@ -120,14 +123,9 @@ def input_tap(
     columns: int,
     opset: int,
     hessian: bool = False,
-    row_weights: str | None = None,
+    real_rows: str | None = None,
 ) -> InputTap:
-    x2d = _as_2d(sink, data, columns)
-    count = None
-    if row_weights is not None:
-        # Padded rows become zeros (weights are 0/1, so (x m)^2 = x^2 m) and are not counted.
-        x2d = sink.op("Mul", x2d, row_weights, hint="x_masked")
-        count = sink.op("ReduceSum", row_weights, keepdims=0, hint="count")
+    x2d = _as_2d(sink, data, columns, real_rows)
     xtx = None
     if hessian:
         xtx = sink.op("MatMul", sink.op("Transpose", x2d, perm=[1, 0]), x2d, hint="xtx")
@@ -136,7 +134,6 @@ def input_tap(
         x_sum=reduce_rows(sink, "ReduceSum", x2d, opset, "x_sum"),
         x_sq_sum=reduce_rows(sink, "ReduceSumSquare", x2d, opset, "x_sq_sum"),
         xtx=xtx,
-        count=count,
     )
 
 
@@ -146,12 +143,11 @@ def cross_tap(
     ref_data: str,
     columns: int,
     opset: int,
-    row_weights: str | None = None,
+    real_rows: str | None = None,
 ) -> CrossTap:
-    x2d = _as_2d(sink, data, columns)  # [R, K]
-    ref2d = _as_2d(sink, ref_data, columns)  # [R, K], same rows (same samples and positions)
-    if row_weights is not None:
-        ref2d = sink.op("Mul", ref2d, row_weights, hint="x_ref_masked")  # 0/1: masks the product
+    x2d = _as_2d(sink, data, columns, real_rows)  # [R, K]
+    # [R, K], the same rows (same samples and positions) of the dense model's input
+    ref2d = _as_2d(sink, ref_data, columns, real_rows)
     ref_t = sink.op("Transpose", ref2d, perm=[1, 0])  # [K, R]
     return CrossTap(
         cross=sink.op("MatMul", ref_t, x2d, hint="cross"),
@@ -172,13 +168,13 @@ def gated_tap(
     gate: Gate,
     rows: int,
     opset: int,
-    row_weights: str | None = None,
+    real_rows: str | None = None,
 ) -> GatedTap:
-    x2d = _as_2d(sink, data, columns)  # [R, K]
+    x2d = _as_2d(sink, data, columns, real_rows)  # [R, K]
     g2 = squared_gate(sink, gate)
     g2_2d = sink.op("Reshape", g2, sink.const([-1, rows], dtype=np.int64))  # [R, out]
-    if row_weights is not None:
-        g2_2d = sink.op("Mul", g2_2d, row_weights, hint="g2_masked")
+    if real_rows is not None:
+        g2_2d = sink.op("Gather", g2_2d, real_rows, axis=0, hint="g2_real")
     x_t = sink.op("Transpose", x2d, perm=[1, 0])  # [K, R]
     x_sq_t = sink.op("Transpose", sink.op("Mul", x2d, x2d), perm=[1, 0])
     return GatedTap(
