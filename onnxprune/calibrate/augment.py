@@ -27,7 +27,7 @@ import onnx
 
 from ..graph import GraphView
 from ..layers import Layer
-from .conv_taps import conv_graph_tap, every_nth, position_step
+from .conv_taps import conv_graph_tap, every_nth, position_step, unpadded_input
 from .gates import Gate, NodeSink, find_gate
 from .stats import ConvGeometry
 from .taps import (
@@ -190,8 +190,9 @@ def _conv_taps(
             axes = list(range(2, len(layer.shape)))
             z = gate.z if step == 1 else every_nth(sink, gate.z, axes, step)
             g2 = squared_gate(sink, dataclasses.replace(gate, z=z))
+        source, padded = unpadded_input(builder.view, data, geometry)
         graph_tap = conv_graph_tap(
-            sink, data, g2, geometry, layer.shape, hessian, builder.view.opset, step
+            sink, source, g2, padded, layer.shape, hessian, builder.view.opset, step
         )
         return NodeTaps(conv_graph=graph_tap)
     g2 = squared_gate(sink, gate) if gate is not None else None

@@ -1,0 +1,95 @@
+"""How the augmented calibration graph reads the model: a conv behind a zero Pad is tapped before
+the Pad (so onnxruntime can keep the Pad fused into the model's Conv), with the same moments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune.calibrate.augment import build_plan
+from onnxprune.calibrate.runner import collect_statistics
+from onnxprune.calibrate.sources import open_data
+from onnxprune.config import PruneConfig
+from onnxprune.graph import GraphView
+from onnxprune.inputs import model_input_specs
+from onnxprune.layers import find_layers
+
+
+def _conv_model(pads: list[int], pad_node: bool, pad_value: float = 0.0) -> onnx.ModelProto:
+    """x [n, 4, 9, 9] -> (Pad ->) Conv 3x3 stride 2 (6 out) -> Relu. With ``pad_node`` the
+    spatial ``pads`` (begin_h, begin_w, end_h, end_w) are a Pad node before the Conv, else
+    the Conv's own attribute: the two models compute the same function."""
+    rng = np.random.default_rng(5)
+    weight = numpy_helper.from_array(rng.normal(size=(6, 4, 3, 3)).astype(np.float32), "w")
+    nodes = []
+    initializers = [weight]
+    conv_input = "x"
+    conv_attrs: dict[str, object] = {"strides": [2, 2]}
+    if pad_node:
+        full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
+        initializers.append(numpy_helper.from_array(np.array(full, np.int64), "pads"))
+        initializers.append(numpy_helper.from_array(np.array(pad_value, np.float32), "value"))
+        nodes.append(helper.make_node("Pad", ["x", "pads", "value"], ["xp"], mode="constant"))
+        conv_input = "xp"
+    else:
+        conv_attrs["pads"] = pads
+    nodes.append(helper.make_node("Conv", [conv_input, "w"], ["z"], **conv_attrs))
+    nodes.append(helper.make_node("Relu", ["z"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "padded_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _statistics(model: onnx.ModelProto, tmp_path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    np.savez(tmp_path / "calib.npz", x=x)
+    dataset = open_data(tmp_path / "calib.npz", model_input_specs(model))
+    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
+    selected = np.ones(dataset.total, dtype=bool)
+    got = collect_statistics(model, layers, dataset, selected, 3, True, False, hessian=True)["w"]
+    assert got.gated is not None and got.inputs.xtx is not None
+    return {
+        "x_sum": got.inputs.x_sum,
+        "x_sq_sum": got.inputs.x_sq_sum,
+        "xtx": got.inputs.xtx,
+        "gx_sum": got.gated.gx_sum,
+        "count": np.array(got.inputs.count),
+    }
+
+
+@pytest.mark.parametrize("pads", [[1, 1, 1, 1], [0, 1, 2, 0]], ids=["same", "asymmetric"])
+def test_conv_behind_a_zero_pad_is_tapped_before_the_pad(tmp_path: Path, pads: list[int]) -> None:
+    x = np.random.default_rng(6).normal(size=(7, 4, 9, 9)).astype(np.float32)
+    with_pad_node = _conv_model(pads, pad_node=True)
+    plan = build_plan(
+        with_pad_node,
+        find_layers(GraphView(with_pad_node), PruneConfig(sparsity=0.5)).layers,
+        True,
+        True,
+    )
+    readers = [n for n in plan.model.graph.node if "xp" in n.input]
+    assert [n.op_type for n in readers] == ["Conv"]  # only the model's own Conv reads it
+
+    tapped = _statistics(with_pad_node, tmp_path, x)
+    folded = _statistics(_conv_model(pads, pad_node=False), tmp_path, x)
+    for name, want in folded.items():
+        np.testing.assert_allclose(tapped[name], want, rtol=1e-6, atol=1e-5, err_msg=name)
+
+
+def test_a_pad_with_a_non_zero_value_is_tapped_after_the_pad(tmp_path: Path) -> None:
+    model = _conv_model([1, 1, 1, 1], pad_node=True, pad_value=0.5)
+    plan = build_plan(
+        model, find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers, True, True
+    )
+    readers = sorted(n.op_type for n in plan.model.graph.node if "xp" in n.input)
+    assert readers == ["Cast", "Conv"]  # the tap reads the padded tensor itself
