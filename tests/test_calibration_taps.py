@@ -93,3 +93,37 @@ def test_a_pad_with_a_non_zero_value_is_tapped_after_the_pad(tmp_path: Path) -> 
     )
     readers = sorted(n.op_type for n in plan.model.graph.node if "xp" in n.input)
     assert readers == ["Cast", "Conv"]  # the tap reads the padded tensor itself
+
+
+def test_pads_computed_from_constants_are_folded(tmp_path: Path) -> None:
+    """TF-style exporters compute a Pad's pads from constants (ConstantOfShape, Concat, ...):
+    they are evaluated at planning time, and the conv is still tapped before the Pad."""
+    model = _conv_model([1, 1, 1, 1], pad_node=True)
+    stored = next(t for t in model.graph.initializer if t.name == "pads")
+    model.graph.initializer.remove(stored)
+    spatial = numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "spatial_pads")
+    zeros = numpy_helper.from_array(np.array([2], np.int64), "two")
+    halves = numpy_helper.from_array(np.array([2, 2], np.int64), "halves")
+    model.graph.initializer.extend([spatial, zeros, halves])
+    computed = [
+        helper.make_node(
+            "ConstantOfShape",
+            ["two"],
+            ["zero_pads"],
+            value=numpy_helper.from_array(np.array([0], np.int64)),
+        ),
+        # (0, 0, 1, 1, 0, 0, 1, 1): batch and channel zeros around the spatial pads
+        helper.make_node("Split", ["spatial_pads", "halves"], ["begin", "end"], axis=0),
+        helper.make_node("Concat", ["zero_pads", "begin", "zero_pads", "end"], ["pads"], axis=0),
+    ]
+    for position, node in enumerate(computed):
+        model.graph.node.insert(position, node)
+    x = np.random.default_rng(7).normal(size=(5, 4, 9, 9)).astype(np.float32)
+    plan = build_plan(
+        model, find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers, True, True
+    )
+    assert [n.op_type for n in plan.model.graph.node if "xp" in n.input] == ["Conv"]
+    tapped = _statistics(model, tmp_path, x)
+    folded = _statistics(_conv_model([1, 1, 1, 1], pad_node=False), tmp_path, x)
+    for name, want in folded.items():
+        np.testing.assert_allclose(tapped[name], want, rtol=1e-6, atol=1e-5, err_msg=name)

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import onnx
+from onnx.reference import ReferenceEvaluator
 
 from ..graph import GraphView
 from .gates import NodeSink
@@ -193,10 +194,10 @@ def unpadded_input(view: GraphView, data: str, geo: ConvGeometry) -> tuple[str, 
         pads: list[int] | None = [int(v) for v in attrs["pads"]]
         fill = float(attrs.get("value", 0.0))
     else:
-        found = view.constant_value(pad.input[1]) if len(pad.input) > 1 else None
+        found = _folded_constant(view, pad.input[1]) if len(pad.input) > 1 else None
         pads = None if found is None else [int(v) for v in found.reshape(-1)]
         value = pad.input[2] if len(pad.input) > 2 and pad.input[2] else None
-        constant = view.constant_value(value) if value else np.zeros(1)
+        constant = _folded_constant(view, value) if value else np.zeros(1)
         fill = np.nan if constant is None else float(np.asarray(constant).reshape(-1)[0])
         if len(pad.input) > 3 and pad.input[3]:  # explicit axes (opset 18): not handled
             pads = None
@@ -210,3 +211,48 @@ def unpadded_input(view: GraphView, data: str, geo: ConvGeometry) -> tuple[str, 
     own = list(geo.pads) if geo.pads else [0] * (2 * spatial)
     merged = [a + b for a, b in zip(own, begins[2:] + ends[2:], strict=True)]
     return pad.input[0], dataclasses.replace(geo, pads=tuple(merged))
+
+
+# The most nodes a computed constant (e.g. a Pad's pads built from Constant, ConstantOfShape,
+# Concat, Slice, ...) may take to evaluate; longer chains are left alone.
+MAX_FOLDED_NODES = 32
+
+
+def _folded_constant(view: GraphView, name: str) -> np.ndarray | None:
+    """The value of ``name`` when it is stored, or computed only from stored values by a few
+    nodes (evaluated with onnx's reference evaluator); None when it depends on a graph input."""
+    stored = view.constant_value(name)
+    if stored is not None:
+        return stored
+    nodes: list[onnx.NodeProto] = []
+    leaves: set[str] = set()
+    pending, seen = [name], set()
+    while pending:
+        tensor = pending.pop()
+        if not tensor or tensor in seen:
+            continue
+        seen.add(tensor)
+        if view.is_constant(tensor) and tensor not in view.constant_nodes:
+            leaves.add(tensor)
+            continue
+        node = view.producer.get(tensor)
+        if node is None or len(nodes) >= MAX_FOLDED_NODES:
+            return None  # a graph input, or too long a chain
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
+            return None
+        nodes.append(node)
+        pending.extend(node.input)
+    ordered = [n for n in view.model.graph.node if any(n is m for m in nodes)]
+    initializers = [view.initializers[t] for t in sorted(leaves)]
+    graph = onnx.helper.make_graph(
+        ordered, "folded", [], [onnx.helper.make_value_info(name, onnx.TypeProto())], initializers
+    )
+    model = onnx.helper.make_model(graph, opset_imports=list(view.model.opset_import))
+    try:
+        (value,) = ReferenceEvaluator(model).run([name], {})
+    except Exception:  # an op the evaluator lacks, unreadable data: leave the tap where it is
+        return None
+    return np.asarray(value)
