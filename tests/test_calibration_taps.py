@@ -3,16 +3,20 @@ the Pad (so onnxruntime can keep the Pad fused into the model's Conv), with the 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.calibrate.augment import build_plan
+from onnxprune.calibrate.conv_taps import position_step
 from onnxprune.calibrate.runner import collect_statistics
 from onnxprune.calibrate.sources import open_data
+from onnxprune.calibrate.stats import ConvGeometry, conv_moments
 from onnxprune.config import PruneConfig
 from onnxprune.graph import GraphView
 from onnxprune.inputs import model_input_specs
@@ -127,3 +131,67 @@ def test_pads_computed_from_constants_are_folded(tmp_path: Path) -> None:
     folded = _statistics(_conv_model([1, 1, 1, 1], pad_node=False), tmp_path, x)
     for name, want in folded.items():
         np.testing.assert_allclose(tapped[name], want, rtol=1e-6, atol=1e-5, err_msg=name)
+
+
+GRID_CASES = [
+    pytest.param(4, 6, (3, 3), {"pads": [1, 1, 1, 1]}, 224, id="3x3-blocked-grid"),
+    pytest.param(8, 8, (3, 3), {"pads": [1, 1, 1, 1], "group": 8}, 224, id="depthwise-blocked"),
+    pytest.param(8, 6, (1, 1), {}, 224, id="pointwise-blocked-grid"),
+    pytest.param(4, 6, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}, 96, id="sliced-grid"),
+    pytest.param(8, 6, (1, 1), {}, 64, id="pointwise-sliced-grid"),
+]
+
+
+@pytest.mark.parametrize(("cin", "cout", "kernel", "attrs", "size"), GRID_CASES)
+def test_conv_moments_on_the_position_grid_equal_numpy(
+    tmp_path: Path,
+    cin: int,
+    cout: int,
+    kernel: tuple[int, int],
+    attrs: dict[str, object],
+    size: int,
+) -> None:
+    """Large outputs are gathered on every ``step``-th position (``position_step``), by Slice
+    and one patch Conv or, from ``MIN_BLOCKED_GRID_STEP``, by depthwise convs; either way the
+    moments equal numpy's im2col of the layer with its strides times ``step`` and the gate
+    taken on the same grid."""
+    rng = np.random.default_rng(11)
+    group = int(attrs.get("group", 1))  # type: ignore[call-overload]
+    weight = rng.normal(size=(cout, cin // group, *kernel)).astype(np.float32)
+    x = rng.normal(size=(3, cin, size, size)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["z"], **attrs)
+    graph = helper.make_graph(
+        [conv, helper.make_node("Relu", ["z"], ["y"])],
+        "grid",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    np.savez(tmp_path / "calib.npz", x=x)
+    dataset = open_data(tmp_path / "calib.npz", model_input_specs(model))
+    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
+    selected = np.ones(dataset.total, dtype=bool)
+    got = collect_statistics(model, layers, dataset, selected, 2, True, False, hessian=True)["w"]
+
+    geometry = ConvGeometry.from_node(conv, weight.shape)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    z = ort.InferenceSession(probe.SerializeToString()).run(["z"], {"x": x})[0]
+    step = position_step(z.shape[2] * z.shape[3], geometry, weight[0].size * group)
+    assert step > 1
+    on_grid = dataclasses.replace(geometry, strides=tuple(s * step for s in geometry.strides))
+    gate = (z[:, :, ::step, ::step] > 0).astype(np.float32)
+    want_in, want_gated = conv_moments(x, gate, on_grid, cout, hessian=True)
+    assert got.inputs.count == want_in.count
+    for name in ("x_sum", "x_sq_sum", "xtx"):
+        np.testing.assert_allclose(
+            getattr(got.inputs, name), getattr(want_in, name), rtol=1e-4, atol=1e-3, err_msg=name
+        )
+    assert got.gated is not None and want_gated is not None
+    for name in ("g2_sum", "gx_sum", "gx_sq_sum"):
+        np.testing.assert_allclose(
+            getattr(got.gated, name), getattr(want_gated, name), rtol=1e-4, atol=1e-3
+        )

@@ -27,7 +27,7 @@ import onnx
 
 from ..graph import GraphView
 from ..layers import Layer
-from .conv_taps import conv_graph_tap, every_nth, position_step, unpadded_input
+from .conv_taps import conv_graph_tap, grid_by_conv, position_step, unpadded_input
 from .gates import Gate, NodeSink, find_gate
 from .stats import ConvGeometry
 from .taps import (
@@ -186,9 +186,12 @@ def _conv_taps(
         step = position_step(positions, geometry, columns * geometry.group)
         g2 = None
         if gate is not None:
-            # The gate on the grid only: sliced before it is computed.
-            axes = list(range(2, len(layer.shape)))
-            z = gate.z if step == 1 else every_nth(sink, gate.z, axes, step)
+            # The gate on the grid only: subsampled before it is computed (by a strided identity
+            # conv rather than Slice: see ``grid_by_conv``), in float32 like the patches.
+            z = gate.z
+            if step > 1:
+                as_float = sink.op("Cast", gate.z, to=FLOAT)
+                z = grid_by_conv(sink, as_float, layer.shape[0], len(layer.shape) - 2, step)
             g2 = squared_gate(sink, dataclasses.replace(gate, z=z))
         source, padded = unpadded_input(builder.view, data, geometry)
         graph_tap = conv_graph_tap(
