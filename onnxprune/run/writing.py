@@ -115,13 +115,7 @@ def publish_run(
         _publish_side_files(staging, report, request.extra_outputs)
         return report
     report.output_written = True
-    staged_recipe = staging / ".recipe.json"
-    staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
-    files = {
-        staged_recipe: recipe_path(request.output_path),
-        **_side_files(staging, report, request.extra_outputs),
-    }
-    publish(written.staged, request.output_path, files)
+    _publish_all(written.staged, request.output_path, report, request.extra_outputs, recipe_data)
     return report
 
 
@@ -169,11 +163,24 @@ def _copy_model(
             raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
         report.output_written = True
         report.recipe = str(recipe_path(destination))
-        staged_recipe = staging / ".recipe.json"
-        staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
         extra = {k: v for k, v in extra.items() if k != "--plot"}
-        files = {staged_recipe: recipe_path(destination), **_side_files(staging, report, extra)}
-        publish(staged, destination, files)
+        _publish_all(staged, destination, report, extra, recipe_data)
+
+
+def _publish_all(
+    staged: Path,
+    destination: Path,
+    report: Report,
+    extra: dict[str, Path],
+    recipe_data: dict[str, Any],
+) -> None:
+    """Move the staged model, its recipe and the side files in ``extra`` into place in one
+    step (``io.publish``); ``report`` is final (--report writes it)."""
+    staging = staged.parent
+    staged_recipe = staging / ".recipe.json"
+    staged_recipe.write_text(json.dumps(recipe_data, indent=2, sort_keys=True) + "\n")
+    files = {staged_recipe: recipe_path(destination), **_side_files(staging, report, extra)}
+    publish(staged, destination, files)
 
 
 def _side_files(staging: Path, report: Report, extra: dict[str, Path]) -> dict[Path, Path]:
