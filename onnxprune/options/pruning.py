@@ -55,7 +55,7 @@ PRUNING: tuple[Option, ...] = (
         RUN, CAL_SECTION, optional=True, cli={"metavar": "SPEC.json|JSON"},
     ),
     Option(
-        # prune() also takes "auto" or None (see ``api``); PruneConfig holds the number.
+        # prune() also takes "auto" or None (see ``run.request``); PruneConfig holds the number.
         "sparsity", NUMBER, None,
         "Share of the prunable weights to remove, in [0, 1), over all pruned layers; or "
         "'auto' with a gate: the highest sparsity that passes it. Required unless --pattern "
