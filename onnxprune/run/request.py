@@ -85,18 +85,7 @@ def prepare(
     given_path = Path(model)
     model_path = resolve_model(given_path, arguments["model_file"])
     notes = _recipe_notes(arguments, settings.replayed)
-    preprocess = arguments["preprocess"]
-    if isinstance(preprocess, str):
-        preprocess = read_image_spec(preprocess)
-    if preprocess is None and settings.replayed is not None:
-        preprocess = (settings.replayed.get("calibration_input") or {}).get("preprocess")
-    tokenizer = arguments["tokenizer"]
-    data_options = DataOptions(
-        Path(tokenizer) if tokenizer is not None else None,
-        arguments["max_length"],
-        preprocess,
-        given_path if given_path.is_dir() else None,
-    )
+    data_options = _data_options(arguments, settings.replayed, given_path)
     calib_source, calib_input = resolve_data(calib, model_path, data_options)
     assert calib_source is not None
     eval_source, _ = resolve_data(eval_data, model_path, data_options)
@@ -127,6 +116,25 @@ def prepare(
         output_path,
         extra_outputs,
         notes + default_notes,
+    )
+
+
+def _data_options(
+    arguments: dict[str, Any], replayed: dict[str, Any] | None, given_path: Path
+) -> DataOptions:
+    """How text and image data become model inputs (a replayed recipe's --preprocess unless
+    one is given)."""
+    preprocess = arguments["preprocess"]
+    if isinstance(preprocess, str):
+        preprocess = read_image_spec(preprocess)
+    if preprocess is None and replayed is not None:
+        preprocess = (replayed.get("calibration_input") or {}).get("preprocess")
+    tokenizer = arguments["tokenizer"]
+    return DataOptions(
+        Path(tokenizer) if tokenizer is not None else None,
+        arguments["max_length"],
+        preprocess,
+        given_path if given_path.is_dir() else None,
     )
 
 
