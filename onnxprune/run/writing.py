@@ -142,17 +142,14 @@ def copy_unpruned(request: Request, loaded: Loaded, timer: Timer) -> Report:
     report.file_size_after = report.file_size_before
     report.gzip_size_after = report.gzip_size_before
     report.timings = timer.total()
-    _copy_model(request.model_path, output_path, report, request.extra_outputs, recipe_data)
+    _copy_model(request, report, recipe_data)
     return report
 
 
-def _copy_model(
-    source: Path,
-    destination: Path,
-    report: Report,
-    extra: dict[str, Path],
-    recipe_data: dict[str, Any],
-) -> None:
+def _copy_model(request: Request, report: Report, recipe_data: dict[str, Any]) -> None:
+    """Publish a copy of the input model (and its external data) with the recipe and
+    --report (no --plot: nothing was drawn)."""
+    source, destination = request.model_path, request.output_path
     with staging_dir(destination) as staging:
         staged = staging / destination.name
         try:
@@ -163,7 +160,7 @@ def _copy_model(
             raise OutputWriteError(f"cannot write {destination}: {err.strerror or err}") from err
         report.output_written = True
         report.recipe = str(recipe_path(destination))
-        extra = {k: v for k, v in extra.items() if k != "--plot"}
+        extra = {k: v for k, v in request.extra_outputs.items() if k != "--plot"}
         _publish_all(staged, destination, report, extra, recipe_data)
 
 
