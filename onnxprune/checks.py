@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from .errors import UsageError
 from .metric import decision_score
 from .options import GATES, check_fields, default
-from .verify import Fidelity
+from .verify import Fidelity, OutputFidelity
 
 
 @dataclass(frozen=True)
@@ -56,48 +56,10 @@ class Gates:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def check(self, fidelity: Fidelity) -> list[GateFailure]:
+        """Every limit ``fidelity`` fails: per output, then the metric score, then accuracy."""
         failures = []
         for out in fidelity.outputs:
-            if out.nonfinite:
-                # NaN/inf in the pruned outputs: no metric over them means anything.
-                failures += [
-                    GateFailure(out.name, "non-finite values", out.nonfinite, 0, option)
-                    for option in self.options()
-                ]
-                continue
-            if out.exact:
-                # Integer/bool outputs: exact agreement, gated by --min-top1 only.
-                if self.min_top1 is not None and not out.cosine >= self.min_top1:
-                    failures.append(
-                        GateFailure(
-                            out.name, "exact agreement", out.cosine, self.min_top1, "--min-top1"
-                        )
-                    )
-                continue
-            if self.min_cosine is not None and not out.cosine >= self.min_cosine:
-                failures.append(
-                    GateFailure(out.name, "cosine", out.cosine, self.min_cosine, "--min-cosine")
-                )
-            if (
-                self.min_top1 is not None
-                and out.top1_agreement is not None
-                and not out.top1_agreement >= self.min_top1
-            ):
-                failures.append(
-                    GateFailure(
-                        out.name, "top-1 agreement", out.top1_agreement, self.min_top1, "--min-top1"
-                    )
-                )
-            if self.max_abs_error is not None and not out.max_abs_error <= self.max_abs_error:
-                failures.append(
-                    GateFailure(
-                        out.name,
-                        "max abs error",
-                        out.max_abs_error,
-                        self.max_abs_error,
-                        "--max-abs-error",
-                    )
-                )
+            failures += self._output_failures(out)
         if self.min_score is not None:
             score = decision_score(fidelity)
             if not score >= self.min_score:
@@ -124,4 +86,48 @@ class Gates:
                         "--max-accuracy-drop",
                     )
                 )
+        return failures
+
+    def _output_failures(self, out: OutputFidelity) -> list[GateFailure]:
+        """The per-output limits ``out`` fails."""
+        if out.nonfinite:
+            # NaN/inf in the pruned outputs: no metric over them means anything.
+            return [
+                GateFailure(out.name, "non-finite values", out.nonfinite, 0, option)
+                for option in self.options()
+            ]
+        if out.exact:
+            # Integer/bool outputs: exact agreement, gated by --min-top1 only.
+            if self.min_top1 is not None and not out.cosine >= self.min_top1:
+                return [
+                    GateFailure(
+                        out.name, "exact agreement", out.cosine, self.min_top1, "--min-top1"
+                    )
+                ]
+            return []
+        failures = []
+        if self.min_cosine is not None and not out.cosine >= self.min_cosine:
+            failures.append(
+                GateFailure(out.name, "cosine", out.cosine, self.min_cosine, "--min-cosine")
+            )
+        if (
+            self.min_top1 is not None
+            and out.top1_agreement is not None
+            and not out.top1_agreement >= self.min_top1
+        ):
+            failures.append(
+                GateFailure(
+                    out.name, "top-1 agreement", out.top1_agreement, self.min_top1, "--min-top1"
+                )
+            )
+        if self.max_abs_error is not None and not out.max_abs_error <= self.max_abs_error:
+            failures.append(
+                GateFailure(
+                    out.name,
+                    "max abs error",
+                    out.max_abs_error,
+                    self.max_abs_error,
+                    "--max-abs-error",
+                )
+            )
         return failures

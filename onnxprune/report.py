@@ -10,6 +10,15 @@ from .checks import GateFailure
 from .deploy import ArtifactStage
 from .errors import EXIT_GATE_FAILED, EXIT_OK
 from .layers import SkippedLayer
+from .report_text import (
+    artifact_lines,
+    curve_lines,
+    fidelity_lines,
+    layer_lines,
+    op_count_lines,
+    row,
+    structured_lines,
+)
 from .structure import GroupReport
 from .verify import Fidelity
 
@@ -136,6 +145,35 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def format_table(self) -> str:
+        lines = self._header_lines()
+        lines += self._size_lines()
+        if self.layers:
+            lines += layer_lines(self.layers)
+        if self.structured:
+            lines += structured_lines(self.structured)
+        if self.op_counts:
+            lines += op_count_lines(self.op_counts)
+        if self.skipped:
+            lines += ["", "skipped:"]
+            lines += [f"  {s.name} ({s.op_type}): {s.reason}" for s in self.skipped]
+        if self.fidelity is not None:
+            lines += fidelity_lines(self.fidelity)
+        if self.artifact_stages:
+            lines += artifact_lines(self.artifact_stages, self.file_size_before)
+        if self.curve:
+            lines += curve_lines(self.curve)
+        if self.gates:
+            limits = ", ".join(f"{k} {v:g}" for k, v in self.gates.items())
+            verdict = "FAILED" if self.gate_failures else "passed"
+            lines += ["", f"fidelity gates ({limits}): {verdict}"]
+            lines += [f"  {failure.describe()}" for failure in self.gate_failures]
+        if self.timings:
+            parts = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
+            lines += ["", f"time: {parts}"]
+        return "\n".join(lines)
+
+    def _header_lines(self) -> list[str]:
+        """What ran: paths, method, group, sparsity asked, and what the searches tried."""
         lines = [
             f"onnxprune: {self.model} -> "
             + (str(self.output) if self.output_written else "(no output written)"),
@@ -167,12 +205,16 @@ class Report:
             )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")
-        lines += ["", f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
-        lines.append(_row("parameters", self.params_before, self.params_total))
-        lines.append(_row("non-zeros", self.nonzero_before, self.nonzero_after))
-        lines.append(_row("file size (bytes)", self.file_size_before, self.file_size_after))
+        return lines
+
+    def _size_lines(self) -> list[str]:
+        """Parameters, non-zeros and file sizes before and after; the sparsity achieved."""
+        lines = ["", f"{'':<22}{'before':>14}{'after':>14}{'change':>10}"]
+        lines.append(row("parameters", self.params_before, self.params_total))
+        lines.append(row("non-zeros", self.nonzero_before, self.nonzero_after))
+        lines.append(row("file size (bytes)", self.file_size_before, self.file_size_after))
         if self.gzip_size_before is not None and self.gzip_size_after is not None:
-            lines.append(_row("gzip size (bytes)", self.gzip_size_before, self.gzip_size_after))
+            lines.append(row("gzip size (bytes)", self.gzip_size_before, self.gzip_size_after))
         elif self.output_written:
             lines.append(
                 f"{'gzip size (bytes)':<22}  not computed above 512 MB (it would take seconds)"
@@ -181,140 +223,4 @@ class Report:
             f"{'prunable sparsity':<22}{'':>14}{self.achieved_sparsity:>14.4f}"
             f"  over {self.prunable_params:,} weights in {len(self.layers)} layers"
         )
-        if self.layers:
-            width = max(24, *(len(layer.name) for layer in self.layers)) + 2
-            lines += ["", f"{'layer':<{width}}{'op':<8}{'shape':<18}{'params':>10}{'sparsity':>10}"]
-            for layer in self.layers:
-                shape = "x".join(str(d) for d in layer.shape)
-                lines.append(
-                    f"{layer.name:<{width}}{layer.op_type:<8}{shape:<18}"
-                    f"{layer.params:>10,}{layer.sparsity:>10.3f}"
-                    + (f"  --layer {layer.override}" if layer.override else "")
-                )
-        if self.structured:
-            lines += _structured_lines(self.structured)
-        if self.op_counts:
-            lines += ["", f"{'op':<22}{'before':>14}{'after':>14}{'change':>10}"]
-            for op, (before, after) in sorted(self.op_counts.items()):
-                diff = f"{after - before:+d}" if after != before else ""
-                lines.append(f"{op:<22}{before:>14,}{after:>14,}{diff:>10}")
-        if self.skipped:
-            lines += ["", "skipped:"]
-            lines += [f"  {s.name} ({s.op_type}): {s.reason}" for s in self.skipped]
-        if self.fidelity is not None:
-            lines += _fidelity_lines(self.fidelity)
-        if self.artifact_stages:
-            lines += _artifact_lines(self.artifact_stages, self.file_size_before)
-        if self.curve:
-            used = sorted({str(p["samples"]) for p in self.curve if "samples" in p})
-            lines.append("")
-            if used:  # the search measures on calibration samples, a sweep on held-out ones
-                lines.append(f"fidelity curve on {' / '.join(used)} samples")
-            lines.append(
-                f"{'sparsity':>10}{'score':>10}{'cosine':>10}{'top-1':>10}{'accuracy':>10}  gates"
-            )
-            for point in sorted(self.curve, key=lambda p: p["sparsity"]):
-                passes = {True: "pass", False: "fail", None: ""}[point.get("passes")]
-                lines.append(
-                    f"{point['sparsity']:>10.3f}{_maybe(point.get('score')):>10}"
-                    f"{point['cosine']:>10.5f}"
-                    f"{_maybe(point.get('top1')):>10}{_maybe(point.get('accuracy')):>10}  {passes}"
-                )
-        if self.gates:
-            limits = ", ".join(f"{k} {v:g}" for k, v in self.gates.items())
-            verdict = "FAILED" if self.gate_failures else "passed"
-            lines += ["", f"fidelity gates ({limits}): {verdict}"]
-            lines += [f"  {failure.describe()}" for failure in self.gate_failures]
-        if self.timings:
-            parts = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
-            lines += ["", f"time: {parts}"]
-        return "\n".join(lines)
-
-
-def _structured_lines(groups: list[GroupReport]) -> list[str]:
-    width = max(24, *(len(g.name) for g in groups)) + 2
-    lines = [
-        "",
-        f"{'structured group':<{width}}{'kind':<10}{'units':>8}{'kept':>8}  frozen because",
-    ]
-    for group in groups:
-        why = group.frozen[0] if group.frozen else ""
-        if len(group.frozen) > 1:
-            why += f" (+{len(group.frozen) - 1} more)"
-        lines.append(
-            f"{group.name:<{width}}{group.kind:<10}{group.units_before:>8}"
-            f"{group.units_after:>8}  {why}"
-        )
-    return lines
-
-
-def _maybe(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def _row(label: str, before: int, after: int) -> str:
-    change = f"{(after - before) / before:+.1%}" if before else ""
-    return f"{label:<22}{before:>14,}{after:>14,}{change:>10}"
-
-
-def _artifact_lines(stages: list[ArtifactStage], original_size: int) -> list[str]:
-    """Each stage of the written artifact: what it costs in fidelity, what it saves."""
-    width = max([34, *(len(stage.name) + 2 for stage in stages)])
-    lines = [
-        "",
-        "artifact stages (the last is written; fidelity against the original)",
-        f"{'stage':<{width}}{'file bytes':>12}{'ratio':>7}{'gzip bytes':>12}{'cosine':>10}"
-        f"{'top-1':>8}{'accuracy':>10}",
-    ]
-    for stage in stages:
-        fid = stage.fidelity
-        cosines = [o.cosine for o in fid.outputs] if fid else []
-        top1 = (
-            [o.top1_agreement for o in fid.outputs if o.top1_agreement is not None] if fid else []
-        )
-        ratio = f"{stage.file_size / original_size:.2f}x" if original_size else "-"
-        gzip = "-" if stage.gzip_size is None else f"{stage.gzip_size:,}"
-        lines.append(
-            f"{stage.name:<{width}}{stage.file_size:>12,}{ratio:>7}{gzip:>12}"
-            f"{_maybe(min(cosines) if cosines else None):>10}"
-            f"{_maybe(min(top1) if top1 else None):>8}"
-            f"{_maybe(fid.accuracy_pruned if fid else None):>10}"
-            + (
-                f"  ({stage.sparse_tensors} tensors sparse)"
-                if stage.sparse_tensors is not None
-                else ""
-            )
-        )
-    if any(stage.gzip_size is None for stage in stages):
-        lines.append("gzip size not computed above 512 MB")
-    return lines
-
-
-def _fidelity_lines(fidelity: Fidelity) -> list[str]:
-    lines = [
-        "",
-        f"fidelity on {fidelity.samples} {fidelity.source} samples (pruned vs original)",
-        f"{'output':<24}{'cosine':>10}{'max abs err':>14}{'mean abs err':>14}{'top-1 agree':>13}",
-    ]
-    for out in fidelity.outputs:
-        top1 = "-" if out.top1_agreement is None else f"{out.top1_agreement:.4f}"
-        if out.exact:  # integer/bool: exact agreement only (in the top-1 column)
-            lines.append(f"{out.name:<24}{'-':>10}{'-':>14}{'-':>14}{top1:>13}  (exact)")
-            continue
-        lines.append(
-            f"{out.name:<24}{out.cosine:>10.5f}{out.max_abs_error:>14.4g}"
-            f"{out.mean_abs_error:>14.4g}{top1:>13}"
-            + (f"  ({out.nonfinite} NaN/inf)" if out.nonfinite else "")
-        )
-    if fidelity.accuracy_original is not None and fidelity.accuracy_pruned is not None:
-        lines.append(
-            f"accuracy: original {fidelity.accuracy_original:.4f}, "
-            f"pruned {fidelity.accuracy_pruned:.4f} "
-            f"({fidelity.accuracy_pruned - fidelity.accuracy_original:+.4f})"
-        )
-    if fidelity.score is not None:
-        # The number decisions optimised and --min-score gates (onnxprune.metric).
-        lines.append(f"score ({fidelity.metric}): {fidelity.score:.5f}")
-        if len(fidelity.metric_parts) > 1:
-            lines += [f"  {part}: {value:.5f}" for part, value in fidelity.metric_parts.items()]
-    return lines
+        return lines

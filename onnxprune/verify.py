@@ -48,14 +48,27 @@ class Fidelity:
 
 
 @dataclass
+class _Mean:
+    """A mean folded batch by batch: ``total`` over ``count`` (0 before anything is added)."""
+
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, total: float, count: int) -> None:
+        self.total += total
+        self.count += count
+
+    def mean(self) -> float:
+        return self.total / max(self.count, 1)
+
+
+@dataclass
 class _OutputAccumulator:
-    cosine_sum: float = 0.0
-    vectors: int = 0
+    cosine: _Mean = field(default_factory=_Mean)  # per sample
+    abs_error: _Mean = field(default_factory=_Mean)  # per element
     max_abs: float = 0.0
-    abs_sum: float = 0.0
-    elements: int = 0
-    top1_equal: int = 0
-    top1_total: int = 0
+    # Argmax agreement per row (integer/bool outputs: equal elements).
+    top1: _Mean = field(default_factory=_Mean)
     exact: bool = False
     nonfinite: int = 0
 
@@ -63,8 +76,7 @@ class _OutputAccumulator:
         if not np.issubdtype(reference.dtype, np.inexact):
             # Integer/bool: the share of equal elements (a class index is right or wrong).
             self.exact = True
-            self.top1_equal += int(np.count_nonzero(reference == candidate))
-            self.top1_total += reference.size
+            self.top1.add(int(np.count_nonzero(reference == candidate)), reference.size)
             return
         self.nonfinite += candidate.size - int(np.count_nonzero(np.isfinite(candidate)))
         a = reference.astype(np.float64)
@@ -75,27 +87,24 @@ class _OutputAccumulator:
         # NaN never compares greater: take it (and inf) as an infinite error, not as 0.
         largest = float(diff.max(initial=0.0))
         self.max_abs = max(self.max_abs, largest if not np.isnan(largest) else np.inf)
-        self.abs_sum += float(diff.sum())
-        self.elements += diff.size
+        self.abs_error.add(float(diff.sum()), diff.size)
         # Samples along axis 0 when it is the batch axis, else the whole tensor is one sample.
         per_sample = rows if a.ndim >= 1 and a.shape[0] == rows and rows > 1 else 1
         a2, b2 = a.reshape(per_sample, -1), b.reshape(per_sample, -1)
-        self.cosine_sum += float(row_cosines(a2, b2).sum())
-        self.vectors += per_sample
+        self.cosine.add(float(row_cosines(a2, b2).sum()), per_sample)
         if a.ndim >= 2 and a.shape[-1] > 1:
-            self.top1_equal += int((a.argmax(-1) == b.argmax(-1)).sum())
-            self.top1_total += int(np.prod(a.shape[:-1]))
+            self.top1.add(int((a.argmax(-1) == b.argmax(-1)).sum()), int(np.prod(a.shape[:-1])))
 
     def result(self, name: str) -> OutputFidelity:
         if self.exact:
-            agreement = self.top1_equal / max(self.top1_total, 1)
+            agreement = self.top1.mean()
             return OutputFidelity(name, agreement, 0.0, 0.0, agreement, exact=True)
         return OutputFidelity(
             name=name,
-            cosine=self.cosine_sum / max(self.vectors, 1),
+            cosine=self.cosine.mean(),
             max_abs_error=self.max_abs,
-            mean_abs_error=self.abs_sum / max(self.elements, 1),
-            top1_agreement=self.top1_equal / self.top1_total if self.top1_total else None,
+            mean_abs_error=self.abs_error.mean(),
+            top1_agreement=self.top1.mean() if self.top1.count else None,
             nonfinite=self.nonfinite,
         )
 

@@ -1,0 +1,69 @@
+"""Refusals and warnings that need the loaded model: non-finite weights, options that need the
+whole model in memory, --exclude / --layer patterns that match nothing."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+
+from ..calibrate.subgraphs import all_graphs
+from ..config import SENSITIVITY_ALLOCATIONS, PruneConfig
+from ..errors import ModelError, UsageError
+from ..io import BIG_MODEL_BYTES
+from ..pipeline import Pruner
+
+
+def refuse_non_finite_weights(pruner: Pruner) -> None:
+    """A NaN/inf in a weight to be pruned poisons its statistics and scores and would be carried
+    into the output: refuse the model up front (one layer in memory at a time)."""
+    for layer in pruner.layers:
+        weight = layer.weight
+        if np.issubdtype(weight.dtype, np.floating):
+            bad = weight.size - int(np.count_nonzero(np.isfinite(weight)))
+            if bad:
+                raise ModelError(
+                    f"{pruner.model_path}: weight {layer.weight_name!r} of layer {layer.name} "
+                    f"holds {bad} NaN/inf value(s); fix the model before pruning it"
+                )
+
+
+def refuse_in_big_model_mode(config: PruneConfig) -> None:
+    """Options that need the whole model in memory, refused in one line."""
+    unsupported = [
+        option
+        for option, used in (
+            ("--structured", bool(config.structured)),
+            ("--sequential", config.sequential),
+            (f"--allocation {config.allocation}", config.allocation in SENSITIVITY_ALLOCATIONS),
+            ("--layer sparsity overrides", any(o.sparsity is not None for o in config.overrides)),
+        )
+        if used
+    ]
+    if unsupported:
+        verb = "is" if len(unsupported) == 1 else "are"
+        raise UsageError(
+            f"{' and '.join(unsupported)} {verb} not supported on models over "
+            f"{BIG_MODEL_BYTES / 1e9:.1f} GB yet (weight pruning, --exclude and --layer "
+            "REGEX=skip are)"
+        )
+
+
+def unmatched_patterns(config: PruneConfig, model: onnx.ModelProto) -> list[str]:
+    """A warning for each --exclude / --layer regex that matches no node, initializer or
+    Constant output name of ``model`` (a typo would otherwise change nothing, silently)."""
+    names: list[str] = []
+    for graph in all_graphs(model.graph):  # names inside If branches may be pruned too
+        names += [n.name or f"{n.op_type}:{n.output[0]}" for n in graph.node if n.output]
+        names += [t.name for t in graph.initializer]
+        names += [o for n in graph.node if n.op_type == "Constant" for o in n.output]
+    warnings = []
+    for option, regex, pattern in [("--exclude", p, p) for p in config.exclude] + [
+        ("--layer", o.text, o.regex) for o in config.overrides
+    ]:
+        if not any(re.search(pattern, name) for name in names):
+            warnings.append(
+                f"{option} {regex!r} matches no node or weight name: it changes nothing"
+            )
+    return warnings
