@@ -335,7 +335,7 @@ def test_big_model_full_work_directory_is_a_write_error(
     def full(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:
         raise OSError(errno.ENOSPC, "No space left on device", str(data_file))
 
-    monkeypatch.setattr(onnxprune.pipeline, "spill_array", full)
+    monkeypatch.setattr(onnxprune.pipeline.sequential, "spill_array", full)
     work_dirs = set(Path(tempfile.gettempdir()).glob("onnxprune-big-*"))
     out_dir = tmp_path / "out"
     out_dir.mkdir()

@@ -11,12 +11,11 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxprune import pipeline
 from onnxprune.config import PruneConfig
 from onnxprune.evaluate import CandidateEvaluator
 from onnxprune.layers import Layer
 from onnxprune.metric import decision_score
-from onnxprune.pipeline import Pruner, mean_cosine
+from onnxprune.pipeline import Pruner, candidates, decisions, mean_cosine
 from onnxprune.scoring import ScoringMethod, get_method
 from onnxprune.suffix import SuffixEvaluator, suffix_cut
 
@@ -193,13 +192,13 @@ def test_reusing_the_auto_winners_layers_changes_nothing(
     path = models.save(model, tmp_path / "model.onnx")
     calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 48, seed=1))
     calls: list[int] = []
-    original_prune_matrix = pipeline.prune_matrix
+    original_prune_matrix = decisions.prune_matrix
 
     def counted(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return original_prune_matrix(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "prune_matrix", counted)
+    monkeypatch.setattr(decisions, "prune_matrix", counted)
     onnxprune.prune(path, calib, output=tmp_path / "reused.onnx", sparsity=0.6)
     reused_calls = len(calls)
     calls.clear()
@@ -232,11 +231,11 @@ def test_boundary_values_are_kept_a_window_at_a_time(
     samples = int(reference.selected.sum())
     cuts = [c for c in pruner._cuts or [] if c is not None]
     largest = max(sum(sizes[n] for n in {*c.boundary, *pruner._boundary.outputs}) for c in cuts)
-    monkeypatch.setattr(pipeline, "BOUNDARY_CACHE_BYTES", largest * samples)
+    monkeypatch.setattr(candidates, "BOUNDARY_CACHE_BYTES", largest * samples)
     pruner._cuts, pruner._boundary, pruner._suffix = None, None, None
     assert judged_all() == pytest.approx(unlimited, abs=1e-9)
     assert pruner._boundary is not None and pruner._boundary.runs > 2
-    monkeypatch.setattr(pipeline, "BOUNDARY_CACHE_BYTES", 1)
+    monkeypatch.setattr(candidates, "BOUNDARY_CACHE_BYTES", 1)
     pruner._cuts, pruner._boundary, pruner._suffix = None, None, None
     assert pruner._suffix_evaluator(pruner.layers[0].weight_name, reference) is None
     assert judged_all() == pytest.approx(unlimited, abs=1e-6)

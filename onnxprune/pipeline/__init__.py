@@ -1,0 +1,44 @@
+"""One model, one calibration pass, many candidate prunings.
+
+``Pruner`` loads the model and data, gathers statistics once, and builds pruned copies of the
+model for any sparsity / scoring variant / selection group; it also runs the differential check
+of a candidate against the original. ``api.prune`` (one model out), the sparsity search, the
+sweep and ``inspect``'s per-layer sensitivity are all built from these pieces.
+
+The class is put together from one module per job (each a mixin over ``base.PrunerState``):
+``statistics`` (calibration statistics, factors, matrices), ``decisions`` (shares, masks and
+updates per layer; the --group auto choice), ``candidates`` (writing a candidate or judging it
+in memory), ``sequential`` (big-model and --sequential builds), ``sensitivity`` (the
+per-layer sensitivity curves), ``references`` (the original's outputs each decision is judged
+on). ``matrices`` holds the per-layer maths as plain functions.
+"""
+
+from ..layers import find_layers
+from .base import Candidate, LayerPlan, PrunedLayers
+from .matrices import (
+    _inverse_factors,
+    candidate_file,
+    choose_sample_mask,
+    mean_cosine,
+    probe_names,
+    prune_matrix,
+    split_samples,
+    write_layer,
+)
+from .pruner import Pruner
+
+__all__ = [
+    "Candidate",
+    "LayerPlan",
+    "PrunedLayers",
+    "Pruner",
+    "_inverse_factors",
+    "candidate_file",
+    "choose_sample_mask",
+    "find_layers",
+    "mean_cosine",
+    "probe_names",
+    "prune_matrix",
+    "split_samples",
+    "write_layer",
+]

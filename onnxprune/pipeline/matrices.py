@@ -1,0 +1,345 @@
+"""The per-layer maths the pipeline runs between statistics and a written model: pruning
+one matrix (scores, mask, OBS update, corrections), writing it back, and the sample split."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .. import correction
+from .. import reconstruct as reconstruct_module
+from ..apply import add_bias, write_weight
+from ..calibrate.sources import (
+    CalibrationSet,
+    InputSpec,
+)
+from ..calibrate.stats import LayerStats
+from ..config import PruneConfig
+from ..correction import damped_hessians, refit_on_support, stat_correct
+from ..errors import UsageError
+from ..graph import GraphView
+from ..layers import Layer
+from ..masking import (
+    row_cap,
+    select_masks,
+)
+from ..reconstruct import (
+    ReconstructionError,
+    Reselect,
+    damped_diagonal,
+    inverse_hessian_factors,
+    reconstruct,
+    reconstruct_groups,
+    refit_to_reference,
+)
+from ..report import LayerReport
+from ..scoring import ScoringMethod
+from ..session import save_for_session
+from ..verify import Fidelity
+from .base import (
+    MAX_HOLDOUT,
+)
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def candidate_file(model: onnx.ModelProto) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="onnxprune-candidate-") as tmp:
+        yield save_for_session(model, Path(tmp) / "candidate.onnx")
+
+
+def _branch_refusal(big: bool, config: PruneConfig) -> str | None:
+    """Why layers inside If branches cannot be pruned in this run (None: they can)."""
+    if big:
+        return "not pruned in big-model mode"
+    if config.sequential:
+        return "not pruned with --sequential (branch layers are pruned one-shot only)"
+    return None
+
+
+def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    if stats.inputs.xtx is None:
+        return None
+    try:
+        return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
+    except ReconstructionError:
+        return None
+
+
+# Ops whose outputs may be sequences or optionals, which have no shape to probe.
+_UNSHAPED_OPS = ("SplitToSequence", "Optional", "OptionalGetElement", "If", "Loop", "Scan")
+
+
+def probe_names(model: onnx.ModelProto) -> list[str]:
+    """Every tensor of the main graph whose run-time shape the structure analysis may need."""
+    names = [i.name for i in model.graph.input]
+    for node in model.graph.node:
+        if node.op_type == "Constant" or node.op_type.startswith("Sequence"):
+            continue
+        if node.op_type in _UNSHAPED_OPS:
+            continue
+        names += [o for o in node.output if o]
+    initializers = {t.name for t in model.graph.initializer}
+    return list(dict.fromkeys(n for n in names if n not in initializers))
+
+
+def input_weights(
+    stats: LayerStats, factors: list[tuple[np.ndarray, np.ndarray]] | None, rows: int
+) -> np.ndarray:
+    """[out, K]: what removing one weight w_ij costs the layer's output, per unit w_ij^2.
+    With the inverse-Hessian factors (reconstruction) the OBS cost 1 / [H^-1]_jj (the error
+    left after the remaining weights are re-fitted), else E[x_j^2] (nothing re-fitted)."""
+    if factors is not None:
+        inverse_diagonal = np.stack([(upper**2).sum(axis=0) for upper, _ in factors])  # [G, K]
+        return stats.row_expand(1.0 / inverse_diagonal, rows)
+    mean_square = stats.inputs.x_sq_sum / max(stats.inputs.count, 1.0)
+    return stats.row_expand(mean_square, rows)
+
+
+def local_error(matrix: np.ndarray, weights: np.ndarray, keep: np.ndarray) -> float:
+    """The layer's output error proxy when the weights outside ``keep`` are removed (each
+    weight's cost ``weights`` [out, K], see ``input_weights``, summed independently)."""
+    return float((matrix**2 * weights)[~keep].sum())
+
+
+def mean_cosine(fidelity: Fidelity) -> float:
+    """Plain cosine over the outputs (the report's continuity column; decisions use
+    ``metric.decision_score``)."""
+    return float(np.mean([o.cosine for o in fidelity.outputs]))
+
+
+MASK_NAMES = ("attention_mask", "input_mask")
+
+
+def choose_sample_mask(specs: list[InputSpec], requested: str | None) -> str | None:
+    """The input whose zeros mark padded tokens, if any (``requested``: a name or "none")."""
+    if requested == "none":
+        return None
+    if requested is not None:
+        spec = next((s for s in specs if s.name == requested), None)
+        if spec is None:
+            names = ", ".join(s.name for s in specs)
+            raise UsageError(f"--sample-mask {requested!r} is not a model input ({names})")
+        if spec.rank != 2:
+            raise UsageError(
+                f"--sample-mask {requested!r} must be [batch, seq], got {spec.describe()}"
+            )
+        return requested
+    for spec in specs:
+        integral = np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_
+        if spec.name.lower() in MASK_NAMES and spec.rank == 2 and integral:
+            return spec.name
+    return None
+
+
+def prune_matrix(
+    matrix: np.ndarray,
+    keep: np.ndarray | None,
+    stats: LayerStats,
+    scorer: ScoringMethod,
+    config: PruneConfig,
+    target: float,
+    factors: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """(pruned matrix [out, K], bias change [out] or None, a problem worth reporting).
+
+    Without reconstruction: zero the masked weights; the method's compensation goes to the bias.
+    With it (``--update`` or a method that selects its mask during the update): the remaining
+    weights are re-fitted to the layer's calibration outputs, and the bias absorbs the residual
+    mean ``(W - W') E[x]`` (adding the pruned mean on top would count it twice).
+    """
+    reconstructing = config.update or scorer.adaptive_mask
+    if reconstructing and factors is None:
+        problem = "no reconstruction (input correlation too wide or not positive definite)"
+        if keep is None:  # the method needs the update to choose a mask: fall back to |W|
+            keep = select_masks(
+                [np.abs(matrix)], dataclasses.replace(config, sparsity=target), "row"
+            )[0]
+        reconstructing = False
+    else:
+        problem = None
+    if not reconstructing:
+        assert keep is not None
+        pruned = np.where(keep, matrix, 0.0)
+        delta = scorer.compensate(matrix, stats, keep) if scorer.compensate else None
+        return (*corrected(matrix, pruned, delta, stats, config), problem)
+    assert factors is not None
+    rows = matrix.shape[0]
+    groups = len(factors)
+    per_group = rows // groups
+    pruned = np.empty_like(matrix)
+    kept = np.ones(matrix.shape, dtype=bool) if keep is None else keep.copy()
+    pattern = config.nm
+    # update_target "dense": fit the dense model's outputs W x_ref, not W x (the method brief,
+    # section 3).
+    cross = stats.inputs.cross
+    if groups > 1 and keep is not None and cross is None:
+        # A fixed mask over many conv groups (depthwise): one batched column walk.
+        shape = (groups, per_group, matrix.shape[1])
+        pruned = reconstruct_groups(matrix.reshape(shape), factors, keep.reshape(shape)).reshape(
+            matrix.shape
+        )
+        groups = 0  # done
+    for g in range(groups):
+        part = slice(g * per_group, (g + 1) * per_group)
+        start = matrix[part]
+        if cross is not None:
+            start = refit_to_reference(start, cross[g], stats.inputs.count, factors[g])
+        pruned[part], kept[part] = reconstruct(
+            start,
+            factors[g],
+            None if keep is None else keep[part],
+            sparsity=target,
+            pattern=pattern,
+            row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
+            reselect=reselection(matrix, stats, scorer, config, g, groups, keep),
+        )
+    inputs = stats.inputs
+    if (
+        config.refit_steps
+        and inputs.xtx is not None
+        and cross is None
+        and correction.refit_applies(inputs.xtx.shape[0], matrix.shape[1], inputs.count)
+    ):
+        # --refit-steps: conjugate-gradient steps on the layer objective over the kept weights.
+        hessians = damped_hessians(inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED)
+        pruned = refit_on_support(matrix, pruned, kept, hessians, config.refit_steps)
+    mean = stats.row_expand(stats.inputs.mean, rows)
+    if cross is not None and stats.inputs.ref_sum is not None:
+        # The residual mean against the dense outputs: W E[x_ref] - W' E[x].
+        ref_mean = stats.row_expand(stats.inputs.ref_sum / max(stats.inputs.count, 1.0), rows)
+        delta = (matrix * ref_mean).sum(axis=1) - (pruned * mean).sum(axis=1)
+    else:
+        delta = ((matrix - pruned) * mean).sum(axis=1)
+    return (*corrected(matrix, pruned, delta, stats, config), problem)
+
+
+def reselection(
+    matrix: np.ndarray,
+    stats: LayerStats,
+    scorer: ScoringMethod,
+    config: PruneConfig,
+    group: int,
+    groups: int,
+    keep: np.ndarray | None,
+) -> Reselect | None:
+    """``reconstruct``'s re-selection of a fixed mask on the updated weights, for rows of conv
+    group ``group`` (of ``groups``); None when it is off or the score is not ``scale *
+    |w|^p`` (checked on 1 and 2)."""
+    inputs = stats.inputs
+    wanted = config.reselect_mask or reconstruct_module.RESELECT
+    if keep is None or not wanted or inputs.xtx is None or inputs.cross is not None:
+        return None
+    per_group = matrix.shape[0] // groups
+    part = slice(group * per_group, (group + 1) * per_group)
+    ones = np.ones_like(matrix, dtype=np.float64)
+    scale = np.asarray(scorer.score(ones, stats), dtype=np.float64)
+    doubled = np.asarray(scorer.score(2.0 * ones, stats), dtype=np.float64)
+    positive = scale > 0
+    if not positive.any():
+        return None
+    ratios = doubled[positive] / scale[positive]
+    power = float(np.log2(np.median(ratios)))
+    if not np.allclose(ratios, 2.0**power, rtol=1e-6) or power <= 0:
+        return None  # not homogeneous in |w|: the score cannot be re-evaluated this way
+    return Reselect(scale[part], power, damped_diagonal(inputs.xtx[group], inputs.count))
+
+
+def corrected(
+    matrix: np.ndarray,
+    pruned: np.ndarray,
+    delta: np.ndarray | None,
+    stats: LayerStats,
+    config: PruneConfig,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """--stat-correction: each output channel's mean and variance over the calibration
+    inputs set back to the dense layer's (``onnxprune.correction``); otherwise unchanged.
+    Not with update_target "dense", whose dense-model inputs have no second moments here."""
+    inputs = stats.inputs
+    if not config.stat_correction or inputs.xtx is None or inputs.cross is not None:
+        return pruned, delta
+    return stat_correct(matrix, pruned, inputs.mean, inputs.xtx, inputs.count)
+
+
+def write_matrices(
+    view: GraphView,
+    layers: list[Layer],
+    matrices: list[np.ndarray],
+    deltas: list[np.ndarray | None],
+    stats: list[LayerStats],
+) -> tuple[list[LayerReport], list[str]]:
+    """Write the pruned weights, add the bias changes, describe each layer."""
+    reports, warnings = [], []
+    for layer, pruned, delta, layer_stats in zip(layers, matrices, deltas, stats, strict=True):
+        report, written = write_layer(view, layer, pruned, delta, layer_stats)
+        reports.append(report)
+        warnings += written
+    view.flush_inserts()
+    return reports, warnings
+
+
+def write_layer(
+    view: GraphView,
+    layer: Layer,
+    pruned: np.ndarray,
+    delta: np.ndarray | None,
+    layer_stats: LayerStats,
+) -> tuple[LayerReport, list[str]]:
+    """Write one layer's pruned weight and bias change; the caller flushes the view's inserts."""
+    warnings: list[str] = []
+    nonzero_before = int(np.count_nonzero(layer.weight))
+    write_weight(view, layer, pruned)
+    if delta is not None:
+        warnings += add_bias(view, layer, delta)
+    written = layer.from_matrix(pruned)
+    report = LayerReport(
+        name=layer.name,
+        op_type=layer.op.op_type,
+        weight=layer.weight_name,
+        shape=list(layer.shape),
+        storage=layer.storage,
+        gate=layer_stats.gate_kind,
+        params=layer.size,
+        nonzero_before=nonzero_before,
+        nonzero_after=int(np.count_nonzero(written)),
+        override=layer.override.text if layer.override is not None else None,
+    )
+    return report, warnings
+
+
+def split_samples(
+    calibration: CalibrationSet, has_eval: bool, config: PruneConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration mask, verification mask) over the calibration set's samples.
+
+    Without --eval, a seeded random share is held out (at most MAX_HOLDOUT samples); with too
+    few samples to spare (<10), verification reuses the calibration samples.
+    """
+    total = calibration.total
+    order = np.random.default_rng(config.seed).permutation(total)
+    holdout = 0
+    if not has_eval and total >= 10:
+        holdout = min(MAX_HOLDOUT, max(1, math.ceil(config.holdout_fraction * total)))
+    rest = order[holdout:]
+    if config.num_samples is not None:
+        rest = rest[: config.num_samples]
+    calib_mask = np.zeros(total, dtype=bool)
+    calib_mask[rest] = True
+    if has_eval:
+        return calib_mask, calib_mask
+    if holdout == 0:
+        verify = np.zeros(total, dtype=bool)
+        verify[rest[:MAX_HOLDOUT]] = True
+        return calib_mask, calib_mask if verify.sum() == calib_mask.sum() else verify
+    verify_mask = np.zeros(total, dtype=bool)
+    verify_mask[order[:holdout]] = True
+    return calib_mask, verify_mask

@@ -1,0 +1,224 @@
+"""``Pruner``: one model, one calibration pass, many candidate prunings (the stage mixins
+of this package put together; see ``__init__``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..allocation import (
+    SensitivityCurve,
+)
+from ..branches import BranchLayers, attach_branch_layers
+from ..calibrate.runner import probe_shapes
+from ..calibrate.sources import (
+    DataSource,
+    model_input_specs,
+    open_data,
+)
+from ..calibrate.stats import LayerStats
+from ..config import PruneConfig
+from ..errors import ModelError
+from ..evaluate import CandidateEvaluator
+from ..graph import GraphView
+from ..io import is_big_model, link_external_data, load_model, write_errors
+from ..layers import Layer, LayerScan, find_layers
+from ..metric import Metric
+from ..progress import Progress, as_progress
+from ..refit_final import refit_written
+from ..scoring import ScoringMethod, get_method
+from ..structure import StructuredResult, prune_units
+from ..suffix import BoundaryCache, SuffixCut, SuffixEvaluator
+from ..verify import ReferenceRun
+from .base import (
+    Candidate,
+    PrunedMatrix,
+)
+from .candidates import Candidates
+from .decisions import Decisions
+from .matrices import (
+    _branch_refusal,
+    choose_sample_mask,
+    probe_names,
+    split_samples,
+)
+from .references import References
+from .sensitivity import Sensitivity
+from .sequential import Streamed
+from .statistics import StatisticsStage
+
+log = logging.getLogger(__name__)
+
+
+class Pruner(StatisticsStage, Decisions, Candidates, Streamed, Sensitivity, References):
+    """Big-model mode (``big``; by default when the model and its data exceed
+    ``io.BIG_MODEL_BYTES``): the model is loaded without its external data, which is hard-linked
+    into a work directory; sessions load models written there by path; weights are read one
+    layer at a time, statistics are gathered in parts and kept on disk, and pruned weights are
+    written to files as they are made. Nothing holds all the weights in memory at once."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        calib: DataSource,
+        config: PruneConfig,
+        eval_data: DataSource | None = None,
+        progress: bool | Progress = False,
+        reference_path: Path | None = None,
+        big: bool | None = None,
+        hold_out: bool | None = None,
+    ) -> None:
+        self.model_path = model_path
+        # The model candidates are checked against (the original, when this one was shrunk).
+        self.reference_path = reference_path or model_path
+        self.config = config
+        self.progress = as_progress(progress)
+        self.big = is_big_model(model_path) if big is None else big
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.base_dir: Path | None = None
+        self.proto = load_model(model_path, external_data=not self.big)
+        self._files = itertools.count(1)
+        specs = model_input_specs(self.proto)
+        if not specs:
+            raise ModelError(f"{model_path} has no graph inputs to feed calibration data to")
+        self.calibration = open_data(calib, specs)
+        self.evaluation = (
+            open_data(eval_data, specs, allow_labels=True) if eval_data is not None else None
+        )
+        # hold_out (a recipe replay): split the calibration set as the recorded run did,
+        # whether or not --eval is given now; default: hold out a share unless --eval is given.
+        no_hold_out = self.evaluation is not None if hold_out is None else not hold_out
+        self.calib_mask, self.holdout_mask = split_samples(self.calibration, no_hold_out, config)
+        self.hold_out = not no_hold_out
+        self.sample_mask = choose_sample_mask(specs, config.sample_mask)
+        # What every comparison scores and every decision optimises (``onnxprune.metric``).
+        self.metric = Metric(config.metric, config.metric_outputs, self.sample_mask)
+        self.scorer = get_method(config.method)
+        # Last: nothing after this may fail without removing the work directory.
+        if self.big:
+            self._workdir = tempfile.TemporaryDirectory(prefix="onnxprune-big-")
+            self.base_dir = Path(self._workdir.name)
+            log.info("big-model mode: weights stay on disk (work directory %s)", self.base_dir)
+        try:
+            if self.base_dir is not None:
+                with write_errors(self.base_dir):
+                    link_external_data(model_path, self.base_dir)
+            self.scan: LayerScan = find_layers(GraphView(self.proto, self.base_dir), config)
+            # Layers in top-level If branches, appended to the layers (onnxprune.branches).
+            self.branches: BranchLayers = attach_branch_layers(
+                self.proto,
+                config,
+                self.scan,
+                self.calibration,
+                self.calib_mask,
+                refuse=_branch_refusal(self.big, config),
+            )
+        except BaseException:
+            self.close()
+            raise
+        self._stats: Mapping[str, LayerStats] | None = None
+        self._matrices: list[np.ndarray] | None = None
+        self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
+        self._auto_reference: ReferenceRun | None = None
+        self._sensitivity_reference: ReferenceRun | None = None
+        self._trial_reference: ReferenceRun | None = None
+        # One-shot pruned layers kept for reuse (``remember``), by ``_pruned_key``.
+        self._pruned: dict[tuple[object, ...], PrunedMatrix] = {}
+        # What the last ``_prune_layers`` call computed one-shot, by the same key.
+        self._latest: dict[tuple[object, ...], PrunedMatrix] = {}
+        # The in-memory candidate evaluator (one session for every search), once built; False:
+        # not possible for this model.
+        self._evaluator: CandidateEvaluator | bool | None = None
+        if self.branches.layers:  # a weight inside a branch cannot be fed as a graph input
+            self._evaluator = False
+        # Single-layer candidates: the current per-layer evaluator, the seconds it took to
+        # build, and the seconds judging took in the shared (True) and per-layer (False) ones.
+        self._own_evaluator: tuple[str, CandidateEvaluator] | None = None
+        self._own_setup_seconds = 0.0
+        self._judge_seconds: dict[bool, list[float]] = {True: [], False: []}
+        # Single-layer candidates judged on the graph downstream of the layer: each layer's
+        # cut (None: not possible), the original's boundary values, the current session.
+        self._cuts: list[SuffixCut | None] | None = None
+        self._boundary: BoundaryCache | None = None
+        self._suffix: tuple[str, SuffixEvaluator] | None = None
+        self._arrays: dict[str, np.ndarray] | None = None
+        self._verify_reference: ReferenceRun | None = None
+        # --allocation sensitivity: measured curves per (selection, layers and their shares).
+        self._sensitivity: dict[tuple[object, ...], list[SensitivityCurve]] = {}
+        # Single-layer candidates built and run to measure them.
+        self.sensitivity_builds = 0
+        # Calibration passes run so far (one-shot statistics, --sequential stages, --structured).
+        self.calibration_passes = 0
+        # Seconds spent judging candidates in onnxruntime and in the per-layer OBS updates
+        # (the report's phase split of "prune").
+        self.phase_seconds: dict[str, float] = {"judge": 0.0, "update": 0.0}
+        # --sequential: the statistics each layer was last pruned with (stage passes).
+        self.stage_statistics: dict[str, LayerStats] = {}
+
+    def shrink(self, cut: bool = True) -> StructuredResult:
+        """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the
+        layers that read the units are gathered in one pass; shapes come from one probe batch.
+        ``cut=False`` returns the masked and compensated model instead of the cut one."""
+        shapes = probe_shapes(
+            self.proto,
+            probe_names(self.proto),
+            self.calibration,
+            self.calib_mask,
+            self.config.batch_size,
+        )
+
+        def stats_for(readers: list[Layer]) -> Mapping[str, LayerStats]:
+            return self._collect(self.proto, readers, kinds=(False, False), shapes=shapes)
+
+        return prune_units(self.proto, shapes, self.config, stats_for, cut)
+
+    def build(
+        self,
+        sparsity: float | None = None,
+        scorer: ScoringMethod | None = None,
+        group: str | None = None,
+        only: set[str] | None = None,
+    ) -> Candidate:
+        """A pruned copy of the model. ``group`` "auto" picks a variant and group on data;
+        ``only`` restricts pruning to the layers with these weight names (never sequential).
+
+        With --sequential the variant, selection group and per-layer sparsity are decided on
+        the one-shot statistics, then applied stage by stage (``_sequential``)."""
+        config = (
+            self.config if sparsity is None else dataclasses.replace(self.config, sparsity=sparsity)
+        )
+        scorer = scorer or self.scorer
+        group = group or config.group or scorer.default_group
+        if config.nm is not None:
+            group = "row"  # N:M fixes the selection
+        if self.base_dir is not None:
+            # Big-model mode, one layer at a time. --group auto: each trial would be a full
+            # pruned copy and a verification run, too much for a big model; row is used.
+            with write_errors(self.base_dir):
+                candidate = self._build_streamed(
+                    config, scorer, "row" if group == "auto" else group, only
+                )
+            if group == "auto":
+                candidate.warnings.append(
+                    "big model: --group auto tried no candidates, row selection was used"
+                )
+            if config.refit_final:
+                candidate.warnings.append("big model: --refit-final was not applied")
+            return candidate
+        if group == "auto":
+            candidate = self._choose(config, scorer)
+        else:
+            candidate = self._build(config, scorer, group, only)
+        if config.sequential and only is None:
+            return self._sequential(config, candidate)
+        if config.refit_final:
+            # --refit-final: once, on the chosen model (onnxprune.refit_final).
+            steps = config.refit_final
+            refit_written(candidate.model, self.layers, self.statistics(), config, steps)
+        return candidate

@@ -1,0 +1,119 @@
+"""Calibration statistics of the run: gathered once (or per --sequential stage), the
+inverse-Hessian factors of each layer and the weight matrices."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+
+from ..calibrate.runner import collect_statistics, collect_statistics_in_parts
+from ..calibrate.stats import LayerStats
+from ..io import write_errors
+from ..layers import Layer
+from ..scoring import get_method
+from .base import (
+    PrunerState,
+)
+from .matrices import (
+    _inverse_factors,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StatisticsStage(PrunerState):
+    def _statistic_kinds(self) -> tuple[bool, bool]:
+        """(gated, hessian): what the run's method, its auto variants and the methods named
+        by --layer overrides need gathered."""
+        methods = [self.scorer, *(get_method(v) for v in self.scorer.auto_variants)]
+        methods += [get_method(o.method) for o in self.config.overrides if o.method]
+        gated = any(m.needs_gates for m in methods)
+        hessian = self.config.update or any(m.adaptive_mask for m in methods)
+        # --stat-correction reads each layer's input covariance (the same K x K correlation).
+        return gated, hessian or bool(self.config.stat_correction)
+
+    def _collect(
+        self,
+        model: onnx.ModelProto,
+        layers: list[Layer],
+        kinds: tuple[bool, bool] | None = None,
+        shapes: dict[str, tuple[int, ...]] | None = None,
+        reference: onnx.ModelProto | None = None,
+    ) -> Mapping[str, LayerStats]:
+        """One calibration pass over ``model`` gathering the statistics of ``layers`` (big-model
+        mode: one pass per part of the layers, the statistics kept on disk). ``kinds``:
+        (gated, hessian), by default what the run needs; ``shapes``: already probed;
+        ``reference``: the dense model, for the cross terms of update_target "dense"."""
+        gated, hessian = kinds if kinds is not None else self._statistic_kinds()
+        self.calibration_passes += 1
+        if self.base_dir is not None:
+            with write_errors(self.base_dir):
+                return collect_statistics_in_parts(
+                    model,
+                    layers,
+                    self.calibration,
+                    self.calib_mask,
+                    self.config.batch_size,
+                    gated=gated,
+                    progress=self.progress,
+                    hessian=hessian,
+                    sample_mask=self.sample_mask,
+                    workdir=self.base_dir,
+                )
+        return collect_statistics(
+            model,
+            layers,
+            self.calibration,
+            self.calib_mask,
+            self.config.batch_size,
+            gated=gated,
+            progress=self.progress,
+            hessian=hessian,
+            sample_mask=self.sample_mask,
+            shapes=shapes,
+            reference=reference,
+        )
+
+    def statistics(self) -> Mapping[str, LayerStats]:
+        """Gathered on first use, in one pass over the calibration samples."""
+        if self._stats is None:
+            if not self.branches.layers:
+                self._stats = self._collect(self.proto, self.layers)
+                return self._stats
+            main = [x for x in self.layers if not self.branches.owns(x)]
+            stats = dict(self._collect(self.proto, main)) if main else {}
+            inner, passes = self.branches.statistics(
+                self.proto,
+                self.config,
+                self.calibration,
+                self._statistic_kinds(),
+                self.progress,
+                self.sample_mask,
+            )
+            self.calibration_passes += passes
+            self._stats = {**stats, **inner}
+        return self._stats
+
+    def factors(
+        self, layer: Layer, stats: Mapping[str, LayerStats] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Per conv group, the inverse-Hessian factor reconstruction needs; computed once per
+        layer from the one-shot statistics (``stats``: from these instead, not cached). None
+        when the layer's input correlation was not gathered or is unusable."""
+        if stats is not None:
+            return _inverse_factors(stats[layer.weight_name])
+        if self.big:  # not kept in big-model mode
+            self._factors.clear()
+        if layer.weight_name not in self._factors:
+            self._factors[layer.weight_name] = _inverse_factors(
+                self.statistics()[layer.weight_name]
+            )
+        return self._factors[layer.weight_name]
+
+    def matrices(self) -> list[np.ndarray]:
+        if self._matrices is None:
+            self._matrices = [layer.matrix() for layer in self.layers]
+        return self._matrices
