@@ -17,15 +17,17 @@ from ..layers import find_layers
 from .base import Candidate, LayerPlan, PrunedLayers
 from .matrices import (
     _inverse_factors,
-    candidate_file,
-    choose_sample_mask,
     mean_cosine,
-    probe_names,
     prune_matrix,
-    split_samples,
     write_layer,
 )
 from .pruner import Pruner
+from .setup import (
+    candidate_file,
+    choose_sample_mask,
+    probe_names,
+    split_samples,
+)
 
 __all__ = [
     "Candidate",

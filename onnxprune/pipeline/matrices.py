@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
-import onnx
 
 from .. import correction
 from .. import reconstruct as reconstruct_module
 from ..apply import add_bias, write_weight
-from ..calibrate.sources import (
-    CalibrationSet,
-    InputSpec,
-)
 from ..calibrate.stats import LayerStats
 from ..config import PruneConfig
 from ..correction import damped_hessians, refit_on_support, stat_correct
-from ..errors import UsageError
 from ..graph import GraphView
 from ..layers import Layer
 from ..masking import (
@@ -42,28 +31,9 @@ from ..reconstruct import (
 )
 from ..report import LayerReport
 from ..scoring import ScoringMethod
-from ..session import save_for_session
 from ..verify import Fidelity
-from .base import (
-    MAX_HOLDOUT,
-)
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def candidate_file(model: onnx.ModelProto) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="onnxprune-candidate-") as tmp:
-        yield save_for_session(model, Path(tmp) / "candidate.onnx")
-
-
-def _branch_refusal(big: bool, config: PruneConfig) -> str | None:
-    """Why layers inside If branches cannot be pruned in this run (None: they can)."""
-    if big:
-        return "not pruned in big-model mode"
-    if config.sequential:
-        return "not pruned with --sequential (branch layers are pruned one-shot only)"
-    return None
 
 
 def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] | None:
@@ -73,23 +43,6 @@ def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] |
         return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
     except ReconstructionError:
         return None
-
-
-# Ops whose outputs may be sequences or optionals, which have no shape to probe.
-_UNSHAPED_OPS = ("SplitToSequence", "Optional", "OptionalGetElement", "If", "Loop", "Scan")
-
-
-def probe_names(model: onnx.ModelProto) -> list[str]:
-    """Every tensor of the main graph whose run-time shape the structure analysis may need."""
-    names = [i.name for i in model.graph.input]
-    for node in model.graph.node:
-        if node.op_type == "Constant" or node.op_type.startswith("Sequence"):
-            continue
-        if node.op_type in _UNSHAPED_OPS:
-            continue
-        names += [o for o in node.output if o]
-    initializers = {t.name for t in model.graph.initializer}
-    return list(dict.fromkeys(n for n in names if n not in initializers))
 
 
 def input_weights(
@@ -115,30 +68,6 @@ def mean_cosine(fidelity: Fidelity) -> float:
     """Plain cosine over the outputs (the report's continuity column; decisions use
     ``metric.decision_score``)."""
     return float(np.mean([o.cosine for o in fidelity.outputs]))
-
-
-MASK_NAMES = ("attention_mask", "input_mask")
-
-
-def choose_sample_mask(specs: list[InputSpec], requested: str | None) -> str | None:
-    """The input whose zeros mark padded tokens, if any (``requested``: a name or "none")."""
-    if requested == "none":
-        return None
-    if requested is not None:
-        spec = next((s for s in specs if s.name == requested), None)
-        if spec is None:
-            names = ", ".join(s.name for s in specs)
-            raise UsageError(f"--sample-mask {requested!r} is not a model input ({names})")
-        if spec.rank != 2:
-            raise UsageError(
-                f"--sample-mask {requested!r} must be [batch, seq], got {spec.describe()}"
-            )
-        return requested
-    for spec in specs:
-        integral = np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_
-        if spec.name.lower() in MASK_NAMES and spec.rank == 2 and integral:
-            return spec.name
-    return None
 
 
 def prune_matrix(
@@ -173,6 +102,24 @@ def prune_matrix(
         delta = scorer.compensate(matrix, stats, keep) if scorer.compensate else None
         return (*corrected(matrix, pruned, delta, stats, config), problem)
     assert factors is not None
+    pruned = _reconstructed(matrix, keep, stats, scorer, config, target, factors)
+    return (
+        *corrected(matrix, pruned, _residual_mean(matrix, pruned, stats), stats, config),
+        problem,
+    )
+
+
+def _reconstructed(
+    matrix: np.ndarray,
+    keep: np.ndarray | None,
+    stats: LayerStats,
+    scorer: ScoringMethod,
+    config: PruneConfig,
+    target: float,
+    factors: list[tuple[np.ndarray, np.ndarray]],
+) -> np.ndarray:
+    """The OBS update of ``prune_matrix`` (per conv group; batched for a fixed mask over many
+    groups), then the --refit-steps re-fit: the pruned matrix [out, K]."""
     rows = matrix.shape[0]
     groups = len(factors)
     per_group = rows // groups
@@ -213,6 +160,14 @@ def prune_matrix(
         # --refit-steps: conjugate-gradient steps on the layer objective over the kept weights.
         hessians = damped_hessians(inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED)
         pruned = refit_on_support(matrix, pruned, kept, hessians, config.refit_steps)
+    return pruned
+
+
+def _residual_mean(matrix: np.ndarray, pruned: np.ndarray, stats: LayerStats) -> np.ndarray:
+    """The bias change [out] that keeps each output's mean: ``(W - W') E[x]``, or against the
+    dense model's outputs ``W E[x_ref] - W' E[x]`` (update_target "dense")."""
+    rows = matrix.shape[0]
+    cross = stats.inputs.cross
     mean = stats.row_expand(stats.inputs.mean, rows)
     if cross is not None and stats.inputs.ref_sum is not None:
         # The residual mean against the dense outputs: W E[x_ref] - W' E[x].
@@ -220,7 +175,7 @@ def prune_matrix(
         delta = (matrix * ref_mean).sum(axis=1) - (pruned * mean).sum(axis=1)
     else:
         delta = ((matrix - pruned) * mean).sum(axis=1)
-    return (*corrected(matrix, pruned, delta, stats, config), problem)
+    return delta
 
 
 def reselection(
@@ -314,32 +269,3 @@ def write_layer(
         override=layer.override.text if layer.override is not None else None,
     )
     return report, warnings
-
-
-def split_samples(
-    calibration: CalibrationSet, has_eval: bool, config: PruneConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """(calibration mask, verification mask) over the calibration set's samples.
-
-    Without --eval, a seeded random share is held out (at most MAX_HOLDOUT samples); with too
-    few samples to spare (<10), verification reuses the calibration samples.
-    """
-    total = calibration.total
-    order = np.random.default_rng(config.seed).permutation(total)
-    holdout = 0
-    if not has_eval and total >= 10:
-        holdout = min(MAX_HOLDOUT, max(1, math.ceil(config.holdout_fraction * total)))
-    rest = order[holdout:]
-    if config.num_samples is not None:
-        rest = rest[: config.num_samples]
-    calib_mask = np.zeros(total, dtype=bool)
-    calib_mask[rest] = True
-    if has_eval:
-        return calib_mask, calib_mask
-    if holdout == 0:
-        verify = np.zeros(total, dtype=bool)
-        verify[rest[:MAX_HOLDOUT]] = True
-        return calib_mask, calib_mask if verify.sum() == calib_mask.sum() else verify
-    verify_mask = np.zeros(total, dtype=bool)
-    verify_mask[order[:holdout]] = True
-    return calib_mask, verify_mask

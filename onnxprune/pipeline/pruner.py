@@ -10,12 +10,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
-from ..allocation import (
-    SensitivityCurve,
-)
-from ..branches import BranchLayers, attach_branch_layers
+from ..branches import attach_branch_layers
 from ..calibrate.runner import probe_shapes
 from ..calibrate.sources import (
     DataSource,
@@ -25,32 +20,28 @@ from ..calibrate.sources import (
 from ..calibrate.stats import LayerStats
 from ..config import PruneConfig
 from ..errors import ModelError
-from ..evaluate import CandidateEvaluator
 from ..graph import GraphView
 from ..io import is_big_model, link_external_data, load_model, write_errors
-from ..layers import Layer, LayerScan, find_layers
+from ..layers import Layer, find_layers
 from ..metric import Metric
 from ..progress import Progress, as_progress
 from ..refit_final import refit_written
 from ..scoring import ScoringMethod, get_method
 from ..structure import StructuredResult, prune_units
-from ..suffix import BoundaryCache, SuffixCut, SuffixEvaluator
-from ..verify import ReferenceRun
 from .base import (
     Candidate,
-    PrunedMatrix,
 )
 from .candidates import Candidates
 from .decisions import Decisions
-from .matrices import (
+from .references import References
+from .sensitivity import Sensitivity
+from .sequential import Streamed
+from .setup import (
     _branch_refusal,
     choose_sample_mask,
     probe_names,
     split_samples,
 )
-from .references import References
-from .sensitivity import Sensitivity
-from .sequential import Streamed
 from .statistics import StatisticsStage
 
 log = logging.getLogger(__name__)
@@ -80,8 +71,42 @@ class Pruner(StatisticsStage, Decisions, Candidates, Streamed, Sensitivity, Refe
         self.config = config
         self.progress = as_progress(progress)
         self.big = is_big_model(model_path) if big is None else big
-        self._workdir: tempfile.TemporaryDirectory[str] | None = None
-        self.base_dir: Path | None = None
+        self._workdir = None
+        self.base_dir = None
+        self._open(model_path, calib, eval_data, hold_out)
+        # Last: nothing after this may fail without removing the work directory.
+        if self.big:
+            self._workdir = tempfile.TemporaryDirectory(prefix="onnxprune-big-")
+            self.base_dir = Path(self._workdir.name)
+            log.info("big-model mode: weights stay on disk (work directory %s)", self.base_dir)
+        try:
+            if self.base_dir is not None:
+                with write_errors(self.base_dir):
+                    link_external_data(model_path, self.base_dir)
+            self.scan = find_layers(GraphView(self.proto, self.base_dir), config)
+            # Layers in top-level If branches, appended to the layers (onnxprune.branches).
+            self.branches = attach_branch_layers(
+                self.proto,
+                config,
+                self.scan,
+                self.calibration,
+                self.calib_mask,
+                refuse=_branch_refusal(self.big, config),
+            )
+        except BaseException:
+            self.close()
+            raise
+        self._reset_caches()
+
+    def _open(
+        self,
+        model_path: Path,
+        calib: DataSource,
+        eval_data: DataSource | None,
+        hold_out: bool | None,
+    ) -> None:
+        """Load the model (its weights too, unless big-model mode) and open the data."""
+        config = self.config
         self.proto = load_model(model_path, external_data=not self.big)
         self._files = itertools.count(1)
         specs = model_input_specs(self.proto)
@@ -100,66 +125,47 @@ class Pruner(StatisticsStage, Decisions, Candidates, Streamed, Sensitivity, Refe
         # What every comparison scores and every decision optimises (``onnxprune.metric``).
         self.metric = Metric(config.metric, config.metric_outputs, self.sample_mask)
         self.scorer = get_method(config.method)
-        # Last: nothing after this may fail without removing the work directory.
-        if self.big:
-            self._workdir = tempfile.TemporaryDirectory(prefix="onnxprune-big-")
-            self.base_dir = Path(self._workdir.name)
-            log.info("big-model mode: weights stay on disk (work directory %s)", self.base_dir)
-        try:
-            if self.base_dir is not None:
-                with write_errors(self.base_dir):
-                    link_external_data(model_path, self.base_dir)
-            self.scan: LayerScan = find_layers(GraphView(self.proto, self.base_dir), config)
-            # Layers in top-level If branches, appended to the layers (onnxprune.branches).
-            self.branches: BranchLayers = attach_branch_layers(
-                self.proto,
-                config,
-                self.scan,
-                self.calibration,
-                self.calib_mask,
-                refuse=_branch_refusal(self.big, config),
-            )
-        except BaseException:
-            self.close()
-            raise
-        self._stats: Mapping[str, LayerStats] | None = None
-        self._matrices: list[np.ndarray] | None = None
-        self._factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None] = {}
-        self._auto_reference: ReferenceRun | None = None
-        self._sensitivity_reference: ReferenceRun | None = None
-        self._trial_reference: ReferenceRun | None = None
+
+    def _reset_caches(self) -> None:
+        """Empty caches and counters: nothing gathered, judged or built yet."""
+        self._stats = None
+        self._matrices = None
+        self._factors = {}
+        self._auto_reference = None
+        self._sensitivity_reference = None
+        self._trial_reference = None
         # One-shot pruned layers kept for reuse (``remember``), by ``_pruned_key``.
-        self._pruned: dict[tuple[object, ...], PrunedMatrix] = {}
+        self._pruned = {}
         # What the last ``_prune_layers`` call computed one-shot, by the same key.
-        self._latest: dict[tuple[object, ...], PrunedMatrix] = {}
+        self._latest = {}
         # The in-memory candidate evaluator (one session for every search), once built; False:
         # not possible for this model.
-        self._evaluator: CandidateEvaluator | bool | None = None
+        self._evaluator = None
         if self.branches.layers:  # a weight inside a branch cannot be fed as a graph input
             self._evaluator = False
         # Single-layer candidates: the current per-layer evaluator, the seconds it took to
         # build, and the seconds judging took in the shared (True) and per-layer (False) ones.
-        self._own_evaluator: tuple[str, CandidateEvaluator] | None = None
+        self._own_evaluator = None
         self._own_setup_seconds = 0.0
-        self._judge_seconds: dict[bool, list[float]] = {True: [], False: []}
+        self._judge_seconds = {True: [], False: []}
         # Single-layer candidates judged on the graph downstream of the layer: each layer's
         # cut (None: not possible), the original's boundary values, the current session.
-        self._cuts: list[SuffixCut | None] | None = None
-        self._boundary: BoundaryCache | None = None
-        self._suffix: tuple[str, SuffixEvaluator] | None = None
-        self._arrays: dict[str, np.ndarray] | None = None
-        self._verify_reference: ReferenceRun | None = None
+        self._cuts = None
+        self._boundary = None
+        self._suffix = None
+        self._arrays = None
+        self._verify_reference = None
         # --allocation sensitivity: measured curves per (selection, layers and their shares).
-        self._sensitivity: dict[tuple[object, ...], list[SensitivityCurve]] = {}
+        self._sensitivity = {}
         # Single-layer candidates built and run to measure them.
         self.sensitivity_builds = 0
         # Calibration passes run so far (one-shot statistics, --sequential stages, --structured).
         self.calibration_passes = 0
         # Seconds spent judging candidates in onnxruntime and in the per-layer OBS updates
         # (the report's phase split of "prune").
-        self.phase_seconds: dict[str, float] = {"judge": 0.0, "update": 0.0}
+        self.phase_seconds = {"judge": 0.0, "update": 0.0}
         # --sequential: the statistics each layer was last pruned with (stage passes).
-        self.stage_statistics: dict[str, LayerStats] = {}
+        self.stage_statistics = {}
 
     def shrink(self, cut: bool = True) -> StructuredResult:
         """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the

@@ -25,7 +25,7 @@ from .base import (
     Candidate,
     PrunerState,
 )
-from .matrices import (
+from .setup import (
     candidate_file,
 )
 
