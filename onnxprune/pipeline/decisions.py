@@ -65,6 +65,31 @@ class Decisions(PrunerState):
                     f"{config.target_sparsity:.4f}: the other layers are not pruned and the "
                     f"overall sparsity is {overall:.4f}"
                 )
+        plans = self._shared_plans(config, scorer, group, shared, target)
+        for i, (_, layer_target) in zip(overridden, fixed, strict=True):
+            override = self.layers[i].override
+            assert override is not None
+            method = get_method(override.method) if override.method else scorer
+            keep: np.ndarray | None = None
+            if not method.adaptive_mask:
+                scores_i = method.score(matrices[i], stats[self.layers[i].weight_name])
+                keep = layer_select(scores_i, layer_target, group, config.nm, 0)
+            plans[i] = LayerPlan(i, method, layer_target, keep, 0)
+        return [plans[i] for i in chosen], warnings
+
+    def _shared_plans(
+        self,
+        config: PruneConfig,
+        scorer: ScoringMethod,
+        group: str,
+        shared: list[int],
+        target: float,
+    ) -> dict[int, LayerPlan]:
+        """Plans of the layers without a --layer sparsity, sharing ``target``: shares from the
+        sensitivity curves, the selection group's masks, or (adaptive methods) masks left to
+        the reconstruction."""
+        stats = self.statistics()
+        matrices = self.matrices()
         plans: dict[int, LayerPlan] = {}
         if shared and config.allocation_mode in SENSITIVITY_ALLOCATIONS:
             selection = "row" if group == "row" else "layer"
@@ -94,16 +119,7 @@ class Decisions(PrunerState):
                 masks = select_masks(scores, config, group, sparsity=target)
                 for i, mask in zip(shared, masks, strict=True):
                     plans[i] = LayerPlan(i, scorer, target, mask, config.min_row_weights)
-        for i, (_, layer_target) in zip(overridden, fixed, strict=True):
-            override = self.layers[i].override
-            assert override is not None
-            method = get_method(override.method) if override.method else scorer
-            keep: np.ndarray | None = None
-            if not method.adaptive_mask:
-                scores_i = method.score(matrices[i], stats[self.layers[i].weight_name])
-                keep = layer_select(scores_i, layer_target, group, config.nm, 0)
-            plans[i] = LayerPlan(i, method, layer_target, keep, 0)
-        return [plans[i] for i in chosen], warnings
+        return plans
 
     def _prune_layers(
         self,
