@@ -158,6 +158,9 @@ class PrunerState:
     calibration_passes: int
     phase_seconds: dict[str, float]
     stage_statistics: dict[str, LayerStats]
+    # The last layer scores computed (``Decisions.layer_scores``): method name, the matrix and
+    # statistics they were computed from (held, so compared by identity), scores [out, K].
+    _last_scores: tuple[str, np.ndarray, LayerStats, np.ndarray] | None
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""
@@ -256,6 +259,10 @@ class PrunerState:
         ) -> list[tuple[np.ndarray, np.ndarray]] | None: ...
 
         def matrices(self) -> list[np.ndarray]: ...
+
+        def layer_scores(
+            self, scorer: ScoringMethod, matrix: np.ndarray, stats: LayerStats
+        ) -> np.ndarray: ...
 
         def sensitivity_reference(self) -> ReferenceRun: ...
 

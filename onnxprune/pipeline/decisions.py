@@ -97,7 +97,9 @@ class Decisions(PrunerState):
             for i, layer_target in zip(shared, targets, strict=True):
                 measured_keep = None
                 if not scorer.adaptive_mask:
-                    scores_i = scorer.score(matrices[i], stats[self.layers[i].weight_name])
+                    scores_i = self.layer_scores(
+                        scorer, matrices[i], stats[self.layers[i].weight_name]
+                    )
                     measured_keep = layer_select(
                         scores_i, layer_target, selection, None, config.min_row_weights
                     )
@@ -113,13 +115,25 @@ class Decisions(PrunerState):
                     plans[i] = LayerPlan(i, scorer, layer_target, None, config.min_row_weights)
             else:
                 scores = [
-                    scorer.score(m, stats[self.layers[i].weight_name])
+                    self.layer_scores(scorer, m, stats[self.layers[i].weight_name])
                     for m, i in zip(shared_matrices, shared, strict=True)
                 ]
                 masks = select_masks(scores, config, group, sparsity=target)
                 for i, mask in zip(shared, masks, strict=True):
                     plans[i] = LayerPlan(i, scorer, target, mask, config.min_row_weights)
         return plans
+
+    def layer_scores(
+        self, scorer: ScoringMethod, matrix: np.ndarray, stats: LayerStats
+    ) -> np.ndarray:
+        """``scorer.score(matrix, stats)`` [out, K], the last one kept: the sensitivity curve
+        of a layer and its two judged candidates score the same matrix three times."""
+        last = self._last_scores
+        if last is None or last[0] != scorer.name or last[1] is not matrix or last[2] is not stats:
+            scores = scorer.score(matrix, stats)
+            scores.flags.writeable = False  # shared between callers: nobody may change it
+            last = self._last_scores = (scorer.name, matrix, stats, scores)
+        return last[3]
 
     def _prune_layers(
         self,

@@ -166,6 +166,7 @@ class Pruner(StatisticsStage, Decisions, Candidates, Streamed, Sensitivity, Refe
         self.phase_seconds = {"judge": 0.0, "update": 0.0}
         # --sequential: the statistics each layer was last pruned with (stage passes).
         self.stage_statistics = {}
+        self._last_scores = None
 
     def shrink(self, cut: bool = True) -> StructuredResult:
         """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the

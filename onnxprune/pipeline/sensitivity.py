@@ -164,7 +164,7 @@ class Sensitivity(PrunerState):
         if scorer.adaptive_mask and factors is not None:
             scores = matrix**2 * weights**2  # SparseGPT's saliency w^2 / [H^-1]_jj^2
         else:
-            scores = scorer.score(matrix, stats)
+            scores = self.layer_scores(scorer, matrix, stats)
         floor = config.min_row_weights
         errors = [
             local_error(matrix, weights, layer_select(scores, level, selection, None, floor))
