@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from . import correction
-from . import owl
+from . import correction, owl
 from . import reconstruct as reconstruct_module
 from .allocation import (
     SensitivityCurve,
