@@ -30,8 +30,11 @@ REFIT_RIDGE = 0.0
 
 # EXPERIMENT: the saliency the mask is re-chosen with (``Reselect``): "score" (the method's
 # own score on the updated weights), "obs" (SparseGPT's ``w^2 / [U]_jj^2``), "blend" (the
-# method's score times the share of x_j not predictable from the later columns).
+# method's score times the share of x_j not predictable from the later columns), "mix" (the
+# weighted geometric mean ``obs^a * score^(1-a)``, a = RESELECT_MIX: both rank the same weights
+# in a row, so only their product's ranking matters and neither's scale).
 RESELECT_SALIENCY = "obs"
+RESELECT_MIX = 0.5
 # EXPERIMENT switch (benchmarks): re-choose fixed masks during the update (``Reselect``).
 RESELECT = False
 
@@ -72,6 +75,10 @@ class Reselect:
         scale = self.scale[:, start : start + width]
         if RESELECT_SALIENCY == "obs":
             saliency = weights**2 / u_diag[None, :] ** 2
+        elif RESELECT_SALIENCY == "mix":
+            obs = weights**2 / u_diag[None, :] ** 2
+            score = scale * np.abs(weights) ** self.power
+            saliency = obs**RESELECT_MIX * score ** (1.0 - RESELECT_MIX)
         else:
             saliency = scale * np.abs(weights) ** self.power
             if RESELECT_SALIENCY == "blend":
