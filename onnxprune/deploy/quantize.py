@@ -13,8 +13,8 @@ import numpy as np
 
 from ..calibrate.sources import CalibrationSet
 from ..errors import ModelError
+from ..io import first_line as _first_line
 from .config import DeployConfig
-from .errors import first_line as _first_line
 
 # One logger for the whole artifact stage, named as before the split.
 log = logging.getLogger(__package__)

@@ -15,7 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelError
-from .errors import first_line as _first_line
+from ..io import first_line as _first_line
 
 # One logger for the whole artifact stage, named as before the split.
 log = logging.getLogger(__package__)
