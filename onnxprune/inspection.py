@@ -27,6 +27,7 @@ from .layers import IF_BRANCH_REASON, LayerScan, SkippedLayer, find_layers, nm_p
 from .metric import decision_score, suggest_for_model
 from .options import default
 from .pipeline import Pruner, mean_cosine
+from .verify import ReferenceRun
 
 
 @dataclass
@@ -157,28 +158,36 @@ def inspect_model(
         # With data, the layers of the If branches the data takes are listed too.
         pruner = Pruner(model_path, calib, config, progress=progress)
         scan = pruner.scan
+    reference: ReferenceRun | None = None
     try:
         report = _inspected(model_path, view, scan, pruner)
         if pruner is not None and report.layers:
-            reference = pruner.verification_reference()
-            stats = pruner.statistics()
-            for inspected, layer in zip(report.layers, pruner.layers, strict=True):
-                if pruner.branches.owns(layer):  # its nodes are not in the main graph
-                    inspected.gate = stats[layer.weight_name].gate_kind
-                candidate = pruner.build(only={inspected.weight})
-                fidelity = pruner.compare(candidate, reference)
-                inspected.cosine_alone = mean_cosine(fidelity)
-                inspected.score_alone = decision_score(fidelity)
+            reference = _measure_alone(pruner, report)
     finally:
         if pruner is not None:
             pruner.close()
-    if pruner is None or not report.layers:
+    if reference is None:  # no data, or no layers to measure
         return report
     report.sensitivity_sparsity = sparsity
     report.sensitivity_method = method
     report.sensitivity_source = reference.source
     report.sensitivity_samples = int(reference.selected.sum())
     return report
+
+
+def _measure_alone(pruner: Pruner, report: InspectReport) -> ReferenceRun:
+    """Each listed layer pruned alone and compared with the original (its sensitivity), on
+    the reference run this returns."""
+    reference = pruner.verification_reference()
+    stats = pruner.statistics()
+    for inspected, layer in zip(report.layers, pruner.layers, strict=True):
+        if pruner.branches.owns(layer):  # its nodes are not in the main graph
+            inspected.gate = stats[layer.weight_name].gate_kind
+        candidate = pruner.build(only={inspected.weight})
+        fidelity = pruner.compare(candidate, reference)
+        inspected.cosine_alone = mean_cosine(fidelity)
+        inspected.score_alone = decision_score(fidelity)
+    return reference
 
 
 def _inspected(
