@@ -190,51 +190,17 @@ def attach_branch_layers(
         scan.skipped[:] = kept + added + _unhandled(inside, handled)
         return result
 
-    # Each branch's layers, found in its specialised copy.
-    found: dict[tuple[str, str], dict[str, Layer]] = {}
-    flat_skipped: list[SkippedLayer] = []
-    for name in names:
-        for branch in BRANCHES:
-            prefix = branch_prefix(name, branch)
-            if not any(s.name.startswith(prefix) for s in inside):
-                continue
-            layers, skipped = scan_branch(model, config, name, branch)
-            flat_skipped += skipped
-            found[(name, branch)] = layers
-            handled.add(prefix)
-
+    found, flat_skipped = _scan_branches(model, config, names, inside, handled)
     routed = [name for name in names if any((name, b) in found for b in BRANCHES)]
     masks = branch_masks(model, routed, dataset, selected, config.batch_size) if routed else {}
-
-    # Which branches of each If read each outer name (a weight shared between branches).
-    readers: dict[str, dict[str, set[str]]] = {}
-    for node in model.graph.node:
-        if node_label(node) in routed:
-            readers[node_label(node)] = {
-                attr_name: names_read(sub) for attr_name, sub in subgraphs_of(node)
-            }
+    readers = _branch_readers(model, routed)
 
     sites: dict[tuple[str, str], Site] = {}
     accepted: dict[str, Layer] = {}
     for (name, branch), layers in found.items():
         mask = masks[name][branch]
         for weight, layer in layers.items():
-            problem = None
-            if not mask.any():
-                problem = f"in If {name} {branch}, which no calibration batch takes: left dense"
-            for other in BRANCHES:
-                if problem is None and other != branch and weight in readers[name][other]:
-                    twin = found.get((name, other), {}).get(weight)
-                    if twin is None or not _same_kind(layer, twin):
-                        problem = (
-                            f"weight {weight} is also read in If {name} {other}, not by a "
-                            "layer of the same kind"
-                        )
-                    elif not masks[name][other].any():
-                        problem = (
-                            f"weight {weight} is also read in If {name} {other}, which no "
-                            "calibration batch takes: left dense"
-                        )
+            problem = _branch_problem(name, branch, weight, layer, found, readers, masks)
             if problem is not None:
                 flat_skipped.append(SkippedLayer(layer.name, layer.op.op_type, problem))
                 continue
@@ -255,6 +221,73 @@ def attach_branch_layers(
     scan.layers.extend(result.layers)
     scan.skipped[:] = kept + flat_skipped + added + _unhandled(inside, handled)
     return result
+
+
+def _scan_branches(
+    model: onnx.ModelProto,
+    config: PruneConfig,
+    names: list[str],
+    inside: list[SkippedLayer],
+    handled: set[str],
+) -> tuple[dict[tuple[str, str], dict[str, Layer]], list[SkippedLayer]]:
+    """Each branch's layers, found in its specialised copy ((If name, branch) -> weight ->
+    layer), and the branch nodes skipped there; the prefixes of the branches scanned are added
+    to ``handled``."""
+    found: dict[tuple[str, str], dict[str, Layer]] = {}
+    flat_skipped: list[SkippedLayer] = []
+    for name in names:
+        for branch in BRANCHES:
+            prefix = branch_prefix(name, branch)
+            if not any(s.name.startswith(prefix) for s in inside):
+                continue
+            layers, skipped = scan_branch(model, config, name, branch)
+            flat_skipped += skipped
+            found[(name, branch)] = layers
+            handled.add(prefix)
+    return found, flat_skipped
+
+
+def _branch_readers(model: onnx.ModelProto, routed: list[str]) -> dict[str, dict[str, set[str]]]:
+    """Which branches of each routed If read each outer name (a weight shared between
+    branches): If name -> branch attribute -> names read."""
+    readers: dict[str, dict[str, set[str]]] = {}
+    for node in model.graph.node:
+        if node_label(node) in routed:
+            readers[node_label(node)] = {
+                attr_name: names_read(sub) for attr_name, sub in subgraphs_of(node)
+            }
+    return readers
+
+
+def _branch_problem(
+    name: str,
+    branch: str,
+    weight: str,
+    layer: Layer,
+    found: dict[tuple[str, str], dict[str, Layer]],
+    readers: dict[str, dict[str, set[str]]],
+    masks: dict[str, dict[str, np.ndarray]],
+) -> str | None:
+    """Why the layer of ``weight`` in If ``name``'s ``branch`` is left dense, or None: no
+    calibration batch takes the branch, or the weight is also read in the other branch by no
+    layer of the same kind or in a branch no batch takes."""
+    problem = None
+    if not masks[name][branch].any():
+        problem = f"in If {name} {branch}, which no calibration batch takes: left dense"
+    for other in BRANCHES:
+        if problem is None and other != branch and weight in readers[name][other]:
+            twin = found.get((name, other), {}).get(weight)
+            if twin is None or not _same_kind(layer, twin):
+                problem = (
+                    f"weight {weight} is also read in If {name} {other}, not by a "
+                    "layer of the same kind"
+                )
+            elif not masks[name][other].any():
+                problem = (
+                    f"weight {weight} is also read in If {name} {other}, which no "
+                    "calibration batch takes: left dense"
+                )
+    return problem
 
 
 def scan_branch(
