@@ -24,7 +24,7 @@ from .layouts import (
 from .selectors import DEFAULT_KIND, PRESETS, OutputSelector, check_kind, parse_metric_output
 
 if TYPE_CHECKING:
-    from ...verify import Fidelity
+    from ..verify import Fidelity
 
 
 def decision_score(fidelity: Fidelity) -> float:
