@@ -23,11 +23,20 @@ from .atomic import (
     write_model,
 )
 from .paths import check_model_suffix, check_output_path, default_output_path, read_files
-from .sizes import external_data_files, gzip_size_bytes, model_size_bytes, proto_size_bytes
+from .sizes import (
+    _GZIP_CHUNK,
+    _gzip_chunks,
+    external_data_files,
+    gzip_size_bytes,
+    model_size_bytes,
+    proto_size_bytes,
+)
 from .tensors import _PLAIN_TYPES, read_tensor
 
 __all__ = [
     "BIG_MODEL_BYTES",
+    "_GZIP_CHUNK",
+    "_gzip_chunks",
     "check_model_suffix",
     "check_output_path",
     "default_output_path",
