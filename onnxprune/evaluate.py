@@ -20,7 +20,7 @@ cached samples.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -70,22 +70,8 @@ def evaluation_model(
             k = position.get(id(node))
             if k is None:
                 return None
-            copy = graph.node[k]
-            copy.input[layer.op.weight_input] = weight_input
-            scale = layer.op.weight_scale(node)
-            change = delta_input
-            extra: list[onnx.NodeProto] = []
-            if scale != 1.0:
-                factor = view.unique_name(f"{PREFIX}/scale{index}_{k}")
-                graph.initializer.append(
-                    onnx.numpy_helper.from_array(np.array(scale, dtype=layer.dtype), factor)
-                )
-                change = view.unique_name(f"{PREFIX}/scaled{index}_{k}")
-                extra.append(onnx.helper.make_node("Mul", [delta_input, factor], [change]))
-            out = copy.output[0]
-            unbiased = view.unique_name(f"{out}_{PREFIX}")
-            copy.output[0] = unbiased
-            extra.append(onnx.helper.make_node("Add", [unbiased, change], [out]))
+            graph.node[k].input[layer.op.weight_input] = weight_input
+            extra = _add_bias_change(view, k, index, layer, layer.op.weight_scale(node))
             after.setdefault(k, []).extend(extra)
     nodes = []
     for k, node in enumerate(graph.node):
@@ -93,8 +79,38 @@ def evaluation_model(
         nodes.extend(after.get(k, []))
     del graph.node[:]
     graph.node.extend(nodes)
-    # The stored weights now fed as inputs: dropped where nothing else reads them (one copy of
-    # the weights in memory, not two).
+    _drop_unread_initializers(graph)
+    return evaluated
+
+
+def _add_bias_change(
+    view: GraphView, k: int, index: int, layer: Layer, scale: float
+) -> list[onnx.NodeProto]:
+    """Rename the output of ``view``'s node ``k`` (a node of layer ``index``) and return the
+    nodes that add the layer's bias change input to it, scaled by the node's weight scale
+    (Gemm alpha), under the node's original output name."""
+    graph = view.model.graph
+    copy = graph.node[k]
+    delta_input = f"{PREFIX}/b{index}"
+    change = delta_input
+    extra: list[onnx.NodeProto] = []
+    if scale != 1.0:
+        factor = view.unique_name(f"{PREFIX}/scale{index}_{k}")
+        graph.initializer.append(
+            onnx.numpy_helper.from_array(np.array(scale, dtype=layer.dtype), factor)
+        )
+        change = view.unique_name(f"{PREFIX}/scaled{index}_{k}")
+        extra.append(onnx.helper.make_node("Mul", [delta_input, factor], [change]))
+    out = copy.output[0]
+    unbiased = view.unique_name(f"{out}_{PREFIX}")
+    copy.output[0] = unbiased
+    extra.append(onnx.helper.make_node("Add", [unbiased, change], [out]))
+    return extra
+
+
+def _drop_unread_initializers(graph: onnx.GraphProto) -> None:
+    """The stored weights now fed as inputs: dropped where nothing else reads them (one copy of
+    the weights in memory, not two)."""
     read = _names_read(graph)
     dropped = {t.name for t in graph.initializer if t.name not in read}
     if dropped:
@@ -105,7 +121,6 @@ def evaluation_model(
         inputs = [i for i in graph.input if i.name not in dropped]
         del graph.input[:]
         graph.input.extend(inputs)
-    return evaluated
 
 
 def _names_read(graph: onnx.GraphProto) -> set[str]:
@@ -151,7 +166,33 @@ def candidate_inputs(
     return feed
 
 
-class CandidateEvaluator:
+class WeightFeedEvaluator:
+    """A session whose graph inputs include the candidate's weights and bias changes (see
+    ``evaluation_model``); ``compare`` feeds a candidate and scores the outputs it gives."""
+
+    session: ort.InferenceSession
+    layers: Mapping[int, Layer]
+    defaults: dict[str, np.ndarray]
+
+    def compare(
+        self,
+        weights: Mapping[int, np.ndarray],
+        deltas: Mapping[int, np.ndarray | None],
+        reference: ReferenceRun,
+    ) -> Fidelity:
+        """``weights``: layer index -> the weight as the layer reads it; ``deltas``: layer
+        index -> bias change [out] in units of ``W x`` (None: none)."""
+        feed = candidate_inputs(self.defaults, self.layers, weights, deltas)
+        return reference.compare_outputs(self.outputs_for(feed, reference))
+
+    def outputs_for(
+        self, feed: Mapping[str, np.ndarray], reference: ReferenceRun
+    ) -> Callable[[Batch], list[np.ndarray]]:
+        """One comparison's batch -> the model's outputs (``reference.names``) under ``feed``."""
+        raise NotImplementedError
+
+
+class CandidateEvaluator(WeightFeedEvaluator):
     """One session over ``evaluation_model``; ``compare`` judges a candidate's weights
     against the original's cached outputs on a reference's samples. ``layers``: the layers
     whose weights may change, by index in the run's layer list (the others stay constants,
@@ -168,18 +209,12 @@ class CandidateEvaluator:
         self.layers = layers
         self.defaults = unchanged_inputs(self.session, layers)
 
-    def compare(
-        self,
-        weights: Mapping[int, np.ndarray],
-        deltas: Mapping[int, np.ndarray | None],
-        reference: ReferenceRun,
-    ) -> Fidelity:
-        """``weights``: layer index -> the weight as the layer reads it; ``deltas``: layer
-        index -> bias change [out] in units of ``W x`` (None: none)."""
-        feed = candidate_inputs(self.defaults, self.layers, weights, deltas)
+    def outputs_for(
+        self, feed: Mapping[str, np.ndarray], reference: ReferenceRun
+    ) -> Callable[[Batch], list[np.ndarray]]:
         names = reference.names
 
         def outputs_of(batch: Batch) -> list[np.ndarray]:
             return run(self.session, names, {**batch.feed, **feed}, reference.dataset.name)
 
-        return reference.compare_outputs(outputs_of)
+        return outputs_of

@@ -22,7 +22,7 @@ The judged numbers equal the whole-model evaluator's up to float rounding (teste
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,15 +32,15 @@ import onnxruntime as ort
 from .calibrate.sources import Batch
 from .errors import CalibrationDataError
 from .evaluate import (
+    WeightFeedEvaluator,
     _names_read,
     _onnx_type,
-    candidate_inputs,
     evaluation_model,
     unchanged_inputs,
 )
 from .layers import Layer
 from .session import placeholder, run, session_in_memory
-from .verify import Fidelity, ReferenceRun
+from .verify import ReferenceRun
 
 # The boundary values kept in memory at a time (a window of layers; see ``BoundaryCache``).
 BOUNDARY_CACHE_BYTES = 256 << 20
@@ -257,7 +257,7 @@ def suffix_model(
     return suffix
 
 
-class SuffixEvaluator:
+class SuffixEvaluator(WeightFeedEvaluator):
     """Judges candidates that change one layer (``index`` in the run's layer list) with a
     session over its suffix (see module doc); same ``compare`` as ``CandidateEvaluator``."""
 
@@ -288,13 +288,9 @@ class SuffixEvaluator:
         self.cut = cut
         self.cache = cache
 
-    def compare(
-        self,
-        weights: Mapping[int, np.ndarray],
-        deltas: Mapping[int, np.ndarray | None],
-        reference: ReferenceRun,
-    ) -> Fidelity:
-        feed = candidate_inputs(self.defaults, self.layers, weights, deltas)
+    def outputs_for(
+        self, feed: Mapping[str, np.ndarray], reference: ReferenceRun
+    ) -> Callable[[Batch], list[np.ndarray]]:
         produced = set(self.cut.outputs)
         batch_number = iter(range(1 << 62))
 
@@ -308,4 +304,4 @@ class SuffixEvaluator:
             by_name = dict(zip(self.cut.outputs, got, strict=True))
             return [by_name[n] if n in produced else cached[n] for n in reference.names]
 
-        return reference.compare_outputs(outputs_of)
+        return outputs_of

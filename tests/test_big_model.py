@@ -32,14 +32,7 @@ from onnxprune.pipeline import Pruner
 
 def _save_external(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=path.name + ".data",
-        size_threshold=0,
-    )
+    onnxprune.io.write_model(model, path, external_data=True, size_threshold=0)
     return path
 
 
