@@ -27,8 +27,9 @@ import onnx
 
 from ..graph import GraphView
 from ..layers import Layer
-from .conv_taps import conv_graph_tap, grid_by_conv, position_step, unpadded_input
+from .conv_taps import conv_graph_tap, grid_by_conv, position_step
 from .gates import Gate, NodeSink, find_gate
+from .padding import unpadded_input
 from .stats import ConvGeometry
 from .taps import (
     FLOAT,

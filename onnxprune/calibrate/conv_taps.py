@@ -4,14 +4,10 @@ im2col columns, then batched MatMuls and reductions over (batch, positions) retu
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
-import onnx
-from onnx.reference import ReferenceEvaluator
 
-from ..graph import GraphView
 from .gates import NodeSink
 from .stats import ConvGeometry
 from .taps import FLOAT, ConvGraphTap, reduce
@@ -248,84 +244,3 @@ def _by_group(sink: NodeSink, x4: str, groups: int, width: int, hint: str) -> st
     """[N, G, W, P] -> [G, W, N*P]."""
     moved = sink.op("Transpose", x4, perm=[1, 2, 0, 3], hint=f"{hint}_t")  # [G, W, N, P]
     return sink.op("Reshape", moved, sink.const([groups, width, -1], dtype=np.int64), hint=hint)
-
-
-def unpadded_input(view: GraphView, data: str, geo: ConvGeometry) -> tuple[str, ConvGeometry]:
-    """``data`` and ``geo``, or, when ``data`` comes from a zero-constant spatial ``Pad`` (as
-    TF-style exporters write "same" padding), the Pad's input and ``geo`` with those pads
-    added: the patch Conv then pads by itself, and the model's Pad, no longer read by a tap,
-    stays fused into its Conv (tapping the padded tensor made onnxruntime run it alone, 13%
-    of EfficientNet-Lite0's calibration pass)."""
-    pad = view.producer.get(data)
-    if pad is None or pad.op_type != "Pad" or geo.auto_pad not in ("NOTSET", ""):
-        return data, geo
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in pad.attribute}
-    mode = attrs.get("mode", b"constant")
-    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
-        return data, geo
-    if "pads" in attrs:  # opset < 11
-        pads: list[int] | None = [int(v) for v in attrs["pads"]]
-        fill = float(attrs.get("value", 0.0))
-    else:
-        found = _folded_constant(view, pad.input[1]) if len(pad.input) > 1 else None
-        pads = None if found is None else [int(v) for v in found.reshape(-1)]
-        value = pad.input[2] if len(pad.input) > 2 and pad.input[2] else None
-        constant = _folded_constant(view, value) if value else np.zeros(1)
-        fill = np.nan if constant is None else float(np.asarray(constant).reshape(-1)[0])
-        if len(pad.input) > 3 and pad.input[3]:  # explicit axes (opset 18): not handled
-            pads = None
-    spatial = len(geo.kernel)
-    rank = spatial + 2
-    if pads is None or len(pads) != 2 * rank or fill != 0.0 or min(pads) < 0:
-        return data, geo
-    begins, ends = pads[:rank], pads[rank:]
-    if any(begins[:2]) or any(ends[:2]):  # batch or channel padding
-        return data, geo
-    own = list(geo.pads) if geo.pads else [0] * (2 * spatial)
-    merged = [a + b for a, b in zip(own, begins[2:] + ends[2:], strict=True)]
-    return pad.input[0], dataclasses.replace(geo, pads=tuple(merged))
-
-
-# The most nodes a computed constant (e.g. a Pad's pads built from Constant, ConstantOfShape,
-# Concat, Slice, ...) may take to evaluate; longer chains are left alone.
-MAX_FOLDED_NODES = 32
-
-
-def _folded_constant(view: GraphView, name: str) -> np.ndarray | None:
-    """The value of ``name`` when it is stored, or computed only from stored values by a few
-    nodes (evaluated with onnx's reference evaluator); None when it depends on a graph input."""
-    stored = view.constant_value(name)
-    if stored is not None:
-        return stored
-    nodes: list[onnx.NodeProto] = []
-    leaves: set[str] = set()
-    pending, seen = [name], set()
-    while pending:
-        tensor = pending.pop()
-        if not tensor or tensor in seen:
-            continue
-        seen.add(tensor)
-        if view.is_constant(tensor) and tensor not in view.constant_nodes:
-            leaves.add(tensor)
-            continue
-        node = view.producer.get(tensor)
-        if node is None or len(nodes) >= MAX_FOLDED_NODES:
-            return None  # a graph input, or too long a chain
-        if any(
-            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-            for a in node.attribute
-        ):
-            return None
-        nodes.append(node)
-        pending.extend(node.input)
-    ordered = [n for n in view.model.graph.node if any(n is m for m in nodes)]
-    initializers = [view.initializers[t] for t in sorted(leaves)]
-    graph = onnx.helper.make_graph(
-        ordered, "folded", [], [onnx.helper.make_value_info(name, onnx.TypeProto())], initializers
-    )
-    model = onnx.helper.make_model(graph, opset_imports=list(view.model.opset_import))
-    try:
-        (value,) = ReferenceEvaluator(model).run([name], {})
-    except Exception:  # an op the evaluator lacks, unreadable data: leave the tap where it is
-        return None
-    return np.asarray(value)
