@@ -200,31 +200,16 @@ def reconstruct(
         if reselect is not None and pattern is None:
             mask[start:end] = reselect.choose(block, diagonal, mask[start:end], start)
         if keep is None and pattern is None:
-            saliency = np.where(dead_block[None, :], 0.0, block.T**2 / diagonal[None, :] ** 2)
-            # Each row may lose at most its cap within the block (the row floor overall).
-            limit = int(np.floor(row_cap * saliency.shape[1] + 1e-9))
-            ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
-            saliency = np.where(ranks < limit, saliency, np.inf)
-            count_pruned = min(round(sparsity * saliency.size), int(np.isfinite(saliency).sum()))
-            if count_pruned:
-                order = np.argsort(saliency, axis=None, kind="stable")[:count_pruned]
-                block_mask = np.zeros(saliency.size, dtype=bool)
-                block_mask[order] = True
-                mask[start:end] = block_mask.reshape(saliency.shape).T
+            chosen = _adaptive_block_mask(block, diagonal, dead_block, sparsity, row_cap)
+            if chosen is not None:
+                mask[start:end] = chosen
         for i in range(end - start):
             column = start + i
             if keep is None and pattern is not None and i % pattern.m == 0:
                 group = slice(i, min(i + pattern.m, end - start))
-                saliency = np.where(
-                    dead_block[None, group],
-                    0.0,
-                    block[group].T ** 2 / diagonal[None, group] ** 2,
+                mask[start + group.start : start + group.stop] = _nm_group_mask(
+                    block[group], diagonal[group], dead_block[group], pattern.n
                 )
-                ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
-                width = saliency.shape[1]
-                mask[start + group.start : start + group.stop] = (
-                    ranks < width - min(pattern.n, width)
-                ).T
             if reselect is not None and pattern is not None and i % pattern.m == 0:
                 group = slice(i, min(i + pattern.m, end - start))
                 mask[start + group.start : start + group.stop] = reselect.choose(
@@ -240,6 +225,42 @@ def reconstruct(
         w[end:] -= upper[start:end, end:].T @ errors
     w[mask] = 0.0
     return w.T.copy(), ~mask.T
+
+
+def _adaptive_block_mask(
+    block: np.ndarray,
+    diagonal: np.ndarray,
+    dead_block: np.ndarray,
+    sparsity: float,
+    row_cap: float,
+) -> np.ndarray | None:
+    """SparseGPT's adaptive selection in one block of columns ``block`` [B, out]: the
+    ``sparsity`` share of the block with the least saliency ``w^2 / [U]_jj^2`` (dead inputs
+    first), each row losing at most ``row_cap`` of the block; the mask [B, out] (True =
+    prune), or None when nothing goes."""
+    saliency = np.where(dead_block[None, :], 0.0, block.T**2 / diagonal[None, :] ** 2)
+    # Each row may lose at most its cap within the block (the row floor overall).
+    limit = int(np.floor(row_cap * saliency.shape[1] + 1e-9))
+    ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
+    saliency = np.where(ranks < limit, saliency, np.inf)
+    count_pruned = min(round(sparsity * saliency.size), int(np.isfinite(saliency).sum()))
+    if not count_pruned:
+        return None
+    order = np.argsort(saliency, axis=None, kind="stable")[:count_pruned]
+    block_mask = np.zeros(saliency.size, dtype=bool)
+    block_mask[order] = True
+    return block_mask.reshape(saliency.shape).T
+
+
+def _nm_group_mask(
+    group: np.ndarray, diagonal: np.ndarray, dead: np.ndarray, keep_count: int
+) -> np.ndarray:
+    """N:M in one group of M columns ``group`` [M, out]: each row keeps its ``keep_count``
+    most salient weights; the mask [M, out] (True = prune)."""
+    saliency = np.where(dead[None, :], 0.0, group.T**2 / diagonal[None, :] ** 2)
+    ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
+    width = saliency.shape[1]
+    return (ranks < width - min(keep_count, width)).T
 
 
 def reconstruct_groups(
