@@ -4,11 +4,13 @@ files as they are made) and --sequential (statistics re-gathered stage by stage)
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
 
 from ..calibrate.augment import has_subgraphs
+from ..calibrate.stats import LayerStats
 from ..config import PruneConfig
 from ..graph import GraphView
 from ..io import spill_array
@@ -127,22 +129,7 @@ class Streamed(PrunerState):
             self.stage_statistics.update(
                 {self.layers[i].weight_name: stats[self.layers[i].weight_name] for i in stage}
             )
-            plans = []
-            for i in stage:
-                layer = self.layers[i]
-                override = layer.override
-                method = (
-                    get_method(override.method)
-                    if override is not None and override.method
-                    else one_shot.scorer
-                )
-                floor = 0 if override is not None else config.min_row_weights
-                target = one_shot.removed[layer.weight_name]
-                keep: np.ndarray | None = None
-                if not method.adaptive_mask:
-                    scores = method.score(self.matrices()[i], stats[layer.weight_name])
-                    keep = layer_select(scores, target, one_shot.group, config.nm, floor)
-                plans.append(LayerPlan(i, method, target, keep, floor))
+            plans = [self._stage_plan(config, one_shot, i, stats) for i in stage]
             stage_reports, stage_warnings, _ = self._apply(
                 model, config, plans, stats, factors_from_stats=number > 0
             )
@@ -162,3 +149,23 @@ class Streamed(PrunerState):
         candidate.stage_passes = passes
         candidate.allocation = one_shot.allocation
         return candidate
+
+    def _stage_plan(
+        self, config: PruneConfig, one_shot: Candidate, i: int, stats: Mapping[str, LayerStats]
+    ) -> LayerPlan:
+        """Layer ``i`` re-selected on its stage's statistics, to the share, method and group
+        the one-shot candidate decided for it."""
+        layer = self.layers[i]
+        override = layer.override
+        method = (
+            get_method(override.method)
+            if override is not None and override.method
+            else one_shot.scorer
+        )
+        floor = 0 if override is not None else config.min_row_weights
+        target = one_shot.removed[layer.weight_name]
+        keep: np.ndarray | None = None
+        if not method.adaptive_mask:
+            scores = method.score(self.matrices()[i], stats[layer.weight_name])
+            keep = layer_select(scores, target, one_shot.group, config.nm, floor)
+        return LayerPlan(i, method, target, keep, floor)
