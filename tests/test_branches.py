@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import first_output
 
 import onnxprune
 from onnxprune.calibrate.subgraphs import fold_branch, inline_if_branch
@@ -116,12 +116,6 @@ def feeds(rate: int, batches: int, rows: int, seed: int) -> list[dict[str, np.nd
     ]
 
 
-def run(model: onnx.ModelProto | Path, feed: dict[str, np.ndarray]) -> np.ndarray:
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    return np.asarray(sess.run(["y"], feed)[0])
-
-
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
@@ -196,7 +190,7 @@ def test_both_branches_taken_are_pruned_to_the_target(tmp_path: Path, method: st
     assert report.fidelity is not None and report.fidelity.outputs[0].cosine > 0.75
     for rate in (16000, 8000):
         feed = feeds(rate, 1, 64, seed=7)[0]
-        before, now = run(model, feed), run(out, feed)
+        before, now = first_output(model, feed, "y"), first_output(out, feed, "y")
         assert not np.array_equal(before, now)
         assert cosine(before, now) > 0.8, rate
 
@@ -224,9 +218,9 @@ def test_an_untaken_branch_stays_dense_and_is_reported(tmp_path: Path) -> None:
     assert np.mean(after[THEN + "t_W1"] == 0) == pytest.approx(0.5, abs=0.01)
     # The 8 kHz branch computes exactly what it did; the 16 kHz one stays close.
     narrow = feeds(8000, 1, 32, seed=9)[0]
-    np.testing.assert_array_equal(run(model, narrow), run(out, narrow))
+    np.testing.assert_array_equal(first_output(model, narrow, "y"), first_output(out, narrow, "y"))
     wide = feeds(16000, 1, 32, seed=9)[0]
-    assert cosine(run(model, wide), run(out, wide)) > 0.9
+    assert cosine(first_output(model, wide, "y"), first_output(out, wide, "y")) > 0.9
 
 
 @pytest.mark.parametrize("method", ["contrib", "wanda"])
@@ -277,7 +271,9 @@ def test_pruned_branches_equal_the_masked_original(tmp_path: Path) -> None:
     assert masked.SerializeToString() == pruned.SerializeToString()
     for rate in (16000, 8000):
         feed = feeds(rate, 1, 16, seed=5)[0]
-        np.testing.assert_array_equal(run(masked, feed), run(pruned, feed))
+        np.testing.assert_array_equal(
+            first_output(masked, feed, "y"), first_output(pruned, feed, "y")
+        )
 
 
 def test_cli_run_reports_branch_layers_and_its_recipe_replays(tmp_path: Path) -> None:
@@ -429,7 +425,7 @@ def test_nested_control_flow_stays_and_its_layers_are_listed(tmp_path: Path) -> 
     x = rng.standard_normal((4, 8)).astype(np.float32)
     for flag in (True, False):
         feed = {"x": x, "flag": np.array(flag)}
-        assert cosine(run(model, feed), run(pruned, feed)) > 0.7
+        assert cosine(first_output(model, feed, "y"), first_output(pruned, feed, "y")) > 0.7
     # The nested If (its weights A and B) is written back unchanged.
     inner = lambda m: next(a.g for a in m.graph.node[0].attribute if a.name == "then_branch")  # noqa: E731
     nested = [n for n in inner(pruned).node if n.op_type == "If"]
@@ -491,7 +487,9 @@ def test_an_outer_constant_node_read_in_a_branch_is_pruned_where_it_is_stored(
     assert np.mean(stored == 0) == pytest.approx(0.5)
     assert np.array_equal(stored != 0, value * (stored != 0) != 0)
     feed = {"x": rng.standard_normal((4, 8)).astype(np.float32), "flag": np.array(True)}
-    np.testing.assert_allclose(run(pruned, feed), feed["x"] @ stored, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        first_output(pruned, feed, "y"), feed["x"] @ stored, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_inspect_with_data_lists_and_measures_branch_layers(tmp_path: Path) -> None:

@@ -14,21 +14,15 @@ from typing import Any
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner
 from onnx import numpy_helper
+from ort_run import run_model
 
 from onnxprune.compact import compact
 from onnxprune.embeddings import INT4_BLOCK, embedding_tables, int4_tables, prune_tables
 
 FAST = ("--no-update", "--allocation", "group")
-
-
-def _outputs(path: Path | bytes, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    source = path if isinstance(path, bytes) else str(path)
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    return session.run(None, feed)  # type: ignore[no-any-return]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,7 +99,7 @@ def test_compaction_is_bit_exact_smaller_and_keeps_given_names(tmp_path: Path) -
     after = {n for node in small.graph.node for n in node.output}
     assert sum(map(len, after)) < sum(map(len, before))
     for a, b in zip(
-        _outputs(quantized, feed), _outputs(small.SerializeToString(), feed), strict=True
+        run_model(quantized, feed), run_model(small.SerializeToString(), feed), strict=True
     ):
         np.testing.assert_array_equal(a, b)
 
@@ -123,7 +117,7 @@ def test_quantized_artifact_is_written_compacted(cli: CliRunner, tmp_path: Path)
     assert not any(n.endswith("_Output") for node in written.graph.node for n in node.output)
     assert report["artifact_stages"][-1]["file_size"] == out.stat().st_size
     feed = models.random_inputs(model, 16, seed=4)
-    for a, b in zip(_outputs(path, feed), _outputs(out, feed), strict=True):
+    for a, b in zip(run_model(path, feed), run_model(out, feed), strict=True):
         assert _cosine(a, b) > 0.9
 
 
@@ -167,7 +161,7 @@ def test_int4_tables_gather_back_zeros_exactly_and_close_values(tmp_path: Path) 
     assert list(stored["word_emb_scales"].dims) == [96, 64 // INT4_BLOCK]
     int4 = models.save(model, tmp_path / "int4.onnx")
     feed = models.token_ids(32, seed=3)
-    (_, want), (_, got) = _outputs(pruned, feed), _outputs(int4, feed)
+    (_, want), (_, got) = run_model(pruned, feed), run_model(int4, feed)
     rows = table[feed["ids"]]  # [batch, seq, hidden]: what the Gather picks
     np.testing.assert_array_equal(got[rows == 0], 0.0)  # pruned entries stay exact zeros
     # onnxruntime's symmetric int4: step = a block's absmax / 8 (the extreme maps to -8, the
@@ -211,8 +205,8 @@ def test_quantized_embeddings_keep_pruned_zeros_and_run(
     pruned_table = prune_tables(model, 0.5) and next(
         numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "word_emb"
     )
-    reference = _outputs(path, feed)
-    y, tokens = _outputs(out, feed)
+    reference = run_model(path, feed)
+    y, tokens = run_model(out, feed)
     assert isinstance(pruned_table, np.ndarray)
     np.testing.assert_array_equal(tokens[pruned_table[feed["ids"]] == 0], 0.0)
     assert _cosine(tokens, reference[1]) > 0.8
@@ -254,7 +248,7 @@ def test_embedding_sparsity_with_sparse_storage_is_identical_and_smaller(
     assert tables_dense.stat().st_size - sparse.stat().st_size > 0.35 * 96 * 64 * 4
     assert report["artifact_stages"][-1]["name"] == "pruned + embeddings 0.8 + sparse storage"
     feed = models.token_ids(16, seed=2)
-    for a, b in zip(_outputs(dense, feed), _outputs(sparse, feed), strict=True):
+    for a, b in zip(run_model(dense, feed), run_model(sparse, feed), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

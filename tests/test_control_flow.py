@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import first_output
 
 from onnxprune.calibrate.subgraphs import condition_probe, inline_if_branch, taken_branches
 
@@ -57,11 +58,6 @@ def if_mlp(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(sess.run(None, feed)[0])
-
-
 @pytest.mark.parametrize(("branch", "flag"), [("then_branch", True), ("else_branch", False)])
 def test_inlined_branch_equals_the_if_model_for_inputs_taking_it(branch: str, flag: bool) -> None:
     model = if_mlp()
@@ -70,10 +66,14 @@ def test_inlined_branch_equals_the_if_model_for_inputs_taking_it(branch: str, fl
     flat = inline_if_branch(model, "switch", branch)
     onnx.checker.check_model(flat, full_check=True)
     assert not any(n.op_type == "If" for n in flat.graph.node)
-    np.testing.assert_allclose(_run(flat, feed), _run(model, feed), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        first_output(flat, feed), first_output(model, feed), rtol=1e-6, atol=1e-6
+    )
     # The specialised copy ignores the condition: it always computes the chosen branch.
     other = {"x": x, "flag": np.array(not flag)}
-    np.testing.assert_allclose(_run(flat, other), _run(model, feed), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        first_output(flat, other), first_output(model, feed), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_outer_scope_weight_is_read_by_the_inlined_branch_under_its_own_name() -> None:

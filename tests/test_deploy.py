@@ -14,11 +14,11 @@ from typing import Any
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import realworld_models
 from conftest import CliRunner
 from onnx import numpy_helper
+from ort_run import run_model
 
 from onnxprune.calibrate.sources import model_input_specs, open_data
 from onnxprune.deploy import _StreamingReader, sparse_storage
@@ -39,11 +39,6 @@ def _run(
     result = cli(model, "--calib", calib, "-o", out, "--report", report, "-q", *args)
     data = json.loads(report.read_text()) if report.exists() else {}
     return result.code, data, result.err
-
-
-def _outputs(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, feed)  # type: ignore[no-any-return]
 
 
 def _initializers(path: Path) -> dict[str, np.ndarray]:
@@ -112,7 +107,7 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
         assert ops & {"QLinearMatMul", "MatMulInteger", "QGemm"}
     # It runs in onnxruntime and stays close to the original on fresh inputs.
     feed = models.random_inputs(model, 16, seed=7)
-    for a, b in zip(_outputs(path, feed), _outputs(quantized, feed), strict=True):
+    for a, b in zip(run_model(path, feed), run_model(quantized, feed), strict=True):
         cos = (a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))
         assert cos > 0.8
     stages = report["artifact_stages"]
@@ -199,7 +194,7 @@ def test_sparse_storage_gives_the_dense_stored_outputs(
     assert report["artifact_stages"][-1]["name"].endswith("sparse storage")
     assert report["artifact_stages"][-1]["sparse_tensors"] == len(stored.graph.sparse_initializer)
     feed = models.random_inputs(model, 16, seed=3)
-    for a, b in zip(_outputs(dense, feed), _outputs(sparse, feed), strict=True):
+    for a, b in zip(run_model(dense, feed), run_model(sparse, feed), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -422,7 +417,7 @@ def test_ort_format_loads_in_onnxruntime_and_matches(
     # The same model as the .onnx artifact of the same run: onnxruntime's converter fuses
     # (Conv + BatchNormalization...), so float rounding may move, nothing more.
     feed = models.random_inputs(model, 16, seed=5)
-    for a, b in zip(_outputs(onnx_out, feed), _outputs(ort_out, feed), strict=True):
+    for a, b in zip(run_model(onnx_out, feed), run_model(ort_out, feed), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(np.abs(a).max()))
     # A replay writes the same model (onnxruntime's serialisation order may vary, the size and
     # the outputs do not).
@@ -430,7 +425,7 @@ def test_ort_format_loads_in_onnxruntime_and_matches(
     code, _, err = _run(cli, path, calib, replayed, "--recipe", Path(str(ort_out) + ".recipe.json"))
     assert code == 0, err
     assert replayed.stat().st_size == ort_out.stat().st_size
-    for a, b in zip(_outputs(ort_out, feed), _outputs(replayed, feed), strict=True):
+    for a, b in zip(run_model(ort_out, feed), run_model(replayed, feed), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import REPO, CliRunner
 from onnx import numpy_helper
+from ort_run import run_model
 
 import onnxprune
 from onnxprune.scoring import get_method
@@ -58,11 +58,6 @@ def prepare(
     model_path = models.save(model, tmp_path / f"{name}.onnx")
     calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, samples, seed=1))
     return model, model_path, calib
-
-
-def run_model(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, feed)
 
 
 def matrix_view(model: onnx.ModelProto, weight: str, value: np.ndarray) -> np.ndarray:
