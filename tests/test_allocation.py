@@ -10,11 +10,11 @@ from pathlib import Path
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner, run_and_report
 from hypothesis import given
 from hypothesis import strategies as st
+from ort_run import run_model
 
 from onnxprune.allocation import (
     SensitivityCurve,
@@ -138,10 +138,8 @@ def _prepare(tmp_path: Path) -> tuple[onnx.ModelProto, Path, Path]:
 
 def _error(model: onnx.ModelProto, pruned: Path, original: Path) -> float:
     feed = models.random_inputs(model, 256, seed=9)
-    (dense,) = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"]).run(
-        None, feed
-    )
-    (ours,) = ort.InferenceSession(str(pruned), providers=["CPUExecutionProvider"]).run(None, feed)
+    (dense,) = run_model(original, feed)
+    (ours,) = run_model(pruned, feed)
     return float(np.linalg.norm(ours - dense) / np.linalg.norm(dense))
 
 

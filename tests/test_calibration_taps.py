@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import first_output
 
 from onnxprune.calibrate.augment import build_plan
 from onnxprune.calibrate.conv_taps import position_step
@@ -179,7 +179,7 @@ def test_conv_moments_on_the_position_grid_equal_numpy(
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
-    z = ort.InferenceSession(probe.SerializeToString()).run(["z"], {"x": x})[0]
+    z = first_output(probe, {"x": x}, "z")
     step = position_step(z.shape[2] * z.shape[3], geometry, weight[0].size * group)
     assert step > 1
     on_grid = dataclasses.replace(geometry, strides=tuple(s * step for s in geometry.strides))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import first_output
 
 from onnxprune import prune
 from onnxprune.calibrate.sources import model_input_specs, open_data
@@ -37,11 +37,6 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
-
-
-def _ort(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, feed)[0])
 
 
 def _compare(original: Path, candidate: Path, data: Path, metric: Metric) -> ReferenceRun:
@@ -142,8 +137,8 @@ def test_streamed_standardized_matches_one_shot_formula(tmp_path: Path) -> None:
         tmp_path / "damaged.onnx"
     )
     x = np.load(data)["x"]
-    a = _ort(model, {"x": x}).astype(np.float64)
-    b = _ort(tmp_path / "damaged.onnx", {"x": x}).astype(np.float64)
+    a = first_output(model, {"x": x}).astype(np.float64)
+    b = first_output(tmp_path / "damaged.onnx", {"x": x}).astype(np.float64)
     nmse = ((b - a) ** 2).mean(0) / a.var(0)
     assert score.score == pytest.approx(1 - np.minimum(nmse, 1).mean(), rel=1e-6)
 
@@ -207,8 +202,8 @@ def test_detector_score_cells_differential(tmp_path: Path) -> None:
     # Differential: run both models in ORT on the held-out samples and recompute the cells'
     # intersection over union at 0.25 by hand.
     pruner_holdout = _holdout(data, report.fidelity.samples if report.fidelity else 0)
-    a = _ort(model, {"images": pruner_holdout})[:, 4:]
-    b = _ort(out, {"images": pruner_holdout})[:, 4:]
+    a = first_output(model, {"images": pruner_holdout})[:, 4:]
+    b = first_output(out, {"images": pruner_holdout})[:, 4:]
     on_a, on_b = a > 0.25, b > 0.25
     iou = (on_a & on_b).sum() / (on_a | on_b).sum()
     assert fidelity.metric_parts["output0[:,4:] cells"] == pytest.approx(iou)
@@ -309,7 +304,7 @@ def test_integer_outputs_scored_by_agreement_and_topk(tmp_path: Path) -> None:
     x_data = RNG.normal(size=(64, 10)).astype(np.float32)
     np.savez(data, x=x_data)
     fidelity = _compare(original, candidate, data, Metric("classifier")).compare(candidate)
-    a, b = _ort(original, {"x": x_data}), _ort(candidate, {"x": x_data})
+    a, b = first_output(original, {"x": x_data}), first_output(candidate, {"x": x_data})
     top1 = float((a.argmax(1) == b.argmax(1)).mean())
     rank = (b > np.take_along_axis(b, a.argmax(1)[:, None], 1)).sum(1)
     parts = fidelity.metric_parts

@@ -8,9 +8,9 @@ from pathlib import Path
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner, run_and_report
+from ort_run import first_output
 
 import onnxprune.reconstruct as module
 from onnxprune.config import NMPattern, PruneConfig
@@ -110,12 +110,7 @@ def test_final_only_refit_equals_the_per_layer_refit_under_a_fixed_selection(
     for name, value in inside.items():
         np.testing.assert_array_equal(after[name] == 0, value == 0)
         np.testing.assert_allclose(after[name], value, rtol=1e-3, atol=1e-4 * np.abs(value).max())
-    runs = [
-        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-            None, feeds
-        )[0]
-        for m in (built[0], built[20])
-    ]
+    runs = [first_output(m, feeds) for m in (built[0], built[20])]
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-3, atol=1e-3 * np.abs(runs[1]).max())
 
 
@@ -167,10 +162,7 @@ def test_refit_final_option_refits_the_chosen_model_and_lowers_its_error(
         np.testing.assert_array_equal(value == 0, refitted[name] == 0)
 
     def error(output: Path) -> float:
-        runs = [
-            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-            for p in (path, output)
-        ]
+        runs = [first_output(p, feeds) for p in (path, output)]
         return float(((runs[0] - runs[1]) ** 2).mean())
 
     assert error(outs[20]) < error(outs[0])

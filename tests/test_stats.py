@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import first_output
 
 from onnxprune.calibrate.runner import collect_statistics
 from onnxprune.calibrate.sources import model_input_specs, open_data
@@ -88,7 +88,7 @@ def test_conv_moments_reproduce_the_conv_output(
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
-    z = ort.InferenceSession(probe.SerializeToString()).run(["z"], {"x": x})[0].astype(np.float64)
+    z = first_output(probe, {"x": x}, "z").astype(np.float64)
     layer_stats = stats["w"]
     matrix = layers[0].matrix()  # [cout, K]
     x_sum_rows = layer_stats.row_expand(layer_stats.inputs.x_sum, cout)
@@ -197,7 +197,7 @@ def test_in_graph_conv_moments_equal_numpy_im2col(
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
-    z = ort.InferenceSession(probe.SerializeToString()).run(["z"], {"x": x})[0]
+    z = first_output(probe, {"x": x}, "z")
     geometry = ConvGeometry.from_node(conv, weight.shape)
     want_in, want_g = conv_moments(x, (z > 0).astype(np.float32), geometry, cout, hessian=True)
     assert got.inputs.count == want_in.count

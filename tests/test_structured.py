@@ -16,13 +16,13 @@ from pathlib import Path
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import realworld_models
 import structured_models
 from conftest import REPO, CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ort_run import run_model
 
 from onnxprune.config import PruneConfig
 from onnxprune.pipeline import Pruner
@@ -84,11 +84,6 @@ def _feeds(model: onnx.ModelProto, maker: Callable | None, n: int, seed: int) ->
     return maker(n, seed) if maker is not None else models.random_inputs(model, n, seed)
 
 
-def _outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)  # type: ignore[return-value]
-
-
 def _shrink(
     tmp_path: Path,
     model: onnx.ModelProto,
@@ -116,7 +111,7 @@ def test_cut_model_equals_masked_model(tmp_path: Path, case: str, score: str) ->
     cut, masked = _shrink(tmp_path, model, _feeds(model, feed_maker, 48, 0), 0.5, score)
     onnx.checker.check_model(cut.model, full_check=True)
     check = _feeds(model, feed_maker, 16, 1)
-    for got, want in zip(_outputs(cut.model, check), _outputs(masked.model, check), strict=True):
+    for got, want in zip(run_model(cut.model, check), run_model(masked.model, check), strict=True):
         assert got.shape == want.shape
         scale = float(np.abs(want).max())
         assert float(np.abs(got - want).max()) <= 1e-4 * scale
@@ -251,7 +246,7 @@ def test_random_chains_lose_exactly_the_requested_units(
     else:  # one global budget over all units
         assert sum(removed) == min(round(ratio * sum(widths)), sum(capacity))
     assert all(0 <= r <= c for r, c in zip(removed, capacity, strict=True))
-    out = _outputs(cut.model, models.random_inputs(model, 4, 1))[0]
+    out = run_model(cut.model, models.random_inputs(model, 4, 1))[0]
     assert out.shape == (4, 3) and np.isfinite(out).all()
 
 
@@ -382,7 +377,7 @@ def test_structured_multiple_rounds_neurons_and_leaves_heads(tmp_path: Path) -> 
     assert abs(groups["intermediate"].units_after - plain_groups["intermediate"].units_after) <= 4
     assert groups["query"].units_after == plain_groups["query"].units_after
     check = _encoder_feeds(16, 1)
-    for got, want in zip(_outputs(cut.model, check), _outputs(masked.model, check), strict=True):
+    for got, want in zip(run_model(cut.model, check), run_model(masked.model, check), strict=True):
         assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())
 
 

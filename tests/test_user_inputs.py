@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner, run_and_report
 from models import IR_VERSION, OPSET, cnn_bn, mlp_gemm, save, write_npz
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import first_output
 
 import onnxprune
 from onnxprune.calibrate.sources import InputSpec, model_input_specs
@@ -236,8 +236,8 @@ def test_text_end_to_end_from_model_folder(
     fresh = tmp_path / "fresh.txt"
     fresh.write_text("\n".join(sentences(20, seed=7)))
     feed = next(text_source(fresh, text_folder / "tokenizer.json", specs, 16)())
-    original = ort.InferenceSession(str(text_folder / "model.onnx")).run(None, feed)[0]
-    pruned = ort.InferenceSession(str(out)).run(None, feed)[0]
+    original = first_output(text_folder / "model.onnx", feed)
+    pruned = first_output(out, feed)
     cosine = np.sum(original * pruned, 1) / (
         np.linalg.norm(original, axis=1) * np.linalg.norm(pruned, axis=1)
     )
