@@ -7,9 +7,9 @@ from pathlib import Path
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper
+from ort_run import first_output
 
 import onnxprune
 from onnxprune.correction import (
@@ -138,8 +138,7 @@ def test_first_conv_channels_keep_their_dense_moments_end_to_end(
     channels = []
     for source, tag in ((path, "dense"), (out, "pruned")):
         probe = _with_output(source, "c1", tmp_path, tag)
-        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
-        c1 = session.run(["c1"], feeds)[0]  # (N, 8, H, W); a bias Add may follow the Conv
+        c1 = first_output(probe, feeds, "c1")  # (N, 8, H, W); a bias Add may follow the Conv
         channels.append(c1.transpose(1, 0, 2, 3).reshape(8, -1).astype(np.float64))
     dense, pruned = channels
     weight = onnx.numpy_helper.to_array(

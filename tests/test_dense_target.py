@@ -8,10 +8,10 @@ from pathlib import Path
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import run_model
 
 import onnxprune
 from onnxprune.calibrate.runner import collect_statistics
@@ -31,8 +31,7 @@ def _tensors(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
     exposed.graph.output.extend(
         helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names
     )
-    session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
-    return [v.astype(np.float64) for v in session.run(names, feed)]
+    return [v.astype(np.float64) for v in run_model(exposed, feed, names)]
 
 
 def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:

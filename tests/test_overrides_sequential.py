@@ -9,9 +9,9 @@ from typing import Any
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner, run_and_report
+from ort_run import run_model
 
 import onnxprune
 from onnxprune.calibrate.runner import collect_statistics
@@ -37,8 +37,7 @@ def _zeros(model: Path) -> dict[str, int]:
 
 
 def _runs_in_ort(path: Path, model: onnx.ModelProto) -> None:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, models.random_inputs(model, 4, seed=5))
+    outputs = run_model(path, models.random_inputs(model, 4, seed=5))
     assert all(np.isfinite(o).all() for o in outputs)
 
 
