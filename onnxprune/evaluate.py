@@ -19,6 +19,7 @@ cached samples.
 
 from __future__ import annotations
 
+import abc
 import time
 from collections.abc import Callable, Mapping
 
@@ -166,7 +167,7 @@ def candidate_inputs(
     return feed
 
 
-class WeightFeedEvaluator:
+class WeightFeedEvaluator(abc.ABC):
     """A session whose graph inputs include the candidate's weights and bias changes (see
     ``evaluation_model``); ``compare`` feeds a candidate and scores the outputs it gives."""
 
@@ -185,11 +186,12 @@ class WeightFeedEvaluator:
         feed = candidate_inputs(self.defaults, self.layers, weights, deltas)
         return reference.compare_outputs(self.outputs_for(feed, reference))
 
+    @abc.abstractmethod
     def outputs_for(
         self, feed: Mapping[str, np.ndarray], reference: ReferenceRun
     ) -> Callable[[Batch], list[np.ndarray]]:
-        """One comparison's batch -> the model's outputs (``reference.names``) under ``feed``."""
-        raise NotImplementedError
+        """One comparison's batch -> the model's outputs (``reference.names``) under ``feed``
+        (a whole model's session, or the graph downstream of one layer)."""
 
 
 class CandidateEvaluator(WeightFeedEvaluator):
