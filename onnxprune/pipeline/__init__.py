@@ -5,12 +5,13 @@ model for any sparsity / scoring variant / selection group; it also runs the dif
 of a candidate against the original. ``api.prune`` (one model out), the sparsity search, the
 sweep and ``inspect``'s per-layer sensitivity are all built from these pieces.
 
-The class is put together from one module per job (each a mixin over ``base.PrunerState``):
-``statistics`` (calibration statistics, factors, matrices), ``decisions`` (shares, masks and
-updates per layer; the --group auto choice), ``candidates`` (writing a candidate or judging it
-in memory), ``sequential`` (big-model and --sequential builds), ``sensitivity`` (the
-per-layer sensitivity curves), ``references`` (the original's outputs each decision is judged
-on). ``matrices`` holds the per-layer maths as plain functions.
+The class is one chain of stages, one module per job, each building on the one before:
+``base.PrunerState`` (the state) -> ``statistics`` (calibration statistics, factors,
+matrices) -> ``references`` (the original's outputs each decision is judged on) ->
+``candidates`` (a candidate written, or judged in memory) -> ``decisions`` (shares, masks and
+updates per layer; the --group auto choice) -> ``sensitivity`` (the per-layer curves) ->
+``sequential`` (big-model and --sequential builds) -> ``pruner`` (set-up, --structured,
+``build``). ``matrices`` holds the per-layer maths as plain functions.
 """
 
 from ..layers import find_layers

@@ -1,5 +1,5 @@
 """What every part of ``Pruner`` shares: the run's constants, the candidate records and
-the state ``Pruner.__init__`` sets up (``PrunerState``, which the stage mixins extend)."""
+the state ``Pruner.__init__`` sets up (``PrunerState``, the first link of the chain of stages)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from ..report import LayerReport
 from ..scoring import ScoringMethod
 from ..stages import group_stages, layer_depths
 from ..suffix import BoundaryCache, SuffixCut, SuffixEvaluator
-from ..verify import Fidelity, ReferenceRun
+from ..verify import ReferenceRun
 
 # Held-out verification never needs more than this many samples.
 MAX_HOLDOUT = 256
@@ -113,8 +113,8 @@ class LayerPlan:
 
 
 class PrunerState:
-    """The state one ``Pruner`` holds, and the methods its parts call on each other (declared
-    here for the type checker; each is defined in one stage module)."""
+    """The state one ``Pruner`` holds; the stage classes extend it in a chain (see the
+    package docstring)."""
 
     # Set by ``Pruner.__init__`` (onnxprune/pipeline/pruner.py).
     model_path: Path
@@ -181,52 +181,12 @@ class PrunerState:
         return group_stages(layer_depths(self.proto, self.layers), self.config.stages)
 
     if TYPE_CHECKING:
-
-        def _apply(
-            self,
-            model: onnx.ModelProto,
-            config: PruneConfig,
-            plans: list[LayerPlan],
-            stats: Mapping[str, LayerStats],
-            factors_from_stats: bool = False,
-        ) -> tuple[list[LayerReport], list[str], dict[str, float]]: ...
-
-        def _build(
-            self,
-            config: PruneConfig,
-            scorer: ScoringMethod,
-            group: str,
-            only: set[str] | None,
-            prepared: PrunedLayers | None = None,
-        ) -> Candidate: ...
-
-        def _build_streamed(
-            self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
-        ) -> Candidate: ...
-
-        def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate: ...
-
-        def _collect(
-            self,
-            model: onnx.ModelProto,
-            layers: list[Layer],
-            kinds: tuple[bool, bool] | None = None,
-            shapes: dict[str, tuple[int, ...]] | None = None,
-            reference: onnx.ModelProto | None = None,
-        ) -> Mapping[str, LayerStats]: ...
+        # Called by the stages below the one that defines them (Candidates calls the
+        # decisions, Decisions the sensitivity targets): declared here for the type checker.
 
         def _decide(
             self, config: PruneConfig, scorer: ScoringMethod, group: str, chosen: list[int]
         ) -> tuple[list[LayerPlan], list[str]]: ...
-
-        def _judge(
-            self,
-            config: PruneConfig,
-            scorer: ScoringMethod,
-            group: str,
-            reference: ReferenceRun,
-            only: set[str] | None = None,
-        ) -> tuple[float, PrunedLayers | None]: ...
 
         def _prune_layers(
             self,
@@ -236,36 +196,6 @@ class PrunerState:
             factors_from_stats: bool = False,
         ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[str], dict[str, float]]: ...
 
-        def _sequential(self, config: PruneConfig, one_shot: Candidate) -> Candidate: ...
-
-        def _write(
-            self,
-            model: onnx.ModelProto,
-            config: PruneConfig,
-            plans: list[LayerPlan],
-            finals: list[np.ndarray],
-            deltas: list[np.ndarray | None],
-            stats: Mapping[str, LayerStats],
-        ) -> tuple[list[LayerReport], list[str]]: ...
-
-        def calibration_reference(self) -> ReferenceRun: ...
-
-        def compare(
-            self, candidate: Candidate, reference: ReferenceRun | None = None
-        ) -> Fidelity: ...
-
-        def factors(
-            self, layer: Layer, stats: Mapping[str, LayerStats] | None = None
-        ) -> list[tuple[np.ndarray, np.ndarray]] | None: ...
-
-        def matrices(self) -> list[np.ndarray]: ...
-
-        def layer_scores(
-            self, scorer: ScoringMethod, matrix: np.ndarray, stats: LayerStats
-        ) -> np.ndarray: ...
-
-        def sensitivity_reference(self) -> ReferenceRun: ...
-
         def sensitivity_targets(
             self,
             config: PruneConfig,
@@ -274,7 +204,3 @@ class PrunerState:
             scorer: ScoringMethod,
             group: str,
         ) -> list[float]: ...
-
-        def statistics(self) -> Mapping[str, LayerStats]: ...
-
-        def trial_reference(self, config: PruneConfig) -> ReferenceRun: ...

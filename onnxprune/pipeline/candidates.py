@@ -25,16 +25,16 @@ from .base import (
     Candidate,
     LayerPlan,
     PrunedLayers,
-    PrunerState,
 )
 from .matrices import (
     write_matrices,
 )
+from .references import References
 
 log = logging.getLogger(__name__)
 
 
-class Candidates(PrunerState):
+class Candidates(References):
     def _write(
         self,
         model: onnx.ModelProto,

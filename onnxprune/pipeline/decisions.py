@@ -27,8 +27,8 @@ from .base import (
     Candidate,
     LayerPlan,
     PrunedLayers,
-    PrunerState,
 )
+from .candidates import Candidates
 from .matrices import (
     prune_matrix,
 )
@@ -36,7 +36,7 @@ from .matrices import (
 log = logging.getLogger(__name__)
 
 
-class Decisions(PrunerState):
+class Decisions(Candidates):
     def _decide(
         self, config: PruneConfig, scorer: ScoringMethod, group: str, chosen: list[int]
     ) -> tuple[list[LayerPlan], list[str]]:

@@ -1,5 +1,5 @@
-"""``Pruner``: one model, one calibration pass, many candidate prunings (the stage mixins
-of this package put together; see ``__init__``)."""
+"""``Pruner``: one model, one calibration pass, many candidate prunings (the last link of
+this package's chain of stages; see ``__init__``)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,6 @@ from ..structure import StructuredResult, prune_units
 from .base import (
     Candidate,
 )
-from .candidates import Candidates
-from .decisions import Decisions
-from .references import References
-from .sensitivity import Sensitivity
 from .sequential import Streamed
 from .setup import (
     _branch_refusal,
@@ -42,12 +38,11 @@ from .setup import (
     probe_names,
     split_samples,
 )
-from .statistics import StatisticsStage
 
 log = logging.getLogger(__name__)
 
 
-class Pruner(StatisticsStage, Decisions, Candidates, Streamed, Sensitivity, References):
+class Pruner(Streamed):
     """Big-model mode (``big``; by default when the model and its data exceed
     ``io.BIG_MODEL_BYTES``): the model is loaded without its external data, which is hard-linked
     into a work directory; sessions load models written there by path; weights are read one

@@ -23,16 +23,16 @@ from .base import (
     SENSITIVITY_SAMPLES,
     SENSITIVITY_VALUES,
     Candidate,
-    PrunerState,
 )
 from .setup import (
     candidate_file,
 )
+from .statistics import StatisticsStage
 
 log = logging.getLogger(__name__)
 
 
-class References(PrunerState):
+class References(StatisticsStage):
     def calibration_reference(self) -> ReferenceRun:
         """The original's outputs on the first AUTO_SAMPLES calibration samples, on which
         --group auto and --allocation measured judge candidates (never the held-out ones, so

@@ -22,9 +22,7 @@ from ..masking import (
 )
 from ..scoring import ScoringMethod
 from ..verify import ReferenceRun
-from .base import (
-    PrunerState,
-)
+from .decisions import Decisions
 from .matrices import (
     input_weights,
     local_error,
@@ -33,7 +31,7 @@ from .matrices import (
 log = logging.getLogger(__name__)
 
 
-class Sensitivity(PrunerState):
+class Sensitivity(Decisions):
     def sensitivity_targets(
         self,
         config: PruneConfig,

@@ -28,17 +28,17 @@ from .base import (
     SPILL_BYTES,
     Candidate,
     LayerPlan,
-    PrunerState,
 )
 from .matrices import (
     prune_matrix,
     write_layer,
 )
+from .sensitivity import Sensitivity
 
 log = logging.getLogger(__name__)
 
 
-class Streamed(PrunerState):
+class Streamed(Sensitivity):
     def _build_streamed(
         self, config: PruneConfig, scorer: ScoringMethod, group: str, only: set[str] | None
     ) -> Candidate:
