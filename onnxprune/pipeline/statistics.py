@@ -49,33 +49,22 @@ class StatisticsStage(PrunerState):
         ``reference``: the dense model, for the cross terms of update_target "dense"."""
         gated, hessian = kinds if kinds is not None else self._statistic_kinds()
         self.calibration_passes += 1
-        if self.base_dir is not None:
-            with write_errors(self.base_dir):
-                return collect_statistics_in_parts(
-                    model,
-                    layers,
-                    self.calibration,
-                    self.calib_mask,
-                    self.config.batch_size,
-                    gated=gated,
-                    progress=self.progress,
-                    hessian=hessian,
-                    sample_mask=self.sample_mask,
-                    workdir=self.base_dir,
-                )
-        return collect_statistics(
+        # What both collectors take, in their order: the data, and what to gather.
+        common = (
             model,
             layers,
             self.calibration,
             self.calib_mask,
             self.config.batch_size,
-            gated=gated,
-            progress=self.progress,
-            hessian=hessian,
-            sample_mask=self.sample_mask,
-            shapes=shapes,
-            reference=reference,
+            gated,
+            self.progress,
+            hessian,
+            self.sample_mask,
         )
+        if self.base_dir is not None:
+            with write_errors(self.base_dir):
+                return collect_statistics_in_parts(*common, workdir=self.base_dir)
+        return collect_statistics(*common, shapes=shapes, reference=reference)
 
     def statistics(self) -> Mapping[str, LayerStats]:
         """Gathered on first use, in one pass over the calibration samples."""
