@@ -93,7 +93,7 @@ def stat_correct(
 # (the bias, re-set to the residual mean afterwards, absorbs the mean exactly), not on OBS's
 # uncentred E[x x^T]. EXPERIMENT switch: False measures the uncentred objective.
 CG_CENTERED = True
-CG_DAMPING = 0.01  # as ``reconstruct.DAMPING``: a share of the mean diagonal
+CG_DAMPING = 0.01  # as ``hessian.DAMPING``: a share of the mean diagonal
 # EXPERIMENT switches for which layers the re-fit runs on (benchmarks/run_refit_diag.py).
 REFIT_SKIP_GROUPED = False
 REFIT_MIN_SAMPLES_PER_COLUMN = 0.0

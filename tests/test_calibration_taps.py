@@ -14,9 +14,9 @@ from ort_run import first_output
 
 from onnxprune.calibrate.augment import build_plan
 from onnxprune.calibrate.conv_taps import position_step
+from onnxprune.calibrate.geometry import ConvGeometry, conv_moments
 from onnxprune.calibrate.runner import collect_statistics
 from onnxprune.calibrate.sources import open_data
-from onnxprune.calibrate.stats import ConvGeometry, conv_moments
 from onnxprune.config import PruneConfig
 from onnxprune.graph import GraphView
 from onnxprune.inputs import model_input_specs

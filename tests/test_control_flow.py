@@ -8,7 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from ort_run import first_output
 
-from onnxprune.calibrate.subgraphs import condition_probe, inline_if_branch, taken_branches
+from onnxprune.calibrate.routing import condition_probe, taken_branches
+from onnxprune.calibrate.subgraphs import inline_if_branch
 
 FLOAT = TensorProto.FLOAT
 

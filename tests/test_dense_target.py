@@ -19,9 +19,10 @@ from onnxprune.calibrate.sources import model_input_specs, open_data
 from onnxprune.config import PruneConfig
 from onnxprune.errors import EXIT_USAGE, UsageError
 from onnxprune.graph import GraphView
+from onnxprune.hessian import inverse_hessian_factor
 from onnxprune.layers import find_layers
 from onnxprune.pipeline import Pruner
-from onnxprune.reconstruct import inverse_hessian_factor, refit_to_reference
+from onnxprune.reconstruct import refit_to_reference
 
 
 def _tensors(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarray]) -> list:

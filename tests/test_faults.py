@@ -198,7 +198,7 @@ def _interrupt(*args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize(
     ("module", "name"),
     [
-        (onnxprune.calibrate.runner, "_fold"),  # during calibration
+        (onnxprune.calibrate.runner, "fold_batch"),  # during calibration
         (onnxprune.verify.ReferenceRun, "compare"),  # after the model is staged, verifying
     ],
 )

@@ -15,13 +15,9 @@ from onnxprune.calibrate.runner import collect_statistics
 from onnxprune.calibrate.sources import model_input_specs, open_data
 from onnxprune.config import NMPattern, PruneConfig
 from onnxprune.graph import GraphView
+from onnxprune.hessian import inverse_hessian_factor, inverse_hessian_factors
 from onnxprune.layers import find_layers
-from onnxprune.reconstruct import (
-    inverse_hessian_factor,
-    inverse_hessian_factors,
-    reconstruct,
-    reconstruct_groups,
-)
+from onnxprune.reconstruct import reconstruct, reconstruct_groups
 
 
 def _correlated_inputs(rows: int, columns: int, seed: int) -> np.ndarray:

@@ -14,8 +14,9 @@ from ort_run import first_output
 
 import onnxprune.reconstruct as module
 from onnxprune.config import NMPattern, PruneConfig
+from onnxprune.hessian import damped_diagonal, inverse_hessian_factor
 from onnxprune.pipeline import Pruner
-from onnxprune.reconstruct import Reselect, damped_diagonal, inverse_hessian_factor, reconstruct
+from onnxprune.reconstruct import Reselect, reconstruct
 from onnxprune.refit_final import refit_written
 
 

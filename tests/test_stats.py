@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from ort_run import first_output
 
+from onnxprune.calibrate.geometry import ConvGeometry, conv_moments
 from onnxprune.calibrate.runner import collect_statistics
 from onnxprune.calibrate.sources import model_input_specs, open_data
-from onnxprune.calibrate.stats import ConvGeometry, conv_moments, dense_moments
+from onnxprune.calibrate.stats import dense_moments
 from onnxprune.config import PruneConfig
 from onnxprune.graph import GraphView
 from onnxprune.layers import find_layers

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..calibrate.routing import branch_masks
 from ..calibrate.sources import CalibrationSet
 from ..calibrate.subgraphs import (
     BRANCHES,
-    branch_masks,
     branch_prefix,
     inline_if_branch,
     names_read,

@@ -29,8 +29,8 @@ from ..graph import GraphView
 from ..layers import Layer
 from .conv_taps import conv_graph_tap, grid_by_conv, position_step
 from .gates import Gate, NodeSink, find_gate
+from .geometry import ConvGeometry
 from .padding import unpadded_input
-from .stats import ConvGeometry
 from .taps import (
     FLOAT,
     ConvGraphTap,

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .gates import NodeSink
-from .stats import ConvGeometry
+from .geometry import ConvGeometry
 from .taps import FLOAT, ConvGraphTap, reduce
 
 

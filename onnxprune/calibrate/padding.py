@@ -10,7 +10,7 @@ import onnx
 from onnx.reference import ReferenceEvaluator
 
 from ..graph import GraphView
-from .stats import ConvGeometry
+from .geometry import ConvGeometry
 
 
 def unpadded_input(view: GraphView, data: str, geo: ConvGeometry) -> tuple[str, ConvGeometry]:

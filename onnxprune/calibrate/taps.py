@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from .gates import GATE_BUILDERS, Gate, NodeSink
-from .stats import ConvGeometry
+from .geometry import ConvGeometry
 
 FLOAT = onnx.TensorProto.FLOAT
 

@@ -15,16 +15,14 @@ from ..calibrate.stats import LayerStats
 from ..config import PruneConfig
 from ..correction import damped_hessians, refit_on_support, stat_correct
 from ..graph import GraphView
+from ..hessian import ReconstructionError, damped_diagonal, inverse_hessian_factors
 from ..layers import Layer
 from ..masking import (
     row_cap,
     select_masks,
 )
 from ..reconstruct import (
-    ReconstructionError,
     Reselect,
-    damped_diagonal,
-    inverse_hessian_factors,
     reconstruct,
     reconstruct_groups,
     refit_to_reference,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..calibrate.stats import LayerStats
-from ..reconstruct import inverse_hessian_factor
+from ..hessian import inverse_hessian_factor
 from . import ScoringMethod, register
 
 
