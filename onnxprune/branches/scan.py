@@ -71,22 +71,7 @@ def attach_branch_layers(
     masks = branch_masks(model, routed, dataset, selected, config.batch_size) if routed else {}
     readers = _branch_readers(model, routed)
 
-    sites: dict[tuple[str, str], Site] = {}
-    accepted: dict[str, Layer] = {}
-    for (name, branch), layers in found.items():
-        mask = masks[name][branch]
-        for weight, layer in layers.items():
-            problem = _branch_problem(name, branch, weight, layer, found, readers, masks)
-            if problem is not None:
-                flat_skipped.append(SkippedLayer(layer.name, layer.op.op_type, problem))
-                continue
-            site = sites.setdefault((name, branch), Site(name, branch, mask))
-            site.nodes[weight] = [node_label(n) for n in layer.nodes]
-            if weight in accepted:  # read in both branches: one layer, nodes of both
-                first = accepted[weight]
-                accepted[weight] = dataclasses.replace(first, nodes=first.nodes + layer.nodes)
-            else:
-                accepted[weight] = layer
+    sites, accepted = _accept_layers(found, masks, readers, flat_skipped)
     result.sites = [sites[key] for key in sorted(sites)]
     result.layers = list(accepted.values())
     if config.structured and result.layers:
@@ -97,6 +82,34 @@ def attach_branch_layers(
     scan.layers.extend(result.layers)
     scan.skipped[:] = kept + flat_skipped + added + _unhandled(inside, handled)
     return result
+
+
+def _accept_layers(
+    found: dict[tuple[str, str], dict[str, Layer]],
+    masks: dict[str, dict[str, np.ndarray]],
+    readers: dict[str, dict[str, set[str]]],
+    skipped: list[SkippedLayer],
+) -> tuple[dict[tuple[str, str], Site], dict[str, Layer]]:
+    """The branch layers that can be pruned, by weight name, and the site (``If`` node,
+    branch) each is read in; the others are appended to ``skipped`` with the reason. A
+    weight read in both branches is one layer with the nodes of both."""
+    sites: dict[tuple[str, str], Site] = {}
+    accepted: dict[str, Layer] = {}
+    for (name, branch), layers in found.items():
+        mask = masks[name][branch]
+        for weight, layer in layers.items():
+            problem = _branch_problem(name, branch, weight, layer, found, readers, masks)
+            if problem is not None:
+                skipped.append(SkippedLayer(layer.name, layer.op.op_type, problem))
+                continue
+            site = sites.setdefault((name, branch), Site(name, branch, mask))
+            site.nodes[weight] = [node_label(n) for n in layer.nodes]
+            if weight in accepted:
+                first = accepted[weight]
+                accepted[weight] = dataclasses.replace(first, nodes=first.nodes + layer.nodes)
+            else:
+                accepted[weight] = layer
+    return sites, accepted
 
 
 def _scan_branches(

@@ -18,7 +18,6 @@ from ..layers import IF_BRANCH_REASON, LayerScan, SkippedLayer, find_layers
 from ..metric import decision_score, suggest_for_model
 from ..options import default
 from ..pipeline import Pruner, mean_cosine
-from ..verify import ReferenceRun
 
 
 @dataclass
@@ -149,27 +148,24 @@ def inspect_model(
         # With data, the layers of the If branches the data takes are listed too.
         pruner = Pruner(model_path, calib, config, progress=progress)
         scan = pruner.scan
-    reference: ReferenceRun | None = None
     try:
         report = _inspected(model_path, view, scan, pruner)
-        if pruner is not None and report.layers:
-            reference = _measure_alone(pruner, report)
+        if pruner is not None and report.layers:  # with data and layers to measure
+            _measure_alone(pruner, report)
     finally:
         if pruner is not None:
             pruner.close()
-    if reference is None:  # no data, or no layers to measure
-        return report
-    report.sensitivity_sparsity = sparsity
-    report.sensitivity_method = method
-    report.sensitivity_source = reference.source
-    report.sensitivity_samples = int(reference.selected.sum())
     return report
 
 
-def _measure_alone(pruner: Pruner, report: InspectReport) -> ReferenceRun:
-    """Each listed layer pruned alone and compared with the original (its sensitivity), on
-    the reference run this returns."""
+def _measure_alone(pruner: Pruner, report: InspectReport) -> None:
+    """Each listed layer pruned alone (to the pruner's sparsity, by its method) and compared
+    with the original on the verification samples: its sensitivity, in ``report``."""
     reference = pruner.verification_reference()
+    report.sensitivity_sparsity = pruner.config.sparsity
+    report.sensitivity_method = pruner.config.method
+    report.sensitivity_source = reference.source
+    report.sensitivity_samples = int(reference.selected.sum())
     stats = pruner.statistics()
     for inspected, layer in zip(report.layers, pruner.layers, strict=True):
         if pruner.branches.owns(layer):  # its nodes are not in the main graph
@@ -178,7 +174,6 @@ def _measure_alone(pruner: Pruner, report: InspectReport) -> ReferenceRun:
         fidelity = pruner.compare(candidate, reference)
         inspected.cosine_alone = mean_cosine(fidelity)
         inspected.score_alone = decision_score(fidelity)
-    return reference
 
 
 def _inspected(
