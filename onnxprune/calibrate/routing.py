@@ -13,49 +13,29 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
 from ..session import make_session, run, save_for_session
 from .sources import CalibrationSet
-from .subgraphs import BRANCHES, find_if, names_read, subgraphs_of
+from .subgraphs import BRANCHES, find_if
 
 
 def condition_probe(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A model computing only the tensors ``names`` (bool conditions) from ``model``'s inputs:
-    the nodes they depend on and the initializers those read (the rest of the network is not
-    run). Every graph input is kept so that the same feeds apply."""
-    graph = model.graph
-    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
-    wanted, keep = list(names), set()
-    while wanted:
-        index = producer.get(wanted.pop())
-        if index is None or index in keep:
-            continue
-        keep.add(index)
-        node = graph.node[index]
-        wanted += [n for n in node.input if n]
-        for _, sub in subgraphs_of(node):
-            wanted += list(names_read(sub))
-    nodes = [graph.node[i] for i in sorted(keep)]
-    read = {n for node in nodes for n in node.input} | set(names)
-    for node in nodes:
-        for _, sub in subgraphs_of(node):
-            read |= names_read(sub)
-    initializers = [t for t in graph.initializer if t.name in read]
-    # An initializer also listed as a graph input (older exporters) stays an input only if kept.
-    dropped = {t.name for t in graph.initializer} - {t.name for t in initializers}
-    probe = helper.make_graph(
-        nodes,
-        "onnxprune_conditions",
-        [i for i in graph.input if i.name not in dropped],
-        [helper.make_tensor_value_info(name, TensorProto.BOOL, None) for name in names],
-        initializer=initializers,
-    )
-    out = helper.make_model(probe, opset_imports=list(model.opset_import))
-    out.ir_version = model.ir_version
-    out.functions.extend(model.functions)
-    return out
+    the nodes they depend on (through the outer names their subgraphs read too) and the
+    initializers those read; the rest of the network is not run. Every graph input is kept so
+    that the same feeds apply. onnx-graphsurgeon's ``cleanup`` does the reachability walk."""
+    graph = gs.import_onnx(model)
+    tensors = graph.tensors()
+    for name in names:
+        if isinstance(tensors[name], gs.Variable):
+            tensors[name].dtype = np.bool_  # a graph output needs its type
+    graph.outputs = [tensors[name] for name in names]
+    graph.cleanup(remove_unused_graph_inputs=False)
+    probe = gs.export_onnx(graph)
+    probe.ir_version = model.ir_version
+    return probe
 
 
 class BranchRouter:
