@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .errors import UsageError
 from .metric import Metric
 from .options import ALLOCATIONS, CONFIG, GROUPS, UPDATE_TARGETS, check_fields, default
+from .scoring import available_methods, get_method
 
 __all__ = ["ALLOCATIONS", "GROUPS", "SENSITIVITY_ALLOCATIONS", "UPDATE_TARGETS", "PruneConfig"]
 # The allocations that measure each layer's damage (``onnxprune.allocation``).
@@ -47,8 +48,6 @@ def parse_layer_override(text: str) -> LayerOverride:
 
     The regex is everything before the last ``=`` (a spec never contains one).
     """
-    from .scoring import available_methods  # local: scoring imports config types
-
     regex, sep, spec = text.rpartition("=")
     if not sep or not regex:
         raise UsageError(
@@ -163,9 +162,6 @@ class PruneConfig:
     overrides: tuple[LayerOverride, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # local: scoring imports config types
-        from .scoring import get_method
-
         # Each field alone: kind, range, choice (``onnxprune.options``); then the combinations.
         check_fields(self, CONFIG)
         nm = parse_pattern(self.pattern)
@@ -227,8 +223,6 @@ class PruneConfig:
             return self.allocation
         if self.nm is not None:
             return "group"
-        from .scoring import get_method
-
         return get_method(self.method).default_allocation
 
     @property

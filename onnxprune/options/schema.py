@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..scoring import available_methods
+
 # Where an option's value goes.
 CONFIG = "config"  # PruneConfig: decides which weights are removed; recorded in the recipe
 DEPLOY = "deploy"  # DeployConfig: what the written artifact is; recorded in the recipe
@@ -56,13 +58,12 @@ CALIB_HELP = (
 
 
 def method_names(include_hidden: bool) -> Sequence[str]:
-    from ..scoring import available_methods  # local: scoring imports config, which imports this
-
     return available_methods(include_hidden=include_hidden)
 
 
 def unit_scorer_names(include_hidden: bool) -> Sequence[str]:
-    from ..structure.scores import available_unit_scorers  # local: as method_names
+    # local: the structure package imports the config, which imports these options
+    from ..structure.scores import available_unit_scorers
 
     return available_unit_scorers(include_hidden=include_hidden)
 
