@@ -114,6 +114,25 @@ PLANS: dict[str, dict[str, Any]] = {
                     "embedding_bits": 4,
                 },
             ),
+            (
+                "structured 0.3 uniform + pruned 0.5 + int8-dynamic",
+                {
+                    "structured": 0.3,
+                    "structured_allocation": "uniform",
+                    "sparsity": 0.5,
+                    "quantize": "int8-dynamic",
+                },
+            ),
+            (
+                "structured 0.3 uniform + pruned 0.5 + int8-dynamic, int4 embeddings",
+                {
+                    "structured": 0.3,
+                    "structured_allocation": "uniform",
+                    "sparsity": 0.5,
+                    "quantize": "int8-dynamic",
+                    "embedding_bits": 4,
+                },
+            ),
             ("pruned 0.8, sparse storage", {"sparsity": 0.8, "storage": "sparse"}),
             (
                 "pruned 0.8, embeddings 0.8, sparse storage",
@@ -329,6 +348,8 @@ def targets(results: dict[str, Any]) -> list[str]:
         for label in (
             "structured 0.3 + pruned 0.5 + int8-dynamic",
             "structured 0.3 + pruned 0.5 + int8-dynamic, int4 embeddings",
+            "structured 0.3 uniform + pruned 0.5 + int8-dynamic",
+            "structured 0.3 uniform + pruned 0.5 + int8-dynamic, int4 embeddings",
         ):
             s = _row(minilm["rows"], label)
             if s:

@@ -121,6 +121,8 @@ class PruneConfig:
     structured: float = default("structured")
     # How --structured ranks units (see ``onnxprune.structure.scores``).
     structured_score: str = default("structured_score")
+    # How the removed share is spread over the groups; None: the unit scorer's own.
+    structured_allocation: str | None = default("structured_allocation")
     # --structured-multiple: each group keeps a multiple of this many channels (int8 / fp16
     # kernels work in blocks of 8 or 16); 1 keeps exactly the share --structured asks for.
     structured_multiple: int = default("structured_multiple")

@@ -184,7 +184,13 @@ class Report:
             + (", --update" if self.arguments.get("update") else "")
             + (
                 f", structured {self.arguments['structured']:g} of the units "
-                f"({self.arguments['structured_score']})"
+                f"({self.arguments['structured_score']}"
+                + (
+                    f", {self.arguments['structured_allocation']} allocation"
+                    if self.arguments.get("structured_allocation")
+                    else ""
+                )
+                + ")"
                 if self.arguments.get("structured")
                 else ""
             ),

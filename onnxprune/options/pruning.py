@@ -26,6 +26,7 @@ from .schema import (
     Option,
     Range,
     method_names,
+    unit_allocation_names,
     unit_scorer_names,
 )
 
@@ -185,6 +186,14 @@ PRUNING: tuple[Option, ...] = (
         "How --structured ranks units: variance (output variance x reader weight norm, "
         "mean-compensated) or l1 (weight L1 norm, the usual baseline).",
         CONFIG, STRUCT_SECTION, choices=unit_scorer_names,
+    ),
+    Option(
+        "structured_allocation", TEXT, None,
+        "How --structured spreads the removed share over the groups: share (units ranked by "
+        "their share of their group's score, one threshold: narrow layers and attention heads "
+        "mostly stay; the default with variance) or uniform (the same share from every group, "
+        "heads included: faster, less faithful; the default with l1).",
+        CONFIG, STRUCT_SECTION, optional=True, choices=unit_allocation_names,
     ),
     Option(
         "structured_multiple", INT, 1,

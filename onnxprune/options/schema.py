@@ -68,6 +68,12 @@ def unit_scorer_names(include_hidden: bool) -> Sequence[str]:
     return available_unit_scorers(include_hidden=include_hidden)
 
 
+def unit_allocation_names(include_hidden: bool) -> Sequence[str]:
+    from ..structure.scores import available_unit_allocations  # local: as unit_scorer_names
+
+    return available_unit_allocations(include_hidden=include_hidden)
+
+
 @dataclass(frozen=True)
 class Range:
     """``low <= value`` (``low < value`` when ``low_open``), and ``value < high`` or

@@ -181,6 +181,10 @@ def _config_from_arguments(settings: dict[str, Any], search: bool) -> PruneConfi
         and not (settings["structured"])
     ):
         raise UsageError("--structured-multiple needs --structured (it rounds the units kept)")
+    if settings["structured_allocation"] is not None and not settings["structured"]:
+        raise UsageError(
+            "--structured-allocation needs --structured (it spreads the units removed)"
+        )
     if search:
         sparsity = 0.5  # a placeholder; the search sets the real value
     if sparsity is None and nm is not None:

@@ -20,7 +20,15 @@ from ..config import PruneConfig
 from ..graph import GraphView
 from ..layers import Layer, find_layers
 from .groups import GraphIndex, Group, find_groups
-from .scores import UNIT_SCORERS, GroupData, ReaderData, WriterData, compensation, keep_floor
+from .scores import (
+    UNIT_ALLOCATIONS,
+    UNIT_SCORERS,
+    GroupData,
+    ReaderData,
+    WriterData,
+    compensation,
+    keep_floor,
+)
 from .shrink import ReaderChange, Removal, compensate, cut_units, zero_columns
 
 __all__ = ["UNIT_SCORERS", "GroupReport", "StructuredResult", "analyse", "prune_units"]
@@ -78,7 +86,9 @@ def prune_units(
     scorer = UNIT_SCORERS[config.structured_score]
     data = [_group_data(group, stats) for group in active]
     scores = [scorer.score(d) for d in data]
-    removed = scorer.choose(scores, config.structured)
+    allocation = config.structured_allocation
+    choose = scorer.choose if allocation is None else UNIT_ALLOCATIONS[allocation]
+    removed = choose(scores, config.structured)
     if config.structured_multiple > 1:
         removed = [
             round_kept(units, group_scores, config.structured_multiple, channels_per_unit(group))

@@ -121,12 +121,28 @@ def choose_uniform(scores: list[np.ndarray], ratio: float) -> list[np.ndarray]:
     return removed
 
 
+# --structured-allocation: how the removed share is spread over the groups. "share" and
+# "uniform" are offered; the other two are ablations the benchmark compares.
+UNIT_ALLOCATIONS: dict[str, Callable[[list[np.ndarray], float], list[np.ndarray]]] = {
+    "share": choose_relative,
+    "uniform": choose_uniform,
+    "standardised": choose_standardised,
+    "raw": choose_raw,
+}
+_HIDDEN_ALLOCATIONS = ("standardised", "raw")
+
+
+def available_unit_allocations(include_hidden: bool = False) -> list[str]:
+    return [n for n in UNIT_ALLOCATIONS if include_hidden or n not in _HIDDEN_ALLOCATIONS]
+
+
 @dataclass(frozen=True)
 class UnitScorer:
     name: str
     score: Callable[[GroupData], np.ndarray]
     # Add the removed units' mean contribution to the readers' biases.
     compensate: bool
+    # The allocation used unless --structured-allocation names another.
     choose: Callable[[list[np.ndarray], float], list[np.ndarray]]
     description: str
     # Ablations the benchmark compares; not offered by the CLI.
