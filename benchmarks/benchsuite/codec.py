@@ -48,11 +48,11 @@ def _encode(value: Any) -> Any:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _required(cls: type) -> list[str]:
+def _required(cls: Any) -> list[str]:
     """Keys that must be present for ``cls`` to be read from a JSON object."""
     return [
         f.name
@@ -63,8 +63,8 @@ def _required(cls: type) -> list[str]:
 
 def from_json(cls: type[T], data: dict[str, Any]) -> T:
     kwargs: dict[str, Any] = {}
-    hints = _hints(cls)
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    hints = _hints(typing.cast(Any, cls))  # a type is hashable; mypy cannot see it of type[T]
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]  # T is a dataclass
         kind = hints[field.name]
         if field.metadata.get("flat"):
             fitting = [c for c in _members(kind) if all(k in data for k in _required(c))]
@@ -85,7 +85,7 @@ def _decode(kind: Any, value: Any) -> Any:
     if value is None:
         return None
     members = _members(kind)
-    records = [m for m in members if dataclasses.is_dataclass(m)]
+    records: list[Any] = [m for m in members if dataclasses.is_dataclass(m)]
     if records and isinstance(value, dict):
         fitting = [c for c in records if all(k in value for k in _required(c))]
         return from_json(fitting[0] if fitting else records[0], value)

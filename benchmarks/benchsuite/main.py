@@ -192,8 +192,8 @@ def measure_resources(run: Run, sections: Sequence[str]) -> None:
         memory = MemorySection((), ())
         for name in models:
             plain = (*memory.plain, plain_memory(run.files[name], run.plan))
-            rows = run_memory(run.files[name], methods, run.work_dir, run.plan)
-            memory = MemorySection(memory.rows + tuple(rows), plain)
+            measured = run_memory(run.files[name], methods, run.work_dir, run.plan)
+            memory = MemorySection(memory.rows + tuple(measured), plain)
             run.save(memory=memory)
 
 

@@ -85,7 +85,8 @@ def _config_rows(
     pruner.statistics()
     calibrate = time.perf_counter() - started
     rows = []
-    for point in [*sparsities, MOBILE_PATTERN]:
+    points: list[float | str] = [*sparsities, MOBILE_PATTERN]
+    for point in points:
         row = MobileRow(
             model=files.name, label=config.label, method=config.method, update=config.update,
             group=None, group_label=f"{METHODS[config.method].default_group} (default)",
@@ -94,8 +95,9 @@ def _config_rows(
         )  # fmt: skip
         clock = time.perf_counter()
         try:
-            row = dataclasses.replace(row, outcome=_measure(pruner, files, config, point))
-            shown = f"top-1 {row.outcome.top1_agreement:.4f} cosine {row.outcome.tool_cosine:.4f}"
+            outcome = _measure(pruner, files, config, point)
+            row = dataclasses.replace(row, outcome=outcome)
+            shown = f"top-1 {outcome.top1_agreement:.4f} cosine {outcome.tool_cosine:.4f}"
         except Exception as err:
             failure = Failure(
                 error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()

@@ -74,7 +74,7 @@ def header(results: Results) -> list[str]:
         prose.HEADER.format(kept=kept),
         "",
         f"- command: `{meta.command}`",
-        f"- date: {meta.started} (UTC), total runtime {meta.runtime_seconds / 60:.1f} min",
+        f"- date: {meta.started} (UTC), total runtime {(meta.runtime_seconds or 0.0) / 60:.1f} min",
         f"- machine: {env.nproc} CPUs (nproc; usable {env.usable_cpus}), "
         f"{env.cpu_model}, {env.ram_gib} GiB RAM, {env.platform}",
         f"- versions: onnxprune {versions['onnxprune']}, onnxruntime {versions['onnxruntime']}, "

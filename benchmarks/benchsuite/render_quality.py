@@ -56,26 +56,28 @@ def contrib_lines(rows: Sequence[GridRow | MobileRow], points: Sequence[Any]) ->
     best row: default or ``min_row_weights=0``), and the fast path against the same."""
     lines = []
     for s in points:
-        measured = [r for r in rows if r.sparsity == s and r.value is not None]
-        default = [r for r in measured if r.label == "contrib"]
-        fast = [r for r in measured if r.label == FAST]
-        best_rival = {}
+        # (row, its value) of the measured cells at this point
+        measured = [(r, r.value) for r in rows if r.sparsity == s and r.value is not None]
+        default = [v for r, v in measured if r.label == "contrib"]
+        fast = [v for r, v in measured if r.label == FAST]
+        best_rival: dict[str, tuple[Any, float]] = {}
         for name in RIVALS:
             kinds = ("method", "baseline-mrw0")
-            candidates = [r for r in measured if r.method == name and r.kind in kinds]
+            candidates = [(r, v) for r, v in measured if r.method == name and r.kind in kinds]
             if candidates:
-                best_rival[name] = max(candidates, key=lambda r: r.value)
+                best_rival[name] = max(candidates, key=lambda rv: rv[1])
         if not default or not best_rival:
             continue
-        ours = default[0].value
-        top = max(best_rival.values(), key=lambda r: r.value)
+        ours = default[0]
+        top, top_value = max(best_rival.values(), key=lambda rv: rv[1])
         line = prose.CONTRIB_LINE.format(
             point=s if isinstance(s, str) else f"{s:g}", ours=ours,
-            rivals=", ".join(f"{name} {r.value:.4f}" for name, r in best_rival.items()),
-            verdict="yes" if ours >= top.value else "no", margin=ours - top.value, best=top.label,
+            rivals=", ".join(f"{name} {v:.4f}" for name, (_, v) in best_rival.items()),
+            verdict="yes" if ours >= top_value else "no", margin=ours - top_value,
+            best=top.label,
         )  # fmt: skip
         if fast:
-            line += f"; fast path {fast[0].value:.4f}"
+            line += f"; fast path {fast[0]:.4f}"
         lines.append(line)
     return lines
 
@@ -148,7 +150,9 @@ def embedding_block(results: Results, block: QualityBlock, rows: list[GridRow]) 
 
 def accuracy_block(results: Results, block: QualityBlock, rows: list[GridRow]) -> list[str]:
     measured = [r for r in rows if r.value is not None and r.outcome]
-    tool_dense = sorted({r.outcome.tool_accuracy_original for r in measured if r.outcome} - {None})
+    tool_dense = sorted(
+        {x for r in measured if r.outcome and (x := r.outcome.tool_accuracy_original) is not None}
+    )
     used = rows[0].outcome.calibration_samples if rows[0].outcome else "?"
     calibration = f"all {used} training samples"
     if block.num_samples is not None:

@@ -56,9 +56,10 @@ class RunMeta:
     configs: tuple[GridConfig, ...]
     plan: Plan | None = field(default=None, metadata=OMIT)  # None: the full plan (plan.FULL)
     # build_minilm.build's record of the MiniLM model, text and split ({} without MiniLM).
-    minilm_source: dict[str, Any] = field(default=None, metadata=OMIT)
-    runtime_seconds: float = field(default=None, metadata=OMIT)
-    source_digest_end: str = field(default=None, metadata=OMIT)
+    minilm_source: dict[str, Any] | None = field(default=None, metadata=OMIT)
+    # Set when the results are saved (after every model of a section).
+    runtime_seconds: float | None = field(default=None, metadata=OMIT)
+    source_digest_end: str | None = field(default=None, metadata=OMIT)
     kept_sections: dict[str, KeptSection] | None = field(default=None, metadata=OMIT)
 
 
@@ -76,9 +77,9 @@ class Results:
         """Every 1-minute load average sampled before a measurement, in section order."""
         loads = [r.load1 for _, b in self.quality_blocks() for r in b.rows]
         for row in self.speed.rows if self.speed else ():
-            loads += [r.load1 for r in (*row.plain_runs, *row.cli_runs)]
+            loads += [p.load1 for p in row.plain_runs] + [c.load1 for c in row.cli_runs]
         for mrow in self.memory.rows if self.memory else ():
-            loads += [r.load1 for r in mrow.runs]
+            loads += [m.load1 for m in mrow.runs]
         return [x for x in loads if x is not None]
 
 
@@ -106,7 +107,7 @@ def keep_sections(results: Results, earlier: Results) -> Results:
             started=meta.started,
             commit=meta.git.commit,
             clean=not meta.git.uncommitted,
-            runtime_seconds=meta.runtime_seconds,
+            runtime_seconds=meta.runtime_seconds or 0.0,
         )
     meta = dataclasses.replace(results.meta, kept_sections=kept)
     return dataclasses.replace(results, meta=meta, **taken)
