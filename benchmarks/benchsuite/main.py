@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import shlex
 import shutil
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .codec import to_json
 from .machine import environment, git_state, source_digest
 from .memory import plain_memory, run_memory
 from .mobile import run_quality_mobile
@@ -144,7 +146,7 @@ def start(args: argparse.Namespace, argv: Sequence[str] | None, results_path: Pa
         models=models, sparsities=sparsities, minilm_samples=args.minilm_samples,
         configs=tuple(configs), plan=plan,
     )  # fmt: skip
-    print(meta.environment)
+    print(json.dumps(to_json(meta.environment), indent=1))
     models_dir, work_dir = out_dir / "models", out_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
     missing = any(not p.is_file() for n in models if n in DIGITS_MODELS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from .codec import FLAT, OMIT
 
@@ -258,8 +257,3 @@ class PlainMemory:
 class MemorySection:
     rows: tuple[MemoryRow, ...]
     plain: tuple[PlainMemory, ...]
-
-
-def all_failures(rows: Any) -> list[Any]:
-    """The rows of ``rows`` that carry a failure."""
-    return [r for r in rows if r.failure is not None]
