@@ -65,6 +65,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchsuite.models import DIGITS_BUNDLE
+
 SEED = 0
 SPLIT_SEED = 0
 TEST_SIZE = 0.25
@@ -80,15 +83,7 @@ BATCH_DIM = "batch"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# file written by ``train_and_export`` -> path (relative to the repo root) used by ``--bundle``
-BUNDLE_FILES: dict[str, str] = {
-    "digits_cnn.onnx": "examples/digits_cnn.onnx",
-    "digits_mlp.onnx": "examples/digits_mlp.onnx",
-    "digits_calib_cnn.npz": "calibration_data/digits/digits_calib.npz",
-    "digits_test_cnn.npz": "calibration_data/digits_test.npz",
-    "digits_calib_mlp.npz": "calibration_data/digits_mlp/digits_calib.npz",
-    "digits_test_mlp.npz": "calibration_data/digits_mlp_test.npz",
-}
+BUNDLE_FILES = DIGITS_BUNDLE
 
 
 class DigitsCNN(nn.Module):

@@ -2,9 +2,9 @@
 
 Side by side, one process: for each model and sparsity, the one-shot reference rows
 (``contrib --update``, ``sparsegpt``) and the sequential rows with ``update_target`` "pruned"
-(today's behaviour) and "dense". Metric as in ``run_benchmarks.py`` (its ``Evaluator``): digits
-test accuracy, MiniLM mean pooled-embedding cosine on the held-out sentences. One JSON line per
-row goes to ``--out``.
+(today's behaviour) and "dense". Metric as in ``run_benchmarks.py``
+(``benchsuite.models.Evaluator``): digits test accuracy, MiniLM mean pooled-embedding cosine on
+the held-out sentences. One JSON line per row goes to ``--out``.
 
     python benchmarks/dense_target.py --models digits_mlp digits_cnn --sparsities 0.8 0.9
     python benchmarks/dense_target.py --models minilm --sparsities 0.5 0.7 --minilm-samples 256
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run_benchmarks as rb
+from benchsuite.models import BATCH_SIZE, Evaluator, model_files
 
 import onnxprune
 from onnxprune.config import PruneConfig
@@ -59,8 +59,8 @@ def main() -> int:
 
         reconstruct.REFIT_RIDGE = args.refit_ridge
     for name in args.models:
-        files = rb.model_files(args.models_dir, name)
-        evaluator = rb.Evaluator(files)
+        files = model_files(args.models_dir, name)
+        evaluator = Evaluator(files)
         samples = args.minilm_samples if name == "minilm" else None
         print(f"== {name}: dense metric {evaluator.dense_metric()}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +78,7 @@ def main() -> int:
                         update=update,
                         sequential=sequential,
                         num_samples=samples,
-                        batch_size=rb.BATCH_SIZE,
+                        batch_size=BATCH_SIZE,
                         **extra,
                     )
                     started = time.perf_counter()

@@ -38,13 +38,23 @@ import onnxruntime as ort
 
 # This checkout's onnxprune (not whichever is installed), and the sibling benchmark helpers.
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-import run_benchmarks as rb  # noqa: E402
+from benchsuite.codec import to_json  # noqa: E402
+from benchsuite.machine import environment, git_state  # noqa: E402
+from benchsuite.models import (  # noqa: E402
+    BENCH_DIR,
+    DEFAULT_MARKDOWN,
+    Evaluator,
+    ModelFiles,
+    ensure_models,
+    model_files,
+    new_session,
+)
 from markdown_section import write_section as write_marked  # noqa: E402
 
 import onnxprune  # noqa: E402
 from onnxprune.io import gzip_size_bytes, model_size_bytes  # noqa: E402
 
-RESULTS = rb.BENCH_DIR / "artifacts_results.json"
+RESULTS = BENCH_DIR / "artifacts_results.json"
 BEGIN, END = "<!-- artifacts:begin -->", "<!-- artifacts:end -->"
 MODELS = ("digits_cnn", "minilm", "mobile")
 # Latency: rounds of the interleaved loop; samples timed per round at batch 1 and batch 32.
@@ -163,7 +173,7 @@ PLANS: dict[str, dict[str, Any]] = {
 
 
 def build_artifacts(
-    files: rb.ModelFiles, plan: dict[str, Any], work: Path
+    files: ModelFiles, plan: dict[str, Any], work: Path
 ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
     """Every artifact of ``plan`` written by one prune() call; returns paths and tool reports."""
     paths = {"dense": files.onnx}
@@ -203,7 +213,7 @@ def latency(
     paths: dict[str, Path], data: dict[str, np.ndarray], rounds: int = ROUNDS
 ) -> dict[str, dict[str, float]]:
     """Median seconds per sample at batch 1 and batch 32, all artifacts interleaved."""
-    sessions = {label: rb.new_session(path) for label, path in paths.items()}
+    sessions = {label: new_session(path) for label, path in paths.items()}
     names = {label: [i.name for i in s.get_inputs()] for label, s in sessions.items()}
 
     def feeds(label: str, batch: int, count: int) -> list[dict[str, np.ndarray]]:
@@ -229,7 +239,7 @@ def latency(
     }
 
 
-def fidelity(evaluator: rb.Evaluator, label: str, path: Path) -> dict[str, float]:
+def fidelity(evaluator: Evaluator, label: str, path: Path) -> dict[str, float]:
     """Test accuracy where the eval data has labels, pooled-embedding cosine for MiniLM, top-1
     agreement with the dense model's logits otherwise (EfficientNet-Lite0's photos)."""
     if label == "dense":
@@ -247,14 +257,14 @@ def fidelity(evaluator: rb.Evaluator, label: str, path: Path) -> dict[str, float
 
 def measure_model(name: str, out_dir: Path, models_dir: Path) -> dict[str, Any]:
     plan = PLANS[name]
-    files = rb.model_files(models_dir, name)
+    files = model_files(models_dir, name)
     if name == "mobile" and plan["samples"] and not files.calib.exists():
-        files = rb.ModelFiles(name, files.onnx, models_dir / "mobile_calib64.npz", files.eval)
+        files = ModelFiles(name, files.onnx, models_dir / "mobile_calib64.npz", files.eval)
     work = out_dir / "work_artifacts"
     work.mkdir(parents=True, exist_ok=True)
     print(f"{name}: building artifacts ({plan['pruning_label']})", flush=True)
     paths, reports = build_artifacts(files, plan, work)
-    evaluator = rb.Evaluator(files)
+    evaluator = Evaluator(files)
     rows = []
     for label, path in paths.items():
         metric = fidelity(evaluator, label, path)
@@ -492,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--models-dir", type=Path, default=None, help="default: OUT_DIR/models (built if missing)"
     )
-    parser.add_argument("--markdown", type=Path, default=rb.DEFAULT_MARKDOWN)
+    parser.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)
@@ -503,15 +513,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = args.out_dir.resolve()
         models_dir = (args.models_dir or out_dir / "models").resolve()
         if args.models_dir is None:
-            rb.ensure_models(models_dir, args.models)
+            ensure_models(models_dir, args.models)
         for name in args.models:
-            started, stamp, git = time.perf_counter(), time.gmtime(), rb.git_state()
+            started, stamp, git = time.perf_counter(), time.gmtime(), to_json(git_state())
             block = measure_model(name, out_dir, models_dir)
             block["meta"] = {
                 "started": time.strftime("%Y-%m-%d %H:%M", stamp),
                 "seconds": time.perf_counter() - started,
                 "git": git,
-                "environment": rb.environment(),
+                "environment": to_json(environment()),
                 "onnxruntime": ort.__version__,
             }
             results["models"][name] = block

@@ -3,7 +3,7 @@
 Each run is ``onnxprune.prune(model, calib, sparsity=S, num_samples=N, eval_data=...,
 output=...)`` with every other option at its default: ``num_samples`` keeps a seeded random
 subset of the calibration file (``pipeline.split_samples``; with ``eval_data`` nothing is held
-out of it). The measures are ``run_benchmarks.py``'s ``Evaluator`` on the written model: MiniLM
+out of it). The measures are the benchmark suite's ``Evaluator`` on the written model: MiniLM
 mean pooled-embedding cosine with the dense model on the 256 held-out sentences, digits CNN
 test accuracy on the 450 labelled test digits. ``seconds`` is the wall time of the ``prune``
 call (calibration, choice, writing, the held-out check); ``timings`` the report's own stages.
@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from benchsuite.models import Evaluator, model_files  # noqa: E402
 from markdown_section import write_section  # noqa: E402
-from run_benchmarks import Evaluator, model_files  # noqa: E402
 
 import onnxprune  # noqa: E402
 

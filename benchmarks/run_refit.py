@@ -35,8 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from benchsuite.models import Evaluator, model_files  # noqa: E402
 from markdown_section import write_section  # noqa: E402
-from run_benchmarks import Evaluator, model_files  # noqa: E402
 
 from onnxprune import correction  # noqa: E402
 from onnxprune.config import PruneConfig  # noqa: E402

@@ -37,12 +37,23 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run_benchmarks as rb
+from benchsuite.codec import to_json
+from benchsuite.machine import environment, git_state
+from benchsuite.models import (
+    BENCH_DIR,
+    DEFAULT_MARKDOWN,
+    Evaluator,
+    ModelFiles,
+    ensure_models,
+    load_npz,
+    model_files,
+    new_session,
+)
 
 import onnxprune
 
 BEGIN, END = "<!-- structured:begin -->", "<!-- structured:end -->"
-RESULTS = rb.BENCH_DIR / "structured_results.json"
+RESULTS = BENCH_DIR / "structured_results.json"
 SCORERS = ("variance", "l1")
 # Allocation ablations (hidden scorers): fidelity only, no latency rows.
 ABLATIONS = ("variance-standardised", "variance-uniform")
@@ -93,7 +104,7 @@ def multiply_adds(path: Path, feed: dict[str, np.ndarray]) -> int:
 def latencies(paths: Sequence[Path], feed: dict[str, np.ndarray]) -> list[float]:
     """Median seconds per run of each model, measured in alternation (same load for all);
     each round repeats a run for about ROUND_SECONDS (at least 3 times)."""
-    sessions = [rb.new_session(p) for p in paths]
+    sessions = [new_session(p) for p in paths]
     names = [[i.name for i in s.get_inputs()] for s in sessions]
     feeds = [{n: feed[n] for n in ns} for ns in names]
     for session, f in zip(sessions, feeds, strict=True):
@@ -113,8 +124,8 @@ def latencies(paths: Sequence[Path], feed: dict[str, np.ndarray]) -> list[float]
     return [statistics.median(s) for s in samples]
 
 
-def timing_feeds(files: rb.ModelFiles) -> dict[str, dict[str, np.ndarray]]:
-    data = rb.load_npz(files.eval)
+def timing_feeds(files: ModelFiles) -> dict[str, dict[str, np.ndarray]]:
+    data = load_npz(files.eval)
     data.pop("labels", None)
     if files.name == "minilm":
         length = int(data["attention_mask"][0].sum())
@@ -129,9 +140,9 @@ def timing_feeds(files: rb.ModelFiles) -> dict[str, dict[str, np.ndarray]]:
 
 
 def run_model(
-    files: rb.ModelFiles, configs: list[dict[str, Any]], work: Path, samples: int | None
+    files: ModelFiles, configs: list[dict[str, Any]], work: Path, samples: int | None
 ) -> dict[str, Any]:
-    evaluator = rb.Evaluator(files)
+    evaluator = Evaluator(files)
     feeds = timing_feeds(files)
     dense_params = onnxprune.api.count_weights(onnx.load(files.onnx))[0]
     dense_macs = {k: multiply_adds(files.onnx, f) for k, f in feeds.items()}
@@ -302,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path("bench_out"))
     parser.add_argument("--quick", action="store_true", help="digits CNN only")
-    parser.add_argument("--markdown", type=Path, default=rb.DEFAULT_MARKDOWN)
+    parser.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--minilm-samples", type=int, default=512)
     parser.add_argument(
@@ -322,16 +333,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ["python", "benchmarks/run_structured.py", *(argv or sys.argv[1:])]
             ),
             "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-            "environment": rb.environment(),
-            "git": rb.git_state(),
+            "environment": to_json(environment()),
+            "git": to_json(git_state()),
         },
         "models": {},
     }
-    rb.ensure_models(out_dir / "models", names)
+    ensure_models(out_dir / "models", names)
     work = out_dir / "work_structured"
     work.mkdir(parents=True, exist_ok=True)
     for name in names:
-        files = rb.model_files(out_dir / "models", name)
+        files = model_files(out_dir / "models", name)
         if name == "minilm":
             configs = [
                 {"label": "FFN neurons", "ratio": r, "score": s, "exclude": ["attention"]}

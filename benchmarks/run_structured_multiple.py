@@ -23,13 +23,15 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 import run_artifacts as ra  # noqa: E402
-import run_benchmarks as rb  # noqa: E402
+from benchsuite.codec import to_json  # noqa: E402
+from benchsuite.machine import environment, git_state  # noqa: E402
+from benchsuite.models import BENCH_DIR, Evaluator, ModelFiles  # noqa: E402
 
 import onnxprune  # noqa: E402
 from onnxprune.deploy import DeployConfig, quantize_int8_dynamic  # noqa: E402
 from onnxprune.io import model_size_bytes  # noqa: E402
 
-RESULTS = rb.BENCH_DIR / "structured_multiple_results.json"
+RESULTS = BENCH_DIR / "structured_multiple_results.json"
 MULTIPLES = (1, 8, 16)
 
 
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("bench_out"))
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    files = rb.ModelFiles(
+    files = ModelFiles(
         "minilm",
         args.models_dir / "minilm.onnx",
         args.models_dir / args.calib,
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     work = args.out_dir / "work_multiple"
     work.mkdir(parents=True, exist_ok=True)
-    started, stamp, git = time.perf_counter(), time.gmtime(), rb.git_state()
+    started, stamp, git = time.perf_counter(), time.gmtime(), to_json(git_state())
     paths: dict[str, Path] = {"dense": files.onnx}
     widths: dict[str, list[int]] = {}
     for multiple in MULTIPLES:
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths[f"m{multiple} fp32"], paths[f"m{multiple} int8-dynamic"] = fp32, int8
         widths[f"m{multiple}"] = [g.units_after for g in report.structured if not g.frozen]
         print(f"multiple {multiple}: kept units {widths[f'm{multiple}']}", flush=True)
-    evaluator = rb.Evaluator(files)
+    evaluator = Evaluator(files)
     rows = []
     timed = ra.latency(paths, evaluator.data)
     for label, path in paths.items():
@@ -98,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "started": time.strftime("%Y-%m-%d %H:%M", stamp),
             "seconds": time.perf_counter() - started,
             "git": git,
-            "environment": rb.environment(),
+            "environment": to_json(environment()),
         },
     }
     args.results.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
