@@ -52,12 +52,7 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=Path("/work/main/bench_out/models"))
     parser.add_argument("--rows", nargs="+", type=int, default=list(range(len(ROWS))))
     parser.add_argument("--out", type=Path, default=Path("dense_target.jsonl"))
-    parser.add_argument("--refit-ridge", type=float, default=0.0, help="reconstruct.REFIT_RIDGE")
     args = parser.parse_args()
-    if args.refit_ridge:
-        from onnxprune import reconstruct
-
-        reconstruct.REFIT_RIDGE = args.refit_ridge
     for name in args.models:
         files = model_files(args.models_dir, name)
         evaluator = Evaluator(files)

@@ -94,17 +94,6 @@ def stat_correct(
 # uncentred E[x x^T]. EXPERIMENT switch: False measures the uncentred objective.
 CG_CENTERED = True
 CG_DAMPING = 0.01  # as ``hessian.DAMPING``: a share of the mean diagonal
-# EXPERIMENT switches for which layers the re-fit runs on (benchmarks/run_refit_diag.py).
-REFIT_SKIP_GROUPED = False
-REFIT_MIN_SAMPLES_PER_COLUMN = 0.0
-
-
-def refit_applies(groups: int, columns: int, count: float) -> bool:
-    """Whether ``--refit-steps`` re-fits a layer of ``groups`` conv groups, ``columns``
-    inputs per group, ``count`` calibration rows (tokens, patches or samples)."""
-    if REFIT_SKIP_GROUPED and groups > 1:
-        return False
-    return count >= REFIT_MIN_SAMPLES_PER_COLUMN * columns
 
 
 def damped_hessians(mean: np.ndarray, xtx: np.ndarray, count: float, centered: bool) -> np.ndarray:

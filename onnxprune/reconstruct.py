@@ -22,9 +22,6 @@ BLOCK = 128
 # (about 30% faster on [384, 1536] and [1536, 384] layers). The adaptive selection keeps
 # SparseGPT's 128: its mask is chosen per block.
 FIXED_MASK_BLOCK = 64
-# EXPERIMENT (update_target "dense"): extra ridge of the dense-target refit towards W, as a share
-# of the mean diagonal of the damped H; 0 (the default): none.
-REFIT_RIDGE = 0.0
 
 
 # EXPERIMENT: the saliency the mask is re-chosen with (``Reselect``): "score" (the method's
@@ -241,16 +238,6 @@ def refit_to_reference(
     scaled = 2.0 * cross / max(count, 1.0)
     scaled[:, dead] = 0.0  # dead inputs are always 0 in x: no column of C
     w = weight.astype(np.float64)
-    if REFIT_RIDGE > 0:
-        # EXPERIMENT: ridge towards W instead of 0, ``+ rho ||W0 - W||^2``:
-        # W0 = W (C + rho I)(H_damped + rho I)^-1, rho = REFIT_RIDGE * mean(diag H_damped).
-        inverse = upper.T @ upper
-        damped = np.linalg.inv(inverse)
-        rho = REFIT_RIDGE * float(np.mean(np.diag(damped)))
-        eye = np.eye(damped.shape[0])
-        solved: np.ndarray = np.linalg.solve(damped + rho * eye, (scaled + rho * eye).T @ w.T).T
-        solved[:, dead] = w[:, dead]
-        return solved
     fitted: np.ndarray = ((w @ scaled) @ upper.T) @ upper
     # Dead inputs carry no evidence: their weights stay as they were (see ``reconstruct``).
     fitted[:, dead] = w[:, dead]

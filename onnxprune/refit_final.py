@@ -44,9 +44,7 @@ def refit_written(
         weight = dense.matrix()  # (out, K)
         pruned = copy.matrix()
         keep = pruned != 0
-        if keep.all() or not correction.refit_applies(
-            inputs.xtx.shape[0], weight.shape[1], inputs.count
-        ):
+        if keep.all():
             continue
         hessians = correction.damped_hessians(
             inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED

@@ -149,12 +149,7 @@ def _reconstructed(
             reselect=reselection(matrix, stats, scorer, config, g, groups, keep),
         )
     inputs = stats.inputs
-    if (
-        config.refit_steps
-        and inputs.xtx is not None
-        and cross is None
-        and correction.refit_applies(inputs.xtx.shape[0], matrix.shape[1], inputs.count)
-    ):
+    if config.refit_steps and inputs.xtx is not None and cross is None:
         # --refit-steps: conjugate-gradient steps on the layer objective over the kept weights.
         hessians = damped_hessians(inputs.mean, inputs.xtx, inputs.count, correction.CG_CENTERED)
         pruned = refit_on_support(matrix, pruned, kept, hessians, config.refit_steps)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from .. import owl
 from ..allocation import (
     SensitivityCurve,
     allocate_by_sensitivity,
@@ -54,11 +53,6 @@ class Sensitivity(Decisions):
             base = [1.0 - float(mask.mean()) for mask in masks]
         else:
             base = allocate(shapes, sparsity, config.min_row_weights)
-        if owl.OWL_PRIOR:  # EXPERIMENT: OWL's outlier-weighted shares as the starting point
-            stats = self.statistics()
-            matrices = [self.matrices()[i] for i in chosen]
-            layer_stats = [stats[self.layers[i].weight_name] for i in chosen]
-            base = owl.prior_shares(matrices, layer_stats, sparsity, config.min_row_weights)
         curves = self.sensitivity_curves(config, chosen, base, scorer, group)
         budget = sum(c.size * t for c, t in zip(curves, base, strict=True))
         return allocate_by_sensitivity(curves, budget)
