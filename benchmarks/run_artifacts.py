@@ -372,29 +372,19 @@ def targets(results: dict[str, Any]) -> list[str]:
     if minilm:
         dense = minilm["rows"][0]
         pruned = _row(minilm["rows"], "pruned 0.5")
-        q = _row(minilm["rows"], "pruned 0.5 + int8-dynamic")
-        if pruned and q:
+        for label in ("pruned 0.5 + int8-dynamic", "pruned 0.5 + int8-dynamic, int4 embeddings"):
+            q = _row(minilm["rows"], label)
+            if not (pruned and q):
+                continue
             ratio = q["file_bytes"] / dense["file_bytes"]
             gap = pruned["cosine_mean"] - q["cosine_mean"]
             lat = q["latency_ratio"]["batch 32"]
             out.append(
-                f"- MiniLM pruned 0.5 + int8-dynamic: file {ratio:.3f}x (target <= 0.3: "
-                f"{verdict(ratio <= 0.3)}), embedding cosine {q['cosine_mean']:.4f} vs pruned "
-                f"fp32 {pruned['cosine_mean']:.4f} ({-gap:+.4f}; target at most 0.01 below: "
+                f"- MiniLM {label}: file {ratio:.3f}x (target <= 0.3: {verdict(ratio <= 0.3)}), "
+                f"embedding cosine {q['cosine_mean']:.4f} vs pruned fp32 "
+                f"{pruned['cosine_mean']:.4f} ({-gap:+.4f}; target at most 0.01 below: "
                 f"{verdict(gap <= 0.01)}), latency {lat:.3f}x at batch 32 (target <= 0.7: "
                 f"{verdict(lat <= 0.7)})"
-            )
-        q4 = _row(minilm["rows"], "pruned 0.5 + int8-dynamic, int4 embeddings")
-        if pruned and q4:
-            ratio = q4["file_bytes"] / dense["file_bytes"]
-            gap = pruned["cosine_mean"] - q4["cosine_mean"]
-            lat = q4["latency_ratio"]["batch 32"]
-            out.append(
-                f"- MiniLM pruned 0.5 + int8-dynamic, int4 embeddings: file {ratio:.3f}x (target "
-                f"<= 0.3: {verdict(ratio <= 0.3)}), embedding cosine {q4['cosine_mean']:.4f} vs "
-                f"pruned fp32 {pruned['cosine_mean']:.4f} ({-gap:+.4f}; target at most 0.01 "
-                f"below: {verdict(gap <= 0.01)}), latency {lat:.3f}x at batch 32 (target <= "
-                f"0.7: {verdict(lat <= 0.7)})"
             )
         for label in (
             "structured 0.3 + pruned 0.5 + int8-dynamic",
