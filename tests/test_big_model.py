@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -49,10 +49,10 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
 def test_big_model_mode_matches_the_normal_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, group: str | None
 ) -> None:
-    model = models.mlp_matmul(sizes=(32, 64, 48, 8))
+    model = builders.mlp_matmul(sizes=(32, 64, 48, 8))
     source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    inputs = models.random_inputs(model, 80, seed=1)
-    calib = models.write_npz(tmp_path / "calib.npz", inputs)
+    inputs = builders.random_inputs(model, 80, seed=1)
+    calib = builders.write_npz(tmp_path / "calib.npz", inputs)
     # The same decisions on both sides: big-model mode leaves out the default sensitivity
     # allocation and update (tested below), so both are stated.
     kwargs = {
@@ -98,9 +98,9 @@ def test_big_model_mode_matches_the_normal_path(
 def test_costly_defaults_give_way_in_big_model_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = models.mlp_matmul(sizes=(32, 64, 48, 8))
+    model = builders.mlp_matmul(sizes=(32, 64, 48, 8))
     source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 80, seed=1))
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 80, seed=1))
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "m.onnx")
     assert report.sensitivity_builds == 0
@@ -121,10 +121,10 @@ def test_big_model_mode_reads_no_weight_up_front(
 ) -> None:
     """The proto is loaded without its data; layers read their weight on access; the work
     directory is removed by close()."""
-    model = models.mlp_matmul(sizes=(32, 64, 8))
-    weights = models.stored_weights(model)  # before saving moves them out of the proto
+    model = builders.mlp_matmul(sizes=(32, 64, 8))
+    weights = builders.stored_weights(model)  # before saving moves them out of the proto
     source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=0))
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 16, seed=0))
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     pruner = Pruner(source, calib, PruneConfig(sparsity=0.5))
     assert pruner.big and pruner.base_dir is not None
@@ -140,9 +140,9 @@ def test_big_model_mode_reads_no_weight_up_front(
 def test_big_model_default_group_auto_uses_row_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = models.mlp_matmul(sizes=(32, 64, 8))
+    model = builders.mlp_matmul(sizes=(32, 64, 8))
     source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 40, seed=0))
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 40, seed=0))
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "out.onnx")
     assert report.group == "auto -> row"
@@ -154,9 +154,9 @@ def test_big_model_write_failure_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disk full while the streamed save writes the data file: exit 4, nothing published."""
-    model = models.mlp_matmul(sizes=(32, 64, 8))
+    model = builders.mlp_matmul(sizes=(32, 64, 8))
     source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=0))
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 16, seed=0))
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     real_spill = onnxprune.io.spill_array
 
@@ -251,7 +251,7 @@ def test_model_over_2gb_end_to_end(tmp_path: Path, method: str) -> None:
     size = write_big_mlp(model_path, BIG_WIDTH, BIG_LAYERS) + model_path.stat().st_size
     assert size > 2**31
     rng = np.random.default_rng(1)
-    calib = models.write_npz(
+    calib = builders.write_npz(
         tmp_path / "calib.npz", {"x": rng.standard_normal((64, BIG_WIDTH), dtype=np.float32)}
     )
     out_dir = tmp_path / "out"
@@ -305,9 +305,9 @@ def test_inspect_and_check_pattern_on_a_big_model_match_the_normal_path(
 ) -> None:
     from onnxprune.inspection import check_pattern, inspect_model
 
-    model = models.mlp_matmul(sizes=(32, 64, 8))
+    model = builders.mlp_matmul(sizes=(32, 64, 8))
     source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 40, seed=0))
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 40, seed=0))
     normal = (inspect_model(source, calib).to_json(), check_pattern(source).to_json())
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     assert (inspect_model(source, calib).to_json(), check_pattern(source).to_json()) == normal
@@ -320,9 +320,9 @@ def test_big_model_full_work_directory_is_a_write_error(
     work directory is gone."""
     import onnxprune.pipeline
 
-    model = models.mlp_matmul(sizes=(512, 1024, 8))  # W0 is 2 MiB: spilled
+    model = builders.mlp_matmul(sizes=(512, 1024, 8))  # W0 is 2 MiB: spilled
     source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=0))
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 16, seed=0))
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
 
     def full(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -123,8 +123,8 @@ def test_cross_statistics_pair_dense_and_pruned_inputs_on_real_tokens(tmp_path: 
 
 def test_conv_cross_statistics_equal_the_correlation_for_the_same_model(tmp_path: Path) -> None:
     """im2col path: with the model as its own reference, sum x_ref x^T is sum x x^T."""
-    model = models.cnn_bn()
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 20, seed=2))
+    model = builders.cnn_bn()
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 20, seed=2))
     dataset = open_data(calib, model_input_specs(model))
     layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
     stats = collect_statistics(
@@ -146,10 +146,10 @@ def test_dense_target_fits_the_dense_outputs_better(tmp_path: Path, method: str)
     targets; for the second layer, the dense-target fit W' (with its bias) reproduces the dense
     model's pre-activations W x + b from the pruned upstream's inputs x' better than the
     default fit does, on the calibration samples."""
-    model = models.mlp_gemm((16, 48, 48, 6), seed=3)
-    path = models.save(model, tmp_path / "m.onnx")
-    data = models.random_inputs(model, 400, seed=4)
-    calib = models.write_npz(tmp_path / "c.npz", data)
+    model = builders.mlp_gemm((16, 48, 48, 6), seed=3)
+    path = builders.save(model, tmp_path / "m.onnx")
+    data = builders.random_inputs(model, 400, seed=4)
+    calib = builders.write_npz(tmp_path / "c.npz", data)
     built = {}
     for target in ("pruned", "dense"):
         config = PruneConfig(
@@ -178,9 +178,9 @@ def test_dense_target_fits_the_dense_outputs_better(tmp_path: Path, method: str)
 
 
 def test_default_target_is_pruned_and_leaves_the_recipe_alone(tmp_path: Path) -> None:
-    model = models.mlp_matmul()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 96, seed=1))
+    model = builders.mlp_matmul()
+    path = builders.save(model, tmp_path / "m.onnx")
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 96, seed=1))
     assert PruneConfig(sparsity=0.5).update_target == "pruned"
     outputs = {}
     for name, target in (("default", None), ("pruned", "pruned"), ("dense", "dense")):
@@ -207,9 +207,9 @@ def test_unknown_update_target_or_one_shot_dense_is_refused() -> None:
 
 
 def test_cli_update_target(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.transformer_block()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 96, seed=1))
+    model = builders.transformer_block()
+    path = builders.save(model, tmp_path / "m.onnx")
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 96, seed=1))
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     args = [path, "--calib", calib, "--sparsity", 0.6, "--update", "-q", "-o", out]
     refused = cli(*args, "--update-target", "dense")

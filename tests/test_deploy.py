@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
-import realworld_models
 from conftest import CliRunner
 from onnx import numpy_helper
 from ort_run import run_model
@@ -27,8 +26,10 @@ FAST = ("--no-update", "--allocation", "group")
 
 
 def _prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = 96) -> tuple[Path, Path]:
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, samples, seed=1))
+    path = builders.save(model, tmp_path / "model.onnx")
+    calib = builders.write_npz(
+        tmp_path / "calib.npz", builders.random_inputs(model, samples, seed=1)
+    )
     return path, calib
 
 
@@ -48,9 +49,9 @@ def _initializers(path: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize(
     ("builder", "weights"),
     [
-        (models.mlp_gemm, {"W0", "W1", "W2"}),
-        (models.mlp_matmul, {"W0", "W1", "W2"}),
-        (models.transformer_block, {"q_w", "k_w", "v_w", "o_w", "ffn1_w", "ffn2_w"}),
+        (builders.mlp_gemm, {"W0", "W1", "W2"}),
+        (builders.mlp_matmul, {"W0", "W1", "W2"}),
+        (builders.transformer_block, {"q_w", "k_w", "v_w", "o_w", "ffn1_w", "ffn2_w"}),
     ],
 )
 @pytest.mark.parametrize(
@@ -106,7 +107,7 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
     else:
         assert ops & {"QLinearMatMul", "MatMulInteger", "QGemm"}
     # It runs in onnxruntime and stays close to the original on fresh inputs.
-    feed = models.random_inputs(model, 16, seed=7)
+    feed = builders.random_inputs(model, 16, seed=7)
     for a, b in zip(run_model(path, feed), run_model(quantized, feed), strict=True):
         cos = (a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))
         assert cos > 0.8
@@ -119,7 +120,7 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
 
 def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) -> None:
     """A gate between the fp32 pruned model's cosine and the quantized one's fails the run."""
-    model = models.mlp_gemm(sizes=(16, 64, 64, 8))
+    model = builders.mlp_gemm(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
     quantize = ("--quantize", "int8", "--per-tensor", "--quant-range", "full")
     args = ("--sparsity", "0.5", *FAST, *quantize)
@@ -144,7 +145,7 @@ def test_histogram_calibration_on_a_set_that_is_not_whole_batches(
     cli: CliRunner, tmp_path: Path, method: str
 ) -> None:
     """70 samples in batches of 32: onnxruntime's histogram calibrators need equal batches."""
-    model = models.mlp_matmul()
+    model = builders.mlp_matmul()
     path, calib = _prepare(tmp_path, model, samples=70)
     out = tmp_path / "out.onnx"
     code, report, err = _run(
@@ -157,7 +158,7 @@ def test_histogram_calibration_on_a_set_that_is_not_whole_batches(
 
 
 def test_sparsity_auto_searches_on_the_quantized_artifact(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm(sizes=(16, 64, 64, 8))
+    model = builders.mlp_gemm(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "auto.onnx"
     code, report, err = _run(
@@ -180,7 +181,7 @@ def test_sparsity_auto_searches_on_the_quantized_artifact(cli: CliRunner, tmp_pa
 def test_sparse_storage_gives_the_dense_stored_outputs(
     cli: CliRunner, tmp_path: Path, quantize: str
 ) -> None:
-    model = models.cnn_bn() if quantize == "none" else models.mlp_gemm(sizes=(16, 128, 128, 8))
+    model = builders.cnn_bn() if quantize == "none" else builders.mlp_gemm(sizes=(16, 128, 128, 8))
     path, calib = _prepare(tmp_path, model)
     dense, sparse = tmp_path / "dense.onnx", tmp_path / "sparse.onnx"
     args = ("--sparsity", "0.95" if quantize == "int8" else "0.85", "--quantize", quantize, *FAST)
@@ -193,7 +194,7 @@ def test_sparse_storage_gives_the_dense_stored_outputs(
     assert sparse.stat().st_size < dense.stat().st_size
     assert report["artifact_stages"][-1]["name"].endswith("sparse storage")
     assert report["artifact_stages"][-1]["sparse_tensors"] == len(stored.graph.sparse_initializer)
-    feed = models.random_inputs(model, 16, seed=3)
+    feed = builders.random_inputs(model, 16, seed=3)
     for a, b in zip(run_model(dense, feed), run_model(sparse, feed), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -218,7 +219,7 @@ def test_sparse_storage_only_where_smaller(tmp_path: Path) -> None:
         [y],
         [numpy_helper.from_array(half, "A"), numpy_helper.from_array(mostly, "B")],
     )
-    source = models.save(onnx.helper.make_model(graph), tmp_path / "m.onnx")
+    source = builders.save(onnx.helper.make_model(graph), tmp_path / "m.onnx")
     assert sparse_storage(source, tmp_path / "s.onnx") == 1
     stored = onnx.load(str(tmp_path / "s.onnx"))
     assert [t.name for t in stored.graph.initializer] == ["A"]
@@ -231,7 +232,7 @@ def test_sparse_storage_only_where_smaller(tmp_path: Path) -> None:
 
 
 def test_streaming_reader_yields_each_calibration_batch_once_per_pass(tmp_path: Path) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     _, calib = _prepare(tmp_path, model, samples=70)
     data = open_data(calib, model_input_specs(model))
     selected = np.ones(data.total, dtype=bool)
@@ -246,7 +247,7 @@ def test_streaming_reader_yields_each_calibration_batch_once_per_pass(tmp_path: 
 
 
 def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     cases: list[tuple[tuple[object, ...], str]] = [
@@ -273,7 +274,7 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
     assert "--storage sparse cannot be combined with external data" in result.err
     assert len(result.err.strip().splitlines()) == 1 and not out.exists()
     # An already quantized model is not quantized again.
-    qdq = realworld_models.qdq_mlp()
+    qdq = builders.qdq_mlp()
     qdq_path, qdq_calib = _prepare(tmp_path, qdq)
     result = cli(
         qdq_path, "--calib", qdq_calib, "-o", out, "--sparsity", "0.5", "--quantize", "int8"
@@ -284,7 +285,7 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
 
 
 def test_table_shows_each_stage_of_the_artifact(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_matmul(sizes=(16, 128, 128, 8))
+    model = builders.mlp_matmul(sizes=(16, 128, 128, 8))
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     result = cli(
@@ -315,7 +316,7 @@ def test_table_shows_each_stage_of_the_artifact(cli: CliRunner, tmp_path: Path) 
 def test_recipe_replays_the_artifact_byte_identically(
     cli: CliRunner, tmp_path: Path, artifact: tuple[str, ...]
 ) -> None:
-    model = models.mlp_gemm(sizes=(16, 128, 128, 8))
+    model = builders.mlp_gemm(sizes=(16, 128, 128, 8))
     path, calib = _prepare(tmp_path, model)
     first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
     code, report, err = _run(cli, path, calib, first, "--sparsity", "0.9", *FAST, *artifact)
@@ -339,7 +340,7 @@ def test_recipe_without_artifact_options_takes_the_given_ones(
 ) -> None:
     """A recipe written before the artifact options were recorded replays the pruning and
     applies the options given now."""
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     first = tmp_path / "first.onnx"
     code, _, err = _run(cli, path, calib, first, "--sparsity", "0.5", *FAST)
@@ -373,7 +374,7 @@ def test_recipe_without_artifact_options_takes_the_given_ones(
 def test_recipe_artifact_options_are_checked(
     cli: CliRunner, tmp_path: Path, deploy: object, words: tuple[str, ...]
 ) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     first = tmp_path / "first.onnx"
     code, _, err = _run(cli, path, calib, first, "--sparsity", "0.5", *FAST)
@@ -398,7 +399,7 @@ def test_recipe_artifact_options_are_checked(
 def test_ort_format_loads_in_onnxruntime_and_matches(
     cli: CliRunner, tmp_path: Path, artifact: tuple[str, ...]
 ) -> None:
-    model = models.cnn_bn()
+    model = builders.cnn_bn()
     path, calib = _prepare(tmp_path, model)
     onnx_out, ort_out = tmp_path / "same.onnx", tmp_path / "mobile.ort"
     args = ("--sparsity", "0.85", *FAST, *artifact)
@@ -416,7 +417,7 @@ def test_ort_format_loads_in_onnxruntime_and_matches(
         assert report["op_counts"]["DequantizeLinear"][1] > 0
     # The same model as the .onnx artifact of the same run: onnxruntime's converter fuses
     # (Conv + BatchNormalization...), so float rounding may move, nothing more.
-    feed = models.random_inputs(model, 16, seed=5)
+    feed = builders.random_inputs(model, 16, seed=5)
     for a, b in zip(run_model(onnx_out, feed), run_model(ort_out, feed), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(np.abs(a).max()))
     # A replay writes the same model (onnxruntime's serialisation order may vary, the size and
@@ -430,7 +431,7 @@ def test_ort_format_loads_in_onnxruntime_and_matches(
 
 
 def test_ort_format_default_name_and_refusals(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     # Without -o: <model>.pruned.ort.
     result = cli(path, "--calib", calib, "--sparsity", "0.5", *FAST, "--format", "ort", "-q")
@@ -470,7 +471,7 @@ def test_quant_range_bounds_the_int8_weights(
     """Reduced range keeps |q| <= 64 (onnxruntime's x86 kernels without VNNI sum u8 x s8
     pairs in int16 and saturate on full-range weights); every weight reaches its bound in
     some channel (symmetric per-channel scales map each channel's max to it)."""
-    model = models.mlp_matmul(sizes=(16, 64, 64, 8))
+    model = builders.mlp_matmul(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "q.onnx"
     code, report, err = _run(cli, path, calib, out, "--sparsity", "0.5", *FAST,

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -20,19 +20,19 @@ from onnxprune.scoring import ScoringMethod, get_method
 from onnxprune.suffix import SuffixEvaluator, suffix_cut
 
 BUILDERS = [
-    pytest.param(models.mlp_gemm, id="gemm"),  # Gemm with alpha/beta, transB
-    pytest.param(models.cnn_bn, id="cnn"),  # Conv biases, grouped layers
-    pytest.param(models.transformer_block, id="transformer"),  # MatMul + following Add
-    pytest.param(models.shared_weight_mlp, id="shared"),  # one weight, several nodes
-    pytest.param(models.constant_node_mlp, id="constant-node"),
-    pytest.param(models.fp16_mlp, id="fp16"),
+    pytest.param(builders.mlp_gemm, id="gemm"),  # Gemm with alpha/beta, transB
+    pytest.param(builders.cnn_bn, id="cnn"),  # Conv biases, grouped layers
+    pytest.param(builders.transformer_block, id="transformer"),  # MatMul + following Add
+    pytest.param(builders.shared_weight_mlp, id="shared"),  # one weight, several nodes
+    pytest.param(builders.constant_node_mlp, id="constant-node"),
+    pytest.param(builders.fp16_mlp, id="fp16"),
 ]
 
 
 def _pruner(tmp_path: Path, build: Callable[..., onnx.ModelProto], **options: object) -> Pruner:
     model = build(seed=2)
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 48, seed=1))
+    path = builders.save(model, tmp_path / "model.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 48, seed=1))
     return Pruner(path, calib, PruneConfig(sparsity=0.6, **options))  # type: ignore[arg-type]
 
 
@@ -53,7 +53,7 @@ def test_judged_in_memory_equals_the_written_candidate(
         pruner.compare(pruner._build(pruner.config, scorer, "layer", None), reference)
     )
     # fp16: the bias change rounds differently added to the output than folded into the bias.
-    tolerance = 1e-4 if build is models.fp16_mlp else 1e-5
+    tolerance = 1e-4 if build is builders.fp16_mlp else 1e-5
     assert judged == pytest.approx(written_on_probe, abs=tolerance)
     assert 0.0 < written <= 1.0 and judged < 1.0 - 1e-6, "the candidate differs from the original"
 
@@ -88,7 +88,7 @@ def test_a_single_layer_session_judges_like_the_shared_one(
 
 
 def test_unchanged_weights_reproduce_the_original(tmp_path: Path) -> None:
-    pruner = _pruner(tmp_path, models.cnn_bn)
+    pruner = _pruner(tmp_path, builders.cnn_bn)
     evaluator = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     fidelity = evaluator.compare({}, {}, pruner.calibration_reference())
     assert all(np.isclose(o.cosine, 1.0, atol=1e-7) for o in fidelity.outputs)
@@ -112,7 +112,7 @@ def test_the_suffix_session_judges_like_the_whole_model(
         whole = everything.compare(weights, {index: delta}, reference)
         cut = suffix.compare(weights, {index: delta}, reference)
         # fp16: onnxruntime fuses differently in the shorter graph, rounding differs.
-        tolerance = 1e-4 if build is models.fp16_mlp else 1e-6
+        tolerance = 1e-4 if build is builders.fp16_mlp else 1e-6
         assert mean_cosine(cut) == pytest.approx(mean_cosine(whole), abs=tolerance)
         assert decision_score(cut) == pytest.approx(decision_score(whole), abs=tolerance)
         scores.append(mean_cosine(cut))
@@ -149,8 +149,8 @@ def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: P
         [w1, w2],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 32, seed=1))
+    path = builders.save(model, tmp_path / "model.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 32, seed=1))
     pruner = Pruner(path, calib, PruneConfig(sparsity=0.5))
     first = next(layer for layer in pruner.layers if layer.weight_name == "w1")
     cut = suffix_cut(pruner.proto, first)
@@ -168,7 +168,7 @@ def test_whole_candidates_judged_as_written_models_score_as_in_the_shared_sessio
 ) -> None:
     """Conv models judge --group auto's trials as written models (pre-packed weights); the
     scores equal the shared in-memory session's."""
-    pruner = _pruner(tmp_path, models.cnn_bn, allocation="group")
+    pruner = _pruner(tmp_path, builders.cnn_bn, allocation="group")
     assert pruner._builds_whole_candidates()
     reference = pruner.calibration_reference()
     scorer = get_method("contrib")
@@ -188,9 +188,9 @@ def test_reusing_the_auto_winners_layers_changes_nothing(
     every layer afresh, and fewer layers are pruned."""
     import onnxprune
 
-    model = models.cnn_bn(seed=2)
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 48, seed=1))
+    model = builders.cnn_bn(seed=2)
+    path = builders.save(model, tmp_path / "model.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 48, seed=1))
     calls: list[int] = []
     original_prune_matrix = decisions.prune_matrix
 
@@ -214,7 +214,7 @@ def test_boundary_values_are_kept_a_window_at_a_time(
     """With a memory limit that holds only a few layers' boundaries, the values are computed
     window by window (more runs of the original) and every judged score is unchanged; a
     layer whose own boundary exceeds the limit is judged on the whole model instead."""
-    pruner = _pruner(tmp_path, models.transformer_block)
+    pruner = _pruner(tmp_path, builders.transformer_block)
     reference = pruner.sensitivity_reference()
     scorer = get_method("contrib")
 

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -215,10 +215,10 @@ def _matrix(value: np.ndarray, orientation: str) -> np.ndarray:
 
 def check_case(model: onnx.ModelProto, g: Graph, options: dict[str, object]) -> None:
     onnx.checker.check_model(model, full_check=True)
-    feed = models.random_inputs(model, SAMPLES, seed=0)
+    feed = builders.random_inputs(model, SAMPLES, seed=0)
     original = _run(model, feed)  # a valid, runnable graph: the tool has no excuse
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
-        path = models.save(model, Path(tmp) / "m.onnx")
+        path = builders.save(model, Path(tmp) / "m.onnx")
         out = Path(tmp) / "out.onnx"
         try:
             report = onnxprune.prune(path, [feed], output=out, **options)  # type: ignore[arg-type]
@@ -238,7 +238,7 @@ def check_case(model: onnx.ModelProto, g: Graph, options: dict[str, object]) -> 
         # Every weight the generator made is a prunable layer, reported once.
         reported = {layer.weight: layer for layer in report.layers}
         assert set(reported) == set(g.orientation), (set(reported), report.skipped)
-        before, after = models.stored_weights(model), models.stored_weights(pruned)
+        before, after = builders.stored_weights(model), builders.stored_weights(pruned)
         floor = int(options["min_row_weights"])  # type: ignore[call-overload]
         target = float(options["sparsity"])  # type: ignore[arg-type]
         zeros, sizes, rows, room = [], [], [], []
@@ -304,10 +304,10 @@ def structured_cases(draw: st.DrawFn) -> tuple[onnx.ModelProto, dict[str, object
 def check_structured_case(model: onnx.ModelProto, options: dict[str, object]) -> None:
     """The cut model runs, keeps the floor of every group, and computes exactly what the masked
     and compensated model computes; or the tool fails with a documented one-line error."""
-    feed = models.random_inputs(model, SAMPLES, seed=0)
+    feed = builders.random_inputs(model, SAMPLES, seed=0)
     original = _run(model, feed)
     with tempfile.TemporaryDirectory(prefix="fuzz-structured-") as tmp:
-        path = models.save(model, Path(tmp) / "m.onnx")
+        path = builders.save(model, Path(tmp) / "m.onnx")
         config = PruneConfig(sparsity=0.0, **options)  # type: ignore[arg-type]
         try:
             pruner = Pruner(path, [feed], config)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -23,9 +23,9 @@ CALIB = REPO / "calibration_data" / "digits"
 
 
 def mlp_case(tmp_path: Path, samples: int = 40) -> tuple[Path, Path]:
-    model = models.mlp_gemm()
-    path = models.save(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, samples, seed=1))
+    model = builders.mlp_gemm()
+    path = builders.save(model, tmp_path / "mlp.onnx")
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, samples, seed=1))
     return path, calib
 
 
@@ -67,9 +67,9 @@ def test_recipe_overrides_given_options_with_a_warning(cli: CliRunner, tmp_path:
 
 
 def test_nothing_to_prune_warns_and_writes_a_recipe(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.no_prunable()
-    path = models.save(model, tmp_path / "plain.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 16, seed=1))
+    model = builders.no_prunable()
+    path = builders.save(model, tmp_path / "plain.onnx")
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 16, seed=1))
     out = tmp_path / "out.onnx"
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "-q")
     assert result.code == 0
@@ -97,7 +97,7 @@ def test_warnings_reach_stderr_of_the_real_command(tmp_path: Path) -> None:
 
 def test_batched_pb_tensors_count_per_sample(tmp_path: Path) -> None:
     """4 test_data_set_* directories of 8 samples each are 32 samples (dynamic batch axis)."""
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     specs = model_input_specs(model)
     rng = np.random.default_rng(0)
     for k in range(4):
@@ -129,8 +129,8 @@ def test_replay_keeps_the_recorded_split_whatever_eval_is(cli: CliRunner, tmp_pa
     assert cli(model, "--calib", calib, "--sparsity", 0.5, "-o", first, "-q").code == 0
     recipe = Path(str(first) + ".recipe.json")
     assert json.loads(recipe.read_text())["held_out"] is True
-    evaluation = models.write_npz(
-        tmp_path / "e.npz", models.random_inputs(models.mlp_gemm(), 30, seed=5)
+    evaluation = builders.write_npz(
+        tmp_path / "e.npz", builders.random_inputs(builders.mlp_gemm(), 30, seed=5)
     )
     second = tmp_path / "second.onnx"
     result = cli(model, "--calib", calib, "--recipe", recipe, "--eval", evaluation, "-o",

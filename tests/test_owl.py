@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import pytest
 
@@ -44,9 +44,9 @@ def test_owl_prior_is_where_the_sensitivity_curves_are_measured(
 ) -> None:
     """With the switch on, the sensitivity allocation starts from ``prior_shares`` (the base
     each curve is measured around), and the total removed is unchanged."""
-    model = models.mlp_matmul(seed=3)
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 64, seed=1))
+    model = builders.mlp_matmul(seed=3)
+    path = builders.save(model, tmp_path / "model.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 64, seed=1))
     config = PruneConfig(sparsity=0.6)
     pruner = Pruner(path, calib, config)
     chosen = list(range(len(pruner.layers)))

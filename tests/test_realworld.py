@@ -11,13 +11,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import builders
 import ml_dtypes
-import models
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import realworld_models as rw
 from conftest import CliRunner
 from onnx import numpy_helper
 
@@ -28,8 +27,10 @@ SAMPLES = 48
 
 
 def prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = SAMPLES) -> tuple[Path, Path]:
-    path = models.save(model, tmp_path / f"{model.graph.name}.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, samples, seed=1))
+    path = builders.save(model, tmp_path / f"{model.graph.name}.onnx")
+    calib = builders.write_npz(
+        tmp_path / "calib.npz", builders.random_inputs(model, samples, seed=1)
+    )
     return path, calib
 
 
@@ -77,7 +78,7 @@ def assert_valid(path: Path) -> onnx.ModelProto:
 
 
 def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path: Path) -> None:
-    model = rw.viewed_weights()
+    model = builders.viewed_weights()
     path, calib = prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(
@@ -101,7 +102,7 @@ def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path:
     # What each layer reads, taken from onnxruntime: the original's values where kept, zeros
     # elsewhere, pruned row by row in the layer's own (output, K) view.
     seen = ["W0", "W1t", "W2f"]
-    feed = models.random_inputs(model, 8, seed=3)
+    feed = builders.random_inputs(model, 8, seed=3)
     original = run(with_outputs(model, seen), feed)
     result = run(with_outputs(pruned, seen), feed)
     for name, as_rows in (("W0", True), ("W1t", True), ("W2f", False)):
@@ -114,7 +115,7 @@ def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path:
 
 
 def test_views_that_are_not_private_or_not_supported_are_skipped(tmp_path: Path) -> None:
-    model = rw.shared_view()
+    model = builders.shared_view()
     path, calib = prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
@@ -130,7 +131,7 @@ def test_views_that_are_not_private_or_not_supported_are_skipped(tmp_path: Path)
 # 2. Quantised models
 
 
-@pytest.mark.parametrize("builder", [rw.qdq_mlp, rw.qlinear_mlp])
+@pytest.mark.parametrize("builder", [builders.qdq_mlp, builders.qlinear_mlp])
 def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> None:
     model = builder()
     path, calib = prepare(tmp_path, model)
@@ -139,7 +140,7 @@ def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> 
     assert [layer.weight for layer in report.layers] == ["W2"]  # the float Gemm only
     assert report.layers[0].sparsity == pytest.approx(0.5)
     skipped = {s.name: s.reason for s in report.skipped}
-    if builder is rw.qdq_mlp:
+    if builder is builders.qdq_mlp:
         assert skipped == {"fc0": QUANTISED_WEIGHT, "fc1": QUANTISED_WEIGHT}
     else:
         assert set(skipped) == {"qfc0", "ifc1"}
@@ -149,7 +150,7 @@ def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> 
     for name, tensor in before.items():
         if name not in ("W2", "b2"):  # every quantised weight and quantisation parameter
             assert after[name].SerializeToString() == tensor.SerializeToString(), name
-    feed = models.random_inputs(model, 16, seed=4)
+    feed = builders.random_inputs(model, 16, seed=4)
     y_before, y_after = run(model, feed)["y"], run(pruned, feed)["y"]
     assert np.isfinite(y_after).all() and y_after.shape == y_before.shape
     assert not np.array_equal(y_before, y_after)
@@ -160,7 +161,7 @@ def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> 
 
 
 def test_loop_body_layers_are_listed_not_pruned(tmp_path: Path) -> None:
-    model = rw.loop_model()
+    model = builders.loop_model()
     path, calib = prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=2, output=out)
@@ -173,14 +174,14 @@ def test_loop_body_layers_are_listed_not_pruned(tmp_path: Path) -> None:
     for name, tensor in stored(model).items():
         if name not in ("W_out", "b"):
             assert stored(pruned)[name].SerializeToString() == tensor.SerializeToString()
-    feed = models.random_inputs(model, 8, seed=5)
+    feed = builders.random_inputs(model, 8, seed=5)
     before, after = run(model, feed), run(pruned, feed)
     assert np.array_equal(before["state"], after["state"])
     assert not np.array_equal(before["y"], after["y"])
 
 
 def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Path) -> None:
-    model = rw.if_model()
+    model = builders.if_model()
     path, calib = prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=2, output=out)
@@ -197,7 +198,7 @@ def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Pat
         stored(model)["W_shared"].SerializeToString()
     )
     for seed in (5, 6):  # a batch with a positive and one with a negative sum (If branches)
-        feed = models.random_inputs(model, 8, seed=seed)
+        feed = builders.random_inputs(model, 8, seed=seed)
         feed["x"] += 0.5 if seed == 5 else -0.5
         before, after = run(model, feed), run(pruned, feed)
         assert np.array_equal(before["side"], after["side"])
@@ -206,7 +207,7 @@ def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Pat
 
 
 def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path) -> None:
-    model = rw.initializer_as_input()
+    model = builders.initializer_as_input()
     path, calib = prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
@@ -218,7 +219,7 @@ def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path
         dims = [d.dim_value for d in inputs[name].type.tensor_type.shape.dim]
         assert dims == list(weights[name].shape), name
     assert np.mean(weights["W0"] == 0) == pytest.approx(0.5, abs=0.02)
-    feed = models.random_inputs(model, 8, seed=2)
+    feed = builders.random_inputs(model, 8, seed=2)
     default = run(pruned, feed)["y"]
     # Feeding the stored values through the graph inputs changes nothing: one model.
     explicit = run(pruned, {**feed, **weights})["y"]
@@ -227,14 +228,14 @@ def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path
 
 
 def test_inspect_lists_views_and_subgraph_layers(cli: CliRunner, tmp_path: Path) -> None:
-    viewed = models.save(rw.viewed_weights(), tmp_path / "viewed.onnx")
+    viewed = builders.save(builders.viewed_weights(), tmp_path / "viewed.onnx")
     result = cli("inspect", viewed)
     assert result.code == 0, result.err
     rows = [line for line in result.out.splitlines() if line.startswith("fc")]
     assert len(rows) == 3
     for row in rows:  # the storage column never runs into the dtype column
         assert re.search(r"initializer via \S+\s{2,}float32", row), row
-    looped = models.save(rw.loop_model(), tmp_path / "loop.onnx")
+    looped = builders.save(builders.loop_model(), tmp_path / "loop.onnx")
     report = json.loads(cli("inspect", looped, "--json").out)
     assert [s["name"] for s in report["skipped"]] == ["loop/body/loop_fc"]
     assert report["skipped"][0]["reason"].startswith(SUBGRAPH_REASON)

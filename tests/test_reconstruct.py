@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -128,9 +128,9 @@ def test_adaptive_selection_removes_dead_inputs_first() -> None:
 
 @pytest.mark.parametrize("builder", ["mlp_matmul", "transformer_block"])
 def test_update_improves_fidelity_end_to_end(tmp_path: Path, builder: str) -> None:
-    model = getattr(models, builder)()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 256, seed=0))
+    model = getattr(builders, builder)()
+    path = builders.save(model, tmp_path / "m.onnx")
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 256, seed=0))
     plain = onnxprune.prune(path, calib, sparsity=0.7, method="wanda", output=tmp_path / "a.onnx")
     updated = onnxprune.prune(
         path, calib, sparsity=0.7, method="wanda", update=True, output=tmp_path / "b.onnx"
@@ -142,9 +142,9 @@ def test_update_improves_fidelity_end_to_end(tmp_path: Path, builder: str) -> No
 
 
 def test_sparsegpt_method_runs_and_reconstructs(tmp_path: Path) -> None:
-    model = models.mlp_matmul()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 256, seed=1))
+    model = builders.mlp_matmul()
+    path = builders.save(model, tmp_path / "m.onnx")
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 256, seed=1))
     report = onnxprune.prune(
         path, calib, sparsity=0.6, method="sparsegpt", output=tmp_path / "o.onnx"
     )
@@ -200,7 +200,7 @@ def test_padding_is_left_out_of_the_statistics(tmp_path: Path) -> None:
 
 def test_sample_mask_is_detected_and_reported(tmp_path: Path) -> None:
     model = _masked_matmul_model()
-    path = models.save(model, tmp_path / "m.onnx")
+    path = builders.save(model, tmp_path / "m.onnx")
     rng = np.random.default_rng(2)
     np.savez(
         tmp_path / "c.npz",

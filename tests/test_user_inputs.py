@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from builders import IR_VERSION, OPSET, cnn_bn, mlp_gemm, save, write_npz
 from conftest import CliRunner, run_and_report
-from models import IR_VERSION, OPSET, cnn_bn, mlp_gemm, save, write_npz
 from onnx import TensorProto, helper, numpy_helper
 from ort_run import first_output
 
