@@ -19,13 +19,6 @@ from onnxprune.reconstruct import Reselect, damped_diagonal, inverse_hessian_fac
 from onnxprune.refit_final import refit_written
 
 
-def _correlated_inputs(rows: int, columns: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.normal(size=(rows, columns // 2))
-    mix = rng.normal(size=(columns // 2, columns))
-    return base @ mix + 0.1 * rng.normal(size=(rows, columns))
-
-
 @pytest.fixture
 def saliency() -> Iterator[None]:
     saved = module.RESELECT_SALIENCY
@@ -53,7 +46,7 @@ def test_choose_keeps_each_rows_count_and_removes_the_lowest_scores(saliency: No
 def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm(saliency: None) -> None:
     """Every row removes n of every m under any N:M mask, so re-choosing with SparseGPT's
     saliency must give exactly SparseGPT's own N:M selection and update."""
-    x = _correlated_inputs(400, 32, 1)
+    x = builders.correlated_inputs(400, 32, 1)
     weight = np.random.default_rng(2).normal(size=(5, 32))
     factor = inverse_hessian_factor(x.T @ x, 400)
     pattern = NMPattern(2, 4)
@@ -68,7 +61,7 @@ def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm(saliency: None)
 
 
 def test_reselection_keeps_every_rows_count_in_every_block(saliency: None) -> None:
-    x = _correlated_inputs(600, 48, 3)
+    x = builders.correlated_inputs(600, 48, 3)
     weight = np.random.default_rng(4).normal(size=(8, 48))
     keep = np.abs(weight) >= np.quantile(np.abs(weight), 0.6, axis=1, keepdims=True)
     factor = inverse_hessian_factor(x.T @ x, 600)

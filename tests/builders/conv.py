@@ -3,11 +3,13 @@ pattern of the structured-removal tests (residual, concat, flatten into Gemm, sl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 from onnx import helper
 
-from builders.core import FLOAT, bias, finish, weight
+from builders.core import FLOAT, bias, finish, value_info, weight
 
 
 def cnn_bn(seed: int = 0) -> onnx.ModelProto:
@@ -255,3 +257,41 @@ def split_cnn(seed: int = 0) -> onnx.ModelProto:
     ]
     classifier_head(nodes, params, rng, "sum", 4)
     return image_model("split_cnn", nodes, params)
+
+
+def conv_relu(
+    w: np.ndarray,
+    spatial: Sequence[int],
+    name: str = "conv",
+    pad: Sequence[int] | None = None,
+    pad_value: float = 0.0,
+    **attrs: object,
+) -> onnx.ModelProto:
+    """x [n, cin, *spatial] -> Conv(w [cout, cin / group, *kernel], no bias, ``attrs``) = z
+    -> Relu -> y (rank left unknown, so not full-checked); the nodes are unnamed.
+
+    ``pad`` (begin_h, begin_w, end_h, end_w): a constant Pad node (initializers ``pads`` and
+    ``value`` = ``pad_value``) before the Conv, which then reads ``xp``.
+    """
+    group = int(attrs.get("group", 1))  # type: ignore[call-overload]
+    params = {"w": w}
+    nodes = []
+    source = "x"
+    if pad is not None:
+        params["pads"] = np.array([0, 0, pad[0], pad[1], 0, 0, pad[2], pad[3]], np.int64)
+        params["value"] = np.array(pad_value, np.float32)
+        nodes.append(helper.make_node("Pad", ["x", "pads", "value"], ["xp"], mode="constant"))
+        source = "xp"
+    nodes += [
+        helper.make_node("Conv", [source, "w"], ["z"], **attrs),
+        helper.make_node("Relu", ["z"], ["y"]),
+    ]
+    return finish(
+        name,
+        nodes,
+        [value_info("x", ["n", w.shape[1] * group, *spatial])],
+        [value_info("y", None)],
+        params,
+        producer="",
+        check=False,  # the full checker wants every output's shape
+    )

@@ -127,6 +127,20 @@ def finish(
     return model
 
 
+def with_outputs(
+    model: onnx.ModelProto, names: Sequence[str], elem: int | None = FLOAT
+) -> onnx.ModelProto:
+    """A copy of ``model`` that also returns the intermediate tensors ``names``, typed ``elem``
+    of unknown rank (``elem`` None: no type at all, for tensors of any type)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.extend(
+        helper.make_empty_tensor_value_info(n) if elem is None else value_info(n, None, elem)
+        for n in names
+    )
+    return copy
+
+
 # -- files -------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from builders.core import FLOAT, FLOAT16, bias, finish, scalar, weight
+from builders.core import FLOAT, FLOAT16, INT64, bias, finish, scalar, value_info, weight
 
 
 def matmul_chain(
@@ -204,4 +204,43 @@ def fp16_mlp(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.Mode
         [helper.make_tensor_value_info("x", FLOAT16, ["batch", sizes[0]])],
         [helper.make_tensor_value_info("y", FLOAT16, ["batch", sizes[-1]])],
         params,
+    )
+
+
+def masked_sequence_mlp(hidden: int | None = None, seed: int = 0) -> onnx.ModelProto:
+    """Token inputs with a padding mask the graph reads (unnamed nodes, unscaled normal
+    weights).
+
+    hidden None: x [batch, seq, 8] -> MatMul(w [8, 4]) -> y [batch, seq, 4]
+    hidden 6:    x -> MatMul(w1 [8, 6]) = z -> Relu = h -> MatMul(w2 [6, 4]) -> y
+    both: attention_mask [batch, seq] int64 -> Cast -> mask_f (an output, so the graph reads
+    the mask)
+    """
+    rng = np.random.default_rng(seed)
+    if hidden is None:
+        name = "masked"
+        params = {"w": rng.normal(size=(8, 4)).astype(np.float32)}
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    else:
+        name = "masked2"
+        params = {
+            "w1": rng.normal(size=(8, hidden)).astype(np.float32),
+            "w2": rng.normal(size=(hidden, 4)).astype(np.float32),
+        }
+        nodes = [
+            helper.make_node("MatMul", ["x", "w1"], ["z"]),
+            helper.make_node("Relu", ["z"], ["h"]),
+            helper.make_node("MatMul", ["h", "w2"], ["y"]),
+        ]
+    nodes.append(helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=FLOAT))
+    return finish(
+        name,
+        nodes,
+        [
+            value_info("x", ["batch", "seq", 8]),
+            value_info("attention_mask", ["batch", "seq"], INT64),
+        ],
+        [value_info("y", ["batch", "seq", 4]), value_info("mask_f", ["batch", "seq"])],
+        params,
+        producer="",
     )
