@@ -131,8 +131,7 @@ def test_a_curve_without_points_stays_dense() -> None:
 
 def _prepare(tmp_path: Path) -> tuple[onnx.ModelProto, Path, Path]:
     model = builders.quiet_branch()
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 128, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 128)
     return model, path, calib
 
 
@@ -246,8 +245,7 @@ def test_estimated_curves_allocate_like_the_measured_ones(
     interpolated along the local error proxy) give the per-layer sparsities the 5-level
     measurement on 64 samples gives, within ESTIMATE_TOLERANCE, for every selection group."""
     model = build(seed=3)
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 96, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 96)
     scorer = get_method(method)
     groups = ["row"] if scorer.adaptive_mask else ["row", "global"]
     targets: dict[str, dict[str, list[float]]] = {}

@@ -99,8 +99,9 @@ def test_costly_defaults_give_way_in_big_model_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = builders.mlp_matmul(sizes=(32, 64, 48, 8))
-    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 80, seed=1))
+    source, calib = builders.save_with_calibration(
+        model, tmp_path, 80, name="in/mlp.onnx", writer=_save_external
+    )
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "m.onnx")
     assert report.sensitivity_builds == 0
@@ -123,8 +124,9 @@ def test_big_model_mode_reads_no_weight_up_front(
     directory is removed by close()."""
     model = builders.mlp_matmul(sizes=(32, 64, 8))
     weights = builders.stored_weights(model)  # before saving moves them out of the proto
-    source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 16, seed=0))
+    source, calib = builders.save_with_calibration(
+        model, tmp_path, 16, seed=0, name="mlp.onnx", writer=_save_external
+    )
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     pruner = Pruner(source, calib, PruneConfig(sparsity=0.5))
     assert pruner.big and pruner.base_dir is not None
@@ -141,8 +143,9 @@ def test_big_model_default_group_auto_uses_row_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = builders.mlp_matmul(sizes=(32, 64, 8))
-    source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 40, seed=0))
+    source, calib = builders.save_with_calibration(
+        model, tmp_path, 40, seed=0, name="mlp.onnx", writer=_save_external
+    )
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "out.onnx")
     assert report.group == "auto -> row"
@@ -155,8 +158,9 @@ def test_big_model_write_failure_leaves_no_file(
 ) -> None:
     """Disk full while the streamed save writes the data file: exit 4, nothing published."""
     model = builders.mlp_matmul(sizes=(32, 64, 8))
-    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 16, seed=0))
+    source, calib = builders.save_with_calibration(
+        model, tmp_path, 16, seed=0, name="in/mlp.onnx", writer=_save_external
+    )
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     real_spill = onnxprune.io.spill_array
 
@@ -306,8 +310,9 @@ def test_inspect_and_check_pattern_on_a_big_model_match_the_normal_path(
     from onnxprune.inspection import check_pattern, inspect_model
 
     model = builders.mlp_matmul(sizes=(32, 64, 8))
-    source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 40, seed=0))
+    source, calib = builders.save_with_calibration(
+        model, tmp_path, 40, seed=0, name="mlp.onnx", writer=_save_external
+    )
     normal = (inspect_model(source, calib).to_json(), check_pattern(source).to_json())
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     assert (inspect_model(source, calib).to_json(), check_pattern(source).to_json()) == normal
@@ -321,8 +326,9 @@ def test_big_model_full_work_directory_is_a_write_error(
     import onnxprune.pipeline
 
     model = builders.mlp_matmul(sizes=(512, 1024, 8))  # W0 is 2 MiB: spilled
-    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 16, seed=0))
+    source, calib = builders.save_with_calibration(
+        model, tmp_path, 16, seed=0, name="in/mlp.onnx", writer=_save_external
+    )
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
 
     def full(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:

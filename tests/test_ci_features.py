@@ -248,8 +248,9 @@ def test_plot_writes_a_png_of_the_expected_size(cli: CliRunner, tmp_path: Path) 
 def test_report_has_op_counts_with_differences(cli: CliRunner, tmp_path: Path) -> None:
     model = builders.mlp_matmul()
     # Drop the first bias Add so that compensation has to insert one.
-    path = builders.save(model, tmp_path / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 64, seed=0))
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 64, seed=0, name="mlp.onnx", calib="c.npz"
+    )
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", tmp_path / "o.onnx", "--json")
     report = json.loads(result.out)
     assert report["op_counts"]["MatMul"] == [3, 3]

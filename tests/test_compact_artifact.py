@@ -106,8 +106,7 @@ def test_compaction_is_bit_exact_smaller_and_keeps_given_names(tmp_path: Path) -
 
 def test_quantized_artifact_is_written_compacted(cli: CliRunner, tmp_path: Path) -> None:
     model = builders.cnn_bn()
-    path = builders.save(model, tmp_path / "cnn.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 64, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 64, name="cnn.onnx")
     out = tmp_path / "out.onnx"
     report = _run(cli, path, calib, out, "--sparsity", "0.7", *FAST, "--quantize", "int8")
     written = onnx.load(str(out))
@@ -274,8 +273,7 @@ def test_embedding_options_are_checked_in_one_line(cli: CliRunner, tmp_path: Pat
 
 def test_no_embedding_table_is_a_note_not_an_error(cli: CliRunner, tmp_path: Path) -> None:
     model = builders.mlp_matmul()
-    path = builders.save(model, tmp_path / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 64, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 64, name="mlp.onnx")
     out = tmp_path / "out.onnx"
     report = _run(
         cli, path, calib, out, "--sparsity", "0.5", *FAST, "--quantize", "int8-dynamic",

@@ -195,8 +195,9 @@ def test_recipe_replays_the_repairs_and_old_recipes_replay_without_them(tmp_path
     import json
 
     model = builders.mlp_matmul()
-    path = builders.save(model, tmp_path / "m.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 128, seed=2))
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 128, seed=2, name="m.onnx", calib="c.npz"
+    )
     first = tmp_path / "a.onnx"
     onnxprune.prune(path, calib, sparsity=0.6, output=first, stat_correction=True, refit_steps=5)
     recipe = json.loads((tmp_path / "a.onnx.recipe.json").read_text())

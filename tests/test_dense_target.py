@@ -136,8 +136,7 @@ def test_dense_target_fits_the_dense_outputs_better(tmp_path: Path, method: str)
 
 def test_default_target_is_pruned_and_leaves_the_recipe_alone(tmp_path: Path) -> None:
     model = builders.mlp_matmul()
-    path = builders.save(model, tmp_path / "m.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 96, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 96, name="m.onnx", calib="c.npz")
     assert PruneConfig(sparsity=0.5).update_target == "pruned"
     outputs = {}
     for name, target in (("default", None), ("pruned", "pruned"), ("dense", "dense")):
@@ -165,8 +164,7 @@ def test_unknown_update_target_or_one_shot_dense_is_refused() -> None:
 
 def test_cli_update_target(cli: CliRunner, tmp_path: Path) -> None:
     model = builders.transformer_block()
-    path = builders.save(model, tmp_path / "m.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 96, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 96, name="m.onnx", calib="c.npz")
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     args = [path, "--calib", calib, "--sparsity", 0.6, "--update", "-q", "-o", out]
     refused = cli(*args, "--update-target", "dense")

@@ -26,10 +26,7 @@ FAST = ("--no-update", "--allocation", "group")
 
 
 def _prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = 96) -> tuple[Path, Path]:
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(
-        tmp_path / "calib.npz", builders.random_inputs(model, samples, seed=1)
-    )
+    path, calib = builders.save_with_calibration(model, tmp_path, samples)
     return path, calib
 
 

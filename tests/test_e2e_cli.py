@@ -55,9 +55,8 @@ def prepare(
 ) -> tuple[onnx.ModelProto, Path, Path]:
     """(model, model file, calibration .npz) for the builder ``name``."""
     model = BUILDERS[name]()
-    model_path = builders.save(model, tmp_path / f"{name}.onnx")
-    calib = builders.write_npz(
-        tmp_path / "calib.npz", builders.random_inputs(model, samples, seed=1)
+    model_path, calib = builders.save_with_calibration(
+        model, tmp_path, samples, name=f"{name}.onnx"
     )
     return model, model_path, calib
 
@@ -534,8 +533,7 @@ def test_npz_and_npy_layouts_prune_identically(cli: CliRunner, tmp_path: Path) -
 def test_unreachable_sparsity_is_not_silent(cli: CliRunner, tmp_path: Path) -> None:
     """A narrow MLP (K = 8 everywhere): if the request cannot be met, the report must say so."""
     model = builders.mlp_matmul(sizes=(8, 8, 4))
-    model_path = builders.save(model, tmp_path / "narrow.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 64, seed=1))
+    model_path, calib = builders.save_with_calibration(model, tmp_path, 64, name="narrow.onnx")
 
     output = tmp_path / "narrow.pruned.onnx"
 
@@ -552,8 +550,7 @@ def test_unreachable_sparsity_is_not_silent(cli: CliRunner, tmp_path: Path) -> N
 
 def test_model_without_prunable_layer_is_copied(cli: CliRunner, tmp_path: Path) -> None:
     model = builders.no_prunable()
-    model_path = builders.save(model, tmp_path / "plain.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 16, seed=1))
+    model_path, calib = builders.save_with_calibration(model, tmp_path, 16, name="plain.onnx")
     output = tmp_path / "plain.out.onnx"
 
     result = cli(model_path, "--calib", calib, "--sparsity", 0.5, "-o", output)

@@ -31,8 +31,7 @@ BUILDERS = [
 
 def _pruner(tmp_path: Path, build: Callable[..., onnx.ModelProto], **options: object) -> Pruner:
     model = build(seed=2)
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 48, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 48)
     return Pruner(path, calib, PruneConfig(sparsity=0.6, **options))  # type: ignore[arg-type]
 
 
@@ -149,8 +148,7 @@ def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: P
         [w1, w2],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 32, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 32)
     pruner = Pruner(path, calib, PruneConfig(sparsity=0.5))
     first = next(layer for layer in pruner.layers if layer.weight_name == "w1")
     cut = suffix_cut(pruner.proto, first)
@@ -189,8 +187,7 @@ def test_reusing_the_auto_winners_layers_changes_nothing(
     import onnxprune
 
     model = builders.cnn_bn(seed=2)
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 48, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 48)
     calls: list[int] = []
     original_prune_matrix = decisions.prune_matrix
 

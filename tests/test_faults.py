@@ -240,8 +240,7 @@ def test_same_inputs_give_byte_identical_model_and_report(
     cli: CliRunner, tmp_path: Path, builder: Callable[[], onnx.ModelProto], options: list[str]
 ) -> None:
     model = builder()
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 160, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 160)
     runs = []
     for k in range(2):
         out_dir = tmp_path / f"run{k}"

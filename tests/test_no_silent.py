@@ -24,8 +24,9 @@ CALIB = REPO / "calibration_data" / "digits"
 
 def mlp_case(tmp_path: Path, samples: int = 40) -> tuple[Path, Path]:
     model = builders.mlp_gemm()
-    path = builders.save(model, tmp_path / "mlp.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, samples, seed=1))
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, samples, name="mlp.onnx", calib="c.npz"
+    )
     return path, calib
 
 
@@ -68,8 +69,9 @@ def test_recipe_overrides_given_options_with_a_warning(cli: CliRunner, tmp_path:
 
 def test_nothing_to_prune_warns_and_writes_a_recipe(cli: CliRunner, tmp_path: Path) -> None:
     model = builders.no_prunable()
-    path = builders.save(model, tmp_path / "plain.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 16, seed=1))
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 16, name="plain.onnx", calib="c.npz"
+    )
     out = tmp_path / "out.onnx"
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "-q")
     assert result.code == 0

@@ -28,8 +28,7 @@ def _prepare(
     tmp_path: Path, build: Any = builders.mlp_matmul
 ) -> tuple[onnx.ModelProto, Path, Path]:
     model = build()
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 96, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 96)
     return model, path, calib
 
 

@@ -45,8 +45,7 @@ def test_owl_prior_is_where_the_sensitivity_curves_are_measured(
     """With the switch on, the sensitivity allocation starts from ``prior_shares`` (the base
     each curve is measured around), and the total removed is unchanged."""
     model = builders.mlp_matmul(seed=3)
-    path = builders.save(model, tmp_path / "model.onnx")
-    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 64, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 64)
     config = PruneConfig(sparsity=0.6)
     pruner = Pruner(path, calib, config)
     chosen = list(range(len(pruner.layers)))

@@ -27,9 +27,8 @@ SAMPLES = 48
 
 
 def prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = SAMPLES) -> tuple[Path, Path]:
-    path = builders.save(model, tmp_path / f"{model.graph.name}.onnx")
-    calib = builders.write_npz(
-        tmp_path / "calib.npz", builders.random_inputs(model, samples, seed=1)
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, samples, name=f"{model.graph.name}.onnx"
     )
     return path, calib
 

@@ -118,8 +118,9 @@ def test_adaptive_selection_removes_dead_inputs_first() -> None:
 @pytest.mark.parametrize("builder", ["mlp_matmul", "transformer_block"])
 def test_update_improves_fidelity_end_to_end(tmp_path: Path, builder: str) -> None:
     model = getattr(builders, builder)()
-    path = builders.save(model, tmp_path / "m.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 256, seed=0))
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 256, seed=0, name="m.onnx", calib="c.npz"
+    )
     plain = onnxprune.prune(path, calib, sparsity=0.7, method="wanda", output=tmp_path / "a.onnx")
     updated = onnxprune.prune(
         path, calib, sparsity=0.7, method="wanda", update=True, output=tmp_path / "b.onnx"
@@ -132,8 +133,7 @@ def test_update_improves_fidelity_end_to_end(tmp_path: Path, builder: str) -> No
 
 def test_sparsegpt_method_runs_and_reconstructs(tmp_path: Path) -> None:
     model = builders.mlp_matmul()
-    path = builders.save(model, tmp_path / "m.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 256, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 256, name="m.onnx", calib="c.npz")
     report = onnxprune.prune(
         path, calib, sparsity=0.6, method="sparsegpt", output=tmp_path / "o.onnx"
     )

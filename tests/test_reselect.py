@@ -113,8 +113,7 @@ def test_cli_reselect_mask_prunes_to_the_same_counts_and_refuses_without_update(
     """--reselect-mask keeps every row's number of kept weights (N:M: the pattern) and
     differs from the plain mask somewhere; without --update it is a one-line usage error."""
     model = builders.mlp_gemm()
-    path = builders.save(model, tmp_path / "m.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, 200, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 200, name="m.onnx", calib="c.npz")
     stored = {}
     for flag in ("--no-reselect-mask", "--reselect-mask"):
         out = tmp_path / f"{flag}.onnx"

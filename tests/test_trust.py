@@ -528,8 +528,9 @@ def test_a_signal_another_thread_receives_is_held_until_the_block_ends() -> None
 
 def test_recipe_is_written_when_nothing_is_pruned(cli: CliRunner, tmp_path: Path) -> None:
     model = builders.no_prunable()
-    path = builders.save(model, tmp_path / "plain.onnx")
-    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, SAMPLES, seed=1))
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, SAMPLES, name="plain.onnx", calib="c.npz"
+    )
     out = tmp_path / "copy.onnx"
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json")
     assert result.code == 0, result.err

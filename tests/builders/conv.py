@@ -99,6 +99,31 @@ def conv(
     )
 
 
+def conv_block(
+    name: str,
+    source: str,
+    cin: int,
+    cout: int,
+    params: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    out: str,
+    k: int = 3,
+) -> list[onnx.NodeProto]:
+    """``conv(name, ...)`` then a Relu writing ``out`` (node conv_x -> relu_x)."""
+    relu = helper.make_node("Relu", [name], [out], name=name.replace("conv", "relu"))
+    return [conv(name, source, cin, cout, params, rng, k), relu]
+
+
+def concat_pair(params: dict[str, np.ndarray], rng: np.random.Generator) -> list[onnx.NodeProto]:
+    """x -> conv_a(3->6) -> relu = ra, x -> conv_b(3->4) -> relu = rb -> Concat(axis 1) = cat
+    [10 channels: conv_a's at 0, conv_b's at 6]."""
+    return [
+        *conv_block("conv_a", "x", 3, 6, params, rng, "ra"),
+        *conv_block("conv_b", "x", 3, 4, params, rng, "rb"),
+        helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1),
+    ]
+
+
 def classifier_head(
     nodes: list[onnx.NodeProto],
     params: dict[str, np.ndarray],
@@ -137,15 +162,12 @@ def residual_cnn(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     nodes = [
-        conv("conv_a", "x", 3, 8, params, rng),
-        helper.make_node("Relu", ["conv_a"], ["r1"], name="relu_a"),
-        conv("conv_b", "r1", 8, 8, params, rng),
-        helper.make_node("Relu", ["conv_b"], ["rb"], name="relu_b"),
+        *conv_block("conv_a", "x", 3, 8, params, rng, "r1"),
+        *conv_block("conv_b", "r1", 8, 8, params, rng, "rb"),
         conv("conv_c", "rb", 8, 8, params, rng),
         helper.make_node("Add", ["r1", "conv_c"], ["sum"], name="residual"),
         helper.make_node("Relu", ["sum"], ["rs"], name="relu_s"),
-        conv("conv_d", "rs", 8, 6, params, rng, k=1),
-        helper.make_node("Relu", ["conv_d"], ["rd"], name="relu_d"),
+        *conv_block("conv_d", "rs", 8, 6, params, rng, "rd", k=1),
     ]
     classifier_head(nodes, params, rng, "rd", 6)
     return image_model("residual_cnn", nodes, params)
@@ -158,13 +180,8 @@ def concat_cnn(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     nodes = [
-        conv("conv_a", "x", 3, 6, params, rng),
-        helper.make_node("Relu", ["conv_a"], ["ra"], name="relu_a"),
-        conv("conv_b", "x", 3, 4, params, rng),
-        helper.make_node("Relu", ["conv_b"], ["rb"], name="relu_b"),
-        helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1),
-        conv("conv_c", "cat", 10, 8, params, rng, k=1),
-        helper.make_node("Relu", ["conv_c"], ["rc"], name="relu_c"),
+        *concat_pair(params, rng),
+        *conv_block("conv_c", "cat", 10, 8, params, rng, "rc", k=1),
     ]
     classifier_head(nodes, params, rng, "rc", 8)
     return image_model("concat_cnn", nodes, params)
@@ -219,16 +236,10 @@ def sliced_concat_cnn(chunk: bool = False, seed: int = 0) -> onnx.ModelProto:
     }
     width = 5 if chunk else 4
     nodes = [
-        conv("conv_a", "x", 3, 6, params, rng),
-        helper.make_node("Relu", ["conv_a"], ["ra"], name="relu_a"),
-        conv("conv_b", "x", 3, 4, params, rng),
-        helper.make_node("Relu", ["conv_b"], ["rb"], name="relu_b"),
-        helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1),
+        *concat_pair(params, rng),
         helper.make_node("Slice", ["cat", "starts", "ends", "axes"], ["part"], name="slice"),
-        conv("conv_c", "part", width, 4, params, rng),
-        helper.make_node("Relu", ["conv_c"], ["rc"], name="relu_c"),
-        conv("conv_d", "cat", 10, 4, params, rng, k=1),
-        helper.make_node("Relu", ["conv_d"], ["rd"], name="relu_d"),
+        *conv_block("conv_c", "part", width, 4, params, rng, "rc"),
+        *conv_block("conv_d", "cat", 10, 4, params, rng, "rd", k=1),
         helper.make_node("Add", ["rc", "rd"], ["sum"], name="sum"),
     ]
     classifier_head(nodes, params, rng, "sum", 4)
@@ -243,16 +254,10 @@ def split_cnn(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {"sizes": np.array([6, 4], np.int64)}
     nodes = [
-        conv("conv_a", "x", 3, 6, params, rng),
-        helper.make_node("Relu", ["conv_a"], ["ra"], name="relu_a"),
-        conv("conv_b", "x", 3, 4, params, rng),
-        helper.make_node("Relu", ["conv_b"], ["rb"], name="relu_b"),
-        helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1),
+        *concat_pair(params, rng),
         helper.make_node("Split", ["cat", "sizes"], ["part_a", "part_b"], name="split", axis=1),
-        conv("conv_c", "part_a", 6, 4, params, rng, k=1),
-        helper.make_node("Relu", ["conv_c"], ["rc"], name="relu_c"),
-        conv("conv_d", "part_b", 4, 4, params, rng, k=1),
-        helper.make_node("Relu", ["conv_d"], ["rd"], name="relu_d"),
+        *conv_block("conv_c", "part_a", 6, 4, params, rng, "rc", k=1),
+        *conv_block("conv_d", "part_b", 4, 4, params, rng, "rd", k=1),
         helper.make_node("Add", ["rc", "rd"], ["sum"], name="sum"),
     ]
     classifier_head(nodes, params, rng, "sum", 4)

@@ -11,7 +11,7 @@ dynamic ``batch``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -165,10 +165,11 @@ def save_with_calibration(
     seed: int = 1,
     name: str = "model.onnx",
     calib: str = "calib.npz",
+    writer: Callable[[onnx.ModelProto, Path], Path] = save,
 ) -> tuple[Path, Path]:
-    """``model`` saved as ``folder/name`` and ``samples`` random inputs for it
+    """``model`` saved as ``folder/name`` (by ``writer``) and ``samples`` random inputs for it
     (``random_inputs(model, samples, seed)``) as ``folder/calib``."""
-    path = save(model, folder / name)
+    path = writer(model, folder / name)
     return path, write_npz(folder / calib, random_inputs(model, samples, seed))
 
 
