@@ -37,6 +37,17 @@ def _save_external(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
+def _external_mlp(
+    folder: Path, sizes: tuple[int, ...], samples: int, seed: int = 0, name: str = "mlp.onnx"
+) -> tuple[Path, Path]:
+    """``mlp_matmul(sizes)`` saved with every tensor in external data as ``folder/name``, and
+    ``samples`` random inputs for it (``seed``) as ``folder/calib.npz``."""
+    model = builders.mlp_matmul(sizes=sizes)
+    return builders.save_with_calibration(
+        model, folder, samples, seed, name=name, writer=_save_external
+    )
+
+
 def _weights(path: Path) -> dict[str, np.ndarray]:
     model = onnx.load(str(path))
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -98,10 +109,7 @@ def test_big_model_mode_matches_the_normal_path(
 def test_costly_defaults_give_way_in_big_model_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = builders.mlp_matmul(sizes=(32, 64, 48, 8))
-    source, calib = builders.save_with_calibration(
-        model, tmp_path, 80, name="in/mlp.onnx", writer=_save_external
-    )
+    source, calib = _external_mlp(tmp_path, (32, 64, 48, 8), 80, seed=1, name="in/mlp.onnx")
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "m.onnx")
     assert report.sensitivity_builds == 0
@@ -122,11 +130,8 @@ def test_big_model_mode_reads_no_weight_up_front(
 ) -> None:
     """The proto is loaded without its data; layers read their weight on access; the work
     directory is removed by close()."""
-    model = builders.mlp_matmul(sizes=(32, 64, 8))
-    weights = builders.stored_weights(model)  # before saving moves them out of the proto
-    source, calib = builders.save_with_calibration(
-        model, tmp_path, 16, seed=0, name="mlp.onnx", writer=_save_external
-    )
+    weights = builders.stored_weights(builders.mlp_matmul(sizes=(32, 64, 8)))
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 16)
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     pruner = Pruner(source, calib, PruneConfig(sparsity=0.5))
     assert pruner.big and pruner.base_dir is not None
@@ -142,10 +147,7 @@ def test_big_model_mode_reads_no_weight_up_front(
 def test_big_model_default_group_auto_uses_row_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = builders.mlp_matmul(sizes=(32, 64, 8))
-    source, calib = builders.save_with_calibration(
-        model, tmp_path, 40, seed=0, name="mlp.onnx", writer=_save_external
-    )
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 40)
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "out.onnx")
     assert report.group == "auto -> row"
@@ -157,10 +159,7 @@ def test_big_model_write_failure_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disk full while the streamed save writes the data file: exit 4, nothing published."""
-    model = builders.mlp_matmul(sizes=(32, 64, 8))
-    source, calib = builders.save_with_calibration(
-        model, tmp_path, 16, seed=0, name="in/mlp.onnx", writer=_save_external
-    )
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 16, name="in/mlp.onnx")
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     real_spill = onnxprune.io.spill_array
 
@@ -309,10 +308,7 @@ def test_inspect_and_check_pattern_on_a_big_model_match_the_normal_path(
 ) -> None:
     from onnxprune.inspection import check_pattern, inspect_model
 
-    model = builders.mlp_matmul(sizes=(32, 64, 8))
-    source, calib = builders.save_with_calibration(
-        model, tmp_path, 40, seed=0, name="mlp.onnx", writer=_save_external
-    )
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 40)
     normal = (inspect_model(source, calib).to_json(), check_pattern(source).to_json())
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     assert (inspect_model(source, calib).to_json(), check_pattern(source).to_json()) == normal
@@ -325,10 +321,9 @@ def test_big_model_full_work_directory_is_a_write_error(
     work directory is gone."""
     import onnxprune.pipeline
 
-    model = builders.mlp_matmul(sizes=(512, 1024, 8))  # W0 is 2 MiB: spilled
-    source, calib = builders.save_with_calibration(
-        model, tmp_path, 16, seed=0, name="in/mlp.onnx", writer=_save_external
-    )
+    source, calib = _external_mlp(
+        tmp_path, (512, 1024, 8), 16, name="in/mlp.onnx"
+    )  # W0 is 2 MiB: spilled
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
 
     def full(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:

@@ -26,13 +26,13 @@ from builders.conv import (
     concat_cnn,
     concat_pair,
     conv,
-    conv_block,
     conv_relu,
     flatten_gemm_cnn,
     image_model,
     residual_cnn,
     sliced_concat_cnn,
     split_cnn,
+    with_relu,
 )
 from builders.core import (
     BOOL,
@@ -113,7 +113,6 @@ __all__ = [
     "constant_in_branch",
     "constant_node_mlp",
     "conv",
-    "conv_block",
     "conv_relu",
     "correlated_inputs",
     "embedding_encoder",
@@ -159,5 +158,6 @@ __all__ = [
     "viewed_weights",
     "weight",
     "with_outputs",
+    "with_relu",
     "write_npz",
 ]

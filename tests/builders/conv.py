@@ -99,27 +99,18 @@ def conv(
     )
 
 
-def conv_block(
-    name: str,
-    source: str,
-    cin: int,
-    cout: int,
-    params: dict[str, np.ndarray],
-    rng: np.random.Generator,
-    out: str,
-    k: int = 3,
-) -> list[onnx.NodeProto]:
-    """``conv(name, ...)`` then a Relu writing ``out`` (node conv_x -> relu_x)."""
-    relu = helper.make_node("Relu", [name], [out], name=name.replace("conv", "relu"))
-    return [conv(name, source, cin, cout, params, rng, k), relu]
+def with_relu(node: onnx.NodeProto, out: str) -> list[onnx.NodeProto]:
+    """``node`` then a Relu on its output writing ``out`` (node conv_x -> relu_x)."""
+    name = node.output[0]
+    return [node, helper.make_node("Relu", [name], [out], name=name.replace("conv", "relu"))]
 
 
 def concat_pair(params: dict[str, np.ndarray], rng: np.random.Generator) -> list[onnx.NodeProto]:
     """x -> conv_a(3->6) -> relu = ra, x -> conv_b(3->4) -> relu = rb -> Concat(axis 1) = cat
     [10 channels: conv_a's at 0, conv_b's at 6]."""
     return [
-        *conv_block("conv_a", "x", 3, 6, params, rng, "ra"),
-        *conv_block("conv_b", "x", 3, 4, params, rng, "rb"),
+        *with_relu(conv("conv_a", "x", 3, 6, params, rng), "ra"),
+        *with_relu(conv("conv_b", "x", 3, 4, params, rng), "rb"),
         helper.make_node("Concat", ["ra", "rb"], ["cat"], name="concat", axis=1),
     ]
 
@@ -162,12 +153,12 @@ def residual_cnn(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     nodes = [
-        *conv_block("conv_a", "x", 3, 8, params, rng, "r1"),
-        *conv_block("conv_b", "r1", 8, 8, params, rng, "rb"),
+        *with_relu(conv("conv_a", "x", 3, 8, params, rng), "r1"),
+        *with_relu(conv("conv_b", "r1", 8, 8, params, rng), "rb"),
         conv("conv_c", "rb", 8, 8, params, rng),
         helper.make_node("Add", ["r1", "conv_c"], ["sum"], name="residual"),
         helper.make_node("Relu", ["sum"], ["rs"], name="relu_s"),
-        *conv_block("conv_d", "rs", 8, 6, params, rng, "rd", k=1),
+        *with_relu(conv("conv_d", "rs", 8, 6, params, rng, k=1), "rd"),
     ]
     classifier_head(nodes, params, rng, "rd", 6)
     return image_model("residual_cnn", nodes, params)
@@ -181,7 +172,7 @@ def concat_cnn(seed: int = 0) -> onnx.ModelProto:
     params: dict[str, np.ndarray] = {}
     nodes = [
         *concat_pair(params, rng),
-        *conv_block("conv_c", "cat", 10, 8, params, rng, "rc", k=1),
+        *with_relu(conv("conv_c", "cat", 10, 8, params, rng, k=1), "rc"),
     ]
     classifier_head(nodes, params, rng, "rc", 8)
     return image_model("concat_cnn", nodes, params)
@@ -238,8 +229,8 @@ def sliced_concat_cnn(chunk: bool = False, seed: int = 0) -> onnx.ModelProto:
     nodes = [
         *concat_pair(params, rng),
         helper.make_node("Slice", ["cat", "starts", "ends", "axes"], ["part"], name="slice"),
-        *conv_block("conv_c", "part", width, 4, params, rng, "rc"),
-        *conv_block("conv_d", "cat", 10, 4, params, rng, "rd", k=1),
+        *with_relu(conv("conv_c", "part", width, 4, params, rng), "rc"),
+        *with_relu(conv("conv_d", "cat", 10, 4, params, rng, k=1), "rd"),
         helper.make_node("Add", ["rc", "rd"], ["sum"], name="sum"),
     ]
     classifier_head(nodes, params, rng, "sum", 4)
@@ -256,8 +247,8 @@ def split_cnn(seed: int = 0) -> onnx.ModelProto:
     nodes = [
         *concat_pair(params, rng),
         helper.make_node("Split", ["cat", "sizes"], ["part_a", "part_b"], name="split", axis=1),
-        *conv_block("conv_c", "part_a", 6, 4, params, rng, "rc", k=1),
-        *conv_block("conv_d", "part_b", 4, 4, params, rng, "rd", k=1),
+        *with_relu(conv("conv_c", "part_a", 6, 4, params, rng, k=1), "rc"),
+        *with_relu(conv("conv_d", "part_b", 4, 4, params, rng, k=1), "rd"),
         helper.make_node("Add", ["rc", "rd"], ["sum"], name="sum"),
     ]
     classifier_head(nodes, params, rng, "sum", 4)
