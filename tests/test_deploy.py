@@ -204,19 +204,17 @@ def test_sparse_storage_only_where_smaller(tmp_path: Path) -> None:
     half[:, ::2] = 0
     mostly = rng.standard_normal((64, 64)).astype(np.float32)
     mostly[rng.random((64, 64)) < 0.9] = 0
-    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64])
-    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 64])
-    graph = onnx.helper.make_graph(
+    model = builders.finish(
+        "g",
         [
             onnx.helper.make_node("MatMul", ["x", "A"], ["h"]),
             onnx.helper.make_node("MatMul", ["h", "B"], ["y"]),
         ],
-        "g",
-        [x],
-        [y],
-        [numpy_helper.from_array(half, "A"), numpy_helper.from_array(mostly, "B")],
+        [builders.value_info("x", ["n", 64])],
+        [builders.value_info("y", ["n", 64])],
+        {"A": half, "B": mostly},
     )
-    source = builders.save(onnx.helper.make_model(graph), tmp_path / "m.onnx")
+    source = builders.save(model, tmp_path / "m.onnx")
     assert sparse_storage(source, tmp_path / "s.onnx") == 1
     stored = onnx.load(str(tmp_path / "s.onnx"))
     assert [t.name for t in stored.graph.initializer] == ["A"]

@@ -16,8 +16,9 @@ from onnxprune.evaluate import CandidateEvaluator
 from onnxprune.layers import Layer
 from onnxprune.metric import decision_score
 from onnxprune.pipeline import Pruner, candidates, decisions, mean_cosine
-from onnxprune.scoring import ScoringMethod, get_method
+from onnxprune.scoring import get_method
 from onnxprune.suffix import SuffixEvaluator, suffix_cut
+from onnxprune.verify import Fidelity, ReferenceRun
 
 BUILDERS = [
     pytest.param(builders.mlp_gemm, id="gemm"),  # Gemm with alpha/beta, transB
@@ -58,14 +59,18 @@ def test_judged_in_memory_equals_the_written_candidate(
 
 
 def _single_layer_candidates(
-    pruner: Pruner, scorer: ScoringMethod
-) -> Iterator[tuple[int, Layer, dict[int, np.ndarray], np.ndarray | None]]:
-    """Each layer pruned alone (row selection): (index, layer, its weight as the layer reads
-    it by index, its bias change)."""
+    pruner: Pruner, reference: ReferenceRun
+) -> Iterator[tuple[int, Layer, dict[int, np.ndarray], np.ndarray | None, Fidelity]]:
+    """Each layer pruned alone (contrib, row selection): (index, layer, its weight as the layer
+    reads it by index, its bias change, the candidate judged in the session over the whole
+    model)."""
+    scorer = get_method("contrib")
+    everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     for index, layer in enumerate(pruner.layers):
         prepared = pruner._prepare(pruner.config, scorer, "row", {layer.weight_name})
         (final,), (delta,) = prepared.finals, prepared.deltas
-        yield index, layer, {index: layer.from_matrix(final)}, delta
+        weights = {index: layer.from_matrix(final)}
+        yield index, layer, weights, delta, everything.compare(weights, {index: delta}, reference)
 
 
 @pytest.mark.parametrize("build", BUILDERS)
@@ -74,12 +79,9 @@ def test_a_single_layer_session_judges_like_the_shared_one(
 ) -> None:
     pruner = _pruner(tmp_path, build)
     reference = pruner.calibration_reference()
-    scorer = get_method("contrib")
-    everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     scores = []
-    for index, layer, weights, delta in _single_layer_candidates(pruner, scorer):
+    for index, layer, weights, delta, shared in _single_layer_candidates(pruner, reference):
         alone = CandidateEvaluator(pruner.proto, {index: layer})
-        shared = everything.compare(weights, {index: delta}, reference)
         own = alone.compare(weights, {index: delta}, reference)
         assert mean_cosine(own) == pytest.approx(mean_cosine(shared), abs=1e-6)
         scores.append(mean_cosine(own))
@@ -102,13 +104,10 @@ def test_the_suffix_session_judges_like_the_whole_model(
     from the boundary cache) scores as in the session over the whole model."""
     pruner = _pruner(tmp_path, build)
     reference = pruner.sensitivity_reference()
-    scorer = get_method("contrib")
-    everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     scores = []
-    for index, layer, weights, delta in _single_layer_candidates(pruner, scorer):
+    for index, layer, weights, delta, whole in _single_layer_candidates(pruner, reference):
         suffix = pruner._suffix_evaluator(layer.weight_name, reference)
         assert isinstance(suffix, SuffixEvaluator)
-        whole = everything.compare(weights, {index: delta}, reference)
         cut = suffix.compare(weights, {index: delta}, reference)
         # fp16: onnxruntime fuses differently in the shorter graph, rounding differs.
         tolerance = 1e-4 if build is builders.fp16_mlp else 1e-6
@@ -129,8 +128,10 @@ def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: P
     onnxruntime's optimiser."""
     helper = onnx.helper
     rng = np.random.default_rng(0)
-    w1 = onnx.numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1")
-    w2 = onnx.numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")
+    params = {
+        "w1": rng.standard_normal((8, 16)).astype(np.float32),
+        "w2": rng.standard_normal((16, 4)).astype(np.float32),
+    }
     shape = helper.make_tensor("shape_f", onnx.TensorProto.FLOAT, [2], [-1.0, 16.0])
     nodes = [
         helper.make_node("Constant", [], ["shape_c"], value=shape),
@@ -140,14 +141,10 @@ def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: P
         helper.make_node("Relu", ["flat"], ["r"]),
         helper.make_node("MatMul", ["r", "w2"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4])],
-        [w1, w2],
+    inputs, outputs = [builders.value_info("x", ["n", 8])], [builders.value_info("y", ["n", 4])]
+    model = builders.finish(
+        "g", nodes, inputs, outputs, params, ir_version=onnx.IR_VERSION, producer=""
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path, calib = builders.save_with_calibration(model, tmp_path, 32)
     pruner = Pruner(path, calib, PruneConfig(sparsity=0.5))
     first = next(layer for layer in pruner.layers if layer.weight_name == "w1")

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import CliResult, CliRunner
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import onnxprune.calibrate.runner
 import onnxprune.verify
@@ -91,15 +91,14 @@ def test_shape_rejected_at_run_time_is_one_line_naming_the_input(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # x[batch, n] with n dynamic: the data check cannot know that only n = 16 fits W[16, 8].
-    weight = numpy_helper.from_array(np.ones((16, 8), dtype=np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="fc")],
+    model = builders.finish(
         "dynamic_k",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "n"])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 8])],
-        [weight],
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="fc")],
+        [builders.value_info("x", ["batch", "n"])],
+        [builders.value_info("y", ["batch", 8])],
+        {"W": np.ones((16, 8), dtype=np.float32)},
+        producer="",
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     path = builders.save(model, tmp_path / "dynamic.onnx")
     calib = builders.write_npz(tmp_path / "calib.npz", {"x": np.ones((20, 12), dtype=np.float32)})
     out = tmp_path / "out"

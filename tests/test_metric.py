@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -29,14 +30,6 @@ from onnxprune.metric import (
 from onnxprune.verify import ReferenceRun
 
 RNG = np.random.default_rng(0)
-
-
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 def _compare(original: Path, candidate: Path, data: Path, metric: Metric) -> ReferenceRun:
@@ -73,7 +66,8 @@ def _two_blocks(tmp_path: Path) -> tuple[Path, Path]:
         numpy_helper.from_array(weight, "W"),
         numpy_helper.from_array(np.zeros(16, np.float32), "b"),
     ]
-    model = _save(helper.make_graph(nodes, "two_blocks", [x], [out], inits), tmp_path / "m.onnx")
+    two_blocks = builders.finish("two_blocks", nodes, [x], [out], inits, producer="")
+    model = builders.save(two_blocks, tmp_path / "m.onnx")
     data = tmp_path / "calib.npz"
     np.savez(data, x=RNG.normal(size=(200, 32)).astype(np.float32))
     return model, data
@@ -169,8 +163,8 @@ def _detector(tmp_path: Path) -> tuple[Path, Path]:
         numpy_helper.from_array(RNG.normal(size=(6, 8, 1)).astype(np.float32), "cls_w"),
         numpy_helper.from_array(np.full(6, -1.0, np.float32), "cls_b"),
     ]
-    graph = helper.make_graph(nodes, "detector", [x], [out], inits)
-    model = _save(graph, tmp_path / "det.onnx")
+    detector = builders.finish("detector", nodes, [x], [out], inits, producer="")
+    model = builders.save(detector, tmp_path / "det.onnx")
     data = tmp_path / "det.npz"
     np.savez(data, images=RNG.normal(size=(96, 8, 64)).astype(np.float32))
     return model, data
@@ -252,8 +246,8 @@ def _encoder(tmp_path: Path, noise_at_padding: bool) -> Path:
             helper.make_node("Identity", ["attention_mask"], ["unused"]),
         ]
     name = "noisy" if noise_at_padding else "encoder"
-    graph = helper.make_graph(nodes, name, [ids, mask], [out], inits)
-    return _save(graph, tmp_path / f"{name}.onnx")
+    encoder = builders.finish(name, nodes, [ids, mask], [out], inits, producer="")
+    return builders.save(encoder, tmp_path / f"{name}.onnx")
 
 
 _TABLE = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
@@ -292,10 +286,8 @@ def test_integer_outputs_scored_by_agreement_and_topk(tmp_path: Path) -> None:
             helper.make_node("MatMul", ["x", "W"], ["logits"]),
             helper.make_node("ArgMax", ["logits"], ["ids"], axis=1, keepdims=0),
         ]
-        graph = helper.make_graph(
-            nodes, name, [x], [logits, ids], [numpy_helper.from_array(weight, "W")]
-        )
-        return _save(graph, tmp_path / f"{name}.onnx")
+        classifier = builders.finish(name, nodes, [x], [logits, ids], {"W": weight}, producer="")
+        return builders.save(classifier, tmp_path / f"{name}.onnx")
 
     weight = np.eye(10, dtype=np.float32)
     original = model("orig", weight)

@@ -225,26 +225,27 @@ def test_only_gathers_from_stored_tables_are_listed_as_embedding_tables() -> Non
 
     rng = np.random.default_rng(0)
     h = onnx.helper
-    graph = h.make_graph(
+    model = builders.finish(
+        "g",
         [
             h.make_node("Gather", ["table", "tokens"], ["embedded"], name="embed"),
             h.make_node("MatMul", ["embedded", "w"], ["y"], name="proj"),
             h.make_node("Shape", ["y"], ["shape"], name="shape"),
             h.make_node("Gather", ["shape", "zero"], ["batch"], name="batch_size"),
         ],
-        "g",
-        [h.make_tensor_value_info("tokens", onnx.TensorProto.INT64, ["b", "s"])],
+        [builders.value_info("tokens", ["b", "s"], builders.INT64)],
         [
-            h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", "s", 8]),
-            h.make_tensor_value_info("batch", onnx.TensorProto.INT64, []),
+            builders.value_info("y", ["b", "s", 8]),
+            builders.value_info("batch", [], builders.INT64),
         ],
-        [
-            numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "table"),
-            numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
-            numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
-        ],
+        {
+            "table": rng.standard_normal((50, 8)).astype(np.float32),
+            "w": rng.standard_normal((8, 8)).astype(np.float32),
+            "zero": np.array(0, dtype=np.int64),
+        },
+        ir_version=onnx.IR_VERSION,
+        producer="",
     )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     scan = find_layers(GraphView(model), PruneConfig(sparsity=0.5))
     assert [layer.weight_name for layer in scan.layers] == ["w"]
     assert [(s.name, s.op_type) for s in scan.skipped] == [("embed", "Gather")]

@@ -549,15 +549,14 @@ def test_check_pattern_with_no_applicable_layer_says_so(cli: CliRunner, tmp_path
     # A depthwise-only conv has one input channel per filter: 2:4 applies to none of it.
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], group=4, name="dw")],
+    model = builders.finish(
         "dw",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4, 8, 8])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4, 6, 6])],
-        [numpy_helper.from_array(weight, "w")],
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], group=4, name="dw")],
+        [builders.value_info("x", ["batch", 4, 8, 8])],
+        [builders.value_info("y", ["batch", 4, 6, 6])],
+        {"w": weight},
+        producer="",
     )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    model.ir_version = 8
     path = builders.save(model, tmp_path / "dw.onnx")
     for target in (path, builders.save(builders.no_prunable(), tmp_path / "none.onnx")):
         result = cli("check-pattern", target)
