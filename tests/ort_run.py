@@ -36,9 +36,14 @@ def run_model(
     return [np.asarray(value) for value in session(model, log_level).run(names, feed)]
 
 
-def first_output(model: Model, feed: dict[str, np.ndarray], name: str | None = None) -> np.ndarray:
+def first_output(
+    model: Model,
+    feed: dict[str, np.ndarray],
+    name: str | None = None,
+    log_level: int | None = None,
+) -> np.ndarray:
     """The first output of ``model`` (or the one called ``name``) on ``feed``."""
-    return run_model(model, feed, None if name is None else [name])[0]
+    return run_model(model, feed, None if name is None else [name], log_level)[0]
 
 
 def outputs_by_name(

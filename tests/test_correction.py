@@ -8,7 +8,6 @@ import builders
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 from ort_run import first_output
 
 import onnxprune
@@ -103,11 +102,8 @@ def test_support_refit_reaches_the_least_squares_solution_on_the_support() -> No
 
 
 def _with_output(path: Path, name: str, tmp_path: Path, tag: str) -> Path:
-    model = onnx.load(str(path))
-    model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    out = tmp_path / f"{tag}.onnx"
-    onnx.save(model, str(out))
-    return out
+    exposed = builders.with_outputs(onnx.load(str(path)), [name], elem=None)
+    return builders.save(exposed, tmp_path / f"{tag}.onnx")
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,10 @@ import builders
 import ml_dtypes
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import CliRunner
 from onnx import numpy_helper
+from ort_run import outputs_by_name
 
 import onnxprune
 from onnxprune.layers import QUANTISED_WEIGHT, SUBGRAPH_REASON
@@ -33,25 +33,9 @@ def prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = SAMPLES) -> t
     return path, calib
 
 
-def session(model: onnx.ModelProto | Path) -> ort.InferenceSession:
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def run(model: onnx.ModelProto | Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = session(model)
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feed), strict=True))
-
-
-def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also returns the intermediate tensors ``names``."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
-    return copy
+    """Every output by name (onnxruntime's warnings about these graphs silenced)."""
+    return outputs_by_name(model, feed, log_level=3)
 
 
 def stored(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -102,8 +86,8 @@ def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path:
     # elsewhere, pruned row by row in the layer's own (output, K) view.
     seen = ["W0", "W1t", "W2f"]
     feed = builders.random_inputs(model, 8, seed=3)
-    original = run(with_outputs(model, seen), feed)
-    result = run(with_outputs(pruned, seen), feed)
+    original = run(builders.with_outputs(model, seen, elem=None), feed)
+    result = run(builders.with_outputs(pruned, seen, elem=None), feed)
     for name, as_rows in (("W0", True), ("W1t", True), ("W2f", False)):
         kept = result[name] != 0
         np.testing.assert_array_equal(result[name][kept], original[name][kept])
