@@ -16,7 +16,7 @@ import builders
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, CliRunner
+from conftest import REPO, CliRunner, run_and_report
 from onnx import numpy_helper
 from ort_run import run_model
 
@@ -224,15 +224,8 @@ def test_zero_sparsity_changes_nothing(
     cli: CliRunner, tmp_path: Path, name: str, method: str
 ) -> None:
     model, model_path, calib = prepare(tmp_path, name)
-    output, report_path = tmp_path / "pruned.onnx", tmp_path / "report.json"
-
-    result = cli(
-        model_path, "--calib", calib, "--sparsity", 0, "--method", method, "-o", output,
-        "--report", report_path, "-q",
-    )  # fmt: skip
-
-    assert result.code == 0, result.err
-    report = json.loads(report_path.read_text())
+    output = tmp_path / "pruned.onnx"
+    report = run_and_report(cli, model_path, calib, output, "--sparsity", 0, "--method", method)
     assert report["nonzero_after"] == report["nonzero_before"]
     assert all(layer["nonzero_after"] == layer["nonzero_before"] for layer in report["layers"])
     before, after = builders.stored_weights(model), builders.stored_weights(onnx.load(str(output)))
@@ -249,15 +242,9 @@ def test_zero_sparsity_changes_nothing(
 def test_magnitude_only_zeroes_weights(cli: CliRunner, tmp_path: Path, name: str) -> None:
     """No compensation: the output is the input with some weight entries set to exactly 0."""
     model, model_path, calib = prepare(tmp_path, name)
-    output, report_path = tmp_path / "pruned.onnx", tmp_path / "report.json"
-
-    result = cli(
-        model_path, "--calib", calib, "--sparsity", 0.5, "--method", "magnitude", "-o", output,
-        "--report", report_path, "-q",
-    )  # fmt: skip
-
-    assert result.code == 0, result.err
-    report = json.loads(report_path.read_text())
+    output = tmp_path / "pruned.onnx"
+    args = ("--sparsity", 0.5, "--method", "magnitude")
+    report = run_and_report(cli, model_path, calib, output, *args)
     nonzero_after = {layer["weight"]: layer["nonzero_after"] for layer in report["layers"]}
     pruned_names = set(nonzero_after)
     assert pruned_names == PRUNABLE[name]

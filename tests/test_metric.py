@@ -47,8 +47,8 @@ def _compare(original: Path, candidate: Path, data: Path, metric: Metric) -> Ref
 
 
 def _two_blocks(tmp_path: Path) -> tuple[Path, Path]:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])
-    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 20])
+    x = builders.value_info("x", ["batch", 32])
+    out = builders.value_info("out", ["batch", 20])
     weight = (RNG.normal(size=(16, 32)) * 0.1).astype(np.float32)
     nodes = [
         helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["x4"]),
@@ -57,15 +57,15 @@ def _two_blocks(tmp_path: Path) -> tuple[Path, Path]:
         helper.make_node("Gemm", ["x", "W", "b"], ["small"], transB=1, name="small_fc"),
         helper.make_node("Concat", ["big", "small"], ["out"], axis=1),
     ]
-    inits = [
-        numpy_helper.from_array(np.array([0], np.int64), "starts"),
-        numpy_helper.from_array(np.array([4], np.int64), "ends"),
-        numpy_helper.from_array(np.array([1], np.int64), "axes"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-        numpy_helper.from_array(np.full(4, 1000.0, np.float32), "offset"),
-        numpy_helper.from_array(weight, "W"),
-        numpy_helper.from_array(np.zeros(16, np.float32), "b"),
-    ]
+    inits = {
+        "starts": np.array([0], np.int64),
+        "ends": np.array([4], np.int64),
+        "axes": np.array([1], np.int64),
+        "half": np.array(0.5, np.float32),
+        "offset": np.full(4, 1000.0, np.float32),
+        "W": weight,
+        "b": np.zeros(16, np.float32),
+    }
     two_blocks = builders.finish("two_blocks", nodes, [x], [out], inits, producer="")
     model = builders.save(two_blocks, tmp_path / "m.onnx")
     data = tmp_path / "calib.npz"
@@ -145,8 +145,8 @@ def test_streamed_standardized_matches_one_shot_formula(tmp_path: Path) -> None:
 
 
 def _detector(tmp_path: Path) -> tuple[Path, Path]:
-    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 8, 64])
-    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 10, 64])
+    x = builders.value_info("images", ["batch", 8, 64])
+    out = builders.value_info("output0", ["batch", 10, 64])
     nodes = [
         helper.make_node("Conv", ["images", "box_w", "box_b"], ["box_raw"], name="box_head"),
         helper.make_node("Mul", ["box_raw", "scale"], ["box_scaled"]),
@@ -155,14 +155,14 @@ def _detector(tmp_path: Path) -> tuple[Path, Path]:
         helper.make_node("Sigmoid", ["logits"], ["scores"]),
         helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
     ]
-    inits = [
-        numpy_helper.from_array(RNG.normal(size=(4, 8, 1)).astype(np.float32) * 0.1, "box_w"),
-        numpy_helper.from_array(np.zeros(4, np.float32), "box_b"),
-        numpy_helper.from_array(np.array(300.0, np.float32), "scale"),
-        numpy_helper.from_array(np.array(320.0, np.float32), "shift"),
-        numpy_helper.from_array(RNG.normal(size=(6, 8, 1)).astype(np.float32), "cls_w"),
-        numpy_helper.from_array(np.full(6, -1.0, np.float32), "cls_b"),
-    ]
+    inits = {
+        "box_w": RNG.normal(size=(4, 8, 1)).astype(np.float32) * 0.1,
+        "box_b": np.zeros(4, np.float32),
+        "scale": np.array(300.0, np.float32),
+        "shift": np.array(320.0, np.float32),
+        "cls_w": RNG.normal(size=(6, 8, 1)).astype(np.float32),
+        "cls_b": np.full(6, -1.0, np.float32),
+    }
     detector = builders.finish("detector", nodes, [x], [out], inits, producer="")
     model = builders.save(detector, tmp_path / "det.onnx")
     data = tmp_path / "det.npz"
@@ -220,12 +220,12 @@ def _holdout(data: Path, count: int) -> np.ndarray:
 
 
 def _encoder(tmp_path: Path, noise_at_padding: bool) -> Path:
-    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
-    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
-    out = helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8])
+    ids = builders.value_info("input_ids", ["batch", "seq"], builders.INT64)
+    mask = builders.value_info("attention_mask", ["batch", "seq"], builders.INT64)
+    out = builders.value_info("hidden", ["batch", "seq", 8])
     table = _TABLE
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["embedded"])]
-    inits = [numpy_helper.from_array(table, "table")]
+    inits = {"table": table}
     if noise_at_padding:
         nodes += [
             helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
@@ -234,12 +234,12 @@ def _encoder(tmp_path: Path, noise_at_padding: bool) -> Path:
             helper.make_node("Mul", ["padding3", "five"], ["noise"]),
             helper.make_node("Add", ["embedded", "noise"], ["hidden"]),
         ]
-        inits += [
-            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
-            numpy_helper.from_array(np.array([-1], np.int64), "last"),
+        inits |= {
+            "one": np.array(1.0, np.float32),
+            "last": np.array([-1], np.int64),
             # Uneven over the features, so even the argmax at padded positions changes.
-            numpy_helper.from_array(np.linspace(-5, 5, 8).astype(np.float32), "five"),
-        ]
+            "five": np.linspace(-5, 5, 8).astype(np.float32),
+        }
     else:
         nodes += [
             helper.make_node("Identity", ["embedded"], ["hidden"]),
@@ -277,9 +277,9 @@ def test_padding_positions_are_excluded(tmp_path: Path, kind: str) -> None:
 def test_integer_outputs_scored_by_agreement_and_topk(tmp_path: Path) -> None:
     """[B, 10] logits plus their ArgMax [B] (int64): the ids by exact agreement; top1/top5 of
     the logits agree with a count by hand."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10])
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
-    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])
+    x = builders.value_info("x", ["batch", 10])
+    logits = builders.value_info("logits", ["batch", 10])
+    ids = builders.value_info("ids", ["batch"], builders.INT64)
 
     def model(name: str, weight: np.ndarray) -> Path:
         nodes = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from builders.core import bias, finish, subgraph, value_info, weight
+from builders.core import BOOL, INT64, bias, finish, subgraph, value_info, weight
 
 
 def if_model(seed: int = 0) -> onnx.ModelProto:
@@ -27,19 +27,17 @@ def if_model(seed: int = 0) -> onnx.ModelProto:
         "b": bias(rng, 4),
         "zero": np.array(0.0, dtype=np.float32),
     }
-    then_branch = helper.make_graph(
+    then_branch = subgraph(
+        "then",
         [
             helper.make_node("MatMul", ["x", "W_then"], ["t0"], name="then_fc"),
             helper.make_node("MatMul", ["t0", "W_shared"], ["t_out"], name="then_shared"),
         ],
-        "then",
-        [],
         [value_info("t_out", ["batch", 8])],
     )
-    else_branch = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W_else"], ["e_out"], name="else_fc")],
+    else_branch = subgraph(
         "else",
-        [],
+        [helper.make_node("MatMul", ["x", "W_else"], ["e_out"], name="else_fc")],
         [value_info("e_out", ["batch", 8])],
     )
     nodes = [
@@ -87,20 +85,20 @@ def loop_model(seed: int = 0) -> onnx.ModelProto:
         "trips": np.array(3, dtype=np.int64),
         "keep_going": np.array(True),
     }
-    body = helper.make_graph(
+    body = subgraph(
+        "body",
         [
             helper.make_node("Identity", ["cond_in"], ["cond_out"], name="cond"),
             helper.make_node("MatMul", ["h_in", "W_loop"], ["lm"], name="loop_fc"),
             helper.make_node("Add", ["lm", "b_loop"], ["lz"], name="loop_bias"),
             helper.make_node("Relu", ["lz"], ["h_out"], name="loop_relu"),
         ],
-        "body",
-        [
-            value_info("i", [], TensorProto.INT64),
-            value_info("cond_in", [], TensorProto.BOOL),
+        [value_info("cond_out", [], BOOL), value_info("h_out", ["batch", 8])],
+        inputs=[
+            value_info("i", [], INT64),
+            value_info("cond_in", [], BOOL),
             value_info("h_in", ["batch", 8]),
         ],
-        [value_info("cond_out", [], TensorProto.BOOL), value_info("h_out", ["batch", 8])],
     )
     nodes = [
         helper.make_node("Loop", ["trips", "keep_going", "x"], ["state"], name="loop", body=body),
@@ -177,7 +175,7 @@ def vad_model(seed: int = 0) -> onnx.ModelProto:
     return finish(
         "vad",
         nodes,
-        [value_info("x", ["batch", "T"]), value_info("sr", ["batch"], TensorProto.INT64)],
+        [value_info("x", ["batch", "T"]), value_info("sr", ["batch"], INT64)],
         [value_info("y", ["batch", 4])],
         params,
         producer="",
@@ -224,7 +222,7 @@ def if_mlp(seed: int = 0, computed_condition: bool = False) -> onnx.ModelProto:
         ]
         params["zero"] = np.array(0.0, np.float32)
     else:
-        inputs.append(value_info("flag", [], TensorProto.BOOL))
+        inputs.append(value_info("flag", [], BOOL))
     return finish("if_mlp", nodes, inputs, [value_info("y", ["batch", 4])], params, producer="")
 
 
@@ -263,7 +261,7 @@ def nested_if(seed: int = 0) -> onnx.ModelProto:
     return finish(
         "nested",
         [outer],
-        [value_info("x", ["batch", 8]), value_info("flag", [], TensorProto.BOOL)],
+        [value_info("x", ["batch", 8]), value_info("flag", [], BOOL)],
         [value_info("y", ["batch", 8])],
         producer="",
     )
@@ -294,7 +292,7 @@ def constant_in_branch(rng: np.random.Generator) -> onnx.ModelProto:
     return finish(
         "constant",
         [constant, node],
-        [value_info("x", ["batch", 8]), value_info("flag", [], TensorProto.BOOL)],
+        [value_info("x", ["batch", 8]), value_info("flag", [], BOOL)],
         [value_info("y", ["batch", 8])],
         producer="",
     )

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from builders.core import FLOAT, bias, finish, value_info, weight
+from builders.core import bias, finish, value_info, weight
 
 
 def cnn_bn(seed: int = 0) -> onnx.ModelProto:
@@ -67,8 +67,8 @@ def cnn_bn(seed: int = 0) -> onnx.ModelProto:
     return finish(
         "cnn_bn",
         nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", 5])],
+        [value_info("x", ["batch", 3, 8, 8])],
+        [value_info("y", ["batch", 5])],
         params,
     )
 
@@ -140,8 +140,8 @@ def image_model(
     return finish(
         name,
         nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", classes])],
+        [value_info("x", ["batch", 3, 8, 8])],
+        [value_info("y", ["batch", classes])],
         params,
     )
 

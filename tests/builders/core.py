@@ -141,6 +141,19 @@ def with_outputs(
     return copy
 
 
+def vector_model(
+    name: str,
+    nodes: Sequence[onnx.NodeProto],
+    params: Initializers,
+    inputs: int,
+    outputs: int,
+    elem: int = FLOAT,
+) -> onnx.ModelProto:
+    """``finish`` for x [batch, inputs] -> ``nodes`` -> y [batch, outputs], both ``elem``."""
+    x, y = value_info("x", ["batch", inputs], elem), value_info("y", ["batch", outputs], elem)
+    return finish(name, nodes, [x], [y], params)
+
+
 # -- files -------------------------------------------------------------------------------------
 
 

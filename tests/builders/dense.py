@@ -9,7 +9,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from builders.core import FLOAT, FLOAT16, INT64, bias, finish, scalar, value_info, weight
+from builders.core import (
+    FLOAT,
+    FLOAT16,
+    INT64,
+    bias,
+    finish,
+    scalar,
+    value_info,
+    vector_model,
+    weight,
+)
 
 
 def matmul_chain(
@@ -55,13 +65,7 @@ def mlp_gemm(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.Mode
         if i != last:
             nodes.append(helper.make_node("Relu", [out], [f"h{i}"], name=f"relu{i}"))
             current = f"h{i}"
-    return finish(
-        "mlp_gemm",
-        nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", sizes[0]])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", sizes[-1]])],
-        params,
-    )
+    return vector_model("mlp_gemm", nodes, params, sizes[0], sizes[-1])
 
 
 def mlp_matmul(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.ModelProto:
@@ -74,13 +78,7 @@ def mlp_matmul(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.Mo
     nodes: list[onnx.NodeProto] = []
     params: dict[str, np.ndarray] = {}
     matmul_chain(sizes, rng, nodes, params, "x")
-    return finish(
-        "mlp_matmul",
-        nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", sizes[0]])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", sizes[-1]])],
-        params,
-    )
+    return vector_model("mlp_matmul", nodes, params, sizes[0], sizes[-1])
 
 
 def quiet_branch(
@@ -104,13 +102,7 @@ def quiet_branch(
         helper.make_node("Mul", ["zb", "scale"], ["zq"], name="scale_quiet"),
         helper.make_node("Add", ["za", "zq"], ["y"], name="sum"),
     ]
-    return finish(
-        "quiet_branch",
-        nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", outputs])],
-        params,
-    )
+    return vector_model("quiet_branch", nodes, params, width, outputs)
 
 
 def constant_node_mlp(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.ModelProto:
@@ -130,13 +122,7 @@ def constant_node_mlp(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> 
         )
         for name, v in params.items()
     ]
-    return finish(
-        "constant_node_mlp",
-        constants + nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", sizes[0]])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", sizes[-1]])],
-        {},
-    )
+    return vector_model("constant_node_mlp", constants + nodes, {}, sizes[0], sizes[-1])
 
 
 def shared_weight_mlp(width: int = 16, outputs: int = 4, seed: int = 0) -> onnx.ModelProto:
@@ -163,13 +149,7 @@ def shared_weight_mlp(width: int = 16, outputs: int = 4, seed: int = 0) -> onnx.
         helper.make_node("MatMul", ["h1", "W_out"], ["mm2"], name="out"),
         helper.make_node("Add", ["mm2", "b2"], ["y"], name="out_bias"),
     ]
-    return finish(
-        "shared_weight_mlp",
-        nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", outputs])],
-        params,
-    )
+    return vector_model("shared_weight_mlp", nodes, params, width, outputs)
 
 
 def no_prunable(width: int = 16, seed: int = 0) -> onnx.ModelProto:
@@ -179,13 +159,7 @@ def no_prunable(width: int = 16, seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
         helper.make_node("Add", ["r", "c"], ["y"], name="shift"),
     ]
-    return finish(
-        "no_prunable",
-        nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", width])],
-        {"c": bias(rng, width)},
-    )
+    return vector_model("no_prunable", nodes, {"c": bias(rng, width)}, width, width)
 
 
 def fp16_mlp(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.ModelProto:
@@ -198,13 +172,7 @@ def fp16_mlp(sizes: Sequence[int] = (16, 32, 32, 4), seed: int = 0) -> onnx.Mode
     nodes: list[onnx.NodeProto] = []
     params: dict[str, np.ndarray] = {}
     matmul_chain(sizes, rng, nodes, params, "x", dtype=np.float16)
-    return finish(
-        "fp16_mlp",
-        nodes,
-        [helper.make_tensor_value_info("x", FLOAT16, ["batch", sizes[0]])],
-        [helper.make_tensor_value_info("y", FLOAT16, ["batch", sizes[-1]])],
-        params,
-    )
+    return vector_model("fp16_mlp", nodes, params, sizes[0], sizes[-1], FLOAT16)
 
 
 def masked_sequence_mlp(hidden: int | None = None, seed: int = 0) -> onnx.ModelProto:

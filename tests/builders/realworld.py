@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from builders.core import FLOAT, bias, finish, tensors, value_info, weight
+from builders.core import FLOAT, bias, finish, tensors, value_info, vector_model, weight
 
 
 def viewed_weights(seed: int = 0) -> onnx.ModelProto:
@@ -42,13 +42,7 @@ def viewed_weights(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Cast", ["W2"], ["W2f"], name="cast2", to=FLOAT),
         helper.make_node("Gemm", ["h1", "W2f", "b2"], ["y"], name="fc2", transB=1),
     ]
-    return finish(
-        "viewed_weights",
-        nodes,
-        [value_info("x", ["batch", 16])],
-        [value_info("y", ["batch", 4])],
-        params,
-    )
+    return vector_model("viewed_weights", nodes, params, 16, 4)
 
 
 def shared_view(seed: int = 0) -> onnx.ModelProto:
@@ -147,13 +141,7 @@ def qdq_mlp(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Relu", ["z1"], ["h1"], name="relu1"),
         helper.make_node("Gemm", ["h1", "W2", "b2"], ["y"], name="fc2", transB=1),
     ]
-    return finish(
-        "qdq_mlp",
-        nodes,
-        [value_info("x", ["batch", 16])],
-        [value_info("y", ["batch", 4])],
-        params,
-    )
+    return vector_model("qdq_mlp", nodes, params, 16, 4)
 
 
 def qlinear_mlp(seed: int = 0) -> onnx.ModelProto:
@@ -196,13 +184,7 @@ def qlinear_mlp(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Mul", ["m1f", "s1"], ["h1"], name="rescale1"),
         helper.make_node("Gemm", ["h1", "W2", "b2"], ["y"], name="fc2", transB=1),
     ]
-    return finish(
-        "qlinear_mlp",
-        nodes,
-        [value_info("x", ["batch", 16])],
-        [value_info("y", ["batch", 4])],
-        params,
-    )
+    return vector_model("qlinear_mlp", nodes, params, 16, 4)
 
 
 def opset_model(opset: int, seed: int = 0) -> onnx.ModelProto:

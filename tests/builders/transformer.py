@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
-from builders.core import FLOAT, bias, finish, scalar, weight
+from builders.core import FLOAT, INT64, bias, finish, scalar, value_info, weight
 
 
 class LayerBuilder:
@@ -109,8 +109,8 @@ def transformer_block(hidden: int = 32, ffn: int = 64, seed: int = 0) -> onnx.Mo
     return finish(
         "transformer_block",
         nodes,
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", "seq", hidden])],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", "seq", hidden])],
+        [value_info("x", ["batch", "seq", hidden])],
+        [value_info("y", ["batch", "seq", hidden])],
         params,
     )
 
@@ -143,10 +143,10 @@ def embedding_encoder(
     return finish(
         "embedding_encoder",
         nodes,
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", seq])],
+        [value_info("ids", ["batch", seq], INT64)],
         [
-            helper.make_tensor_value_info("y", FLOAT, ["batch", seq, hidden // 2]),
-            helper.make_tensor_value_info("tokens", FLOAT, ["batch", seq, hidden]),
+            value_info("y", ["batch", seq, hidden // 2]),
+            value_info("tokens", ["batch", seq, hidden]),
         ],
         params,
     )
@@ -255,11 +255,9 @@ def encoder_layer(
         "encoder_layer",
         nodes,
         [
-            helper.make_tensor_value_info("x", FLOAT, ["batch", "seq", hidden]),
-            helper.make_tensor_value_info(
-                "attention_mask", onnx.TensorProto.INT64, ["batch", "seq"]
-            ),
+            value_info("x", ["batch", "seq", hidden]),
+            value_info("attention_mask", ["batch", "seq"], INT64),
         ],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", "seq", hidden])],
+        [value_info("y", ["batch", "seq", hidden])],
         params,
     )
