@@ -26,11 +26,16 @@ from onnxprune.layers import QUANTISED_WEIGHT, SUBGRAPH_REASON
 SAMPLES = 48
 
 
-def prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = SAMPLES) -> tuple[Path, Path]:
+def prune(
+    tmp_path: Path, model: onnx.ModelProto, **options: Any
+) -> tuple[onnxprune.Report, Path, Path]:
+    """(report, output, input) of ``model`` saved with ``SAMPLES`` random calibration inputs
+    and pruned (50% unless ``options`` say otherwise) into ``tmp_path/out.onnx``."""
     path, calib = builders.save_with_calibration(
-        model, tmp_path, samples, name=f"{model.graph.name}.onnx"
+        model, tmp_path, SAMPLES, name=f"{model.graph.name}.onnx"
     )
-    return path, calib
+    out = tmp_path / "out.onnx"
+    return onnxprune.prune(path, calib, **{"sparsity": 0.5, **options}, output=out), out, path
 
 
 def run(model: onnx.ModelProto | Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -62,11 +67,7 @@ def assert_valid(path: Path) -> onnx.ModelProto:
 
 def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path: Path) -> None:
     model = builders.viewed_weights()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(
-        path, calib, sparsity=0.5, method="wanda", group="row", min_row_weights=0, output=out
-    )
+    report, out, _path = prune(tmp_path, model, method="wanda", group="row", min_row_weights=0)
     assert {layer.weight: layer.storage for layer in report.layers} == {
         "Wt": "initializer via Transpose",
         "W1": "initializer via Cast+Transpose",
@@ -99,9 +100,7 @@ def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path:
 
 def test_views_that_are_not_private_or_not_supported_are_skipped(tmp_path: Path) -> None:
     model = builders.shared_view()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
+    report, out, path = prune(tmp_path, model)
     reasons = {s.name: s.reason for s in report.skipped}
     assert "also feeds Add (add_a)" in reasons["fa"]
     assert "also feeds Add (add_b)" in reasons["fb"]
@@ -117,9 +116,7 @@ def test_views_that_are_not_private_or_not_supported_are_skipped(tmp_path: Path)
 @pytest.mark.parametrize("builder", [builders.qdq_mlp, builders.qlinear_mlp])
 def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> None:
     model = builder()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
+    report, out, _path = prune(tmp_path, model)
     assert [layer.weight for layer in report.layers] == ["W2"]  # the float Gemm only
     assert report.layers[0].sparsity == pytest.approx(0.5)
     skipped = {s.name: s.reason for s in report.skipped}
@@ -145,9 +142,7 @@ def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> 
 
 def test_loop_body_layers_are_listed_not_pruned(tmp_path: Path) -> None:
     model = builders.loop_model()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=2, output=out)
+    report, out, _path = prune(tmp_path, model, min_row_weights=2)
     assert [layer.weight for layer in report.layers] == ["W_out"]
     assert report.layers[0].sparsity == pytest.approx(0.5)
     reasons = {s.name: s.reason for s in report.skipped}
@@ -165,9 +160,7 @@ def test_loop_body_layers_are_listed_not_pruned(tmp_path: Path) -> None:
 
 def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Path) -> None:
     model = builders.if_model()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=2, output=out)
+    report, out, _path = prune(tmp_path, model, min_row_weights=2)
     # The branches' outer-scope weights are pruned from the batches that take each branch.
     assert [layer.weight for layer in report.layers] == ["W_out", "W_then", "W_else"]
     reasons = {s.name: s.reason for s in report.skipped}
@@ -191,9 +184,7 @@ def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Pat
 
 def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path) -> None:
     model = builders.initializer_as_input()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
+    report, out, _path = prune(tmp_path, model)
     assert {layer.weight for layer in report.layers} == {"W0", "W1"}
     pruned = assert_valid(out)
     inputs = {i.name: i for i in pruned.graph.input}
