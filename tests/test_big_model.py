@@ -19,7 +19,7 @@ import builders
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from ort_run import first_output
 
 import onnxprune
@@ -45,11 +45,6 @@ def _external_mlp(
     return builders.save_with_calibration(
         model, folder, samples, seed, name=name, writer=_save_external
     )
-
-
-def _weights(path: Path) -> dict[str, np.ndarray]:
-    model = onnx.load(str(path))
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
 @pytest.mark.parametrize(
@@ -92,7 +87,10 @@ def test_big_model_mode_matches_the_normal_path(
     assert [layer.nonzero_after for layer in big.layers] == [
         layer.nonzero_after for layer in normal.layers
     ]
-    expected, got = _weights(tmp_path / "normal" / "m.onnx"), _weights(out)
+    expected, got = (
+        builders.stored_weights(tmp_path / "normal" / "m.onnx"),
+        builders.stored_weights(out),
+    )
     assert expected.keys() == got.keys()
     for name, value in expected.items():  # same sums in the same order: bit for bit
         np.testing.assert_array_equal(got[name], value, err_msg=name)

@@ -131,9 +131,9 @@ def test_embedding_tables_are_the_float_gather_weights() -> None:
 
 def test_embedding_sparsity_prunes_within_rows_never_whole_rows() -> None:
     model = builders.embedding_encoder(vocab=96, hidden=64)
-    original = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    original = builders.stored_weights(model)
     assert prune_tables(model, 0.75) == 2
-    pruned = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    pruned = builders.stored_weights(model)
     for name in ("word_emb", "pos_emb"):
         table, before = pruned[name], original[name]
         zeros = (table == 0).sum(axis=1)
@@ -151,7 +151,7 @@ def test_int4_tables_gather_back_zeros_exactly_and_close_values(tmp_path: Path) 
     model = builders.embedding_encoder()
     prune_tables(model, 0.5)
     pruned = builders.save(model, tmp_path / "pruned.onnx")
-    table = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "word_emb")
+    table = builders.stored_weights(model)["word_emb"]
     assert int4_tables(model) == 2
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("GatherBlockQuantized") == 2 and "Gather" not in ops
@@ -201,9 +201,7 @@ def test_quantized_embeddings_keep_pruned_zeros_and_run(
         table = numpy_helper.to_array(stored["word_emb_quantized"])
         assert table.dtype in (np.int8, np.uint8) and table.shape == (96, 64)
     feed = builders.token_ids(32, seed=5)
-    pruned_table = prune_tables(model, 0.5) and next(
-        numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "word_emb"
-    )
+    pruned_table = prune_tables(model, 0.5) and builders.stored_weights(model)["word_emb"]
     reference = run_model(path, feed)
     y, tokens = run_model(out, feed)
     assert isinstance(pruned_table, np.ndarray)

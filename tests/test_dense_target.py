@@ -27,7 +27,7 @@ def _tensors(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarra
 
 
 def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    return {k: v.astype(np.float64) for k, v in builders.stored_weights(model).items()}
 
 
 def test_refit_to_reference_is_the_damped_least_squares_fit() -> None:

@@ -39,10 +39,6 @@ def _run(
     return result.code, data, result.err
 
 
-def _initializers(path: Path) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
-
-
 @pytest.mark.parametrize(
     ("builder", "weights"),
     [
@@ -67,8 +63,8 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
         cli, path, calib, quantized, "--sparsity", "0.7", *FAST, "--quantize", *quantize
     )
     assert code == 0, err
-    fp32 = _initializers(pruned)
-    stored = _initializers(quantized)
+    fp32 = builders.stored_weights(pruned)
+    stored = builders.stored_weights(quantized)
     for name in weights:
         zeros = fp32[name] == 0
         assert zeros.mean() > 0.3, name  # the layer was pruned
@@ -472,7 +468,7 @@ def test_quant_range_bounds_the_int8_weights(
     code, report, err = _run(cli, path, calib, out, "--sparsity", "0.5", *FAST,
                              "--quantize", *quantize, *given)  # fmt: skip
     assert code == 0, err
-    quantized = {k: v for k, v in _initializers(out).items() if k.endswith("_quantized")}
+    quantized = {k: v for k, v in builders.stored_weights(out).items() if k.endswith("_quantized")}
     weights = [v for v in quantized.values() if v.dtype == np.int8]
     assert weights
     assert max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == bound

@@ -221,8 +221,11 @@ def random_inputs(model: onnx.ModelProto, n: int, seed: int) -> dict[str, np.nda
     return arrays
 
 
-def stored_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Every initializer and every Constant node's tensor value, by tensor name."""
+def stored_weights(model: onnx.ModelProto | str | Path) -> dict[str, np.ndarray]:
+    """Every initializer and every Constant node's tensor value, by tensor name (of a model or
+    a model file, external data included)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type != "Constant":
