@@ -53,6 +53,16 @@ def tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return found
 
 
+def stacked_flag_feeds(rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Two stacked feeds for a model with x [batch, 8] and a scalar bool ``flag``: the
+    condition has no batch axis, so each feed is 12 complete runs of 4 rows, flag True then
+    False."""
+    return [
+        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
+        for f in (True, False)
+    ]
+
+
 def layer_weights(report: onnxprune.Report) -> set[str]:
     return {layer.weight for layer in report.layers}
 
@@ -69,8 +79,7 @@ def test_fold_of_an_unchanged_inlined_branch_gives_the_model_back() -> None:
 @pytest.mark.parametrize("method", ["contrib", "wanda"])
 def test_both_branches_taken_are_pruned_to_the_target(tmp_path: Path, method: str) -> None:
     model = builders.vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    path = builders.save(model, tmp_path / "vad.onnx")
     calib = feeds(16000, 6, 16, seed=1) + feeds(8000, 6, 16, seed=2)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(
@@ -115,8 +124,7 @@ def test_both_branches_taken_are_pruned_to_the_target(tmp_path: Path, method: st
 
 def test_an_untaken_branch_stays_dense_and_is_reported(tmp_path: Path) -> None:
     model = builders.vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    path = builders.save(model, tmp_path / "vad.onnx")
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(
         path, feeds(16000, 8, 16, seed=1), sparsity=0.5, min_row_weights=0, output=out
@@ -168,8 +176,7 @@ def test_pruned_branches_equal_the_masked_original(tmp_path: Path) -> None:
     """Without compensation (wanda, no update), the pruned model is the original with the
     written zeros applied to its branch and outer weights, and nothing else changed."""
     model = builders.vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    path = builders.save(model, tmp_path / "vad.onnx")
     out = tmp_path / "out.onnx"
     calib = feeds(16000, 4, 16, seed=3) + feeds(8000, 4, 16, seed=4)
     onnxprune.prune(path, calib, sparsity=0.6, method="wanda", min_row_weights=0, output=out)
@@ -196,8 +203,7 @@ def test_pruned_branches_equal_the_masked_original(tmp_path: Path) -> None:
 
 def test_cli_run_reports_branch_layers_and_its_recipe_replays(tmp_path: Path) -> None:
     model = builders.vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    path = builders.save(model, tmp_path / "vad.onnx")
     calib_dir = tmp_path / "calib"
     calib_dir.mkdir()
     for k, feed in enumerate(feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)):
@@ -230,8 +236,7 @@ def test_cli_run_reports_branch_layers_and_its_recipe_replays(tmp_path: Path) ->
 
 def test_sequential_leaves_branch_layers_dense_with_a_reason(tmp_path: Path) -> None:
     model = builders.vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    path = builders.save(model, tmp_path / "vad.onnx")
     out = tmp_path / "out.onnx"
     calib = feeds(16000, 2, 16, seed=1) + feeds(8000, 2, 16, seed=2)
     report = onnxprune.prune(path, calib, sparsity=0.5, sequential=True, output=out)
@@ -241,8 +246,7 @@ def test_sequential_leaves_branch_layers_dense_with_a_reason(tmp_path: Path) -> 
 
 
 def test_structured_says_it_leaves_branch_units_and_weight_prunes_them(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(builders.vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)
     report = onnxprune.prune(
         path, calib, structured=0.3, sparsity=0.5, min_row_weights=0, output=tmp_path / "o.onnx"
@@ -253,8 +257,7 @@ def test_structured_says_it_leaves_branch_units_and_weight_prunes_them(tmp_path:
 
 
 def test_big_model_mode_lists_branch_layers_as_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(builders.vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 2, 16, seed=1)
     pruner = Pruner(path, calib, PruneConfig(sparsity=0.5), big=True)
     try:
@@ -270,14 +273,9 @@ def test_big_model_mode_lists_branch_layers_as_skipped(tmp_path: Path) -> None:
 
 def test_nested_control_flow_stays_and_its_layers_are_listed(tmp_path: Path) -> None:
     model = builders.nested_if()
-    path = tmp_path / "nested.onnx"
-    onnx.save(model, path)
+    path = builders.save(model, tmp_path / "nested.onnx")
     rng = np.random.default_rng(1)
-    # The condition has no batch axis: each feed is one complete run (stacked feeds).
-    calib = [
-        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
-        for f in (True, False)
-    ]
+    calib = stacked_flag_feeds(rng)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=0, output=out)
     assert layer_weights(report) == {"outer/then_branch/D", "outer/else_branch/C"}
@@ -312,12 +310,8 @@ def test_an_outer_constant_node_read_in_a_branch_is_pruned_where_it_is_stored(
     rng = np.random.default_rng(2)
     model = builders.constant_in_branch(rng)
     value = builders.stored_weights(model)["K"]
-    path = tmp_path / "constant.onnx"
-    onnx.save(model, path)
-    calib = [
-        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
-        for f in (True, False)
-    ]
+    path = builders.save(model, tmp_path / "constant.onnx")
+    calib = stacked_flag_feeds(rng)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(
         path, calib, sparsity=0.5, method="wanda", min_row_weights=0, output=out
@@ -334,8 +328,7 @@ def test_an_outer_constant_node_read_in_a_branch_is_pruned_where_it_is_stored(
 
 
 def test_inspect_with_data_lists_and_measures_branch_layers(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(builders.vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 2, 16, seed=1) + feeds(8000, 2, 16, seed=2)
     alone = onnxprune.inspect_model(path)
     assert not alone.layers
@@ -355,8 +348,7 @@ def test_inspect_with_data_lists_and_measures_branch_layers(tmp_path: Path) -> N
 
 
 def test_a_2_4_run_prunes_branch_layers_and_check_pattern_reads_them(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(builders.vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, pattern="2:4", output=out)
