@@ -35,6 +35,8 @@ def _encoder_feeds(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((n, 6, 32)).astype(np.float32), "attention_mask": mask}
 
 
+# Both concatenated convs (concat_pair: conv_a [6], conv_b [4]) lose channels.
+BOTH_BRANCHES = {"conv_a": "channels", "conv_b": "channels"}
 # name -> (builder, feeds, {group name: expected kind} that must shrink)
 CASES: dict[str, tuple[Callable[[], onnx.ModelProto], Callable[[int, int], dict], dict]] = {  # type: ignore[type-arg]
     "mlp_chain": (builders.mlp_matmul, None, {"fc0": "neurons", "fc1": "neurons"}),
@@ -50,26 +52,10 @@ CASES: dict[str, tuple[Callable[[], onnx.ModelProto], Callable[[int, int], dict]
         {"conv1": "channels", "pwconv": "channels"},
     ),
     "residual_block": (builders.residual_cnn, None, {"conv_a": "channels"}),
-    "concat_branches": (
-        builders.concat_cnn,
-        None,
-        {"conv_a": "channels", "conv_b": "channels"},
-    ),
-    "slice_of_a_concat": (
-        builders.sliced_concat_cnn,
-        None,
-        {"conv_a": "channels", "conv_b": "channels"},
-    ),
-    "split_of_a_concat": (
-        builders.split_cnn,
-        None,
-        {"conv_a": "channels", "conv_b": "channels"},
-    ),
-    "flatten_into_gemm": (
-        builders.flatten_gemm_cnn,
-        None,
-        {"conv": "channels", "fc1": "neurons"},
-    ),
+    "concat_branches": (builders.concat_cnn, None, BOTH_BRANCHES),
+    "slice_of_a_concat": (builders.sliced_concat_cnn, None, BOTH_BRANCHES),
+    "split_of_a_concat": (builders.split_cnn, None, BOTH_BRANCHES),
+    "flatten_into_gemm": (builders.flatten_gemm_cnn, None, {"conv": "channels", "fc1": "neurons"}),
     "bert_encoder_layer": (
         builders.encoder_layer,
         _encoder_feeds,
