@@ -45,6 +45,14 @@ def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
     return run
 
 
+def assert_refused(result: CliResult, message: str, out: Path, code: int = 2) -> None:
+    """Exit ``code`` (a usage error unless told), ``message`` in a one-line error, and no
+    ``out`` written."""
+    assert result.code == code, result.err
+    assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not out.exists()
+
+
 def run_and_report(
     cli: CliRunner, model: Path, calib: Path, out: Path, *args: object
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -130,14 +130,13 @@ def test_a_curve_without_points_stays_dense() -> None:
 
 
 def _prepare(tmp_path: Path) -> tuple[onnx.ModelProto, Path, Path]:
-    model = models.quiet_branch()
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 128, seed=1))
+    model = builders.quiet_branch()
+    path, calib = builders.save_with_calibration(model, tmp_path, 128)
     return model, path, calib
 
 
 def _error(model: onnx.ModelProto, pruned: Path, original: Path) -> float:
-    feed = models.random_inputs(model, 256, seed=9)
+    feed = builders.random_inputs(model, 256, seed=9)
     (dense,) = run_model(original, feed)
     (ours,) = run_model(pruned, feed)
     return float(np.linalg.norm(ours - dense) / np.linalg.norm(dense))
@@ -238,7 +237,7 @@ ESTIMATE_TOLERANCE = 0.1
 
 
 @pytest.mark.parametrize("method", ["contrib", "wanda", "sparsegpt"])
-@pytest.mark.parametrize("build", [models.mlp_matmul, models.cnn_bn], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("build", [builders.mlp_matmul, builders.cnn_bn], ids=["mlp", "cnn"])
 def test_estimated_curves_allocate_like_the_measured_ones(
     tmp_path: Path, method: str, build: Callable[..., onnx.ModelProto]
 ) -> None:
@@ -246,8 +245,7 @@ def test_estimated_curves_allocate_like_the_measured_ones(
     interpolated along the local error proxy) give the per-layer sparsities the 5-level
     measurement on 64 samples gives, within ESTIMATE_TOLERANCE, for every selection group."""
     model = build(seed=3)
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 96, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 96)
     scorer = get_method(method)
     groups = ["row"] if scorer.adaptive_mask else ["row", "global"]
     targets: dict[str, dict[str, list[float]]] = {}

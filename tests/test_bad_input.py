@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -34,7 +34,7 @@ class Setup:
     report: Path
 
     def npz(self, name: str, **arrays: np.ndarray) -> Path:
-        return models.write_npz(self.inputs / f"{name}.npz", arrays)
+        return builders.write_npz(self.inputs / f"{name}.npz", arrays)
 
 
 @pytest.fixture
@@ -42,13 +42,13 @@ def setup(tmp_path: Path) -> Setup:
     inputs, out_dir = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     out_dir.mkdir()
-    model = models.mlp_gemm()
-    x = models.random_inputs(model, SAMPLES, seed=1)["x"]
+    model = builders.mlp_gemm()
+    x = builders.random_inputs(model, SAMPLES, seed=1)["x"]
     return Setup(
         inputs=inputs,
-        model=models.save(model, inputs / "mlp.onnx"),
-        cnn=models.save(models.cnn_bn(), inputs / "cnn.onnx"),
-        calib=models.write_npz(inputs / "calib.npz", {"x": x}),
+        model=builders.save(model, inputs / "mlp.onnx"),
+        cnn=builders.save(builders.cnn_bn(), inputs / "cnn.onnx"),
+        calib=builders.write_npz(inputs / "calib.npz", {"x": x}),
         x=x,
         out_dir=out_dir,
         output=out_dir / "pruned.onnx",
@@ -128,7 +128,7 @@ def test_model_with_missing_external_data(cli: CliRunner, setup: Setup) -> None:
     folder.mkdir()
     model_path = folder / "ext.onnx"
     onnx.save_model(
-        models.mlp_gemm(),
+        builders.mlp_gemm(),
         str(model_path),
         save_as_external_data=True,
         all_tensors_to_one_file=True,
@@ -320,7 +320,7 @@ def test_report_directory_missing(cli: CliRunner, setup: Setup) -> None:
 def _external_model(folder: Path) -> Path:
     path = folder / "ext.onnx"
     onnx.save_model(
-        models.mlp_gemm(), str(path), save_as_external_data=True,
+        builders.mlp_gemm(), str(path), save_as_external_data=True,
         all_tensors_to_one_file=True, location="weights.bin", size_threshold=0,
     )  # fmt: skip
     return path
@@ -350,7 +350,7 @@ def test_output_external_data_would_replace_the_input_external_data(
     # -o weights.onnx writes weights.onnx.data beside it: here that is the input's data file.
     model = setup.inputs / "m.onnx"
     onnx.save_model(
-        models.mlp_gemm(), str(model), save_as_external_data=True,
+        builders.mlp_gemm(), str(model), save_as_external_data=True,
         all_tensors_to_one_file=True, location="w.onnx.data", size_threshold=0,
     )  # fmt: skip
     before = _snapshot(setup.inputs)
@@ -362,8 +362,8 @@ def test_output_external_data_would_replace_the_input_external_data(
 def test_output_inside_the_calibration_directory(cli: CliRunner, setup: Setup) -> None:
     folder = setup.inputs / "calib_dir"
     folder.mkdir()
-    models.write_npz(folder / "a.npz", {"x": setup.x[:32]})
-    models.write_npz(folder / "b.npz", {"x": setup.x[32:]})
+    builders.write_npz(folder / "a.npz", {"x": setup.x[:32]})
+    builders.write_npz(folder / "b.npz", {"x": setup.x[32:]})
     before = _snapshot(folder)
     result = run(cli, setup, setup.model, folder, "--sparsity", 0.5, "-o", folder / "b.npz")
     assert_clean_failure(result, EXIT_USAGE, "calibration data", "b.npz", out_dir=setup.out_dir)

@@ -15,12 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from ort_run import first_output
 
 import onnxprune
@@ -37,9 +36,15 @@ def _save_external(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def _weights(path: Path) -> dict[str, np.ndarray]:
-    model = onnx.load(str(path))
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+def _external_mlp(
+    folder: Path, sizes: tuple[int, ...], samples: int, seed: int = 0, name: str = "mlp.onnx"
+) -> tuple[Path, Path]:
+    """``mlp_matmul(sizes)`` saved with every tensor in external data as ``folder/name``, and
+    ``samples`` random inputs for it (``seed``) as ``folder/calib.npz``."""
+    model = builders.mlp_matmul(sizes=sizes)
+    return builders.save_with_calibration(
+        model, folder, samples, seed, name=name, writer=_save_external
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,10 +54,10 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
 def test_big_model_mode_matches_the_normal_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, group: str | None
 ) -> None:
-    model = models.mlp_matmul(sizes=(32, 64, 48, 8))
+    model = builders.mlp_matmul(sizes=(32, 64, 48, 8))
     source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    inputs = models.random_inputs(model, 80, seed=1)
-    calib = models.write_npz(tmp_path / "calib.npz", inputs)
+    inputs = builders.random_inputs(model, 80, seed=1)
+    calib = builders.write_npz(tmp_path / "calib.npz", inputs)
     # The same decisions on both sides: big-model mode leaves out the default sensitivity
     # allocation and update (tested below), so both are stated.
     kwargs = {
@@ -82,14 +87,18 @@ def test_big_model_mode_matches_the_normal_path(
     assert [layer.nonzero_after for layer in big.layers] == [
         layer.nonzero_after for layer in normal.layers
     ]
-    expected, got = _weights(tmp_path / "normal" / "m.onnx"), _weights(out)
+    expected, got = (
+        builders.stored_weights(tmp_path / "normal" / "m.onnx"),
+        builders.stored_weights(out),
+    )
     assert expected.keys() == got.keys()
     for name, value in expected.items():  # same sums in the same order: bit for bit
         np.testing.assert_array_equal(got[name], value, err_msg=name)
-    run_normal = ort.InferenceSession(str(tmp_path / "normal" / "m.onnx"))
-    run_big = ort.InferenceSession(str(out))
     np.testing.assert_allclose(
-        run_big.run(None, inputs)[0], run_normal.run(None, inputs)[0], rtol=1e-4, atol=1e-5
+        first_output(out, inputs),
+        first_output(tmp_path / "normal" / "m.onnx", inputs),
+        rtol=1e-4,
+        atol=1e-5,
     )
     assert big.fidelity is not None and normal.fidelity is not None
     assert big.fidelity.outputs[0].cosine == pytest.approx(normal.fidelity.outputs[0].cosine)
@@ -98,9 +107,7 @@ def test_big_model_mode_matches_the_normal_path(
 def test_costly_defaults_give_way_in_big_model_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = models.mlp_matmul(sizes=(32, 64, 48, 8))
-    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 80, seed=1))
+    source, calib = _external_mlp(tmp_path, (32, 64, 48, 8), 80, seed=1, name="in/mlp.onnx")
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "m.onnx")
     assert report.sensitivity_builds == 0
@@ -121,10 +128,8 @@ def test_big_model_mode_reads_no_weight_up_front(
 ) -> None:
     """The proto is loaded without its data; layers read their weight on access; the work
     directory is removed by close()."""
-    model = models.mlp_matmul(sizes=(32, 64, 8))
-    weights = models.stored_weights(model)  # before saving moves them out of the proto
-    source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=0))
+    weights = builders.stored_weights(builders.mlp_matmul(sizes=(32, 64, 8)))
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 16)
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     pruner = Pruner(source, calib, PruneConfig(sparsity=0.5))
     assert pruner.big and pruner.base_dir is not None
@@ -140,9 +145,7 @@ def test_big_model_mode_reads_no_weight_up_front(
 def test_big_model_default_group_auto_uses_row_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = models.mlp_matmul(sizes=(32, 64, 8))
-    source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 40, seed=0))
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 40)
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     report = onnxprune.prune(source, calib, sparsity=0.5, output=tmp_path / "out.onnx")
     assert report.group == "auto -> row"
@@ -154,9 +157,7 @@ def test_big_model_write_failure_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disk full while the streamed save writes the data file: exit 4, nothing published."""
-    model = models.mlp_matmul(sizes=(32, 64, 8))
-    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=0))
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 16, name="in/mlp.onnx")
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     real_spill = onnxprune.io.spill_array
 
@@ -223,15 +224,15 @@ def write_big_mlp(path: Path, width: int, layers: int, seed: int = 0) -> int:
             out = "y" if last else f"h{i}"
             nodes.append(helper.make_node("Relu", [f"a{i}"], [out], name=f"relu{i}"))
             current = out
-    graph = helper.make_graph(
-        nodes,
+    model = builders.finish(
         "big_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        nodes,
+        [builders.value_info("x", ["batch", width])],
+        [builders.value_info("y", ["batch", width])],
         initializers,
+        producer="",
+        check=False,  # the data file is GiBs: not read by the checker
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     path.write_bytes(model.SerializeToString())  # no tensor data inside: a few KB
     return data.stat().st_size
 
@@ -251,7 +252,7 @@ def test_model_over_2gb_end_to_end(tmp_path: Path, method: str) -> None:
     size = write_big_mlp(model_path, BIG_WIDTH, BIG_LAYERS) + model_path.stat().st_size
     assert size > 2**31
     rng = np.random.default_rng(1)
-    calib = models.write_npz(
+    calib = builders.write_npz(
         tmp_path / "calib.npz", {"x": rng.standard_normal((64, BIG_WIDTH), dtype=np.float32)}
     )
     out_dir = tmp_path / "out"
@@ -305,9 +306,7 @@ def test_inspect_and_check_pattern_on_a_big_model_match_the_normal_path(
 ) -> None:
     from onnxprune.inspection import check_pattern, inspect_model
 
-    model = models.mlp_matmul(sizes=(32, 64, 8))
-    source = _save_external(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 40, seed=0))
+    source, calib = _external_mlp(tmp_path, (32, 64, 8), 40)
     normal = (inspect_model(source, calib).to_json(), check_pattern(source).to_json())
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
     assert (inspect_model(source, calib).to_json(), check_pattern(source).to_json()) == normal
@@ -320,9 +319,9 @@ def test_big_model_full_work_directory_is_a_write_error(
     work directory is gone."""
     import onnxprune.pipeline
 
-    model = models.mlp_matmul(sizes=(512, 1024, 8))  # W0 is 2 MiB: spilled
-    source = _save_external(model, tmp_path / "in" / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=0))
+    source, calib = _external_mlp(
+        tmp_path, (512, 1024, 8), 16, name="in/mlp.onnx"
+    )  # W0 is 2 MiB: spilled
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)
 
     def full(value: np.ndarray, name: str, data_file: Path) -> onnx.TensorProto | None:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import builders
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 from ort_run import first_output
 
 import onnxprune
@@ -18,90 +19,7 @@ from onnxprune.calibrate.subgraphs import fold_branch, inline_if_branch
 from onnxprune.config import PruneConfig
 from onnxprune.pipeline import Pruner
 
-FLOAT = TensorProto.FLOAT
 THEN, ELSE = "switch/then_branch/", "switch/else_branch/"
-
-
-def vad_model(seed: int = 0) -> onnx.ModelProto:
-    """A voice-activity-detector-like model whose whole network sits in If branches.
-
-    x [batch, T] float, sr [batch] int64 (sample rate). cond = ReduceMax(sr) > 8000.
-    then (16 kHz, T = 48): x @ t_W1 [48, 24] + t_b1 -> Relu -> @ W_head [24, 4] + b_head
-    else (8 kHz, T = 24):  x -> Reshape [b, 4, 6] -> Conv e_Wc [8, 4, 3] + e_bc -> Relu
-                           -> Reshape [b, 32] -> @ W_outer [32, 24] -> Relu -> @ W_head + b_head
-    W_outer is an outer-scope initializer read only in the else branch; W_head and b_head are
-    outer-scope initializers read by both branches. y [batch, 4].
-    """
-    rng = np.random.default_rng(seed)
-
-    def w(name: str, *shape: int) -> onnx.TensorProto:
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 2 else shape[0]
-        value = rng.standard_normal(shape) / np.sqrt(fan_in)
-        return numpy_helper.from_array(value.astype(np.float32), name)
-
-    def b(name: str, n: int) -> onnx.TensorProto:
-        return numpy_helper.from_array((0.1 * rng.standard_normal(n)).astype(np.float32), name)
-
-    def out(name: str) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, FLOAT, ["batch", 4])
-
-    then_g = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "t_W1"], ["t_h"], name="t_fc1"),
-            helper.make_node("Add", ["t_h", "t_b1"], ["t_hb"], name="t_bias1"),
-            helper.make_node("Relu", ["t_hb"], ["t_r"], name="t_relu"),
-            helper.make_node("MatMul", ["t_r", "W_head"], ["t_o"], name="t_head"),
-            helper.make_node("Add", ["t_o", "b_head"], ["t_y"], name="t_head_bias"),
-        ],
-        "then",
-        [],
-        [out("t_y")],
-        initializer=[w("t_W1", 48, 24), b("t_b1", 24)],
-    )
-    shape_in = numpy_helper.from_array(np.array([-1, 4, 6], np.int64), "e_shape_in")
-    shape_flat = numpy_helper.from_array(np.array([-1, 32], np.int64), "e_shape_flat")
-    else_g = helper.make_graph(
-        [
-            helper.make_node("Reshape", ["x", "e_shape_in"], ["e_x3"], name="e_reshape"),
-            helper.make_node("Conv", ["e_x3", "e_Wc", "e_bc"], ["e_c"], name="e_conv"),
-            helper.make_node("Relu", ["e_c"], ["e_cr"], name="e_relu1"),
-            helper.make_node("Reshape", ["e_cr", "e_shape_flat"], ["e_f"], name="e_flatten"),
-            helper.make_node("MatMul", ["e_f", "W_outer"], ["e_h"], name="e_fc"),
-            helper.make_node("Relu", ["e_h"], ["e_r"], name="e_relu2"),
-            helper.make_node("MatMul", ["e_r", "W_head"], ["e_o"], name="e_head"),
-            helper.make_node("Add", ["e_o", "b_head"], ["e_y"], name="e_head_bias"),
-        ],
-        "else",
-        [],
-        [out("e_y")],
-        initializer=[w("e_Wc", 8, 4, 3), b("e_bc", 8), shape_in, shape_flat],
-    )
-    nodes = [
-        helper.make_node("ReduceMax", ["sr"], ["sr_max"], name="sr_max", keepdims=0),
-        helper.make_node("Greater", ["sr_max", "threshold"], ["wide"], name="is_16k"),
-        helper.make_node(
-            "If", ["wide"], ["y"], name="switch", then_branch=then_g, else_branch=else_g
-        ),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "vad",
-        [
-            helper.make_tensor_value_info("x", FLOAT, ["batch", "T"]),
-            helper.make_tensor_value_info("sr", TensorProto.INT64, ["batch"]),
-        ],
-        [out("y")],
-        initializer=[
-            w("W_outer", 32, 24),
-            w("W_head", 24, 4),
-            b("b_head", 4),
-            numpy_helper.from_array(np.array(8000, np.int64), "threshold"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def feeds(rate: int, batches: int, rows: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -135,12 +53,22 @@ def tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return found
 
 
+def stacked_flag_feeds(rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Two stacked feeds for a model with x [batch, 8] and a scalar bool ``flag``: the
+    condition has no batch axis, so each feed is 12 complete runs of 4 rows, flag True then
+    False."""
+    return [
+        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
+        for f in (True, False)
+    ]
+
+
 def layer_weights(report: onnxprune.Report) -> set[str]:
     return {layer.weight for layer in report.layers}
 
 
 def test_fold_of_an_unchanged_inlined_branch_gives_the_model_back() -> None:
-    model = vad_model()
+    model = builders.vad_model()
     for branch in ("then_branch", "else_branch"):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
@@ -150,9 +78,8 @@ def test_fold_of_an_unchanged_inlined_branch_gives_the_model_back() -> None:
 
 @pytest.mark.parametrize("method", ["contrib", "wanda"])
 def test_both_branches_taken_are_pruned_to_the_target(tmp_path: Path, method: str) -> None:
-    model = vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    model = builders.vad_model()
+    path = builders.save(model, tmp_path / "vad.onnx")
     calib = feeds(16000, 6, 16, seed=1) + feeds(8000, 6, 16, seed=2)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(
@@ -196,9 +123,8 @@ def test_both_branches_taken_are_pruned_to_the_target(tmp_path: Path, method: st
 
 
 def test_an_untaken_branch_stays_dense_and_is_reported(tmp_path: Path) -> None:
-    model = vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    model = builders.vad_model()
+    path = builders.save(model, tmp_path / "vad.onnx")
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(
         path, feeds(16000, 8, 16, seed=1), sparsity=0.5, min_row_weights=0, output=out
@@ -228,7 +154,7 @@ def test_a_branch_is_pruned_as_its_specialised_copy_is(tmp_path: Path, method: s
     """Statistics come from the batches that take the branch: pruning the If model gives the
     branch the very weights that pruning the model with the If replaced by that branch gives
     (W_head, also read by the untaken branch, excluded from both)."""
-    model = vad_model()
+    model = builders.vad_model()
     flat = inline_if_branch(model, "switch", "then_branch")
     calib = feeds(16000, 6, 16, seed=1)
     weights = {}
@@ -249,9 +175,8 @@ def test_a_branch_is_pruned_as_its_specialised_copy_is(tmp_path: Path, method: s
 def test_pruned_branches_equal_the_masked_original(tmp_path: Path) -> None:
     """Without compensation (wanda, no update), the pruned model is the original with the
     written zeros applied to its branch and outer weights, and nothing else changed."""
-    model = vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    model = builders.vad_model()
+    path = builders.save(model, tmp_path / "vad.onnx")
     out = tmp_path / "out.onnx"
     calib = feeds(16000, 4, 16, seed=3) + feeds(8000, 4, 16, seed=4)
     onnxprune.prune(path, calib, sparsity=0.6, method="wanda", min_row_weights=0, output=out)
@@ -277,9 +202,8 @@ def test_pruned_branches_equal_the_masked_original(tmp_path: Path) -> None:
 
 
 def test_cli_run_reports_branch_layers_and_its_recipe_replays(tmp_path: Path) -> None:
-    model = vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    model = builders.vad_model()
+    path = builders.save(model, tmp_path / "vad.onnx")
     calib_dir = tmp_path / "calib"
     calib_dir.mkdir()
     for k, feed in enumerate(feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)):
@@ -311,9 +235,8 @@ def test_cli_run_reports_branch_layers_and_its_recipe_replays(tmp_path: Path) ->
 
 
 def test_sequential_leaves_branch_layers_dense_with_a_reason(tmp_path: Path) -> None:
-    model = vad_model()
-    path = tmp_path / "vad.onnx"
-    onnx.save(model, path)
+    model = builders.vad_model()
+    path = builders.save(model, tmp_path / "vad.onnx")
     out = tmp_path / "out.onnx"
     calib = feeds(16000, 2, 16, seed=1) + feeds(8000, 2, 16, seed=2)
     report = onnxprune.prune(path, calib, sparsity=0.5, sequential=True, output=out)
@@ -323,8 +246,7 @@ def test_sequential_leaves_branch_layers_dense_with_a_reason(tmp_path: Path) -> 
 
 
 def test_structured_says_it_leaves_branch_units_and_weight_prunes_them(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)
     report = onnxprune.prune(
         path, calib, structured=0.3, sparsity=0.5, min_row_weights=0, output=tmp_path / "o.onnx"
@@ -335,8 +257,7 @@ def test_structured_says_it_leaves_branch_units_and_weight_prunes_them(tmp_path:
 
 
 def test_big_model_mode_lists_branch_layers_as_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 2, 16, seed=1)
     pruner = Pruner(path, calib, PruneConfig(sparsity=0.5), big=True)
     try:
@@ -350,65 +271,11 @@ def test_big_model_mode_lists_branch_layers_as_skipped(tmp_path: Path) -> None:
         pruner.close()
 
 
-def nested_model() -> onnx.ModelProto:
-    """y = If(flag, then: h = x @ D; If(flag, h @ A, h @ B), else: x @ C).
-
-    x [batch, 8], y [batch, 8]; the inner branches read ``h``, a name of the outer then branch.
-    """
-    rng = np.random.default_rng(0)
-    inits = {
-        k: numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), k)
-        for k in "ABCD"
-    }
-
-    def mm(source: str, weight: str, out: str) -> onnx.NodeProto:
-        return helper.make_node("MatMul", [source, weight], [out], name=f"fc_{weight}")
-
-    def graph(nodes: list[onnx.NodeProto], out: str, weights: str) -> onnx.GraphProto:
-        value = helper.make_tensor_value_info(out, FLOAT, ["batch", 8])
-        return helper.make_graph(nodes, out, [], [value], initializer=[inits[w] for w in weights])
-
-    inner = helper.make_node(
-        "If",
-        ["flag"],
-        ["t"],
-        name="inner",
-        then_branch=graph([mm("h", "A", "a")], "a", "A"),
-        else_branch=graph([mm("h", "B", "b")], "b", "B"),
-    )
-    outer = helper.make_node(
-        "If",
-        ["flag"],
-        ["y"],
-        name="outer",
-        then_branch=graph([mm("x", "D", "h"), inner], "t", "D"),
-        else_branch=graph([mm("x", "C", "c")], "c", "C"),
-    )
-    main = helper.make_graph(
-        [outer],
-        "nested",
-        [
-            helper.make_tensor_value_info("x", FLOAT, ["batch", 8]),
-            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
-        ],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", 8])],
-    )
-    model = helper.make_model(main, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 def test_nested_control_flow_stays_and_its_layers_are_listed(tmp_path: Path) -> None:
-    model = nested_model()
-    path = tmp_path / "nested.onnx"
-    onnx.save(model, path)
+    model = builders.nested_if()
+    path = builders.save(model, tmp_path / "nested.onnx")
     rng = np.random.default_rng(1)
-    # The condition has no batch axis: each feed is one complete run (stacked feeds).
-    calib = [
-        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
-        for f in (True, False)
-    ]
+    calib = stacked_flag_feeds(rng)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=0, output=out)
     assert layer_weights(report) == {"outer/then_branch/D", "outer/else_branch/C"}
@@ -441,42 +308,10 @@ def test_an_outer_constant_node_read_in_a_branch_is_pruned_where_it_is_stored(
 ) -> None:
     """y = If(flag, x @ K, x @ E) where K is a main-graph Constant node read in one branch."""
     rng = np.random.default_rng(2)
-    value = rng.standard_normal((8, 8)).astype(np.float32)
-    constant = helper.make_node(
-        "Constant", [], ["K"], name="k", value=numpy_helper.from_array(value)
-    )
-
-    def branch(weight: str, out: str, inits: list[onnx.TensorProto]) -> onnx.GraphProto:
-        node = helper.make_node("MatMul", ["x", weight], [out], name=f"fc_{weight}")
-        value_info = helper.make_tensor_value_info(out, FLOAT, ["batch", 8])
-        return helper.make_graph([node], out, [], [value_info], initializer=inits)
-
-    e = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "E")
-    node = helper.make_node(
-        "If",
-        ["flag"],
-        ["y"],
-        name="pick",
-        then_branch=branch("K", "k_out", []),
-        else_branch=branch("E", "e_out", [e]),
-    )
-    graph = helper.make_graph(
-        [constant, node],
-        "constant",
-        [
-            helper.make_tensor_value_info("x", FLOAT, ["batch", 8]),
-            helper.make_tensor_value_info("flag", TensorProto.BOOL, []),
-        ],
-        [helper.make_tensor_value_info("y", FLOAT, ["batch", 8])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "constant.onnx"
-    onnx.save(model, path)
-    calib = [
-        {"x": rng.standard_normal((12, 4, 8)).astype(np.float32), "flag": np.array([f] * 12)}
-        for f in (True, False)
-    ]
+    model = builders.constant_in_branch(rng)
+    value = builders.stored_weights(model)["K"]
+    path = builders.save(model, tmp_path / "constant.onnx")
+    calib = stacked_flag_feeds(rng)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(
         path, calib, sparsity=0.5, method="wanda", min_row_weights=0, output=out
@@ -493,8 +328,7 @@ def test_an_outer_constant_node_read_in_a_branch_is_pruned_where_it_is_stored(
 
 
 def test_inspect_with_data_lists_and_measures_branch_layers(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 2, 16, seed=1) + feeds(8000, 2, 16, seed=2)
     alone = onnxprune.inspect_model(path)
     assert not alone.layers
@@ -514,8 +348,7 @@ def test_inspect_with_data_lists_and_measures_branch_layers(tmp_path: Path) -> N
 
 
 def test_a_2_4_run_prunes_branch_layers_and_check_pattern_reads_them(tmp_path: Path) -> None:
-    path = tmp_path / "vad.onnx"
-    onnx.save(vad_model(), path)
+    path = builders.save(builders.vad_model(), tmp_path / "vad.onnx")
     calib = feeds(16000, 3, 16, seed=1) + feeds(8000, 3, 16, seed=2)
     out = tmp_path / "out.onnx"
     report = onnxprune.prune(path, calib, pattern="2:4", output=out)

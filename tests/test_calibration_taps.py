@@ -6,20 +6,19 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import builders
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from ort_run import first_output
+from calib_stats import layer_statistics
+from onnx import helper, numpy_helper
+from ort_run import intermediates
 
 from onnxprune.calibrate.augment import build_plan
 from onnxprune.calibrate.conv_taps import position_step
 from onnxprune.calibrate.geometry import ConvGeometry, conv_moments
-from onnxprune.calibrate.runner import collect_statistics
-from onnxprune.calibrate.sources import open_data
 from onnxprune.config import PruneConfig
 from onnxprune.graph import GraphView
-from onnxprune.inputs import model_input_specs
 from onnxprune.layers import find_layers
 
 
@@ -27,40 +26,14 @@ def _conv_model(pads: list[int], pad_node: bool, pad_value: float = 0.0) -> onnx
     """x [n, 4, 9, 9] -> (Pad ->) Conv 3x3 stride 2 (6 out) -> Relu. With ``pad_node`` the
     spatial ``pads`` (begin_h, begin_w, end_h, end_w) are a Pad node before the Conv, else
     the Conv's own attribute: the two models compute the same function."""
-    rng = np.random.default_rng(5)
-    weight = numpy_helper.from_array(rng.normal(size=(6, 4, 3, 3)).astype(np.float32), "w")
-    nodes = []
-    initializers = [weight]
-    conv_input = "x"
-    conv_attrs: dict[str, object] = {"strides": [2, 2]}
+    weight = np.random.default_rng(5).normal(size=(6, 4, 3, 3)).astype(np.float32)
     if pad_node:
-        full = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
-        initializers.append(numpy_helper.from_array(np.array(full, np.int64), "pads"))
-        initializers.append(numpy_helper.from_array(np.array(pad_value, np.float32), "value"))
-        nodes.append(helper.make_node("Pad", ["x", "pads", "value"], ["xp"], mode="constant"))
-        conv_input = "xp"
-    else:
-        conv_attrs["pads"] = pads
-    nodes.append(helper.make_node("Conv", [conv_input, "w"], ["z"], **conv_attrs))
-    nodes.append(helper.make_node("Relu", ["z"], ["y"]))
-    graph = helper.make_graph(
-        nodes,
-        "padded_conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 9, 9])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+        return builders.conv_relu(weight, (9, 9), "padded_conv", pads, pad_value, strides=[2, 2])
+    return builders.conv_relu(weight, (9, 9), "padded_conv", strides=[2, 2], pads=pads)
 
 
 def _statistics(model: onnx.ModelProto, tmp_path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    np.savez(tmp_path / "calib.npz", x=x)
-    dataset = open_data(tmp_path / "calib.npz", model_input_specs(model))
-    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
-    selected = np.ones(dataset.total, dtype=bool)
-    got = collect_statistics(model, layers, dataset, selected, 3, True, False, hessian=True)["w"]
+    got = layer_statistics(model, {"x": x}, tmp_path, 3, hessian=True)[1]["w"]
     assert got.gated is not None and got.inputs.xtx is not None
     return {
         "x_sum": got.inputs.x_sum,
@@ -159,27 +132,11 @@ def test_conv_moments_on_the_position_grid_equal_numpy(
     group = int(attrs.get("group", 1))  # type: ignore[call-overload]
     weight = rng.normal(size=(cout, cin // group, *kernel)).astype(np.float32)
     x = rng.normal(size=(3, cin, size, size)).astype(np.float32)
-    conv = helper.make_node("Conv", ["x", "w"], ["z"], **attrs)
-    graph = helper.make_graph(
-        [conv, helper.make_node("Relu", ["z"], ["y"])],
-        "grid",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, size, size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    np.savez(tmp_path / "calib.npz", x=x)
-    dataset = open_data(tmp_path / "calib.npz", model_input_specs(model))
-    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
-    selected = np.ones(dataset.total, dtype=bool)
-    got = collect_statistics(model, layers, dataset, selected, 2, True, False, hessian=True)["w"]
+    model = builders.conv_relu(weight, (size, size), "grid", **attrs)
+    got = layer_statistics(model, {"x": x}, tmp_path, 2, hessian=True)[1]["w"]
 
-    geometry = ConvGeometry.from_node(conv, weight.shape)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
-    z = first_output(probe, {"x": x}, "z")
+    geometry = ConvGeometry.from_node(model.graph.node[0], weight.shape)
+    (z,) = intermediates(model, {"x": x}, ["z"])
     step = position_step(z.shape[2] * z.shape[3], geometry, weight[0].size * group)
     assert step > 1
     on_grid = dataclasses.replace(geometry, strides=tuple(s * step for s in geometry.strides))

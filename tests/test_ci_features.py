@@ -7,7 +7,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -207,8 +207,8 @@ def test_inspect_with_data_measures_sensitivity(cli: CliRunner) -> None:
 
 
 def test_inspect_reports_skipped_weights(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.transformer_block()
-    path = models.save(model, tmp_path / "block.onnx")
+    model = builders.transformer_block()
+    path = builders.save(model, tmp_path / "block.onnx")
     result = cli("inspect", path, "--json")
     assert result.code == 0
     report = json.loads(result.out)
@@ -246,10 +246,11 @@ def test_plot_writes_a_png_of_the_expected_size(cli: CliRunner, tmp_path: Path) 
 
 
 def test_report_has_op_counts_with_differences(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_matmul()
+    model = builders.mlp_matmul()
     # Drop the first bias Add so that compensation has to insert one.
-    path = models.save(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 64, seed=0))
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 64, seed=0, name="mlp.onnx", calib="c.npz"
+    )
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", tmp_path / "o.onnx", "--json")
     report = json.loads(result.out)
     assert report["op_counts"]["MatMul"] == [3, 3]
@@ -257,9 +258,9 @@ def test_report_has_op_counts_with_differences(cli: CliRunner, tmp_path: Path) -
 
 
 def test_python_generator_source_streams_each_pass(tmp_path: Path) -> None:
-    model = models.mlp_gemm()
-    path = models.save(model, tmp_path / "mlp.onnx")
-    batches = [models.random_inputs(model, 16, seed=s) for s in range(6)]
+    model = builders.mlp_gemm()
+    path = builders.save(model, tmp_path / "mlp.onnx")
+    batches = [builders.random_inputs(model, 16, seed=s) for s in range(6)]
     passes = []
 
     def loader() -> Iterator[dict[str, np.ndarray]]:
@@ -269,15 +270,15 @@ def test_python_generator_source_streams_each_pass(tmp_path: Path) -> None:
     report = onnxprune.prune(path, loader, sparsity=0.5, output=tmp_path / "o.onnx")
     from_file = onnxprune.prune(
         path,
-        models.write_npz(tmp_path / "all.npz", {"x": np.concatenate([b["x"] for b in batches])}),
+        builders.write_npz(tmp_path / "all.npz", {"x": np.concatenate([b["x"] for b in batches])}),
         sparsity=0.5,
         output=tmp_path / "o2.onnx",
     )
     assert len(passes) >= 3  # validation, calibration, verification: no data kept between
     assert report.calibration_samples == from_file.calibration_samples == 96 - 10
     # Same samples in other batches: the sums differ only by float rounding.
-    streamed = models.stored_weights(onnx.load(str(tmp_path / "o.onnx")))
-    loaded = models.stored_weights(onnx.load(str(tmp_path / "o2.onnx")))
+    streamed = builders.stored_weights(onnx.load(str(tmp_path / "o.onnx")))
+    loaded = builders.stored_weights(onnx.load(str(tmp_path / "o2.onnx")))
     assert streamed.keys() == loaded.keys()
     for name, weight in streamed.items():
         np.testing.assert_allclose(weight, loaded[name], rtol=1e-4, atol=1e-6)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 from ort_run import first_output
 
 import onnxprune
@@ -103,11 +102,8 @@ def test_support_refit_reaches_the_least_squares_solution_on_the_support() -> No
 
 
 def _with_output(path: Path, name: str, tmp_path: Path, tag: str) -> Path:
-    model = onnx.load(str(path))
-    model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    out = tmp_path / f"{tag}.onnx"
-    onnx.save(model, str(out))
-    return out
+    exposed = builders.with_outputs(onnx.load(str(path)), [name], elem=None)
+    return builders.save(exposed, tmp_path / f"{tag}.onnx")
 
 
 @pytest.mark.parametrize(
@@ -119,10 +115,10 @@ def test_first_conv_channels_keep_their_dense_moments_end_to_end(
     """The first layer reads the model input, so its corrected output channels must have the
     dense conv's mean and standard deviation over the calibration images (all positions,
     padding included) in onnxruntime; without the correction the spread is lost."""
-    model = models.cnn_bn()
-    path = models.save(model, tmp_path / "m.onnx")
-    feeds = models.random_inputs(model, 64, seed=0)
-    calib = models.write_npz(tmp_path / "c.npz", feeds)
+    model = builders.cnn_bn()
+    path = builders.save(model, tmp_path / "m.onnx")
+    feeds = builders.random_inputs(model, 64, seed=0)
+    calib = builders.write_npz(tmp_path / "c.npz", feeds)
     out = tmp_path / "p.onnx"
     onnxprune.prune(
         path,
@@ -194,9 +190,10 @@ def test_repairs_refuse_what_they_cannot_do() -> None:
 def test_recipe_replays_the_repairs_and_old_recipes_replay_without_them(tmp_path: Path) -> None:
     import json
 
-    model = models.mlp_matmul()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 128, seed=2))
+    model = builders.mlp_matmul()
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 128, seed=2, name="m.onnx", calib="c.npz"
+    )
     first = tmp_path / "a.onnx"
     onnxprune.prune(path, calib, sparsity=0.6, output=first, stat_correction=True, refit_steps=5)
     recipe = json.loads((tmp_path / "a.onnx.recipe.json").read_text())

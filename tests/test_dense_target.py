@@ -5,38 +5,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
+from calib_stats import layer_statistics
 from conftest import CliRunner
-from onnx import TensorProto, helper, numpy_helper
-from ort_run import run_model
+from onnx import numpy_helper
+from ort_run import intermediates
 
 import onnxprune
-from onnxprune.calibrate.runner import collect_statistics
-from onnxprune.calibrate.sources import model_input_specs, open_data
 from onnxprune.config import PruneConfig
 from onnxprune.errors import EXIT_USAGE, UsageError
-from onnxprune.graph import GraphView
 from onnxprune.hessian import inverse_hessian_factor
-from onnxprune.layers import find_layers
 from onnxprune.pipeline import Pruner
 from onnxprune.reconstruct import refit_to_reference
 
 
 def _tensors(model: onnx.ModelProto, names: list[str], feed: dict[str, np.ndarray]) -> list:
-    """The named intermediate tensors of ``model`` on ``feed`` (exposed as extra outputs)."""
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    exposed.graph.output.extend(
-        helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names
-    )
-    return [v.astype(np.float64) for v in run_model(exposed, feed, names)]
+    """The named intermediate tensors of ``model`` on ``feed``, as float64."""
+    return [v.astype(np.float64) for v in intermediates(model, feed, names)]
 
 
 def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    return {k: v.astype(np.float64) for k, v in builders.stored_weights(model).items()}
 
 
 def test_refit_to_reference_is_the_damped_least_squares_fit() -> None:
@@ -55,39 +47,8 @@ def test_refit_to_reference_is_the_damped_least_squares_fit() -> None:
     assert np.linalg.norm(target - x @ fitted.T) < np.linalg.norm(target - x @ weight.T)
 
 
-def _masked_two_layer_model() -> onnx.ModelProto:
-    """x [batch, seq, 8] -> MatMul(w1 [8, 6]) -> Relu -> h -> MatMul(w2 [6, 4]) -> y, with an
-    ``attention_mask`` [batch, seq] the graph reads through a Cast."""
-    rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["z"]),
-        helper.make_node("Relu", ["z"], ["h"]),
-        helper.make_node("MatMul", ["h", "w2"], ["y"]),
-        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "masked2",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [
-            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4]),
-            helper.make_tensor_value_info("mask_f", TensorProto.FLOAT, ["batch", "seq"]),
-        ],
-        [
-            numpy_helper.from_array(rng.normal(size=(8, 6)).astype(np.float32), "w1"),
-            numpy_helper.from_array(rng.normal(size=(6, 4)).astype(np.float32), "w2"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 def test_cross_statistics_pair_dense_and_pruned_inputs_on_real_tokens(tmp_path: Path) -> None:
-    dense = _masked_two_layer_model()
+    dense = builders.masked_sequence_mlp(hidden=6)
     pruned = onnx.ModelProto()
     pruned.CopyFrom(dense)
     w1 = numpy_helper.to_array(pruned.graph.initializer[0]).copy()
@@ -97,12 +58,10 @@ def test_cross_statistics_pair_dense_and_pruned_inputs_on_real_tokens(tmp_path: 
     x = rng.normal(size=(7, 5, 8)).astype(np.float32)
     mask = (rng.random((7, 5)) > 0.4).astype(np.int64)
     x[mask == 0] = 100.0  # padding that would dominate the sums
-    np.savez(tmp_path / "c.npz", x=x, attention_mask=mask)
-    dataset = open_data(tmp_path / "c.npz", model_input_specs(pruned))
-    layers = find_layers(GraphView(pruned), PruneConfig(sparsity=0.5)).layers
-    stats = collect_statistics(
-        pruned, layers, dataset, np.ones(7, bool), 3, False, False, True, "attention_mask",
-        reference=dense,
+    arrays = {"x": x, "attention_mask": mask}
+    _, stats = layer_statistics(
+        pruned, arrays, tmp_path, 3, gated=False, hessian=True, sample_mask="attention_mask",
+        reference=dense, name="c.npz",
     )  # fmt: skip
     feed = {"x": x, "attention_mask": mask}
     (h_dense,) = _tensors(dense, ["h"], feed)
@@ -124,13 +83,11 @@ def test_cross_statistics_pair_dense_and_pruned_inputs_on_real_tokens(tmp_path: 
 
 def test_conv_cross_statistics_equal_the_correlation_for_the_same_model(tmp_path: Path) -> None:
     """im2col path: with the model as its own reference, sum x_ref x^T is sum x x^T."""
-    model = models.cnn_bn()
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 20, seed=2))
-    dataset = open_data(calib, model_input_specs(model))
-    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
-    stats = collect_statistics(
-        model, layers, dataset, np.ones(20, bool), 8, False, False, True, reference=model
-    )
+    model = builders.cnn_bn()
+    layers, stats = layer_statistics(
+        model, builders.random_inputs(model, 20, seed=2), tmp_path, 8, gated=False,
+        hessian=True, reference=model, name="c.npz",
+    )  # fmt: skip
     ops = {layer.op.op_type for layer in layers}
     assert "Conv" in ops
     for layer in layers:
@@ -147,10 +104,10 @@ def test_dense_target_fits_the_dense_outputs_better(tmp_path: Path, method: str)
     targets; for the second layer, the dense-target fit W' (with its bias) reproduces the dense
     model's pre-activations W x + b from the pruned upstream's inputs x' better than the
     default fit does, on the calibration samples."""
-    model = models.mlp_gemm((16, 48, 48, 6), seed=3)
-    path = models.save(model, tmp_path / "m.onnx")
-    data = models.random_inputs(model, 400, seed=4)
-    calib = models.write_npz(tmp_path / "c.npz", data)
+    model = builders.mlp_gemm((16, 48, 48, 6), seed=3)
+    path = builders.save(model, tmp_path / "m.onnx")
+    data = builders.random_inputs(model, 400, seed=4)
+    calib = builders.write_npz(tmp_path / "c.npz", data)
     built = {}
     for target in ("pruned", "dense"):
         config = PruneConfig(
@@ -179,9 +136,8 @@ def test_dense_target_fits_the_dense_outputs_better(tmp_path: Path, method: str)
 
 
 def test_default_target_is_pruned_and_leaves_the_recipe_alone(tmp_path: Path) -> None:
-    model = models.mlp_matmul()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 96, seed=1))
+    model = builders.mlp_matmul()
+    path, calib = builders.save_with_calibration(model, tmp_path, 96, name="m.onnx", calib="c.npz")
     assert PruneConfig(sparsity=0.5).update_target == "pruned"
     outputs = {}
     for name, target in (("default", None), ("pruned", "pruned"), ("dense", "dense")):
@@ -208,9 +164,8 @@ def test_unknown_update_target_or_one_shot_dense_is_refused() -> None:
 
 
 def test_cli_update_target(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.transformer_block()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 96, seed=1))
+    model = builders.transformer_block()
+    path, calib = builders.save_with_calibration(model, tmp_path, 96, name="m.onnx", calib="c.npz")
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     args = [path, "--calib", calib, "--sparsity", 0.6, "--update", "-q", "-o", out]
     refused = cli(*args, "--update-target", "dense")

@@ -11,12 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
-import realworld_models
-from conftest import CliRunner
+from conftest import CliRunner, assert_refused
 from onnx import numpy_helper
 from ort_run import run_model
 
@@ -27,8 +26,7 @@ FAST = ("--no-update", "--allocation", "group")
 
 
 def _prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = 96) -> tuple[Path, Path]:
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, samples, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, samples)
     return path, calib
 
 
@@ -41,16 +39,12 @@ def _run(
     return result.code, data, result.err
 
 
-def _initializers(path: Path) -> dict[str, np.ndarray]:
-    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
-
-
 @pytest.mark.parametrize(
     ("builder", "weights"),
     [
-        (models.mlp_gemm, {"W0", "W1", "W2"}),
-        (models.mlp_matmul, {"W0", "W1", "W2"}),
-        (models.transformer_block, {"q_w", "k_w", "v_w", "o_w", "ffn1_w", "ffn2_w"}),
+        (builders.mlp_gemm, {"W0", "W1", "W2"}),
+        (builders.mlp_matmul, {"W0", "W1", "W2"}),
+        (builders.transformer_block, {"q_w", "k_w", "v_w", "o_w", "ffn1_w", "ffn2_w"}),
     ],
 )
 @pytest.mark.parametrize(
@@ -69,8 +63,8 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
         cli, path, calib, quantized, "--sparsity", "0.7", *FAST, "--quantize", *quantize
     )
     assert code == 0, err
-    fp32 = _initializers(pruned)
-    stored = _initializers(quantized)
+    fp32 = builders.stored_weights(pruned)
+    stored = builders.stored_weights(quantized)
     for name in weights:
         zeros = fp32[name] == 0
         assert zeros.mean() > 0.3, name  # the layer was pruned
@@ -106,7 +100,7 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
     else:
         assert ops & {"QLinearMatMul", "MatMulInteger", "QGemm"}
     # It runs in onnxruntime and stays close to the original on fresh inputs.
-    feed = models.random_inputs(model, 16, seed=7)
+    feed = builders.random_inputs(model, 16, seed=7)
     for a, b in zip(run_model(path, feed), run_model(quantized, feed), strict=True):
         cos = (a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b))
         assert cos > 0.8
@@ -119,7 +113,7 @@ def test_quantized_artifact_runs_and_keeps_every_pruned_zero(
 
 def test_gates_judge_the_written_quantized_file(cli: CliRunner, tmp_path: Path) -> None:
     """A gate between the fp32 pruned model's cosine and the quantized one's fails the run."""
-    model = models.mlp_gemm(sizes=(16, 64, 64, 8))
+    model = builders.mlp_gemm(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
     quantize = ("--quantize", "int8", "--per-tensor", "--quant-range", "full")
     args = ("--sparsity", "0.5", *FAST, *quantize)
@@ -144,7 +138,7 @@ def test_histogram_calibration_on_a_set_that_is_not_whole_batches(
     cli: CliRunner, tmp_path: Path, method: str
 ) -> None:
     """70 samples in batches of 32: onnxruntime's histogram calibrators need equal batches."""
-    model = models.mlp_matmul()
+    model = builders.mlp_matmul()
     path, calib = _prepare(tmp_path, model, samples=70)
     out = tmp_path / "out.onnx"
     code, report, err = _run(
@@ -157,7 +151,7 @@ def test_histogram_calibration_on_a_set_that_is_not_whole_batches(
 
 
 def test_sparsity_auto_searches_on_the_quantized_artifact(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm(sizes=(16, 64, 64, 8))
+    model = builders.mlp_gemm(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "auto.onnx"
     code, report, err = _run(
@@ -180,7 +174,7 @@ def test_sparsity_auto_searches_on_the_quantized_artifact(cli: CliRunner, tmp_pa
 def test_sparse_storage_gives_the_dense_stored_outputs(
     cli: CliRunner, tmp_path: Path, quantize: str
 ) -> None:
-    model = models.cnn_bn() if quantize == "none" else models.mlp_gemm(sizes=(16, 128, 128, 8))
+    model = builders.cnn_bn() if quantize == "none" else builders.mlp_gemm(sizes=(16, 128, 128, 8))
     path, calib = _prepare(tmp_path, model)
     dense, sparse = tmp_path / "dense.onnx", tmp_path / "sparse.onnx"
     args = ("--sparsity", "0.95" if quantize == "int8" else "0.85", "--quantize", quantize, *FAST)
@@ -193,7 +187,7 @@ def test_sparse_storage_gives_the_dense_stored_outputs(
     assert sparse.stat().st_size < dense.stat().st_size
     assert report["artifact_stages"][-1]["name"].endswith("sparse storage")
     assert report["artifact_stages"][-1]["sparse_tensors"] == len(stored.graph.sparse_initializer)
-    feed = models.random_inputs(model, 16, seed=3)
+    feed = builders.random_inputs(model, 16, seed=3)
     for a, b in zip(run_model(dense, feed), run_model(sparse, feed), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -206,19 +200,17 @@ def test_sparse_storage_only_where_smaller(tmp_path: Path) -> None:
     half[:, ::2] = 0
     mostly = rng.standard_normal((64, 64)).astype(np.float32)
     mostly[rng.random((64, 64)) < 0.9] = 0
-    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 64])
-    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 64])
-    graph = onnx.helper.make_graph(
+    model = builders.finish(
+        "g",
         [
             onnx.helper.make_node("MatMul", ["x", "A"], ["h"]),
             onnx.helper.make_node("MatMul", ["h", "B"], ["y"]),
         ],
-        "g",
-        [x],
-        [y],
-        [numpy_helper.from_array(half, "A"), numpy_helper.from_array(mostly, "B")],
+        [builders.value_info("x", ["n", 64])],
+        [builders.value_info("y", ["n", 64])],
+        {"A": half, "B": mostly},
     )
-    source = models.save(onnx.helper.make_model(graph), tmp_path / "m.onnx")
+    source = builders.save(model, tmp_path / "m.onnx")
     assert sparse_storage(source, tmp_path / "s.onnx") == 1
     stored = onnx.load(str(tmp_path / "s.onnx"))
     assert [t.name for t in stored.graph.initializer] == ["A"]
@@ -231,7 +223,7 @@ def test_sparse_storage_only_where_smaller(tmp_path: Path) -> None:
 
 
 def test_streaming_reader_yields_each_calibration_batch_once_per_pass(tmp_path: Path) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     _, calib = _prepare(tmp_path, model, samples=70)
     data = open_data(calib, model_input_specs(model))
     selected = np.ones(data.total, dtype=bool)
@@ -246,7 +238,7 @@ def test_streaming_reader_yields_each_calibration_batch_once_per_pass(tmp_path: 
 
 
 def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     cases: list[tuple[tuple[object, ...], str]] = [
@@ -259,9 +251,7 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
     ]
     for args, message in cases:
         result = cli(path, "--calib", calib, "-o", out, "--sparsity", "0.5", *args)
-        assert result.code == 2, args
-        assert message in result.err and len(result.err.strip().splitlines()) == 1
-        assert not out.exists()
+        assert_refused(result, message, out)
     # External data: sparse initializers must stay inside the protobuf.
     external = tmp_path / "ext" / "model.onnx"
     external.parent.mkdir()
@@ -269,22 +259,18 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
         model, str(external), save_as_external_data=True, location="model.data", size_threshold=0
     )
     result = cli(external, "--calib", calib, "-o", out, "--sparsity", "0.5", "--storage", "sparse")
-    assert result.code == 2
-    assert "--storage sparse cannot be combined with external data" in result.err
-    assert len(result.err.strip().splitlines()) == 1 and not out.exists()
+    assert_refused(result, "--storage sparse cannot be combined with external data", out)
     # An already quantized model is not quantized again.
-    qdq = realworld_models.qdq_mlp()
+    qdq = builders.qdq_mlp()
     qdq_path, qdq_calib = _prepare(tmp_path, qdq)
     result = cli(
         qdq_path, "--calib", qdq_calib, "-o", out, "--sparsity", "0.5", "--quantize", "int8"
     )
-    assert result.code == 2
-    assert "already quantized" in result.err and len(result.err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert_refused(result, "already quantized", out)
 
 
 def test_table_shows_each_stage_of_the_artifact(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_matmul(sizes=(16, 128, 128, 8))
+    model = builders.mlp_matmul(sizes=(16, 128, 128, 8))
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "out.onnx"
     result = cli(
@@ -315,7 +301,7 @@ def test_table_shows_each_stage_of_the_artifact(cli: CliRunner, tmp_path: Path) 
 def test_recipe_replays_the_artifact_byte_identically(
     cli: CliRunner, tmp_path: Path, artifact: tuple[str, ...]
 ) -> None:
-    model = models.mlp_gemm(sizes=(16, 128, 128, 8))
+    model = builders.mlp_gemm(sizes=(16, 128, 128, 8))
     path, calib = _prepare(tmp_path, model)
     first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
     code, report, err = _run(cli, path, calib, first, "--sparsity", "0.9", *FAST, *artifact)
@@ -339,7 +325,7 @@ def test_recipe_without_artifact_options_takes_the_given_ones(
 ) -> None:
     """A recipe written before the artifact options were recorded replays the pruning and
     applies the options given now."""
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     first = tmp_path / "first.onnx"
     code, _, err = _run(cli, path, calib, first, "--sparsity", "0.5", *FAST)
@@ -373,7 +359,7 @@ def test_recipe_without_artifact_options_takes_the_given_ones(
 def test_recipe_artifact_options_are_checked(
     cli: CliRunner, tmp_path: Path, deploy: object, words: tuple[str, ...]
 ) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     first = tmp_path / "first.onnx"
     code, _, err = _run(cli, path, calib, first, "--sparsity", "0.5", *FAST)
@@ -398,7 +384,7 @@ def test_recipe_artifact_options_are_checked(
 def test_ort_format_loads_in_onnxruntime_and_matches(
     cli: CliRunner, tmp_path: Path, artifact: tuple[str, ...]
 ) -> None:
-    model = models.cnn_bn()
+    model = builders.cnn_bn()
     path, calib = _prepare(tmp_path, model)
     onnx_out, ort_out = tmp_path / "same.onnx", tmp_path / "mobile.ort"
     args = ("--sparsity", "0.85", *FAST, *artifact)
@@ -416,7 +402,7 @@ def test_ort_format_loads_in_onnxruntime_and_matches(
         assert report["op_counts"]["DequantizeLinear"][1] > 0
     # The same model as the .onnx artifact of the same run: onnxruntime's converter fuses
     # (Conv + BatchNormalization...), so float rounding may move, nothing more.
-    feed = models.random_inputs(model, 16, seed=5)
+    feed = builders.random_inputs(model, 16, seed=5)
     for a, b in zip(run_model(onnx_out, feed), run_model(ort_out, feed), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(np.abs(a).max()))
     # A replay writes the same model (onnxruntime's serialisation order may vary, the size and
@@ -430,7 +416,7 @@ def test_ort_format_loads_in_onnxruntime_and_matches(
 
 
 def test_ort_format_default_name_and_refusals(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     path, calib = _prepare(tmp_path, model)
     # Without -o: <model>.pruned.ort.
     result = cli(path, "--calib", calib, "--sparsity", "0.5", *FAST, "--format", "ort", "-q")
@@ -470,13 +456,13 @@ def test_quant_range_bounds_the_int8_weights(
     """Reduced range keeps |q| <= 64 (onnxruntime's x86 kernels without VNNI sum u8 x s8
     pairs in int16 and saturate on full-range weights); every weight reaches its bound in
     some channel (symmetric per-channel scales map each channel's max to it)."""
-    model = models.mlp_matmul(sizes=(16, 64, 64, 8))
+    model = builders.mlp_matmul(sizes=(16, 64, 64, 8))
     path, calib = _prepare(tmp_path, model)
     out = tmp_path / "q.onnx"
     code, report, err = _run(cli, path, calib, out, "--sparsity", "0.5", *FAST,
                              "--quantize", *quantize, *given)  # fmt: skip
     assert code == 0, err
-    quantized = {k: v for k, v in _initializers(out).items() if k.endswith("_quantized")}
+    quantized = {k: v for k, v in builders.stored_weights(out).items() if k.endswith("_quantized")}
     weights = [v for v in quantized.values() if v.dtype == np.int8]
     assert weights
     assert max(int(np.abs(w.astype(np.int64)).max()) for w in weights) == bound

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, CliRunner
+from conftest import REPO, CliRunner, run_and_report
 from onnx import numpy_helper
 from ort_run import run_model
 
@@ -24,13 +24,13 @@ import onnxprune
 from onnxprune.scoring import get_method
 
 BUILDERS: dict[str, Callable[[], onnx.ModelProto]] = {
-    "mlp_gemm": models.mlp_gemm,
-    "mlp_matmul": models.mlp_matmul,
-    "cnn_bn": models.cnn_bn,
-    "transformer_block": models.transformer_block,
-    "constant_node_mlp": models.constant_node_mlp,
-    "shared_weight_mlp": models.shared_weight_mlp,
-    "fp16_mlp": models.fp16_mlp,
+    "mlp_gemm": builders.mlp_gemm,
+    "mlp_matmul": builders.mlp_matmul,
+    "cnn_bn": builders.cnn_bn,
+    "transformer_block": builders.transformer_block,
+    "constant_node_mlp": builders.constant_node_mlp,
+    "shared_weight_mlp": builders.shared_weight_mlp,
+    "fp16_mlp": builders.fp16_mlp,
 }
 # Weights each model has that onnxprune must prune (and nothing else).
 PRUNABLE = {
@@ -55,8 +55,9 @@ def prepare(
 ) -> tuple[onnx.ModelProto, Path, Path]:
     """(model, model file, calibration .npz) for the builder ``name``."""
     model = BUILDERS[name]()
-    model_path = models.save(model, tmp_path / f"{name}.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, samples, seed=1))
+    model_path, calib = builders.save_with_calibration(
+        model, tmp_path, samples, name=f"{name}.onnx"
+    )
     return model, model_path, calib
 
 
@@ -86,7 +87,7 @@ def check_reported_sparsity(report: dict[str, Any], pruned: onnx.ModelProto, tar
     ``target`` within one weight per row.
     """
     floor = int(report["arguments"].get("min_row_weights") or 0)
-    weights = models.stored_weights(pruned)
+    weights = builders.stored_weights(pruned)
     counts = []  # (zeros, size, rows, most zeros the row floor allows)
     for layer in report["layers"]:
         name = layer["weight"]
@@ -184,7 +185,7 @@ def test_prune_model_end_to_end(cli: CliRunner, tmp_path: Path, name: str) -> No
     pruned = onnx.load(str(output))
     check_reported_sparsity(report, pruned, 0.5)
 
-    feed = models.random_inputs(model, 5, seed=7)
+    feed = builders.random_inputs(model, 5, seed=7)
     expected = run_model(model_path, feed)
     got = run_model(output, feed)
     for a, b in zip(expected, got, strict=True):
@@ -223,23 +224,16 @@ def test_zero_sparsity_changes_nothing(
     cli: CliRunner, tmp_path: Path, name: str, method: str
 ) -> None:
     model, model_path, calib = prepare(tmp_path, name)
-    output, report_path = tmp_path / "pruned.onnx", tmp_path / "report.json"
-
-    result = cli(
-        model_path, "--calib", calib, "--sparsity", 0, "--method", method, "-o", output,
-        "--report", report_path, "-q",
-    )  # fmt: skip
-
-    assert result.code == 0, result.err
-    report = json.loads(report_path.read_text())
+    output = tmp_path / "pruned.onnx"
+    report = run_and_report(cli, model_path, calib, output, "--sparsity", 0, "--method", method)
     assert report["nonzero_after"] == report["nonzero_before"]
     assert all(layer["nonzero_after"] == layer["nonzero_before"] for layer in report["layers"])
-    before, after = models.stored_weights(model), models.stored_weights(onnx.load(str(output)))
+    before, after = builders.stored_weights(model), builders.stored_weights(onnx.load(str(output)))
     assert before.keys() == after.keys()
     for key, value in before.items():
         assert after[key].dtype == value.dtype and np.array_equal(after[key], value), key
 
-    feed = models.random_inputs(model, 16, seed=3)
+    feed = builders.random_inputs(model, 16, seed=3)
     for a, b in zip(run_model(model_path, feed), run_model(output, feed), strict=True):
         assert np.array_equal(a, b)
 
@@ -248,22 +242,16 @@ def test_zero_sparsity_changes_nothing(
 def test_magnitude_only_zeroes_weights(cli: CliRunner, tmp_path: Path, name: str) -> None:
     """No compensation: the output is the input with some weight entries set to exactly 0."""
     model, model_path, calib = prepare(tmp_path, name)
-    output, report_path = tmp_path / "pruned.onnx", tmp_path / "report.json"
-
-    result = cli(
-        model_path, "--calib", calib, "--sparsity", 0.5, "--method", "magnitude", "-o", output,
-        "--report", report_path, "-q",
-    )  # fmt: skip
-
-    assert result.code == 0, result.err
-    report = json.loads(report_path.read_text())
+    output = tmp_path / "pruned.onnx"
+    args = ("--sparsity", 0.5, "--method", "magnitude")
+    report = run_and_report(cli, model_path, calib, output, *args)
     nonzero_after = {layer["weight"]: layer["nonzero_after"] for layer in report["layers"]}
     pruned_names = set(nonzero_after)
     assert pruned_names == PRUNABLE[name]
     assert report["nonzero_after"] < report["nonzero_before"]
     pruned = onnx.load(str(output))
     assert node_structure(pruned) == node_structure(model)
-    before, after = models.stored_weights(model), models.stored_weights(pruned)
+    before, after = builders.stored_weights(model), builders.stored_weights(pruned)
     assert before.keys() == after.keys()
     expected = onnx.ModelProto()
     expected.CopyFrom(model)
@@ -277,8 +265,8 @@ def test_magnitude_only_zeroes_weights(cli: CliRunner, tmp_path: Path, name: str
         assert np.count_nonzero(new) == nonzero_after[key], key
         replace_weight(expected, key, np.where(new == 0, 0, old).astype(old.dtype))
 
-    expected_path = models.save(expected, tmp_path / "expected.onnx")
-    feed = models.random_inputs(model, 16, seed=3)
+    expected_path = builders.save(expected, tmp_path / "expected.onnx")
+    feed = builders.random_inputs(model, 16, seed=3)
     for a, b in zip(run_model(expected_path, feed), run_model(output, feed), strict=True):
         assert np.array_equal(a, b)
 
@@ -301,7 +289,7 @@ def test_bias_compensation_keeps_mean_output(cli: CliRunner, tmp_path: Path, nam
     over the calibration samples; magnitude (no compensation) visibly shifts it."""
     assert COMPENSATING, "no method folds the pruned mean into the bias"
     model, model_path, calib = prepare(tmp_path, name)
-    eval_data = models.write_npz(tmp_path / "eval.npz", models.random_inputs(model, 8, seed=9))
+    eval_data = builders.write_npz(tmp_path / "eval.npz", builders.random_inputs(model, 8, seed=9))
     with np.load(calib) as data:
         feed = {key: data[key] for key in data.files}
     reference = run_model(model_path, feed)[0].astype(np.float64)
@@ -346,7 +334,7 @@ def test_every_method_prunes_cnn(cli: CliRunner, tmp_path: Path, method: str) ->
     assert report["method"] == method
     assert {layer["weight"] for layer in report["layers"]} == PRUNABLE["cnn_bn"]
     check_reported_sparsity(report, onnx.load(str(output)), 0.5)
-    got = run_model(output, models.random_inputs(model, 4, seed=5))
+    got = run_model(output, builders.random_inputs(model, 4, seed=5))
     assert got[0].shape == (4, 5) and np.isfinite(got[0]).all()
 
 
@@ -365,7 +353,7 @@ def test_two_four_pattern_on_matmul(cli: CliRunner, tmp_path: Path, method: str)
     report = json.loads(report_path.read_text())
     assert report["pattern"] == "2:4"
     assert report["target_sparsity"] == 0.5
-    before, after = models.stored_weights(model), models.stored_weights(onnx.load(str(output)))
+    before, after = builders.stored_weights(model), builders.stored_weights(onnx.load(str(output)))
     assert {layer["weight"] for layer in report["layers"]} == PRUNABLE["mlp_matmul"]
     for name in PRUNABLE["mlp_matmul"]:
         weight = after[name]
@@ -387,7 +375,7 @@ def test_two_four_pattern_on_gemm_transposed(cli: CliRunner, tmp_path: Path) -> 
     result = cli(model_path, "--calib", calib, "--pattern", "2:4", "-o", output, "-q")
 
     assert result.code == 0, result.err
-    after = models.stored_weights(onnx.load(str(output)))
+    after = builders.stored_weights(onnx.load(str(output)))
     for name in PRUNABLE["mlp_gemm"]:
         n, k = after[name].shape
         groups = after[name].reshape(n, k // 4, 4)
@@ -411,7 +399,7 @@ def test_two_four_keeps_layers_with_short_channel_runs_dense(
     )
     assert {layer["weight"] for layer in report["layers"]} == {"pw_w", "fc_w"}
     assert abs(report["achieved_sparsity"] - 0.5) < 1e-9
-    before, after = models.stored_weights(model), models.stored_weights(onnx.load(str(output)))
+    before, after = builders.stored_weights(model), builders.stored_weights(onnx.load(str(output)))
     assert np.array_equal(after["conv1_w"], before["conv1_w"])
     assert np.array_equal(after["dw_w"], before["dw_w"])
     pointwise = after["pw_w"]  # [Cout=16, Cin=8, 1, 1]: groups of 4 input channels
@@ -450,14 +438,14 @@ def test_digits_example_reports_accuracy(cli: CliRunner, tmp_path: Path) -> None
 
 
 def _one_npz(directory: Path, x: np.ndarray) -> Path:
-    return models.write_npz(directory / "calib.npz", {"x": x})
+    return builders.write_npz(directory / "calib.npz", {"x": x})
 
 
 def _npz_directory(directory: Path, x: np.ndarray) -> Path:
     folder = directory / "chunks"
     folder.mkdir()
-    models.write_npz(folder / "part0.npz", {"x": x[:32]})
-    models.write_npz(folder / "part1.npz", {"x": x[32:]})
+    builders.write_npz(folder / "part0.npz", {"x": x[:32]})
+    builders.write_npz(folder / "part1.npz", {"x": x[32:]})
     return folder
 
 
@@ -480,7 +468,7 @@ def _test_data_sets(directory: Path, x: np.ndarray) -> Path:
 
 def _stacked(directory: Path, x: np.ndarray) -> Path:
     # 20 complete feeds of batch 2 each: one more axis than the model's input.
-    return models.write_npz(directory / "stacked.npz", {"x": x[:40].reshape(20, 2, 16)})
+    return builders.write_npz(directory / "stacked.npz", {"x": x[:40].reshape(20, 2, 16)})
 
 
 LAYOUTS: dict[str, tuple[Callable[[Path, np.ndarray], Path], int]] = {
@@ -494,9 +482,9 @@ LAYOUTS: dict[str, tuple[Callable[[Path, np.ndarray], Path], int]] = {
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_calibration_layouts(cli: CliRunner, tmp_path: Path, layout: str) -> None:
-    model = models.mlp_gemm()
-    model_path = models.save(model, tmp_path / "model.onnx")
-    x = models.random_inputs(model, 64, seed=1)["x"]
+    model = builders.mlp_gemm()
+    model_path = builders.save(model, tmp_path / "model.onnx")
+    x = builders.random_inputs(model, 64, seed=1)["x"]
     write, total = LAYOUTS[layout]
     calib = write(tmp_path, x)
     output = tmp_path / "pruned.onnx"
@@ -515,15 +503,15 @@ def test_calibration_layouts(cli: CliRunner, tmp_path: Path, layout: str) -> Non
 
 
 def test_npz_and_npy_layouts_prune_identically(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm()
-    model_path = models.save(model, tmp_path / "model.onnx")
-    x = models.random_inputs(model, 64, seed=1)["x"]
+    model = builders.mlp_gemm()
+    model_path = builders.save(model, tmp_path / "model.onnx")
+    x = builders.random_inputs(model, 64, seed=1)["x"]
     results = []
     for write in (_one_npz, _npy_directory):
         output = tmp_path / f"{write.__name__}.onnx"
         result = cli(model_path, "--calib", write(tmp_path, x), "--sparsity", 0.5, "-o", output)
         assert result.code == 0, result.err
-        results.append(models.stored_weights(onnx.load(str(output))))
+        results.append(builders.stored_weights(onnx.load(str(output))))
     assert results[0].keys() == results[1].keys()
     for key in results[0]:
         assert np.array_equal(results[0][key], results[1][key]), key
@@ -531,9 +519,8 @@ def test_npz_and_npy_layouts_prune_identically(cli: CliRunner, tmp_path: Path) -
 
 def test_unreachable_sparsity_is_not_silent(cli: CliRunner, tmp_path: Path) -> None:
     """A narrow MLP (K = 8 everywhere): if the request cannot be met, the report must say so."""
-    model = models.mlp_matmul(sizes=(8, 8, 4))
-    model_path = models.save(model, tmp_path / "narrow.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 64, seed=1))
+    model = builders.mlp_matmul(sizes=(8, 8, 4))
+    model_path, calib = builders.save_with_calibration(model, tmp_path, 64, name="narrow.onnx")
 
     output = tmp_path / "narrow.pruned.onnx"
 
@@ -549,9 +536,8 @@ def test_unreachable_sparsity_is_not_silent(cli: CliRunner, tmp_path: Path) -> N
 
 
 def test_model_without_prunable_layer_is_copied(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.no_prunable()
-    model_path = models.save(model, tmp_path / "plain.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 16, seed=1))
+    model = builders.no_prunable()
+    model_path, calib = builders.save_with_calibration(model, tmp_path, 16, name="plain.onnx")
     output = tmp_path / "plain.out.onnx"
 
     result = cli(model_path, "--calib", calib, "--sparsity", 0.5, "-o", output)

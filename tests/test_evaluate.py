@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -16,23 +16,23 @@ from onnxprune.evaluate import CandidateEvaluator
 from onnxprune.layers import Layer
 from onnxprune.metric import decision_score
 from onnxprune.pipeline import Pruner, candidates, decisions, mean_cosine
-from onnxprune.scoring import ScoringMethod, get_method
+from onnxprune.scoring import get_method
 from onnxprune.suffix import SuffixEvaluator, suffix_cut
+from onnxprune.verify import Fidelity, ReferenceRun
 
 BUILDERS = [
-    pytest.param(models.mlp_gemm, id="gemm"),  # Gemm with alpha/beta, transB
-    pytest.param(models.cnn_bn, id="cnn"),  # Conv biases, grouped layers
-    pytest.param(models.transformer_block, id="transformer"),  # MatMul + following Add
-    pytest.param(models.shared_weight_mlp, id="shared"),  # one weight, several nodes
-    pytest.param(models.constant_node_mlp, id="constant-node"),
-    pytest.param(models.fp16_mlp, id="fp16"),
+    pytest.param(builders.mlp_gemm, id="gemm"),  # Gemm with alpha/beta, transB
+    pytest.param(builders.cnn_bn, id="cnn"),  # Conv biases, grouped layers
+    pytest.param(builders.transformer_block, id="transformer"),  # MatMul + following Add
+    pytest.param(builders.shared_weight_mlp, id="shared"),  # one weight, several nodes
+    pytest.param(builders.constant_node_mlp, id="constant-node"),
+    pytest.param(builders.fp16_mlp, id="fp16"),
 ]
 
 
 def _pruner(tmp_path: Path, build: Callable[..., onnx.ModelProto], **options: object) -> Pruner:
     model = build(seed=2)
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 48, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 48)
     return Pruner(path, calib, PruneConfig(sparsity=0.6, **options))  # type: ignore[arg-type]
 
 
@@ -53,20 +53,24 @@ def test_judged_in_memory_equals_the_written_candidate(
         pruner.compare(pruner._build(pruner.config, scorer, "layer", None), reference)
     )
     # fp16: the bias change rounds differently added to the output than folded into the bias.
-    tolerance = 1e-4 if build is models.fp16_mlp else 1e-5
+    tolerance = 1e-4 if build is builders.fp16_mlp else 1e-5
     assert judged == pytest.approx(written_on_probe, abs=tolerance)
     assert 0.0 < written <= 1.0 and judged < 1.0 - 1e-6, "the candidate differs from the original"
 
 
 def _single_layer_candidates(
-    pruner: Pruner, scorer: ScoringMethod
-) -> Iterator[tuple[int, Layer, dict[int, np.ndarray], np.ndarray | None]]:
-    """Each layer pruned alone (row selection): (index, layer, its weight as the layer reads
-    it by index, its bias change)."""
+    pruner: Pruner, reference: ReferenceRun
+) -> Iterator[tuple[int, Layer, dict[int, np.ndarray], np.ndarray | None, Fidelity]]:
+    """Each layer pruned alone (contrib, row selection): (index, layer, its weight as the layer
+    reads it by index, its bias change, the candidate judged in the session over the whole
+    model)."""
+    scorer = get_method("contrib")
+    everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     for index, layer in enumerate(pruner.layers):
         prepared = pruner._prepare(pruner.config, scorer, "row", {layer.weight_name})
         (final,), (delta,) = prepared.finals, prepared.deltas
-        yield index, layer, {index: layer.from_matrix(final)}, delta
+        weights = {index: layer.from_matrix(final)}
+        yield index, layer, weights, delta, everything.compare(weights, {index: delta}, reference)
 
 
 @pytest.mark.parametrize("build", BUILDERS)
@@ -75,12 +79,9 @@ def test_a_single_layer_session_judges_like_the_shared_one(
 ) -> None:
     pruner = _pruner(tmp_path, build)
     reference = pruner.calibration_reference()
-    scorer = get_method("contrib")
-    everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     scores = []
-    for index, layer, weights, delta in _single_layer_candidates(pruner, scorer):
+    for index, layer, weights, delta, shared in _single_layer_candidates(pruner, reference):
         alone = CandidateEvaluator(pruner.proto, {index: layer})
-        shared = everything.compare(weights, {index: delta}, reference)
         own = alone.compare(weights, {index: delta}, reference)
         assert mean_cosine(own) == pytest.approx(mean_cosine(shared), abs=1e-6)
         scores.append(mean_cosine(own))
@@ -88,7 +89,7 @@ def test_a_single_layer_session_judges_like_the_shared_one(
 
 
 def test_unchanged_weights_reproduce_the_original(tmp_path: Path) -> None:
-    pruner = _pruner(tmp_path, models.cnn_bn)
+    pruner = _pruner(tmp_path, builders.cnn_bn)
     evaluator = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     fidelity = evaluator.compare({}, {}, pruner.calibration_reference())
     assert all(np.isclose(o.cosine, 1.0, atol=1e-7) for o in fidelity.outputs)
@@ -103,16 +104,13 @@ def test_the_suffix_session_judges_like_the_whole_model(
     from the boundary cache) scores as in the session over the whole model."""
     pruner = _pruner(tmp_path, build)
     reference = pruner.sensitivity_reference()
-    scorer = get_method("contrib")
-    everything = CandidateEvaluator(pruner.proto, dict(enumerate(pruner.layers)))
     scores = []
-    for index, layer, weights, delta in _single_layer_candidates(pruner, scorer):
+    for index, layer, weights, delta, whole in _single_layer_candidates(pruner, reference):
         suffix = pruner._suffix_evaluator(layer.weight_name, reference)
         assert isinstance(suffix, SuffixEvaluator)
-        whole = everything.compare(weights, {index: delta}, reference)
         cut = suffix.compare(weights, {index: delta}, reference)
         # fp16: onnxruntime fuses differently in the shorter graph, rounding differs.
-        tolerance = 1e-4 if build is models.fp16_mlp else 1e-6
+        tolerance = 1e-4 if build is builders.fp16_mlp else 1e-6
         assert mean_cosine(cut) == pytest.approx(mean_cosine(whole), abs=tolerance)
         assert decision_score(cut) == pytest.approx(decision_score(whole), abs=tolerance)
         scores.append(mean_cosine(cut))
@@ -130,8 +128,10 @@ def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: P
     onnxruntime's optimiser."""
     helper = onnx.helper
     rng = np.random.default_rng(0)
-    w1 = onnx.numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1")
-    w2 = onnx.numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")
+    params = {
+        "w1": rng.standard_normal((8, 16)).astype(np.float32),
+        "w2": rng.standard_normal((16, 4)).astype(np.float32),
+    }
     shape = helper.make_tensor("shape_f", onnx.TensorProto.FLOAT, [2], [-1.0, 16.0])
     nodes = [
         helper.make_node("Constant", [], ["shape_c"], value=shape),
@@ -141,16 +141,11 @@ def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: P
         helper.make_node("Relu", ["flat"], ["r"]),
         helper.make_node("MatMul", ["r", "w2"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4])],
-        [w1, w2],
+    inputs, outputs = [builders.value_info("x", ["n", 8])], [builders.value_info("y", ["n", 4])]
+    model = builders.finish(
+        "g", nodes, inputs, outputs, params, ir_version=onnx.IR_VERSION, producer=""
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 32, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 32)
     pruner = Pruner(path, calib, PruneConfig(sparsity=0.5))
     first = next(layer for layer in pruner.layers if layer.weight_name == "w1")
     cut = suffix_cut(pruner.proto, first)
@@ -168,7 +163,7 @@ def test_whole_candidates_judged_as_written_models_score_as_in_the_shared_sessio
 ) -> None:
     """Conv models judge --group auto's trials as written models (pre-packed weights); the
     scores equal the shared in-memory session's."""
-    pruner = _pruner(tmp_path, models.cnn_bn, allocation="group")
+    pruner = _pruner(tmp_path, builders.cnn_bn, allocation="group")
     assert pruner._builds_whole_candidates()
     reference = pruner.calibration_reference()
     scorer = get_method("contrib")
@@ -188,9 +183,8 @@ def test_reusing_the_auto_winners_layers_changes_nothing(
     every layer afresh, and fewer layers are pruned."""
     import onnxprune
 
-    model = models.cnn_bn(seed=2)
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 48, seed=1))
+    model = builders.cnn_bn(seed=2)
+    path, calib = builders.save_with_calibration(model, tmp_path, 48)
     calls: list[int] = []
     original_prune_matrix = decisions.prune_matrix
 
@@ -214,7 +208,7 @@ def test_boundary_values_are_kept_a_window_at_a_time(
     """With a memory limit that holds only a few layers' boundaries, the values are computed
     window by window (more runs of the original) and every judged score is unchanged; a
     layer whose own boundary exceeds the limit is judged on the whole model instead."""
-    pruner = _pruner(tmp_path, models.transformer_block)
+    pruner = _pruner(tmp_path, builders.transformer_block)
     reference = pruner.sensitivity_reference()
     scorer = get_method("contrib")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 from ort_run import first_output
@@ -14,7 +14,7 @@ from onnxprune.io import external_data_files
 
 
 def test_external_data_model_is_pruned_into_its_own_data_file(tmp_path: Path) -> None:
-    model = models.mlp_matmul(sizes=(64, 128, 8))
+    model = builders.mlp_matmul(sizes=(64, 128, 8))
     source_dir = tmp_path / "in"
     source_dir.mkdir()
     model_path = source_dir / "mlp.onnx"
@@ -27,8 +27,8 @@ def test_external_data_model_is_pruned_into_its_own_data_file(tmp_path: Path) ->
         size_threshold=0,
     )
     data_before = (source_dir / "mlp.onnx.data").read_bytes()
-    inputs = models.random_inputs(model, 64, seed=3)
-    calib = models.write_npz(tmp_path / "calib.npz", inputs)
+    inputs = builders.random_inputs(model, 64, seed=3)
+    calib = builders.write_npz(tmp_path / "calib.npz", inputs)
     output = tmp_path / "out" / "mlp.pruned.onnx"
     output.parent.mkdir()
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
 from conftest import CliResult, CliRunner
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import onnxprune.calibrate.runner
 import onnxprune.verify
@@ -56,10 +56,10 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
     for folder in (inputs, out_dir, system_tmp):
         folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     return Setup(
-        model=models.save(model, inputs / "mlp.onnx"),
-        calib=models.write_npz(inputs / "calib.npz", models.random_inputs(model, 64, seed=1)),
+        model=builders.save(model, inputs / "mlp.onnx"),
+        calib=builders.write_npz(inputs / "calib.npz", builders.random_inputs(model, 64, seed=1)),
         out_dir=out_dir,
         system_tmp=system_tmp,
     )
@@ -91,17 +91,16 @@ def test_shape_rejected_at_run_time_is_one_line_naming_the_input(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # x[batch, n] with n dynamic: the data check cannot know that only n = 16 fits W[16, 8].
-    weight = numpy_helper.from_array(np.ones((16, 8), dtype=np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="fc")],
+    model = builders.finish(
         "dynamic_k",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "n"])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 8])],
-        [weight],
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="fc")],
+        [builders.value_info("x", ["batch", "n"])],
+        [builders.value_info("y", ["batch", 8])],
+        {"W": np.ones((16, 8), dtype=np.float32)},
+        producer="",
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    path = models.save(model, tmp_path / "dynamic.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", {"x": np.ones((20, 12), dtype=np.float32)})
+    path = builders.save(model, tmp_path / "dynamic.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", {"x": np.ones((20, 12), dtype=np.float32)})
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(SystemExit) as done:
@@ -232,16 +231,15 @@ def _normalised_report(path: Path, out_dir: Path) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("builder", "options"),
     [
-        (models.cnn_bn, []),  # contrib, group auto: four candidates judged on data
-        (models.transformer_block, ["--method", "wanda", "--sweep", "0.3,0.6"]),
+        (builders.cnn_bn, []),  # contrib, group auto: four candidates judged on data
+        (builders.transformer_block, ["--method", "wanda", "--sweep", "0.3,0.6"]),
     ],
 )
 def test_same_inputs_give_byte_identical_model_and_report(
     cli: CliRunner, tmp_path: Path, builder: Callable[[], onnx.ModelProto], options: list[str]
 ) -> None:
     model = builder()
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 160, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 160)
     runs = []
     for k in range(2):
         out_dir = tmp_path / f"run{k}"

@@ -17,14 +17,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from ort_run import first_output
 
 import onnxprune
 from onnxprune.config import PruneConfig
@@ -172,15 +172,17 @@ def cases(draw: st.DrawFn) -> tuple[onnx.ModelProto, Graph, dict[str, object]]:
     builder = draw(st.sampled_from([mlp, cnn]))
     shape, y, width = draw(builder(g))
     elem = TensorProto.FLOAT if dtype is np.float32 else TensorProto.FLOAT16
-    graph = helper.make_graph(
-        g.nodes,
+    model = builders.finish(
         "fuzz",
-        [helper.make_tensor_value_info("x", elem, shape)],
-        [helper.make_tensor_value_info(y, elem, ["batch", width])],
+        g.nodes,
+        [builders.value_info("x", shape, elem)],
+        [builders.value_info(y, ["batch", width], elem)],
         g.initializers,
+        opset=draw(st.sampled_from([13, 17, 18])),
+        ir_version=8,
+        producer="",
+        check=False,  # check_case checks it, as the first of its assertions
     )
-    opset = draw(st.sampled_from([13, 17, 18]))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     method = draw(st.sampled_from(["wanda", "wanda", "wanda", "contrib"]))
     options: dict[str, object] = {
         "sparsity": draw(st.integers(5, 95)) / 100,
@@ -195,16 +197,9 @@ def cases(draw: st.DrawFn) -> tuple[onnx.ModelProto, Graph, dict[str, object]]:
     return model, g, options
 
 
-def _run(path_or_model: Path | onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    source = (
-        path_or_model.SerializeToString()
-        if isinstance(path_or_model, onnx.ModelProto)
-        else str(path_or_model)
-    )
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    return session.run(None, feed)[0]  # type: ignore[no-any-return]
+def _first(model: Path | onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """The output; onnxruntime's warnings about the odd random graphs are silenced."""
+    return first_output(model, feed, log_level=4)
 
 
 def _matrix(value: np.ndarray, orientation: str) -> np.ndarray:
@@ -215,10 +210,10 @@ def _matrix(value: np.ndarray, orientation: str) -> np.ndarray:
 
 def check_case(model: onnx.ModelProto, g: Graph, options: dict[str, object]) -> None:
     onnx.checker.check_model(model, full_check=True)
-    feed = models.random_inputs(model, SAMPLES, seed=0)
-    original = _run(model, feed)  # a valid, runnable graph: the tool has no excuse
+    feed = builders.random_inputs(model, SAMPLES, seed=0)
+    original = _first(model, feed)  # a valid, runnable graph: the tool has no excuse
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
-        path = models.save(model, Path(tmp) / "m.onnx")
+        path = builders.save(model, Path(tmp) / "m.onnx")
         out = Path(tmp) / "out.onnx"
         try:
             report = onnxprune.prune(path, [feed], output=out, **options)  # type: ignore[arg-type]
@@ -231,14 +226,14 @@ def check_case(model: onnx.ModelProto, g: Graph, options: dict[str, object]) -> 
         event(f"pruned {len(report.layers)} layers" if report.layers else report.status)
         onnx.checker.check_model(str(out), full_check=True)
         pruned = onnx.load(str(out))
-        result = _run(out, feed)
+        result = _first(out, feed)
         assert result.shape == original.shape and result.dtype == original.dtype
         assert np.isfinite(result.astype(np.float64)).all()
 
         # Every weight the generator made is a prunable layer, reported once.
         reported = {layer.weight: layer for layer in report.layers}
         assert set(reported) == set(g.orientation), (set(reported), report.skipped)
-        before, after = models.stored_weights(model), models.stored_weights(pruned)
+        before, after = builders.stored_weights(model), builders.stored_weights(pruned)
         floor = int(options["min_row_weights"])  # type: ignore[call-overload]
         target = float(options["sparsity"])  # type: ignore[arg-type]
         zeros, sizes, rows, room = [], [], [], []
@@ -304,10 +299,10 @@ def structured_cases(draw: st.DrawFn) -> tuple[onnx.ModelProto, dict[str, object
 def check_structured_case(model: onnx.ModelProto, options: dict[str, object]) -> None:
     """The cut model runs, keeps the floor of every group, and computes exactly what the masked
     and compensated model computes; or the tool fails with a documented one-line error."""
-    feed = models.random_inputs(model, SAMPLES, seed=0)
-    original = _run(model, feed)
+    feed = builders.random_inputs(model, SAMPLES, seed=0)
+    original = _first(model, feed)
     with tempfile.TemporaryDirectory(prefix="fuzz-structured-") as tmp:
-        path = models.save(model, Path(tmp) / "m.onnx")
+        path = builders.save(model, Path(tmp) / "m.onnx")
         config = PruneConfig(sparsity=0.0, **options)  # type: ignore[arg-type]
         try:
             pruner = Pruner(path, [feed], config)
@@ -320,7 +315,7 @@ def check_structured_case(model: onnx.ModelProto, options: dict[str, object]) ->
         shrunk = sum(g.units_before - g.units_after for g in cut.groups)
         event("shrunk" if shrunk else "nothing to shrink")
         onnx.checker.check_model(cut.model, full_check=True)
-        got, want = _run(cut.model, feed), _run(masked.model, feed)
+        got, want = _first(cut.model, feed), _first(masked.model, feed)
         assert got.shape == original.shape and got.dtype == original.dtype
         assert np.isfinite(got.astype(np.float64)).all()
         tolerance = 1e-4 if got.dtype == np.float32 else 2e-2

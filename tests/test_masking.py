@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -27,8 +29,13 @@ def _scores(shape: tuple[int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(shape)
 
 
-@settings(max_examples=150, deadline=None)
-@given(shapes, sparsities, st.integers(0, 2**16))
+def over_random_scores(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test(shape, sparsity, seed)`` on 150 drawn cases (scores: ``_scores``)."""
+    cases = given(shapes, sparsities, st.integers(0, 2**16))(test)
+    return settings(max_examples=150, deadline=None)(cases)  # type: ignore[no-any-return]
+
+
+@over_random_scores
 def test_row_mask_prunes_exactly_the_target_and_balances_rows(
     shape: tuple[int, int], sparsity: float, seed: int
 ) -> None:
@@ -38,8 +45,7 @@ def test_row_mask_prunes_exactly_the_target_and_balances_rows(
     assert per_row.max() - per_row.min() <= 1  # within one weight per group (row)
 
 
-@settings(max_examples=150, deadline=None)
-@given(shapes, sparsities, st.integers(0, 2**16))
+@over_random_scores
 def test_row_mask_removes_the_weakest_of_each_row(
     shape: tuple[int, int], sparsity: float, seed: int
 ) -> None:
@@ -51,8 +57,7 @@ def test_row_mask_removes_the_weakest_of_each_row(
         assert row_scores[~row_keep].max() <= row_scores[row_keep].min()
 
 
-@settings(max_examples=150, deadline=None)
-@given(shapes, sparsities, st.integers(0, 2**16))
+@over_random_scores
 def test_layer_mask_exact_count_and_row_floor(
     shape: tuple[int, int], sparsity: float, seed: int
 ) -> None:

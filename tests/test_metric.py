@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -31,14 +32,6 @@ from onnxprune.verify import ReferenceRun
 RNG = np.random.default_rng(0)
 
 
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 def _compare(original: Path, candidate: Path, data: Path, metric: Metric) -> ReferenceRun:
     specs = model_input_specs(onnx.load(str(original)))
     dataset = open_data(data, specs)
@@ -54,8 +47,8 @@ def _compare(original: Path, candidate: Path, data: Path, metric: Metric) -> Ref
 
 
 def _two_blocks(tmp_path: Path) -> tuple[Path, Path]:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])
-    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 20])
+    x = builders.value_info("x", ["batch", 32])
+    out = builders.value_info("out", ["batch", 20])
     weight = (RNG.normal(size=(16, 32)) * 0.1).astype(np.float32)
     nodes = [
         helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["x4"]),
@@ -64,16 +57,17 @@ def _two_blocks(tmp_path: Path) -> tuple[Path, Path]:
         helper.make_node("Gemm", ["x", "W", "b"], ["small"], transB=1, name="small_fc"),
         helper.make_node("Concat", ["big", "small"], ["out"], axis=1),
     ]
-    inits = [
-        numpy_helper.from_array(np.array([0], np.int64), "starts"),
-        numpy_helper.from_array(np.array([4], np.int64), "ends"),
-        numpy_helper.from_array(np.array([1], np.int64), "axes"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-        numpy_helper.from_array(np.full(4, 1000.0, np.float32), "offset"),
-        numpy_helper.from_array(weight, "W"),
-        numpy_helper.from_array(np.zeros(16, np.float32), "b"),
-    ]
-    model = _save(helper.make_graph(nodes, "two_blocks", [x], [out], inits), tmp_path / "m.onnx")
+    inits = {
+        "starts": np.array([0], np.int64),
+        "ends": np.array([4], np.int64),
+        "axes": np.array([1], np.int64),
+        "half": np.array(0.5, np.float32),
+        "offset": np.full(4, 1000.0, np.float32),
+        "W": weight,
+        "b": np.zeros(16, np.float32),
+    }
+    two_blocks = builders.finish("two_blocks", nodes, [x], [out], inits, producer="")
+    model = builders.save(two_blocks, tmp_path / "m.onnx")
     data = tmp_path / "calib.npz"
     np.savez(data, x=RNG.normal(size=(200, 32)).astype(np.float32))
     return model, data
@@ -151,8 +145,8 @@ def test_streamed_standardized_matches_one_shot_formula(tmp_path: Path) -> None:
 
 
 def _detector(tmp_path: Path) -> tuple[Path, Path]:
-    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 8, 64])
-    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 10, 64])
+    x = builders.value_info("images", ["batch", 8, 64])
+    out = builders.value_info("output0", ["batch", 10, 64])
     nodes = [
         helper.make_node("Conv", ["images", "box_w", "box_b"], ["box_raw"], name="box_head"),
         helper.make_node("Mul", ["box_raw", "scale"], ["box_scaled"]),
@@ -161,16 +155,16 @@ def _detector(tmp_path: Path) -> tuple[Path, Path]:
         helper.make_node("Sigmoid", ["logits"], ["scores"]),
         helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
     ]
-    inits = [
-        numpy_helper.from_array(RNG.normal(size=(4, 8, 1)).astype(np.float32) * 0.1, "box_w"),
-        numpy_helper.from_array(np.zeros(4, np.float32), "box_b"),
-        numpy_helper.from_array(np.array(300.0, np.float32), "scale"),
-        numpy_helper.from_array(np.array(320.0, np.float32), "shift"),
-        numpy_helper.from_array(RNG.normal(size=(6, 8, 1)).astype(np.float32), "cls_w"),
-        numpy_helper.from_array(np.full(6, -1.0, np.float32), "cls_b"),
-    ]
-    graph = helper.make_graph(nodes, "detector", [x], [out], inits)
-    model = _save(graph, tmp_path / "det.onnx")
+    inits = {
+        "box_w": RNG.normal(size=(4, 8, 1)).astype(np.float32) * 0.1,
+        "box_b": np.zeros(4, np.float32),
+        "scale": np.array(300.0, np.float32),
+        "shift": np.array(320.0, np.float32),
+        "cls_w": RNG.normal(size=(6, 8, 1)).astype(np.float32),
+        "cls_b": np.full(6, -1.0, np.float32),
+    }
+    detector = builders.finish("detector", nodes, [x], [out], inits, producer="")
+    model = builders.save(detector, tmp_path / "det.onnx")
     data = tmp_path / "det.npz"
     np.savez(data, images=RNG.normal(size=(96, 8, 64)).astype(np.float32))
     return model, data
@@ -226,12 +220,12 @@ def _holdout(data: Path, count: int) -> np.ndarray:
 
 
 def _encoder(tmp_path: Path, noise_at_padding: bool) -> Path:
-    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
-    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
-    out = helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", 8])
+    ids = builders.value_info("input_ids", ["batch", "seq"], builders.INT64)
+    mask = builders.value_info("attention_mask", ["batch", "seq"], builders.INT64)
+    out = builders.value_info("hidden", ["batch", "seq", 8])
     table = _TABLE
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["embedded"])]
-    inits = [numpy_helper.from_array(table, "table")]
+    inits = {"table": table}
     if noise_at_padding:
         nodes += [
             helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
@@ -240,20 +234,20 @@ def _encoder(tmp_path: Path, noise_at_padding: bool) -> Path:
             helper.make_node("Mul", ["padding3", "five"], ["noise"]),
             helper.make_node("Add", ["embedded", "noise"], ["hidden"]),
         ]
-        inits += [
-            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
-            numpy_helper.from_array(np.array([-1], np.int64), "last"),
+        inits |= {
+            "one": np.array(1.0, np.float32),
+            "last": np.array([-1], np.int64),
             # Uneven over the features, so even the argmax at padded positions changes.
-            numpy_helper.from_array(np.linspace(-5, 5, 8).astype(np.float32), "five"),
-        ]
+            "five": np.linspace(-5, 5, 8).astype(np.float32),
+        }
     else:
         nodes += [
             helper.make_node("Identity", ["embedded"], ["hidden"]),
             helper.make_node("Identity", ["attention_mask"], ["unused"]),
         ]
     name = "noisy" if noise_at_padding else "encoder"
-    graph = helper.make_graph(nodes, name, [ids, mask], [out], inits)
-    return _save(graph, tmp_path / f"{name}.onnx")
+    encoder = builders.finish(name, nodes, [ids, mask], [out], inits, producer="")
+    return builders.save(encoder, tmp_path / f"{name}.onnx")
 
 
 _TABLE = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
@@ -283,19 +277,17 @@ def test_padding_positions_are_excluded(tmp_path: Path, kind: str) -> None:
 def test_integer_outputs_scored_by_agreement_and_topk(tmp_path: Path) -> None:
     """[B, 10] logits plus their ArgMax [B] (int64): the ids by exact agreement; top1/top5 of
     the logits agree with a count by hand."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10])
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
-    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])
+    x = builders.value_info("x", ["batch", 10])
+    logits = builders.value_info("logits", ["batch", 10])
+    ids = builders.value_info("ids", ["batch"], builders.INT64)
 
     def model(name: str, weight: np.ndarray) -> Path:
         nodes = [
             helper.make_node("MatMul", ["x", "W"], ["logits"]),
             helper.make_node("ArgMax", ["logits"], ["ids"], axis=1, keepdims=0),
         ]
-        graph = helper.make_graph(
-            nodes, name, [x], [logits, ids], [numpy_helper.from_array(weight, "W")]
-        )
-        return _save(graph, tmp_path / f"{name}.onnx")
+        classifier = builders.finish(name, nodes, [x], [logits, ids], {"W": weight}, producer="")
+        return builders.save(classifier, tmp_path / f"{name}.onnx")
 
     weight = np.eye(10, dtype=np.float32)
     original = model("orig", weight)

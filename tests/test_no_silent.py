@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -23,9 +23,10 @@ CALIB = REPO / "calibration_data" / "digits"
 
 
 def mlp_case(tmp_path: Path, samples: int = 40) -> tuple[Path, Path]:
-    model = models.mlp_gemm()
-    path = models.save(model, tmp_path / "mlp.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, samples, seed=1))
+    model = builders.mlp_gemm()
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, samples, name="mlp.onnx", calib="c.npz"
+    )
     return path, calib
 
 
@@ -67,9 +68,10 @@ def test_recipe_overrides_given_options_with_a_warning(cli: CliRunner, tmp_path:
 
 
 def test_nothing_to_prune_warns_and_writes_a_recipe(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.no_prunable()
-    path = models.save(model, tmp_path / "plain.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 16, seed=1))
+    model = builders.no_prunable()
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 16, name="plain.onnx", calib="c.npz"
+    )
     out = tmp_path / "out.onnx"
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "-q")
     assert result.code == 0
@@ -97,7 +99,7 @@ def test_warnings_reach_stderr_of_the_real_command(tmp_path: Path) -> None:
 
 def test_batched_pb_tensors_count_per_sample(tmp_path: Path) -> None:
     """4 test_data_set_* directories of 8 samples each are 32 samples (dynamic batch axis)."""
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     specs = model_input_specs(model)
     rng = np.random.default_rng(0)
     for k in range(4):
@@ -129,8 +131,8 @@ def test_replay_keeps_the_recorded_split_whatever_eval_is(cli: CliRunner, tmp_pa
     assert cli(model, "--calib", calib, "--sparsity", 0.5, "-o", first, "-q").code == 0
     recipe = Path(str(first) + ".recipe.json")
     assert json.loads(recipe.read_text())["held_out"] is True
-    evaluation = models.write_npz(
-        tmp_path / "e.npz", models.random_inputs(models.mlp_gemm(), 30, seed=5)
+    evaluation = builders.write_npz(
+        tmp_path / "e.npz", builders.random_inputs(builders.mlp_gemm(), 30, seed=5)
     )
     second = tmp_path / "second.onnx"
     result = cli(model, "--calib", calib, "--recipe", recipe, "--eval", evaluation, "-o",
@@ -223,26 +225,27 @@ def test_only_gathers_from_stored_tables_are_listed_as_embedding_tables() -> Non
 
     rng = np.random.default_rng(0)
     h = onnx.helper
-    graph = h.make_graph(
+    model = builders.finish(
+        "g",
         [
             h.make_node("Gather", ["table", "tokens"], ["embedded"], name="embed"),
             h.make_node("MatMul", ["embedded", "w"], ["y"], name="proj"),
             h.make_node("Shape", ["y"], ["shape"], name="shape"),
             h.make_node("Gather", ["shape", "zero"], ["batch"], name="batch_size"),
         ],
-        "g",
-        [h.make_tensor_value_info("tokens", onnx.TensorProto.INT64, ["b", "s"])],
+        [builders.value_info("tokens", ["b", "s"], builders.INT64)],
         [
-            h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", "s", 8]),
-            h.make_tensor_value_info("batch", onnx.TensorProto.INT64, []),
+            builders.value_info("y", ["b", "s", 8]),
+            builders.value_info("batch", [], builders.INT64),
         ],
-        [
-            numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "table"),
-            numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
-            numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
-        ],
+        {
+            "table": rng.standard_normal((50, 8)).astype(np.float32),
+            "w": rng.standard_normal((8, 8)).astype(np.float32),
+            "zero": np.array(0, dtype=np.int64),
+        },
+        ir_version=onnx.IR_VERSION,
+        producer="",
     )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     scan = find_layers(GraphView(model), PruneConfig(sparsity=0.5))
     assert [layer.weight_name for layer in scan.layers] == ["w"]
     assert [(s.name, s.op_type) for s in scan.skipped] == [("embed", "Gather")]

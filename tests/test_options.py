@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import models
+import builders
 import numpy as np
 import pytest
 
@@ -165,8 +165,10 @@ def test_advanced_options_stay_out_of_recipes_that_leave_them_alone() -> None:
 def test_prune_refuses_bad_keywords_in_one_line(
     tmp_path: Path, options: dict[str, Any], words: tuple[str, ...]
 ) -> None:
-    model = models.save(models.mlp_gemm(), tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(models.mlp_gemm(), 8, 0))
+    model = builders.save(builders.mlp_gemm(), tmp_path / "m.onnx")
+    calib = builders.write_npz(
+        tmp_path / "c.npz", builders.random_inputs(builders.mlp_gemm(), 8, 0)
+    )
     output = tmp_path / "out.onnx"
     with pytest.raises(UsageError) as refused:
         prune(model, calib, sparsity=0.5, output=output, **options)
@@ -178,9 +180,9 @@ def test_prune_refuses_bad_keywords_in_one_line(
 
 
 def test_report_arguments_hold_every_pruning_and_artifact_option(tmp_path: Path) -> None:
-    model = models.save(models.mlp_gemm(), tmp_path / "m.onnx")
-    inputs = models.random_inputs(models.mlp_gemm(), 32, 0)
-    calib = models.write_npz(tmp_path / "c.npz", inputs)
+    model = builders.save(builders.mlp_gemm(), tmp_path / "m.onnx")
+    inputs = builders.random_inputs(builders.mlp_gemm(), 32, 0)
+    calib = builders.write_npz(tmp_path / "c.npz", inputs)
     report = prune(
         model, calib, sparsity=0.5, method="wanda", exclude=["nothing"], output=tmp_path / "o.onnx"
     )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -24,20 +24,21 @@ from onnxprune.stages import group_stages, layer_depths
 SIZES = {"W0": 512, "W1": 1024, "W2": 128}
 
 
-def _prepare(tmp_path: Path, build: Any = models.mlp_matmul) -> tuple[onnx.ModelProto, Path, Path]:
+def _prepare(
+    tmp_path: Path, build: Any = builders.mlp_matmul
+) -> tuple[onnx.ModelProto, Path, Path]:
     model = build()
-    path = models.save(model, tmp_path / "model.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, 96, seed=1))
+    path, calib = builders.save_with_calibration(model, tmp_path, 96)
     return model, path, calib
 
 
 def _zeros(model: Path) -> dict[str, int]:
-    weights = models.stored_weights(onnx.load(str(model)))
+    weights = builders.stored_weights(onnx.load(str(model)))
     return {name: int(weights[name].size - np.count_nonzero(weights[name])) for name in SIZES}
 
 
 def _runs_in_ort(path: Path, model: onnx.ModelProto) -> None:
-    outputs = run_model(path, models.random_inputs(model, 4, seed=5))
+    outputs = run_model(path, builders.random_inputs(model, 4, seed=5))
     assert all(np.isfinite(o).all() for o in outputs)
 
 
@@ -86,8 +87,8 @@ def test_override_method_scores_that_layer(cli: CliRunner, tmp_path: Path) -> No
     out = tmp_path / "out.onnx"
     run_and_report(cli, path, calib, out, "--sparsity", 0.5, "--group", "row", "--layer",
          "^W1$=0.5:magnitude")  # fmt: skip
-    original = models.stored_weights(model)["W1"].T  # [out, K]
-    pruned = models.stored_weights(onnx.load(str(out)))["W1"].T
+    original = builders.stored_weights(model)["W1"].T  # [out, K]
+    pruned = builders.stored_weights(onnx.load(str(out)))["W1"].T
     for before, after in zip(original, pruned, strict=True):
         # magnitude, per row: the removed weights are the row's smallest |w|.
         removed = np.abs(before[after == 0])
@@ -150,7 +151,7 @@ def test_sparsity_override_with_n_m_pattern_is_refused(cli: CliRunner, tmp_path:
 
 
 def test_stages_follow_depth_and_are_capped() -> None:
-    model = models.transformer_block()
+    model = builders.transformer_block()
     pruner_layers = onnxprune.pipeline.find_layers(
         onnxprune.graph.GraphView(model), PruneConfig(sparsity=0.5)
     ).layers
@@ -165,7 +166,7 @@ def test_stages_follow_depth_and_are_capped() -> None:
 
 
 @pytest.mark.parametrize("method", [*onnxprune.available_methods()])
-@pytest.mark.parametrize("build", [models.transformer_block, models.cnn_bn])
+@pytest.mark.parametrize("build", [builders.transformer_block, builders.cnn_bn])
 def test_sequential_meets_the_target_with_every_method(
     cli: CliRunner, tmp_path: Path, method: str, build: Any
 ) -> None:
@@ -187,7 +188,7 @@ def test_sequential_meets_the_target_with_every_method(
 
 
 def test_sequential_with_update(cli: CliRunner, tmp_path: Path) -> None:
-    model, path, calib = _prepare(tmp_path, models.transformer_block)
+    model, path, calib = _prepare(tmp_path, builders.transformer_block)
     out = tmp_path / "out.onnx"
     report = run_and_report(cli, path, calib, out, "--sparsity", 0.5, "--sequential", "--update",
                   "--stages", 2)  # fmt: skip
@@ -236,7 +237,7 @@ def test_sequential_statistics_come_from_the_pruned_upstream(tmp_path: Path, upd
 def test_recipe_replays_sequential_with_overrides_byte_identically(
     cli: CliRunner, tmp_path: Path
 ) -> None:
-    _, path, calib = _prepare(tmp_path, models.transformer_block)
+    _, path, calib = _prepare(tmp_path, builders.transformer_block)
     first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
     run_and_report(cli, path, calib, first, "--sparsity", 0.6, "--sequential", "--stages", 3,
          "--layer", "ffn2=0.4:wanda")  # fmt: skip

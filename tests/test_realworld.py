@@ -11,15 +11,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import builders
 import ml_dtypes
-import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-import realworld_models as rw
 from conftest import CliRunner
 from onnx import numpy_helper
+from ort_run import outputs_by_name
 
 import onnxprune
 from onnxprune.layers import QUANTISED_WEIGHT, SUBGRAPH_REASON
@@ -27,31 +26,21 @@ from onnxprune.layers import QUANTISED_WEIGHT, SUBGRAPH_REASON
 SAMPLES = 48
 
 
-def prepare(tmp_path: Path, model: onnx.ModelProto, samples: int = SAMPLES) -> tuple[Path, Path]:
-    path = models.save(model, tmp_path / f"{model.graph.name}.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", models.random_inputs(model, samples, seed=1))
-    return path, calib
-
-
-def session(model: onnx.ModelProto | Path) -> ort.InferenceSession:
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+def prune(
+    tmp_path: Path, model: onnx.ModelProto, **options: Any
+) -> tuple[onnxprune.Report, Path, Path]:
+    """(report, output, input) of ``model`` saved with ``SAMPLES`` random calibration inputs
+    and pruned (50% unless ``options`` say otherwise) into ``tmp_path/out.onnx``."""
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, SAMPLES, name=f"{model.graph.name}.onnx"
+    )
+    out = tmp_path / "out.onnx"
+    return onnxprune.prune(path, calib, **{"sparsity": 0.5, **options}, output=out), out, path
 
 
 def run(model: onnx.ModelProto | Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = session(model)
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feed), strict=True))
-
-
-def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also returns the intermediate tensors ``names``."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
-    return copy
+    """Every output by name (onnxruntime's warnings about these graphs silenced)."""
+    return outputs_by_name(model, feed, log_level=3)
 
 
 def stored(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -77,12 +66,8 @@ def assert_valid(path: Path) -> onnx.ModelProto:
 
 
 def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path: Path) -> None:
-    model = rw.viewed_weights()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(
-        path, calib, sparsity=0.5, method="wanda", group="row", min_row_weights=0, output=out
-    )
+    model = builders.viewed_weights()
+    report, out, _path = prune(tmp_path, model, method="wanda", group="row", min_row_weights=0)
     assert {layer.weight: layer.storage for layer in report.layers} == {
         "Wt": "initializer via Transpose",
         "W1": "initializer via Cast+Transpose",
@@ -101,9 +86,9 @@ def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path:
     # What each layer reads, taken from onnxruntime: the original's values where kept, zeros
     # elsewhere, pruned row by row in the layer's own (output, K) view.
     seen = ["W0", "W1t", "W2f"]
-    feed = models.random_inputs(model, 8, seed=3)
-    original = run(with_outputs(model, seen), feed)
-    result = run(with_outputs(pruned, seen), feed)
+    feed = builders.random_inputs(model, 8, seed=3)
+    original = run(builders.with_outputs(model, seen, elem=None), feed)
+    result = run(builders.with_outputs(pruned, seen, elem=None), feed)
     for name, as_rows in (("W0", True), ("W1t", True), ("W2f", False)):
         kept = result[name] != 0
         np.testing.assert_array_equal(result[name][kept], original[name][kept])
@@ -114,10 +99,8 @@ def test_transposed_and_cast_weights_are_pruned_as_the_layer_sees_them(tmp_path:
 
 
 def test_views_that_are_not_private_or_not_supported_are_skipped(tmp_path: Path) -> None:
-    model = rw.shared_view()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
+    model = builders.shared_view()
+    report, out, path = prune(tmp_path, model)
     reasons = {s.name: s.reason for s in report.skipped}
     assert "also feeds Add (add_a)" in reasons["fa"]
     assert "also feeds Add (add_b)" in reasons["fb"]
@@ -130,16 +113,14 @@ def test_views_that_are_not_private_or_not_supported_are_skipped(tmp_path: Path)
 # 2. Quantised models
 
 
-@pytest.mark.parametrize("builder", [rw.qdq_mlp, rw.qlinear_mlp])
+@pytest.mark.parametrize("builder", [builders.qdq_mlp, builders.qlinear_mlp])
 def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> None:
     model = builder()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
+    report, out, _path = prune(tmp_path, model)
     assert [layer.weight for layer in report.layers] == ["W2"]  # the float Gemm only
     assert report.layers[0].sparsity == pytest.approx(0.5)
     skipped = {s.name: s.reason for s in report.skipped}
-    if builder is rw.qdq_mlp:
+    if builder is builders.qdq_mlp:
         assert skipped == {"fc0": QUANTISED_WEIGHT, "fc1": QUANTISED_WEIGHT}
     else:
         assert set(skipped) == {"qfc0", "ifc1"}
@@ -149,7 +130,7 @@ def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> 
     for name, tensor in before.items():
         if name not in ("W2", "b2"):  # every quantised weight and quantisation parameter
             assert after[name].SerializeToString() == tensor.SerializeToString(), name
-    feed = models.random_inputs(model, 16, seed=4)
+    feed = builders.random_inputs(model, 16, seed=4)
     y_before, y_after = run(model, feed)["y"], run(pruned, feed)["y"]
     assert np.isfinite(y_after).all() and y_after.shape == y_before.shape
     assert not np.array_equal(y_before, y_after)
@@ -160,10 +141,8 @@ def test_quantised_weights_stay_byte_identical(tmp_path: Path, builder: Any) -> 
 
 
 def test_loop_body_layers_are_listed_not_pruned(tmp_path: Path) -> None:
-    model = rw.loop_model()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=2, output=out)
+    model = builders.loop_model()
+    report, out, _path = prune(tmp_path, model, min_row_weights=2)
     assert [layer.weight for layer in report.layers] == ["W_out"]
     assert report.layers[0].sparsity == pytest.approx(0.5)
     reasons = {s.name: s.reason for s in report.skipped}
@@ -173,17 +152,15 @@ def test_loop_body_layers_are_listed_not_pruned(tmp_path: Path) -> None:
     for name, tensor in stored(model).items():
         if name not in ("W_out", "b"):
             assert stored(pruned)[name].SerializeToString() == tensor.SerializeToString()
-    feed = models.random_inputs(model, 8, seed=5)
+    feed = builders.random_inputs(model, 8, seed=5)
     before, after = run(model, feed), run(pruned, feed)
     assert np.array_equal(before["state"], after["state"])
     assert not np.array_equal(before["y"], after["y"])
 
 
 def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Path) -> None:
-    model = rw.if_model()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, min_row_weights=2, output=out)
+    model = builders.if_model()
+    report, out, _path = prune(tmp_path, model, min_row_weights=2)
     # The branches' outer-scope weights are pruned from the batches that take each branch.
     assert [layer.weight for layer in report.layers] == ["W_out", "W_then", "W_else"]
     reasons = {s.name: s.reason for s in report.skipped}
@@ -197,7 +174,7 @@ def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Pat
         stored(model)["W_shared"].SerializeToString()
     )
     for seed in (5, 6):  # a batch with a positive and one with a negative sum (If branches)
-        feed = models.random_inputs(model, 8, seed=seed)
+        feed = builders.random_inputs(model, 8, seed=seed)
         feed["x"] += 0.5 if seed == 5 else -0.5
         before, after = run(model, feed), run(pruned, feed)
         assert np.array_equal(before["side"], after["side"])
@@ -206,10 +183,8 @@ def test_if_branch_layers_are_pruned_and_shared_outer_weights_left(tmp_path: Pat
 
 
 def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path) -> None:
-    model = rw.initializer_as_input()
-    path, calib = prepare(tmp_path, model)
-    out = tmp_path / "out.onnx"
-    report = onnxprune.prune(path, calib, sparsity=0.5, output=out)
+    model = builders.initializer_as_input()
+    report, out, _path = prune(tmp_path, model)
     assert {layer.weight for layer in report.layers} == {"W0", "W1"}
     pruned = assert_valid(out)
     inputs = {i.name: i for i in pruned.graph.input}
@@ -218,7 +193,7 @@ def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path
         dims = [d.dim_value for d in inputs[name].type.tensor_type.shape.dim]
         assert dims == list(weights[name].shape), name
     assert np.mean(weights["W0"] == 0) == pytest.approx(0.5, abs=0.02)
-    feed = models.random_inputs(model, 8, seed=2)
+    feed = builders.random_inputs(model, 8, seed=2)
     default = run(pruned, feed)["y"]
     # Feeding the stored values through the graph inputs changes nothing: one model.
     explicit = run(pruned, {**feed, **weights})["y"]
@@ -227,14 +202,14 @@ def test_initializer_listed_as_graph_input_is_pruned_consistently(tmp_path: Path
 
 
 def test_inspect_lists_views_and_subgraph_layers(cli: CliRunner, tmp_path: Path) -> None:
-    viewed = models.save(rw.viewed_weights(), tmp_path / "viewed.onnx")
+    viewed = builders.save(builders.viewed_weights(), tmp_path / "viewed.onnx")
     result = cli("inspect", viewed)
     assert result.code == 0, result.err
     rows = [line for line in result.out.splitlines() if line.startswith("fc")]
     assert len(rows) == 3
     for row in rows:  # the storage column never runs into the dtype column
         assert re.search(r"initializer via \S+\s{2,}float32", row), row
-    looped = models.save(rw.loop_model(), tmp_path / "loop.onnx")
+    looped = builders.save(builders.loop_model(), tmp_path / "loop.onnx")
     report = json.loads(cli("inspect", looped, "--json").out)
     assert [s["name"] for s in report["skipped"]] == ["loop/body/loop_fc"]
     assert report["skipped"][0]["reason"].startswith(SUBGRAPH_REASON)

@@ -4,31 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from calib_stats import layer_statistics
 
 import onnxprune
-from onnxprune.calibrate.runner import collect_statistics
-from onnxprune.calibrate.sources import model_input_specs, open_data
-from onnxprune.config import NMPattern, PruneConfig
-from onnxprune.graph import GraphView
+from onnxprune.config import NMPattern
 from onnxprune.hessian import inverse_hessian_factor, inverse_hessian_factors
-from onnxprune.layers import find_layers
 from onnxprune.reconstruct import reconstruct, reconstruct_groups
 
 
-def _correlated_inputs(rows: int, columns: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.normal(size=(rows, columns // 2))
-    mix = rng.normal(size=(columns // 2, columns))
-    return base @ mix + 0.1 * rng.normal(size=(rows, columns))
-
-
 def test_inverse_hessian_factor_is_the_upper_cholesky_factor_of_the_damped_inverse() -> None:
-    x = _correlated_inputs(300, 24, 0)
+    x = builders.correlated_inputs(300, 24, 0)
     upper, dead = inverse_hessian_factor(x.T @ x, 300)
     hessian = 2 * x.T @ x / 300
     hessian += 0.01 * np.mean(np.diag(hessian)) * np.eye(24)
@@ -39,7 +28,7 @@ def test_inverse_hessian_factor_is_the_upper_cholesky_factor_of_the_damped_inver
 def test_blocked_update_equals_sequential_obs_with_explicit_inverses() -> None:
     """The Cholesky/block form must equal the textbook sequence: for column q, the OBS step
     over the not-yet-processed columns F = {q, ..., K-1} with (H_F)^-1 computed directly."""
-    x = _correlated_inputs(500, 40, 9)
+    x = builders.correlated_inputs(500, 40, 9)
     weight = np.random.default_rng(10).normal(size=(3, 40))
     keep = np.abs(weight) > np.quantile(np.abs(weight), 0.5)
     import onnxprune.reconstruct as module
@@ -78,7 +67,7 @@ def test_reconstruction_beats_plain_masking_on_the_layer_output(sparsity: float)
 
 
 def test_adaptive_mask_meets_the_sparsity_and_the_row_cap() -> None:
-    x = _correlated_inputs(1000, 256, 3)
+    x = builders.correlated_inputs(1000, 256, 3)
     weight = np.random.default_rng(4).normal(size=(8, 256))
     updated, keep = reconstruct(
         weight, inverse_hessian_factor(x.T @ x, 1000), None, 0.75, None, 0.9
@@ -89,7 +78,7 @@ def test_adaptive_mask_meets_the_sparsity_and_the_row_cap() -> None:
 
 
 def test_adaptive_nm_pattern_keeps_n_of_every_m() -> None:
-    x = _correlated_inputs(500, 32, 5)
+    x = builders.correlated_inputs(500, 32, 5)
     weight = np.random.default_rng(6).normal(size=(6, 32))
     updated, keep = reconstruct(
         weight, inverse_hessian_factor(x.T @ x, 500), None, pattern=NMPattern(2, 4)
@@ -99,7 +88,7 @@ def test_adaptive_nm_pattern_keeps_n_of_every_m() -> None:
 
 
 def test_dead_inputs_keep_their_weights_and_do_not_break_the_factor() -> None:
-    x = _correlated_inputs(400, 16, 7)
+    x = builders.correlated_inputs(400, 16, 7)
     x[:, 3] = 0.0
     weight = np.random.default_rng(8).normal(size=(4, 16))
     factor = inverse_hessian_factor(x.T @ x, 400)
@@ -113,7 +102,7 @@ def test_dead_inputs_keep_their_weights_and_do_not_break_the_factor() -> None:
 
 
 def test_adaptive_selection_removes_dead_inputs_first() -> None:
-    x = _correlated_inputs(400, 16, 7)
+    x = builders.correlated_inputs(400, 16, 7)
     x[:, [3, 9]] = 0.0
     weight = np.random.default_rng(8).normal(size=(4, 16)) * 10.0  # large, but unused
     updated, keep = reconstruct(weight, inverse_hessian_factor(x.T @ x, 400), sparsity=0.125)
@@ -124,9 +113,10 @@ def test_adaptive_selection_removes_dead_inputs_first() -> None:
 
 @pytest.mark.parametrize("builder", ["mlp_matmul", "transformer_block"])
 def test_update_improves_fidelity_end_to_end(tmp_path: Path, builder: str) -> None:
-    model = getattr(models, builder)()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 256, seed=0))
+    model = getattr(builders, builder)()
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, 256, seed=0, name="m.onnx", calib="c.npz"
+    )
     plain = onnxprune.prune(path, calib, sparsity=0.7, method="wanda", output=tmp_path / "a.onnx")
     updated = onnxprune.prune(
         path, calib, sparsity=0.7, method="wanda", update=True, output=tmp_path / "b.onnx"
@@ -138,9 +128,8 @@ def test_update_improves_fidelity_end_to_end(tmp_path: Path, builder: str) -> No
 
 
 def test_sparsegpt_method_runs_and_reconstructs(tmp_path: Path) -> None:
-    model = models.mlp_matmul()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 256, seed=1))
+    model = builders.mlp_matmul()
+    path, calib = builders.save_with_calibration(model, tmp_path, 256, name="m.onnx", calib="c.npz")
     report = onnxprune.prune(
         path, calib, sparsity=0.6, method="sparsegpt", output=tmp_path / "o.onnx"
     )
@@ -148,44 +137,16 @@ def test_sparsegpt_method_runs_and_reconstructs(tmp_path: Path) -> None:
     assert abs(report.achieved_sparsity - 0.6) < 0.02
 
 
-def _masked_matmul_model() -> onnx.ModelProto:
-    """x [batch, seq, 8] @ W [8, 4] -> y, with an unused-by-the-graph ``attention_mask`` input
-    feeding a Cast so the graph reads it."""
-    rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["y"]),
-        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "masked",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [
-            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4]),
-            helper.make_tensor_value_info("mask_f", TensorProto.FLOAT, ["batch", "seq"]),
-        ],
-        [numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 def test_padding_is_left_out_of_the_statistics(tmp_path: Path) -> None:
-    model = _masked_matmul_model()
+    model = builders.masked_sequence_mlp()
     rng = np.random.default_rng(1)
     x = rng.normal(size=(6, 5, 8)).astype(np.float32)
     mask = (rng.random((6, 5)) > 0.4).astype(np.int64)
     x[mask == 0] = 100.0  # padding that would dominate the sums
-    np.savez(tmp_path / "c.npz", x=x, attention_mask=mask)
-    dataset = open_data(tmp_path / "c.npz", model_input_specs(model))
-    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
-    stats = collect_statistics(
-        model, layers, dataset, np.ones(6, bool), 4, False, False, True, "attention_mask"
-    )["w"]
+    stats = layer_statistics(
+        model, {"x": x, "attention_mask": mask}, tmp_path, 4, gated=False, hessian=True,
+        sample_mask="attention_mask", name="c.npz",
+    )[1]["w"]  # fmt: skip
     real = x[mask == 1].astype(np.float64)  # [tokens, 8]
     assert stats.inputs.count == real.shape[0]
     np.testing.assert_allclose(stats.inputs.x_sum[0], real.sum(0), rtol=1e-5)
@@ -195,8 +156,8 @@ def test_padding_is_left_out_of_the_statistics(tmp_path: Path) -> None:
 
 
 def test_sample_mask_is_detected_and_reported(tmp_path: Path) -> None:
-    model = _masked_matmul_model()
-    path = models.save(model, tmp_path / "m.onnx")
+    model = builders.masked_sequence_mlp()
+    path = builders.save(model, tmp_path / "m.onnx")
     rng = np.random.default_rng(2)
     np.savez(
         tmp_path / "c.npz",

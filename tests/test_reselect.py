@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -18,13 +18,6 @@ from onnxprune.hessian import damped_diagonal, inverse_hessian_factor
 from onnxprune.pipeline import Pruner
 from onnxprune.reconstruct import Reselect, reconstruct
 from onnxprune.refit_final import refit_written
-
-
-def _correlated_inputs(rows: int, columns: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.normal(size=(rows, columns // 2))
-    mix = rng.normal(size=(columns // 2, columns))
-    return base @ mix + 0.1 * rng.normal(size=(rows, columns))
 
 
 @pytest.fixture
@@ -54,7 +47,7 @@ def test_choose_keeps_each_rows_count_and_removes_the_lowest_scores(saliency: No
 def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm(saliency: None) -> None:
     """Every row removes n of every m under any N:M mask, so re-choosing with SparseGPT's
     saliency must give exactly SparseGPT's own N:M selection and update."""
-    x = _correlated_inputs(400, 32, 1)
+    x = builders.correlated_inputs(400, 32, 1)
     weight = np.random.default_rng(2).normal(size=(5, 32))
     factor = inverse_hessian_factor(x.T @ x, 400)
     pattern = NMPattern(2, 4)
@@ -69,7 +62,7 @@ def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm(saliency: None)
 
 
 def test_reselection_keeps_every_rows_count_in_every_block(saliency: None) -> None:
-    x = _correlated_inputs(600, 48, 3)
+    x = builders.correlated_inputs(600, 48, 3)
     weight = np.random.default_rng(4).normal(size=(8, 48))
     keep = np.abs(weight) >= np.quantile(np.abs(weight), 0.6, axis=1, keepdims=True)
     factor = inverse_hessian_factor(x.T @ x, 600)
@@ -95,10 +88,10 @@ def test_final_only_refit_equals_the_per_layer_refit_under_a_fixed_selection(
     """With the selection fixed (row, no allocation) the masks do not depend on the re-fit,
     so re-fitting the written model afterwards (``refit_written``) must give the weights and
     outputs of ``--refit-steps`` applied inside ``prune_matrix``."""
-    model = getattr(models, builder)()
-    path = models.save(model, tmp_path / "m.onnx")
-    feeds = models.random_inputs(model, 200, seed=1)
-    calib = models.write_npz(tmp_path / "c.npz", feeds)
+    model = getattr(builders, builder)()
+    path = builders.save(model, tmp_path / "m.onnx")
+    feeds = builders.random_inputs(model, 200, seed=1)
+    calib = builders.write_npz(tmp_path / "c.npz", feeds)
     built = {}
     for steps in (0, 20):
         config = PruneConfig(sparsity=0.6, group="row", allocation="group", refit_steps=steps)
@@ -107,7 +100,7 @@ def test_final_only_refit_equals_the_per_layer_refit_under_a_fixed_selection(
         if steps == 0:
             assert refit_written(candidate.model, pruner.layers, pruner.statistics(), config, 20)
         built[steps] = candidate.model
-    after, inside = (models.stored_weights(built[s]) for s in (0, 20))
+    after, inside = (builders.stored_weights(built[s]) for s in (0, 20))
     for name, value in inside.items():
         np.testing.assert_array_equal(after[name] == 0, value == 0)
         np.testing.assert_allclose(after[name], value, rtol=1e-3, atol=1e-4 * np.abs(value).max())
@@ -120,18 +113,17 @@ def test_cli_reselect_mask_prunes_to_the_same_counts_and_refuses_without_update(
 ) -> None:
     """--reselect-mask keeps every row's number of kept weights (N:M: the pattern) and
     differs from the plain mask somewhere; without --update it is a one-line usage error."""
-    model = models.mlp_gemm()
-    path = models.save(model, tmp_path / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, 200, seed=1))
+    model = builders.mlp_gemm()
+    path, calib = builders.save_with_calibration(model, tmp_path, 200, name="m.onnx", calib="c.npz")
     stored = {}
     for flag in ("--no-reselect-mask", "--reselect-mask"):
         out = tmp_path / f"{flag}.onnx"
         run_and_report(cli, path, calib, out, "--pattern", "2:4", flag)
-        stored[flag] = models.stored_weights(onnx.load(str(out)))
+        stored[flag] = builders.stored_weights(onnx.load(str(out)))
     changed = False
     for name, plain in stored["--no-reselect-mask"].items():
         again = stored["--reselect-mask"][name]
-        if plain.ndim != 2 or np.array_equal(plain, models.stored_weights(model)[name]):
+        if plain.ndim != 2 or np.array_equal(plain, builders.stored_weights(model)[name]):
             continue  # not pruned (a bias, or a layer the pattern leaves dense)
         np.testing.assert_array_equal((again != 0).sum(), (plain != 0).sum())
         changed |= not np.array_equal(again != 0, plain != 0)
@@ -149,15 +141,15 @@ def test_refit_final_option_refits_the_chosen_model_and_lowers_its_error(
 ) -> None:
     """--refit-final keeps the default run's masks and lowers the output error on the
     calibration samples; bad values are one-line usage errors."""
-    model = models.mlp_gemm()
-    path = models.save(model, tmp_path / "m.onnx")
-    feeds = models.random_inputs(model, 200, seed=1)
-    calib = models.write_npz(tmp_path / "c.npz", feeds)
+    model = builders.mlp_gemm()
+    path = builders.save(model, tmp_path / "m.onnx")
+    feeds = builders.random_inputs(model, 200, seed=1)
+    calib = builders.write_npz(tmp_path / "c.npz", feeds)
     outs = {}
     for steps in (0, 20):
         outs[steps] = tmp_path / f"r{steps}.onnx"
         run_and_report(cli, path, calib, outs[steps], "--sparsity", 0.7, "--refit-final", steps)
-    plain, refitted = (models.stored_weights(onnx.load(str(outs[s]))) for s in (0, 20))
+    plain, refitted = (builders.stored_weights(onnx.load(str(outs[s]))) for s in (0, 20))
     assert any(not np.array_equal(plain[n], refitted[n]) for n in plain)
     for name, value in plain.items():
         np.testing.assert_array_equal(value == 0, refitted[name] == 0)

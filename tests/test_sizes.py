@@ -50,16 +50,16 @@ def test_a_session_built_in_memory_runs_like_one_from_the_file(tmp_path: Path) -
     as the model saved and loaded, nothing written, and the arrays outlive the caller's."""
     import gc
 
-    import models
+    import builders
     import onnx
 
     from onnxprune.session import make_session, session_in_memory
 
-    model = models.mlp_matmul(sizes=(64, 128, 128, 4), seed=3)
+    model = builders.mlp_matmul(sizes=(64, 128, 128, 4), seed=3)
     moved = [t.name for t in model.graph.initializer if session_module.movable(t)]
     assert moved, "the test model has initializers large enough to be moved"
-    feed = {name: value[:8] for name, value in models.random_inputs(model, 8, seed=0).items()}
-    from_file = make_session(models.save(model, tmp_path / "m.onnx"))
+    feed = {name: value[:8] for name, value in builders.random_inputs(model, 8, seed=0).items()}
+    from_file = make_session(builders.save(model, tmp_path / "m.onnx"))
     in_memory = session_in_memory(model)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import builders
 import numpy as np
-import onnx
 import pytest
+from calib_stats import layer_statistics
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
-from ort_run import first_output
+from onnx import helper
+from ort_run import intermediates
 
 from onnxprune.calibrate.geometry import ConvGeometry, conv_moments
-from onnxprune.calibrate.runner import collect_statistics
-from onnxprune.calibrate.sources import model_input_specs, open_data
 from onnxprune.calibrate.stats import dense_moments
-from onnxprune.config import PruneConfig
-from onnxprune.graph import GraphView
-from onnxprune.layers import find_layers
 
 
 @settings(max_examples=50, deadline=None)
@@ -39,17 +35,6 @@ def test_merging_two_halves_equals_one_pass(rows: int, k: int, out: int, seed: i
     np.testing.assert_allclose(merged_g.g2_sum, whole_g.g2_sum, rtol=1e-12)
     np.testing.assert_allclose(merged_g.gx_sum, whole_g.gx_sum, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(merged_g.gx_sq_sum, whole_g.gx_sq_sum, rtol=1e-12, atol=1e-12)
-
-
-def _layer_stats(model: onnx.ModelProto, data: dict[str, np.ndarray], tmp: Path, batch: int):
-    model_path = tmp / "m.onnx"
-    onnx.save(model, model_path)
-    np.savez(tmp / "calib.npz", **data)
-    dataset = open_data(tmp / "calib.npz", model_input_specs(model))
-    scan = find_layers(GraphView(model), PruneConfig(sparsity=0.5))
-    selected = np.ones(dataset.total, dtype=bool)
-    stats = collect_statistics(model, scan.layers, dataset, selected, batch, True, False)
-    return scan.layers, stats
 
 
 CONV_CASES = [
@@ -73,23 +58,10 @@ def test_conv_moments_reproduce_the_conv_output(
     group = int(attrs.get("group", 1))  # type: ignore[call-overload]
     weight = rng.normal(size=(cout, cin // group, *kernel)).astype(np.float32)
     x = rng.normal(size=(5, cin, 7, 9)).astype(np.float32)
-    conv = helper.make_node("Conv", ["x", "w"], ["z"], **attrs)
-    relu = helper.make_node("Relu", ["z"], ["y"])
-    graph = helper.make_graph(
-        [conv, relu],
-        "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, 7, 9])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    layers, stats = _layer_stats(model, {"x": x}, tmp_path, batch=2)
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
-    z = first_output(probe, {"x": x}, "z").astype(np.float64)
+    model = builders.conv_relu(weight, (7, 9), **attrs)
+    layers, stats = layer_statistics(model, {"x": x}, tmp_path, batch=2)
+    (z,) = intermediates(model, {"x": x}, ["z"])
+    z = z.astype(np.float64)
     layer_stats = stats["w"]
     matrix = layers[0].matrix()  # [cout, K]
     x_sum_rows = layer_stats.row_expand(layer_stats.inputs.x_sum, cout)
@@ -126,18 +98,16 @@ def test_dense_in_graph_moments_match_numpy_for_a_3d_matmul_with_erf_gelu(tmp_pa
         helper.make_node("Mul", ["z", "e1"], ["m"]),
         helper.make_node("Mul", ["m", "half"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")]
-    inits += [numpy_helper.from_array(v, n) for n, v in consts.items()]
-    graph = helper.make_graph(
-        nodes,
+    model = builders.finish(
         "gelu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "s", k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        inits,
+        nodes,
+        [builders.value_info("x", ["n", "s", k])],
+        [builders.value_info("y", None)],
+        {"w": weight, "b": bias, **consts},
+        producer="",
+        check=False,  # y's rank is left unknown
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    _, stats = _layer_stats(model, {"x": x}, tmp_path, batch=3)
+    _, stats = layer_statistics(model, {"x": x}, tmp_path, batch=3)
     layer_stats = stats["w"]
     assert layer_stats.gate_kind == "gelu"
 
@@ -175,31 +145,11 @@ def test_in_graph_conv_moments_equal_numpy_im2col(
     spatial = (7, 9)[: len(kernel)] if len(kernel) == 2 else (11,)
     weight = rng.normal(size=(cout, cin // group, *kernel)).astype(np.float32)
     x = rng.normal(size=(5, cin, *spatial)).astype(np.float32)
-    conv = helper.make_node("Conv", ["x", "w"], ["z"], **attrs)
-    relu = helper.make_node("Relu", ["z"], ["y"])
-    graph = helper.make_graph(
-        [conv, relu],
-        "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, *spatial])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    model_path = tmp_path / "m.onnx"
-    onnx.save(model, model_path)
-    np.savez(tmp_path / "calib.npz", x=x)
-    dataset = open_data(tmp_path / "calib.npz", model_input_specs(model))
-    layers = find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
-    selected = np.ones(dataset.total, dtype=bool)
-    stats = collect_statistics(model, layers, dataset, selected, 2, True, False, hessian=True)
+    model = builders.conv_relu(weight, spatial, **attrs)
+    _, stats = layer_statistics(model, {"x": x}, tmp_path, batch=2, hessian=True)
     got = stats["w"]
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
-    z = first_output(probe, {"x": x}, "z")
-    geometry = ConvGeometry.from_node(conv, weight.shape)
+    (z,) = intermediates(model, {"x": x}, ["z"])
+    geometry = ConvGeometry.from_node(model.graph.node[0], weight.shape)
     want_in, want_g = conv_moments(x, (z > 0).astype(np.float32), geometry, cout, hessian=True)
     assert got.inputs.count == want_in.count
     assert got.inputs.xtx is not None and want_in.xtx is not None

@@ -13,12 +13,10 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
-import realworld_models
-import structured_models
 from conftest import REPO, CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,59 +27,37 @@ from onnxprune.pipeline import Pruner
 from onnxprune.structure import StructuredResult, round_kept
 from onnxprune.structure.scores import keep_floor
 
-
-def _encoder_feeds(n: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    mask = np.ones((n, 6), np.int64)
-    mask[: n // 2, 4:] = 0  # half the samples end in two padding tokens
-    return {"x": rng.standard_normal((n, 6, 32)).astype(np.float32), "attention_mask": mask}
-
-
+# Both concatenated convs (concat_pair: conv_a [6], conv_b [4]) lose channels.
+BOTH_BRANCHES = {"conv_a": "channels", "conv_b": "channels"}
 # name -> (builder, feeds, {group name: expected kind} that must shrink)
 CASES: dict[str, tuple[Callable[[], onnx.ModelProto], Callable[[int, int], dict], dict]] = {  # type: ignore[type-arg]
-    "mlp_chain": (models.mlp_matmul, None, {"fc0": "neurons", "fc1": "neurons"}),
-    "gemm_chain": (models.mlp_gemm, None, {"gemm0": "neurons", "gemm1": "neurons"}),
+    "mlp_chain": (builders.mlp_matmul, None, {"fc0": "neurons", "fc1": "neurons"}),
+    "gemm_chain": (builders.mlp_gemm, None, {"gemm0": "neurons", "gemm1": "neurons"}),
     "weights_behind_transpose_and_cast": (
-        realworld_models.viewed_weights,
+        builders.viewed_weights,
         None,
         {"fc0": "neurons", "fc1": "neurons"},
     ),
     "conv_bn_depthwise_separable": (
-        models.cnn_bn,
+        builders.cnn_bn,
         None,
         {"conv1": "channels", "pwconv": "channels"},
     ),
-    "residual_block": (structured_models.residual_cnn, None, {"conv_a": "channels"}),
-    "concat_branches": (
-        structured_models.concat_cnn,
-        None,
-        {"conv_a": "channels", "conv_b": "channels"},
-    ),
-    "slice_of_a_concat": (
-        structured_models.sliced_concat_cnn,
-        None,
-        {"conv_a": "channels", "conv_b": "channels"},
-    ),
-    "split_of_a_concat": (
-        structured_models.split_cnn,
-        None,
-        {"conv_a": "channels", "conv_b": "channels"},
-    ),
-    "flatten_into_gemm": (
-        structured_models.flatten_gemm_cnn,
-        None,
-        {"conv": "channels", "fc1": "neurons"},
-    ),
+    "residual_block": (builders.residual_cnn, None, {"conv_a": "channels"}),
+    "concat_branches": (builders.concat_cnn, None, BOTH_BRANCHES),
+    "slice_of_a_concat": (builders.sliced_concat_cnn, None, BOTH_BRANCHES),
+    "split_of_a_concat": (builders.split_cnn, None, BOTH_BRANCHES),
+    "flatten_into_gemm": (builders.flatten_gemm_cnn, None, {"conv": "channels", "fc1": "neurons"}),
     "bert_encoder_layer": (
-        structured_models.encoder_layer,
-        _encoder_feeds,
+        builders.encoder_layer,
+        builders.encoder_feeds,
         {"query": "heads", "intermediate": "neurons"},
     ),
 }
 
 
 def _feeds(model: onnx.ModelProto, maker: Callable | None, n: int, seed: int) -> dict:  # type: ignore[type-arg]
-    return maker(n, seed) if maker is not None else models.random_inputs(model, n, seed)
+    return maker(n, seed) if maker is not None else builders.random_inputs(model, n, seed)
 
 
 def _shrink(
@@ -92,8 +68,8 @@ def _shrink(
     score: str,
     **extra: object,  # type: ignore[type-arg]
 ) -> tuple[StructuredResult, StructuredResult]:
-    path = models.save(model, tmp_path / "model.onnx")
-    data = models.write_npz(tmp_path / "calib.npz", feeds)
+    path = builders.save(model, tmp_path / "model.onnx")
+    data = builders.write_npz(tmp_path / "calib.npz", feeds)
     config = PruneConfig(sparsity=0.0, structured=ratio, structured_score=score, **extra)  # type: ignore[arg-type]
     pruner = Pruner(path, data, config)
     return pruner.shrink(cut=True), pruner.shrink(cut=False)
@@ -130,8 +106,8 @@ def test_cut_model_equals_masked_model(tmp_path: Path, case: str, score: str) ->
 
 
 def test_dependency_groups_couple_what_must_go_together(tmp_path: Path) -> None:
-    model = structured_models.residual_cnn()
-    cut, _ = _shrink(tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance-uniform")
+    model = builders.residual_cnn()
+    cut, _ = _shrink(tmp_path, model, builders.random_inputs(model, 32, 0), 0.5, "variance-uniform")
     groups = {g.name: g for g in cut.groups}
     stream = groups["conv_a"]  # conv_a and conv_c write the residual stream
     assert sorted(stream.writers) == ["conv_a", "conv_c"]
@@ -144,15 +120,15 @@ def test_dependency_groups_couple_what_must_go_together(tmp_path: Path) -> None:
 
 
 def test_flatten_rows_and_attention_heads_follow_their_channels(tmp_path: Path) -> None:
-    model = structured_models.flatten_gemm_cnn()
-    cut, _ = _shrink(tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance-uniform")
+    model = builders.flatten_gemm_cnn()
+    cut, _ = _shrink(tmp_path, model, builders.random_inputs(model, 32, 0), 0.5, "variance-uniform")
     kept = {g.name: g.units_after for g in cut.groups}["conv"]
     dims = {t.name: list(t.dims) for t in cut.model.graph.initializer}
     assert dims["fc1_w"][0] == kept * 16  # each channel owns its 4x4 pooled positions
     assert dims["bn_scale"] == [kept] and dims["bn_var"] == [kept]
 
-    encoder = structured_models.encoder_layer()
-    cut, _ = _shrink(tmp_path, encoder, _encoder_feeds(32, 0), 0.5, "variance-uniform")
+    encoder = builders.encoder_layer()
+    cut, _ = _shrink(tmp_path, encoder, builders.encoder_feeds(32, 0), 0.5, "variance-uniform")
     heads = {g.name: g for g in cut.groups}["query"]
     assert heads.kind == "heads" and heads.units_before == 4 and heads.units_after == 2
     assert sorted(heads.writers) == ["key", "query", "value"]
@@ -165,8 +141,8 @@ def test_flatten_rows_and_attention_heads_follow_their_channels(tmp_path: Path) 
 
 
 def test_slice_bounds_follow_the_channels_before_and_inside(tmp_path: Path) -> None:
-    model = structured_models.sliced_concat_cnn()
-    cut, _ = _shrink(tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance-uniform")
+    model = builders.sliced_concat_cnn()
+    cut, _ = _shrink(tmp_path, model, builders.random_inputs(model, 32, 0), 0.5, "variance-uniform")
     kept = {g.name: g.units_after for g in cut.groups}
     values = {t.name: onnx.numpy_helper.to_array(t) for t in cut.model.graph.initializer}
     # conv_a's channels sit before the slice, conv_b's inside it
@@ -174,16 +150,16 @@ def test_slice_bounds_follow_the_channels_before_and_inside(tmp_path: Path) -> N
     assert values["ends"].tolist() == [10]  # reached the end before: still does (clamped)
     assert values["conv_c_w"].shape[1] == kept["conv_b"]
 
-    chunked = structured_models.sliced_concat_cnn(chunk=True)
-    cut, _ = _shrink(tmp_path, chunked, models.random_inputs(chunked, 32, 0), 0.5, "variance")
+    chunked = builders.sliced_concat_cnn(chunk=True)
+    cut, _ = _shrink(tmp_path, chunked, builders.random_inputs(chunked, 32, 0), 0.5, "variance")
     groups = {g.name: g for g in cut.groups}
     assert any("straddle the Slice" in r for r in groups["conv_a"].frozen)
     assert groups["conv_a"].units_after == 6
 
 
 def test_two_groups_shrink_one_split_sizes_constant(tmp_path: Path) -> None:
-    model = structured_models.split_cnn()
-    cut, _ = _shrink(tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance-uniform")
+    model = builders.split_cnn()
+    cut, _ = _shrink(tmp_path, model, builders.random_inputs(model, 32, 0), 0.5, "variance-uniform")
     kept = {g.name: g.units_after for g in cut.groups}
     values = {t.name: onnx.numpy_helper.to_array(t) for t in cut.model.graph.initializer}
     assert values["sizes"].tolist() == [kept["conv_a"], kept["conv_b"]] == [3, 2]
@@ -199,8 +175,8 @@ def test_same_inputs_give_the_same_shrunk_model(cli: CliRunner, tmp_path: Path) 
 
 
 def test_groups_freeze_with_a_reason(tmp_path: Path) -> None:
-    model = models.transformer_block()  # single head: q.k contracts the channels
-    cut, _ = _shrink(tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance")
+    model = builders.transformer_block()  # single head: q.k contracts the channels
+    cut, _ = _shrink(tmp_path, model, builders.random_inputs(model, 32, 0), 0.5, "variance")
     groups = {g.name: g for g in cut.groups}
     assert any("contracts over the channel axis" in r for r in groups["q"].frozen)
     assert any("LayerNormalization" in r for r in groups["o"].frozen)
@@ -208,7 +184,7 @@ def test_groups_freeze_with_a_reason(tmp_path: Path) -> None:
     assert not groups["ffn1"].frozen and groups["ffn1"].units_after < 64
 
     cut, _ = _shrink(
-        tmp_path, model, models.random_inputs(model, 32, 0), 0.5, "variance", exclude=("ffn2",)
+        tmp_path, model, builders.random_inputs(model, 32, 0), 0.5, "variance", exclude=("ffn2",)
     )
     ffn = {g.name: g for g in cut.groups}["ffn1"]
     assert ffn.units_after == ffn.units_before
@@ -234,9 +210,9 @@ def test_random_chains_lose_exactly_the_requested_units(
     score: str,
 ) -> None:
     sizes = (6, *widths, 3)
-    model = (models.mlp_matmul if matmul else models.mlp_gemm)(sizes)
+    model = (builders.mlp_matmul if matmul else builders.mlp_gemm)(sizes)
     tmp = tmp_path_factory.mktemp("chain")
-    cut, _ = _shrink(tmp, model, models.random_inputs(model, 24, 0), ratio, score)
+    cut, _ = _shrink(tmp, model, builders.random_inputs(model, 24, 0), ratio, score)
     hidden = [g for g in cut.groups if not g.frozen]
     assert [g.units_before for g in hidden] == widths
     removed = [g.units_before - g.units_after for g in hidden]
@@ -246,7 +222,7 @@ def test_random_chains_lose_exactly_the_requested_units(
     else:  # one global budget over all units
         assert sum(removed) == min(round(ratio * sum(widths)), sum(capacity))
     assert all(0 <= r <= c for r, c in zip(removed, capacity, strict=True))
-    out = run_model(cut.model, models.random_inputs(model, 4, 1))[0]
+    out = run_model(cut.model, builders.random_inputs(model, 4, 1))[0]
     assert out.shape == (4, 3) and np.isfinite(out).all()
 
 
@@ -366,8 +342,8 @@ def test_structured_multiple_rounds_neurons_and_leaves_heads(tmp_path: Path) -> 
     """Encoder layer, 4 heads of 8 dims and 100 FFN neurons: the FFN keeps a multiple of 8
     neurons; a head is 8 channels, so any head count is already a multiple of 8. The cut model
     still computes exactly what the masked one does."""
-    model = structured_models.encoder_layer(hidden=32, heads=4, ffn=100)
-    feeds = _encoder_feeds(48, 0)
+    model = builders.encoder_layer(hidden=32, heads=4, ffn=100)
+    feeds = builders.encoder_feeds(48, 0)
     plain, _ = _shrink(tmp_path, model, feeds, 0.3, "variance")
     cut, masked = _shrink(tmp_path, model, feeds, 0.3, "variance", structured_multiple=8)
     groups = {g.name: g for g in cut.groups}
@@ -376,7 +352,7 @@ def test_structured_multiple_rounds_neurons_and_leaves_heads(tmp_path: Path) -> 
     assert groups["intermediate"].units_after % 8 == 0
     assert abs(groups["intermediate"].units_after - plain_groups["intermediate"].units_after) <= 4
     assert groups["query"].units_after == plain_groups["query"].units_after
-    check = _encoder_feeds(16, 1)
+    check = builders.encoder_feeds(16, 1)
     for got, want in zip(run_model(cut.model, check), run_model(masked.model, check), strict=True):
         assert float(np.abs(got - want).max()) <= 1e-4 * float(np.abs(want).max())
 

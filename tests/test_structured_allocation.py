@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
-import structured_models
 from conftest import REPO, CliRunner
 from ort_run import run_model
 
@@ -19,17 +18,10 @@ EXAMPLE = REPO / "examples" / "digits_cnn.onnx"
 CALIB = REPO / "calibration_data" / "digits"
 
 
-def _encoder_feeds(n: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    mask = np.ones((n, 6), np.int64)
-    mask[: n // 2, 4:] = 0
-    return {"x": rng.standard_normal((n, 6, 32)).astype(np.float32), "attention_mask": mask}
-
-
 def _shrink(tmp_path: Path, cut: bool = True, **options: object) -> StructuredResult:
-    model = structured_models.encoder_layer(hidden=32, heads=4, ffn=100)
-    path = models.save(model, tmp_path / "encoder.onnx")
-    data = models.write_npz(tmp_path / "calib.npz", _encoder_feeds(48, 0))
+    model = builders.encoder_layer(hidden=32, heads=4, ffn=100)
+    path = builders.save(model, tmp_path / "encoder.onnx")
+    data = builders.write_npz(tmp_path / "calib.npz", builders.encoder_feeds(48, 0))
     config = PruneConfig(sparsity=0.0, structured=0.5, **options)  # type: ignore[arg-type]
     return Pruner(path, data, config).shrink(cut=cut)
 
@@ -47,7 +39,7 @@ def test_uniform_takes_the_same_share_of_heads_and_neurons(tmp_path: Path) -> No
     assert _units(uniform)["intermediate"] == ("neurons", 100, 50)
     assert _units(_shrink(tmp_path)) != _units(uniform)
     masked = _shrink(tmp_path, cut=False, structured_allocation="uniform")
-    check = _encoder_feeds(16, 1)
+    check = builders.encoder_feeds(16, 1)
     for got, want in zip(
         run_model(uniform.model, check), run_model(masked.model, check), strict=True
     ):

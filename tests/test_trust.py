@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import models
+import builders
 import numpy as np
 import onnx
 import pytest
@@ -60,10 +60,10 @@ def mlp(tmp_path: Path) -> tuple[Path, Path]:
     """(model, calibration .npz) for mlp_gemm (x float32[batch,16]) in tmp_path/in."""
     inputs = tmp_path / "in"
     inputs.mkdir()
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     return (
-        models.save(model, inputs / "mlp.onnx"),
-        models.write_npz(inputs / "calib.npz", models.random_inputs(model, SAMPLES, seed=1)),
+        builders.save(model, inputs / "mlp.onnx"),
+        builders.write_npz(inputs / "calib.npz", builders.random_inputs(model, SAMPLES, seed=1)),
     )
 
 
@@ -85,7 +85,7 @@ def test_header_claiming_a_billion_rows_is_refused_at_once(
     cli: CliRunner, tmp_path: Path, mlp: tuple[Path, Path], kind: str
 ) -> None:
     model, _ = mlp
-    x = models.random_inputs(models.mlp_gemm(), 8, seed=0)["x"]
+    x = builders.random_inputs(builders.mlp_gemm(), 8, seed=0)["x"]
     data = _lying_npy(x, 10**9)
     if kind == "npz":
         calib = tmp_path / "liar.npz"
@@ -133,24 +133,24 @@ def test_npz_whose_directory_claims_an_impossible_expansion_is_refused(
 @pytest.mark.parametrize(
     ("builder", "options"),
     [
-        (models.mlp_gemm, ()),
-        (models.cnn_bn, ()),
-        (models.cnn_bn, ("--structured", 0.3, "--sequential")),
-        (models.transformer_block, ()),
+        (builders.mlp_gemm, ()),
+        (builders.cnn_bn, ()),
+        (builders.cnn_bn, ("--structured", 0.3, "--sequential")),
+        (builders.transformer_block, ()),
     ],
 )
 def test_minus_one_dimensions_are_dynamic(
     cli: CliRunner, tmp_path: Path, builder: object, options: tuple[object, ...]
 ) -> None:
     model = builder()  # type: ignore[operator]
-    data = models.random_inputs(model, SAMPLES, seed=0)
+    data = builders.random_inputs(model, SAMPLES, seed=0)
     for value in [*model.graph.input, *model.graph.output]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param:
                 dim.Clear()
                 dim.dim_value = -1
-    path = models.save(model, tmp_path / "paddle.onnx")
-    calib = models.write_npz(tmp_path / "calib.npz", data)
+    path = builders.save(model, tmp_path / "paddle.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", data)
     out = tmp_path / "pruned.onnx"
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json", *options)
     assert result.code == 0, result.err
@@ -276,10 +276,10 @@ def _with_value(model: onnx.ModelProto, name: str, index: tuple[int, ...], value
 def test_non_finite_weight_is_refused_up_front(
     cli: CliRunner, tmp_path: Path, value: float
 ) -> None:
-    model = models.mlp_gemm()
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    model = builders.mlp_gemm()
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, SAMPLES, seed=1))
     _with_value(model, "W1", (3, 5), value)
-    path = models.save(model, tmp_path / "nan.onnx")
+    path = builders.save(model, tmp_path / "nan.onnx")
     out = tmp_path / "out"
     out.mkdir()
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out / "p.onnx")
@@ -290,10 +290,10 @@ def test_non_finite_weight_is_refused_up_front(
 def test_nan_in_the_outputs_fails_every_gate(cli: CliRunner, tmp_path: Path) -> None:
     # A NaN bias (not a pruned weight) makes output column 0 NaN: before, --max-abs-error
     # kept max(0, nan) = 0 and top-1 agreed on NaN rows, so the run passed.
-    model = models.mlp_gemm()
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    model = builders.mlp_gemm()
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, SAMPLES, seed=1))
     _with_value(model, "b2", (0,), np.nan)
-    path = models.save(model, tmp_path / "nan.onnx")
+    path = builders.save(model, tmp_path / "nan.onnx")
     out, report = tmp_path / "p.onnx", tmp_path / "r.json"
     gates = ("--max-abs-error", 1e6, "--min-top1", 0.0)
     result = cli(
@@ -329,16 +329,16 @@ def test_accumulator_counts_nan_and_inf_as_infinite_error() -> None:
 
 
 def test_integer_output_is_scored_by_exact_agreement(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     model.graph.node.append(onnx.helper.make_node("ArgMax", ["y"], ["cls"], axis=1, keepdims=0))
     model.graph.output.append(
         onnx.helper.make_tensor_value_info("cls", onnx.TensorProto.INT64, ["batch"])
     )
     onnx.checker.check_model(model, full_check=True)
-    path = models.save(model, tmp_path / "argmax.onnx")
-    x = models.random_inputs(model, 256, seed=1)["x"]
-    calib = models.write_npz(tmp_path / "c.npz", {"x": x[:200]})
-    held = models.write_npz(tmp_path / "e.npz", {"x": x[200:]})
+    path = builders.save(model, tmp_path / "argmax.onnx")
+    x = builders.random_inputs(model, 256, seed=1)["x"]
+    calib = builders.write_npz(tmp_path / "c.npz", {"x": x[:200]})
+    held = builders.write_npz(tmp_path / "e.npz", {"x": x[200:]})
     out, report = tmp_path / "p.onnx", tmp_path / "r.json"
     result = cli(
         path, "--calib", calib, "--eval", held, "--sparsity", 0.6, "-o", out,
@@ -399,17 +399,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     inputs, aliases = root / "in", root / "aliases"
     inputs.mkdir()
     aliases.mkdir()
-    model = models.mlp_gemm()
-    x = models.random_inputs(model, SAMPLES, seed=1)["x"]
+    model = builders.mlp_gemm()
+    x = builders.random_inputs(model, SAMPLES, seed=1)["x"]
     onnx.save_model(
         model, str(inputs / "m.onnx"), save_as_external_data=True,
         all_tensors_to_one_file=True, location="m.weights", size_threshold=0,
     )  # fmt: skip
     (inputs / "calib").mkdir()
-    models.write_npz(inputs / "calib" / "a.npz", {"x": x[:32]})
+    builders.write_npz(inputs / "calib" / "a.npz", {"x": x[:32]})
     (inputs / "calib" / "deeper").mkdir()
-    models.write_npz(inputs / "calib" / "deeper" / "b.npz", {"x": x[32:]})
-    models.write_npz(inputs / "eval.npz", {"x": x[:8]})
+    builders.write_npz(inputs / "calib" / "deeper" / "b.npz", {"x": x[32:]})
+    builders.write_npz(inputs / "eval.npz", {"x": x[:8]})
     recipe = {"recipe_version": 1, "sparsity": 0.5}
     (inputs / "r.recipe.json").write_text(json.dumps(recipe))
     files = {str(p.relative_to(inputs)): p for p in inputs.rglob("*") if p.is_file()}
@@ -467,7 +467,9 @@ def test_signal_mid_run_cleans_up_and_exits_128_plus_signal(
     out.mkdir()
     # A long verification (40 x the digits test set) keeps the staging directory open.
     test = np.load(REPO / "calibration_data" / "digits_test.npz")
-    held = models.write_npz(tmp_path / "eval.npz", {"input": np.tile(test["input"], (40, 1, 1, 1))})
+    held = builders.write_npz(
+        tmp_path / "eval.npz", {"input": np.tile(test["input"], (40, 1, 1, 1))}
+    )
     command = [
         sys.executable, "-m", "onnxprune.cli", REPO / "examples" / "digits_cnn.onnx",
         "--calib", REPO / "calibration_data" / "digits", "--eval", held, "--sparsity", 0.8,
@@ -525,9 +527,10 @@ def test_a_signal_another_thread_receives_is_held_until_the_block_ends() -> None
 
 
 def test_recipe_is_written_when_nothing_is_pruned(cli: CliRunner, tmp_path: Path) -> None:
-    model = models.no_prunable()
-    path = models.save(model, tmp_path / "plain.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    model = builders.no_prunable()
+    path, calib = builders.save_with_calibration(
+        model, tmp_path, SAMPLES, name="plain.onnx", calib="c.npz"
+    )
     out = tmp_path / "copy.onnx"
     result = cli(path, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json")
     assert result.code == 0, result.err
@@ -546,17 +549,16 @@ def test_check_pattern_with_no_applicable_layer_says_so(cli: CliRunner, tmp_path
     # A depthwise-only conv has one input channel per filter: 2:4 applies to none of it.
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], group=4, name="dw")],
+    model = builders.finish(
         "dw",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4, 8, 8])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4, 6, 6])],
-        [numpy_helper.from_array(weight, "w")],
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], group=4, name="dw")],
+        [builders.value_info("x", ["batch", 4, 8, 8])],
+        [builders.value_info("y", ["batch", 4, 6, 6])],
+        {"w": weight},
+        producer="",
     )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = models.save(model, tmp_path / "dw.onnx")
-    for target in (path, models.save(models.no_prunable(), tmp_path / "none.onnx")):
+    path = builders.save(model, tmp_path / "dw.onnx")
+    for target in (path, builders.save(builders.no_prunable(), tmp_path / "none.onnx")):
         result = cli("check-pattern", target)
         assert result.code == 0, result.out
         assert "NOT every layer conforms" not in result.out
@@ -571,14 +573,14 @@ def test_symlinked_model_finds_its_external_data_beside_the_real_file(
     real, elsewhere = tmp_path / "real", tmp_path / "elsewhere"
     real.mkdir()
     elsewhere.mkdir()
-    model = models.mlp_gemm()
+    model = builders.mlp_gemm()
     onnx.save_model(
         model, str(real / "m.onnx"), save_as_external_data=True,
         all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0,
     )  # fmt: skip
     link = elsewhere / "link.onnx"
     link.symlink_to(real / "m.onnx")
-    calib = models.write_npz(tmp_path / "c.npz", models.random_inputs(model, SAMPLES, seed=1))
+    calib = builders.write_npz(tmp_path / "c.npz", builders.random_inputs(model, SAMPLES, seed=1))
     out = tmp_path / "p.onnx"
     result = cli(link, "--calib", calib, "--sparsity", 0.5, "-o", out, "--json")
     assert result.code == 0, result.err
@@ -599,7 +601,7 @@ def _open_files() -> set[str]:
 def test_session_files_in_a_work_directory_leave_no_open_handle(tmp_path: Path) -> None:
     """Big-model mode writes a session's model into its work directory and removes it; no
     handle on it stays open. Otherwise nothing is written at all."""
-    model = models.mlp_matmul()
+    model = builders.mlp_matmul()
     with _session(model, tmp_path, "augmented") as session:
         (written,) = tmp_path.iterdir()
         assert str(written) not in _open_files()

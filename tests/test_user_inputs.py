@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from builders import INT64, bias, cnn_bn, finish, mlp_gemm, save, value_info, weight, write_npz
 from conftest import CliRunner, run_and_report
-from models import IR_VERSION, OPSET, cnn_bn, mlp_gemm, save, write_npz
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 from ort_run import first_output
 
 import onnxprune
@@ -64,18 +63,14 @@ def tiny_encoder(vocab: int, hidden: int = 24, ffn: int = 48, classes: int = 5) 
     MatMul W2 + b2 = h[b,s,H]; masked mean over seq (attention_mask) -> MatMul Wc = logits[b,C].
     """
     rng = np.random.default_rng(0)
-
-    def weight(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) / math.sqrt(shape[0])).astype(np.float32)
-
     params = {
         "word_emb": rng.standard_normal((vocab, hidden)).astype(np.float32),
         "type_emb": rng.standard_normal((2, hidden)).astype(np.float32),
-        "W1": weight(hidden, ffn),
-        "b1": (0.1 * rng.standard_normal(ffn)).astype(np.float32),
-        "W2": weight(ffn, hidden),
-        "b2": (0.1 * rng.standard_normal(hidden)).astype(np.float32),
-        "Wc": weight(hidden, classes),
+        "W1": weight(rng, (hidden, ffn), hidden),
+        "b1": bias(rng, ffn),
+        "W2": weight(rng, (ffn, hidden), ffn),
+        "b2": bias(rng, hidden),
+        "Wc": weight(rng, (hidden, classes), hidden),
         "seq_axis": np.array([1], dtype=np.int64),
         "last_axis": np.array([-1], dtype=np.int64),
     }
@@ -97,21 +92,11 @@ def tiny_encoder(vocab: int, hidden: int = 24, ffn: int = 48, classes: int = 5) 
         helper.make_node("MatMul", ["pooled", "Wc"], ["logits"], name="classifier"),
     ]
     inputs = [
-        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
+        value_info(name, ["batch", "seq"], INT64)
         for name in ("input_ids", "attention_mask", "token_type_ids")
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny_encoder",
-        inputs,
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in params.items()],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
-    )
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    outputs = [value_info("logits", ["batch", classes])]
+    return finish("tiny_encoder", nodes, inputs, outputs, params, producer="")
 
 
 def word_tokenizer(path: Path) -> Path:
