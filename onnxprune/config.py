@@ -154,7 +154,7 @@ class PruneConfig:
     refit_steps: int = default("refit_steps")
     # With the update: the fixed mask is chosen again block by block (N:M: group by group) on
     # the updated weights with the OBS saliency, each row keeping its count per block
-    # (``onnxprune.reconstruct.Reselect``).
+    # (``onnxprune.reconstruct.reselect_block``).
     reselect_mask: bool = default("reselect_mask")
     # With the update: this many conjugate-gradient steps on the support, applied once to the
     # built model after every decision was made on the plain update

@@ -10,8 +10,6 @@ from the already-updated weights. Shapes: ``W`` (out, K), ``xtx`` (K, K).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .config import NMPattern
@@ -24,58 +22,18 @@ BLOCK = 128
 FIXED_MASK_BLOCK = 64
 
 
-# EXPERIMENT: the saliency the mask is re-chosen with (``Reselect``): "score" (the method's
-# own score on the updated weights), "obs" (SparseGPT's ``w^2 / [U]_jj^2``), "blend" (the
-# method's score times the share of x_j not predictable from the later columns), "mix" (the
-# weighted geometric mean ``obs^a * score^(1-a)``, a = RESELECT_MIX: both rank the same weights
-# in a row, so only their product's ranking matters and neither's scale).
-RESELECT_SALIENCY = "obs"
-RESELECT_MIX = 0.5
-# EXPERIMENT switch (benchmarks): re-choose fixed masks during the update (``Reselect``).
-RESELECT = False
-
-
-@dataclass(frozen=True)
-class Reselect:
-    """How a fixed mask is chosen again on the updated weights during the column walk.
-
-    ``scale`` (out, K) and ``power``: the method's score is ``scale * |w|^power`` (contrib:
-    ``w^2`` times the gated spread of ``x_j``, wanda: ``|w| ||x_j||``), so it can be
-    re-evaluated on any updated weights from one evaluation. ``h_diag`` (K,): the diagonal of
-    the (damped) Hessian the factor inverts, for the "blend" saliency.
-    """
-
-    scale: np.ndarray
-    power: float
-    h_diag: np.ndarray
-
-    def choose(
-        self, block: np.ndarray, u_diag: np.ndarray, previous: np.ndarray, start: int
-    ) -> np.ndarray:
-        """[B, out] prune mask for columns ``start ... start + B - 1`` with, in every row, as
-        many pruned as ``previous`` ([B, out]) has: the lowest saliency on ``block`` (the
-        updated weights [B, out], ``u_diag`` (B,) the factor's diagonal there)."""
-        width = block.shape[0]
-        counts = previous.sum(axis=0)  # (out,)
-        if not counts.any():
-            return previous
-        weights = block.T  # [out, B]
-        scale = self.scale[:, start : start + width]
-        if RESELECT_SALIENCY == "obs":
-            saliency = weights**2 / u_diag[None, :] ** 2
-        elif RESELECT_SALIENCY == "mix":
-            obs = weights**2 / u_diag[None, :] ** 2
-            score = scale * np.abs(weights) ** self.power
-            saliency = obs**RESELECT_MIX * score ** (1.0 - RESELECT_MIX)
-        else:
-            saliency = scale * np.abs(weights) ** self.power
-            if RESELECT_SALIENCY == "blend":
-                # 1 / (U_jj^2 H_jj) in (0, 1]: the part of x_j the later columns cannot take over.
-                share = 1.0 / (u_diag**2 * self.h_diag[start : start + width])
-                saliency = saliency * share[None, :]
-        ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
-        chosen: np.ndarray = (ranks < counts[:, None]).T
-        return chosen
+def reselect_block(block: np.ndarray, u_diag: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """``--reselect-mask``: the [B, out] prune mask of a block of columns chosen again on the
+    updated weights ``block`` [B, out], each row removing as many as it does in ``previous``
+    ([B, out]): the lowest SparseGPT saliency ``w^2 / [U]_jj^2`` (``u_diag`` (B,) the factor's
+    diagonal there). The method's mask decides how many go per row and block; this, which."""
+    counts = previous.sum(axis=0)  # (out,)
+    if not counts.any():
+        return previous
+    saliency = block.T**2 / u_diag[None, :] ** 2  # [out, B]
+    ranks = np.argsort(np.argsort(saliency, axis=1, kind="stable"), axis=1)
+    chosen: np.ndarray = (ranks < counts[:, None]).T
+    return chosen
 
 
 def reconstruct(
@@ -85,7 +43,7 @@ def reconstruct(
     sparsity: float = 0.0,
     pattern: NMPattern | None = None,
     row_cap: float = 1.0,
-    reselect: Reselect | None = None,
+    reselect: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(updated weight with the pruned entries exactly 0, keep mask), both (out, K).
 
@@ -94,7 +52,7 @@ def reconstruct(
     largest share of a row the adaptive selection may remove, applied in every block.
     ``reselect`` (with ``keep``): the mask is chosen again block by block (N:M: group by group)
     on the updated weights, each row removing in each block as many weights as ``keep`` does
-    there (see ``Reselect``).
+    there (``reselect_block``).
     """
     # Worked on transposed, [K, out]: a column of W is a contiguous row, and each step's
     # update of the remaining columns is a contiguous block (about 25% faster than [out, K]).
@@ -105,7 +63,7 @@ def reconstruct(
     upper, dead = factor
     columns = w.shape[0]
     mask = np.zeros_like(w, dtype=bool) if keep is None else ~keep.T  # True = prune, [K, out]
-    step = BLOCK if keep is None or reselect is not None else FIXED_MASK_BLOCK
+    step = BLOCK if keep is None or reselect else FIXED_MASK_BLOCK
     for start in range(0, columns, step):
         end = min(start + step, columns)
         block = w[start:end].copy()  # [B, out]
@@ -113,8 +71,8 @@ def reconstruct(
         u_block = upper[start:end, start:end]
         diagonal = np.diag(u_block)
         dead_block = dead[start:end]
-        if reselect is not None and pattern is None:
-            mask[start:end] = reselect.choose(block, diagonal, mask[start:end], start)
+        if reselect and pattern is None:
+            mask[start:end] = reselect_block(block, diagonal, mask[start:end])
         if keep is None and pattern is None:
             chosen = _adaptive_block_mask(block, diagonal, dead_block, sparsity, row_cap)
             if chosen is not None:
@@ -142,7 +100,7 @@ def _choose_nm_group(
     at: tuple[int, int],
     pattern: NMPattern,
     adaptive: bool,
-    reselect: Reselect | None,
+    reselect: bool,
 ) -> None:
     """Choose, in place in ``mask`` [K, out], the N:M mask of the group of M columns that
     starts at column ``i`` of the block starting at ``start`` (``at = (start, i)``), from the
@@ -153,8 +111,8 @@ def _choose_nm_group(
     rows = slice(start + group.start, start + group.stop)
     if adaptive:
         mask[rows] = _nm_group_mask(block[group], diagonal[group], dead_block[group], pattern.n)
-    if reselect is not None:
-        mask[rows] = reselect.choose(block[group], diagonal[group], mask[rows], rows.start)
+    if reselect:
+        mask[rows] = reselect_block(block[group], diagonal[group], mask[rows])
 
 
 def _adaptive_block_mask(

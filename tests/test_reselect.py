@@ -1,8 +1,7 @@
-"""Re-choosing a fixed mask during the OBS update (``reconstruct.Reselect``)."""
+"""Re-choosing a fixed mask during the OBS update (``--reselect-mask``, ``reselect_block``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import builders
@@ -14,37 +13,29 @@ from ort_run import first_output
 
 import onnxprune.reconstruct as module
 from onnxprune.config import NMPattern, PruneConfig
-from onnxprune.hessian import damped_diagonal, inverse_hessian_factor
+from onnxprune.hessian import inverse_hessian_factor
 from onnxprune.pipeline import Pruner
-from onnxprune.reconstruct import Reselect, reconstruct
+from onnxprune.reconstruct import reconstruct, reselect_block
 from onnxprune.refit_final import refit_written
 
 
-@pytest.fixture
-def saliency() -> Iterator[None]:
-    saved = module.RESELECT_SALIENCY
-    yield
-    module.RESELECT_SALIENCY = saved
-
-
-def test_choose_keeps_each_rows_count_and_removes_the_lowest_scores(saliency: None) -> None:
+def test_reselect_block_keeps_each_rows_count_and_removes_the_lowest_saliency() -> None:
     rng = np.random.default_rng(0)
     block = rng.normal(size=(6, 4))  # [B, out]
-    scale = rng.uniform(0.5, 2.0, size=(4, 10))
+    u_diag = rng.uniform(0.5, 2.0, size=6)
     previous = np.zeros((6, 4), dtype=bool)
     previous[:3, 0] = True  # row 0 removes 3, row 1 none, row 2 one, row 3 five
     previous[5, 2] = True
     previous[1:, 3] = True
-    module.RESELECT_SALIENCY = "score"
-    chosen = Reselect(scale, 2.0, np.ones(10)).choose(block, np.ones(6), previous, 2)
+    chosen = reselect_block(block, u_diag, previous)
     np.testing.assert_array_equal(chosen.sum(axis=0), previous.sum(axis=0))
-    score = scale[:, 2:8] * block.T**2  # [out, B]
+    saliency = block.T**2 / u_diag[None, :] ** 2  # [out, B], SparseGPT's w^2 / [U]_jj^2
     for row in range(4):
-        removed = np.sort(score[row][chosen[:, row]])
-        np.testing.assert_allclose(removed, np.sort(score[row])[: previous[:, row].sum()])
+        removed = np.sort(saliency[row][chosen[:, row]])
+        np.testing.assert_allclose(removed, np.sort(saliency[row])[: previous[:, row].sum()])
 
 
-def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm(saliency: None) -> None:
+def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm() -> None:
     """Every row removes n of every m under any N:M mask, so re-choosing with SparseGPT's
     saliency must give exactly SparseGPT's own N:M selection and update."""
     x = builders.correlated_inputs(400, 32, 1)
@@ -52,28 +43,21 @@ def test_obs_reselection_of_an_nm_mask_is_sparsegpts_adaptive_nm(saliency: None)
     factor = inverse_hessian_factor(x.T @ x, 400)
     pattern = NMPattern(2, 4)
     fixed = np.tile([True, True, False, False], (5, 8))  # any 2:4 mask
-    module.RESELECT_SALIENCY = "obs"
-    reselect = Reselect(np.ones_like(weight), 2.0, damped_diagonal(x.T @ x, 400))
-    ours, kept = reconstruct(weight, factor, fixed, pattern=pattern, reselect=reselect)
+    ours, kept = reconstruct(weight, factor, fixed, pattern=pattern, reselect=True)
     theirs, adaptive = reconstruct(weight, factor, None, sparsity=0.5, pattern=pattern)
     np.testing.assert_array_equal(kept, adaptive)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
     assert not np.array_equal(kept, fixed)
 
 
-def test_reselection_keeps_every_rows_count_in_every_block(saliency: None) -> None:
+def test_reselection_keeps_every_rows_count_in_every_block(monkeypatch: pytest.MonkeyPatch) -> None:
     x = builders.correlated_inputs(600, 48, 3)
     weight = np.random.default_rng(4).normal(size=(8, 48))
     keep = np.abs(weight) >= np.quantile(np.abs(weight), 0.6, axis=1, keepdims=True)
     factor = inverse_hessian_factor(x.T @ x, 600)
-    module.RESELECT_SALIENCY = "blend"
-    reselect = Reselect(np.ones_like(weight), 2.0, damped_diagonal(x.T @ x, 600))
-    block = module.BLOCK
-    module.BLOCK = 16  # three blocks, each re-chosen on weights the earlier ones updated
-    try:
-        again, kept = reconstruct(weight, factor, keep, reselect=reselect)
-    finally:
-        module.BLOCK = block
+    # three blocks, each re-chosen on weights the earlier ones updated
+    monkeypatch.setattr(module, "BLOCK", 16)
+    again, kept = reconstruct(weight, factor, keep, reselect=True)
     for start in range(0, 48, 16):
         part = slice(start, start + 16)
         np.testing.assert_array_equal(kept[:, part].sum(axis=1), keep[:, part].sum(axis=1))

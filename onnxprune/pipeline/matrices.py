@@ -9,20 +9,18 @@ import logging
 import numpy as np
 
 from .. import correction
-from .. import reconstruct as reconstruct_module
 from ..apply import add_bias, write_weight
 from ..calibrate.stats import LayerStats
 from ..config import PruneConfig
 from ..correction import damped_hessians, refit_on_support, stat_correct
 from ..graph import GraphView
-from ..hessian import ReconstructionError, damped_diagonal, inverse_hessian_factors
+from ..hessian import ReconstructionError, inverse_hessian_factors
 from ..layers import Layer
 from ..masking import (
     row_cap,
     select_masks,
 )
 from ..reconstruct import (
-    Reselect,
     reconstruct,
     reconstruct_groups,
     refit_to_reference,
@@ -146,7 +144,7 @@ def _reconstructed(
             sparsity=target,
             pattern=pattern,
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
-            reselect=reselection(matrix, stats, scorer, config, g, groups, keep),
+            reselect=reselects(stats, config, keep),
         )
     inputs = stats.inputs
     if config.refit_steps and inputs.xtx is not None and cross is None:
@@ -171,35 +169,17 @@ def _residual_mean(matrix: np.ndarray, pruned: np.ndarray, stats: LayerStats) ->
     return delta
 
 
-def reselection(
-    matrix: np.ndarray,
-    stats: LayerStats,
-    scorer: ScoringMethod,
-    config: PruneConfig,
-    group: int,
-    groups: int,
-    keep: np.ndarray | None,
-) -> Reselect | None:
-    """``reconstruct``'s re-selection of a fixed mask on the updated weights, for rows of conv
-    group ``group`` (of ``groups``); None when it is off or the score is not ``scale *
-    |w|^p`` (checked on 1 and 2)."""
+def reselects(stats: LayerStats, config: PruneConfig, keep: np.ndarray | None) -> bool:
+    """Whether ``reconstruct`` chooses a fixed mask again on the updated weights
+    (``--reselect-mask``): only with a fixed mask and the layer's own input correlation (not
+    under update_target "dense")."""
     inputs = stats.inputs
-    wanted = config.reselect_mask or reconstruct_module.RESELECT
-    if keep is None or not wanted or inputs.xtx is None or inputs.cross is not None:
-        return None
-    per_group = matrix.shape[0] // groups
-    part = slice(group * per_group, (group + 1) * per_group)
-    ones = np.ones_like(matrix, dtype=np.float64)
-    scale = np.asarray(scorer.score(ones, stats), dtype=np.float64)
-    doubled = np.asarray(scorer.score(2.0 * ones, stats), dtype=np.float64)
-    positive = scale > 0
-    if not positive.any():
-        return None
-    ratios = doubled[positive] / scale[positive]
-    power = float(np.log2(np.median(ratios)))
-    if not np.allclose(ratios, 2.0**power, rtol=1e-6) or power <= 0:
-        return None  # not homogeneous in |w|: the score cannot be re-evaluated this way
-    return Reselect(scale[part], power, damped_diagonal(inputs.xtx[group], inputs.count))
+    return bool(
+        config.reselect_mask
+        and keep is not None
+        and inputs.xtx is not None
+        and inputs.cross is None
+    )
 
 
 def corrected(
