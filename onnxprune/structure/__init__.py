@@ -86,14 +86,7 @@ def prune_units(
     scorer = UNIT_SCORERS[config.structured_score]
     data = [_group_data(group, stats) for group in active]
     scores = [scorer.score(d) for d in data]
-    allocation = config.structured_allocation
-    choose = scorer.choose if allocation is None else UNIT_ALLOCATIONS[allocation]
-    removed = choose(scores, config.structured)
-    if config.structured_multiple > 1:
-        removed = [
-            round_kept(units, group_scores, config.structured_multiple, channels_per_unit(group))
-            for group, group_scores, units in zip(active, scores, removed, strict=True)
-        ]
+    removed = _chosen_units(active, scores, config)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     view = GraphView(copy)
@@ -130,6 +123,23 @@ def prune_units(
         for g in groups
     ]
     return StructuredResult(copy, reports, warnings)
+
+
+def _chosen_units(
+    active: list[Group], scores: list[np.ndarray], config: PruneConfig
+) -> list[np.ndarray]:
+    """The units each active group loses: ``--structured-allocation`` (else the scorer's own)
+    spreads the share over the groups, then ``--structured-multiple`` rounds what is kept."""
+    allocation = config.structured_allocation
+    scorer = UNIT_SCORERS[config.structured_score]
+    choose = scorer.choose if allocation is None else UNIT_ALLOCATIONS[allocation]
+    removed = choose(scores, config.structured)
+    if config.structured_multiple > 1:
+        removed = [
+            round_kept(units, group_scores, config.structured_multiple, channels_per_unit(group))
+            for group, group_scores, units in zip(active, scores, removed, strict=True)
+        ]
+    return removed
 
 
 def channels_per_unit(group: Group) -> int:
