@@ -496,12 +496,17 @@ def render(results: dict[str, Any]) -> str:
             "in this block (it took the cosine to 0.3204 at 0.5 in the run of eb7c5da: a "
             "transformer's activations need `int8-dynamic`).",
             "",
-            "Latency in the MiniLM and EfficientNet-Lite0 blocks of the 2026-11-28 13:36 run was "
-            "taken while other jobs shared the 2 cores: the fp32 `pruned 0.5` files, whose "
-            "ops are the dense model's, timed 0.816x / 0.922x (MiniLM, batch 1 / 32) and "
-            "0.780x / 0.695x (EfficientNet-Lite0), so ratios in those blocks are uncertain by "
-            "about 0.1-0.3 (the previous MiniLM run, eb7c5da, timed `pruned 0.5 + int8-dynamic` "
-            "at 0.595x and `structured 0.3 + pruned 0.5 + int8-dynamic` at 0.558x at batch 32). "
+            "`uniform` rows use `--structured-allocation uniform`: the same share of every "
+            "group, so 4 of 12 attention heads and 461 of 1536 feed-forward neurons go in every "
+            "layer; the default allocation (the other `structured` rows) keeps every head and "
+            "takes the feed-forward neurons, more faithful and slower.",
+            "",
+            "The MiniLM block's latencies were re-timed with every other job on the machine "
+            "paused (`--retime`; quiet timings move by about +-0.02 between runs: the "
+            "`structured 0.3 uniform` rows timed 0.490x / 0.504x at 12 rounds, 0.473x / 0.482x "
+            "at 24). The EfficientNet-Lite0 block (2026-11-28 13:36) was timed while other jobs "
+            "shared the 2 cores: its fp32 `pruned 0.5` file, whose ops are the dense model's, "
+            "timed 0.780x / 0.695x (batch 1 / 32), so its ratios are uncertain by about 0.1-0.3. "
             "File sizes and fidelities do not depend on the load.",
             "",
         ]
