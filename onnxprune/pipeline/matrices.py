@@ -58,10 +58,11 @@ def input_weights(
     return stats.row_expand(mean_square, rows)
 
 
-def local_error(matrix: np.ndarray, weights: np.ndarray, keep: np.ndarray) -> float:
-    """The layer's output error proxy when the weights outside ``keep`` are removed (each
-    weight's cost ``weights`` [out, K], see ``input_weights``, summed independently)."""
-    return float((matrix**2 * weights)[~keep].sum())
+def local_error(cost: np.ndarray, keep: np.ndarray) -> float:
+    """The layer's output error proxy when the weights outside ``keep`` are removed: the
+    removed weights' costs summed independently, ``cost`` [out, K] = ``W**2 * weights`` (each
+    weight's cost per unit w^2, see ``input_weights``; computed once for a layer's levels)."""
+    return float(cost[~keep].sum())
 
 
 def mean_cosine(fidelity: Fidelity) -> float:
