@@ -22,6 +22,7 @@ from ..masking import (
 )
 from ..report import LayerReport
 from ..scoring import ScoringMethod, get_method
+from ..threads import one_blas_thread
 from .base import (
     AUTO_GROUPS,
     Candidate,
@@ -162,15 +163,16 @@ class Decisions(Candidates):
                     factors = self.factors(layer, stats if factors_from_stats else None)
                 layer_config = dataclasses.replace(config, min_row_weights=plan.min_row_weights)
                 clock = time.perf_counter()
-                final, delta, problem = prune_matrix(
-                    matrix,
-                    plan.keep,
-                    stats[layer.weight_name],
-                    plan.scorer,
-                    layer_config,
-                    plan.target,
-                    factors,
-                )
+                with one_blas_thread():
+                    final, delta, problem = prune_matrix(
+                        matrix,
+                        plan.keep,
+                        stats[layer.weight_name],
+                        plan.scorer,
+                        layer_config,
+                        plan.target,
+                        factors,
+                    )
                 self.phase_seconds["update"] += time.perf_counter() - clock
             if key is not None:
                 self._latest[key] = (final, delta, problem)
