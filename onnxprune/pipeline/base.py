@@ -17,6 +17,7 @@ import onnx
 from ..allocation import (
     SensitivityCurve,
 )
+from ..boundary import BoundaryCache
 from ..branches import BranchLayers
 from ..calibrate.sources import (
     CalibrationSet,
@@ -30,7 +31,7 @@ from ..progress import Progress
 from ..report import LayerReport
 from ..scoring import ScoringMethod
 from ..stages import group_stages, layer_depths
-from ..suffix import BoundaryCache, SuffixCut, SuffixEvaluator
+from ..suffix import SuffixCut, SuffixEvaluator
 from ..verify import ReferenceRun
 
 # Held-out verification never needs more than this many samples.
