@@ -143,6 +143,8 @@ class PrunerState:
     _auto_reference: ReferenceRun | None
     _sensitivity_reference: ReferenceRun | None
     _trial_reference: ReferenceRun | None
+    # Output values per calibration sample, once probed (``References._output_values_per_sample``).
+    _values_per_sample: int | None
     _pruned: dict[tuple[object, ...], PrunedMatrix]
     _latest: dict[tuple[object, ...], PrunedMatrix]
     _evaluator: CandidateEvaluator | bool | None
