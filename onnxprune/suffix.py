@@ -181,7 +181,7 @@ class SuffixEvaluator(WeightFeedEvaluator):
         assert evaluated is not None
         stored = {t.name for t in evaluated.graph.initializer}
         self.session = session_in_memory(
-            evaluated, {name: arrays[name] for name in stored if name in arrays}
+            evaluated, {name: arrays[name] for name in stored if name in arrays}, spin=False
         )
         self.layers = {index: layer}
         self.defaults = unchanged_inputs(self.session, self.layers)

@@ -104,7 +104,7 @@ class Candidates(References):
                 model, config, prepared.plans, prepared.finals, prepared.deltas, self.statistics()
             )
             clock = time.perf_counter()
-            session = session_in_memory(model, consume=True)
+            session = session_in_memory(model, consume=True, spin=False)
             del model
             fidelity = reference.compare_session(session)
             del session
