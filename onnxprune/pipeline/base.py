@@ -164,6 +164,9 @@ class PrunerState:
     # The last layer scores computed (``Decisions.layer_scores``): method name, the matrix and
     # statistics they were computed from (held, so compared by identity), scores [out, K].
     _last_scores: tuple[str, np.ndarray, LayerStats, np.ndarray] | None
+    # Scores kept for reuse while they fit (``Decisions.layer_scores``): (method name, id of
+    # the matrix, id of the statistics) -> (the matrix, the statistics, scores [out, K]).
+    _scores: dict[tuple[str, int, int], tuple[np.ndarray, LayerStats, np.ndarray]]
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""

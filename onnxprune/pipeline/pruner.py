@@ -163,6 +163,7 @@ class Pruner(Streamed):
         # --sequential: the statistics each layer was last pruned with (stage passes).
         self.stage_statistics = {}
         self._last_scores = None
+        self._scores = {}
 
     def shrink(self, cut: bool = True) -> StructuredResult:
         """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the
