@@ -20,6 +20,7 @@ from ..masking import (
     row_cap,
     select_masks,
 )
+from ..obs_fast import walk_fixed_mask
 from ..reconstruct import (
     ReconstructionError,
     Reselect,
@@ -31,6 +32,7 @@ from ..reconstruct import (
 )
 from ..report import LayerReport
 from ..scoring import ScoringMethod
+from ..threads import one_blas_thread
 from ..verify import Fidelity
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] |
     try:
         # One BLAS thread (``onnxprune.threads``): MiniLM's 36 factors took 22.9 s with two
         # on a loaded 2-core machine, 6 of them K = 1536 Cholesky factorisations and inverses.
-        return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
+        with one_blas_thread():
+            return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
     except ReconstructionError:
         return None
 
@@ -144,6 +147,11 @@ def _reconstructed(
         start = matrix[part]
         if cross is not None:
             start = refit_to_reference(start, cross[g], stats.inputs.count, factors[g])
+        reselect = reselection(matrix, stats, scorer, config, g, groups, keep)
+        if keep is not None and reselect is None:
+            # A fixed mask: the float32 walk (``obs_fast``); ``kept`` is the mask.
+            pruned[part] = walk_fixed_mask(start, factors[g], keep[part])
+            continue
         pruned[part], kept[part] = reconstruct(
             start,
             factors[g],
@@ -151,7 +159,7 @@ def _reconstructed(
             sparsity=target,
             pattern=pattern,
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
-            reselect=reselection(matrix, stats, scorer, config, g, groups, keep),
+            reselect=reselect,
         )
     inputs = stats.inputs
     if (
