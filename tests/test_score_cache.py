@@ -49,7 +49,7 @@ def test_each_layer_is_scored_once_per_method_and_the_model_is_unchanged(
     cached, counts, layers = _build(tmp_path / "cached", decisions.SCORE_CACHE_BYTES)
     # The default (contrib, --group auto, sensitivity allocation): contrib's row and global
     # trials, its sensitivity curves and the re-allocated candidate share one computation
-    # per layer; contrib-nocomp's trial has its own.
+    # per layer; contrib-nocomp's trial computes its own (not kept).
     assert counts == {"contrib": layers, "contrib-nocomp": layers}
     uncached, counts, _ = _build(tmp_path / "uncached", 0)
     assert counts["contrib"] > 2 * layers
