@@ -205,7 +205,7 @@ class CandidateEvaluator(WeightFeedEvaluator):
         evaluated = evaluation_model(model, layers)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
-        self.session = session_in_memory(evaluated, consume=True)
+        self.session = session_in_memory(evaluated, consume=True, spin=False)
         # Seconds it took to build (the cost a per-layer evaluator pays for each layer).
         self.setup_seconds = time.perf_counter() - clock
         self.layers = layers

@@ -71,52 +71,96 @@ def _smallest(flat: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([below, ties])
 
 
-def _row_smallest(scores: np.ndarray, count: int) -> np.ndarray:
+def _row_smallest(scores: np.ndarray, count: int, kth: np.ndarray | None = None) -> np.ndarray:
     """[out, K] bool: the ``count`` smallest entries of each row, ties to the lower column
-    (a stable sort's first ``count`` per row, by partition)."""
+    (a stable sort's first ``count`` per row, by partition). ``kth`` [out, 1]: each row's
+    ``count``-th smallest value when the caller has it (``sorted_rows``)."""
     columns = scores.shape[1]
     if count <= 0:
         return np.zeros(scores.shape, dtype=bool)
     if count >= columns:
         return np.ones(scores.shape, dtype=bool)
-    kth = np.partition(scores, count - 1, axis=1)[:, count - 1 : count]  # [out, 1]
+    if kth is None:
+        kth = np.partition(scores, count - 1, axis=1)[:, count - 1 : count]  # [out, 1]
     below = scores < kth
     ties = scores == kth
-    needed = count - below.sum(axis=1, keepdims=True)
-    return below | (ties & (np.cumsum(ties, axis=1) <= needed))
+    taken = below | ties
+    # Only rows with more ties at their threshold than places left need the running count
+    # (real-valued scores rarely tie; a row of zeros does).
+    needed = count - below.sum(axis=1)  # [out]
+    crowded = np.flatnonzero(ties.sum(axis=1) > needed)
+    if crowded.size:
+        crowded_ties = ties[crowded]
+        first = np.cumsum(crowded_ties, axis=1) <= needed[crowded, None]
+        taken[crowded] = below[crowded] | (crowded_ties & first)
+    return taken
 
 
-def row_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
-    """Each row loses floor(s*K) or one more; the layer loses exactly round(s * size)."""
+def sorted_rows(scores: np.ndarray) -> np.ndarray:
+    """[out, K]: each row of ``scores`` in ascending order, from which ``row_mask`` and
+    ``layer_mask`` read their thresholds (one sort serves every level of a layer)."""
+    return np.sort(scores, axis=1)
+
+
+def row_mask(scores: np.ndarray, sparsity: float, ordered: np.ndarray | None = None) -> np.ndarray:
+    """Each row loses floor(s*K) or one more; the layer loses exactly round(s * size).
+    ``ordered``: ``sorted_rows(scores)`` when the caller has it."""
     rows, columns = scores.shape
     total = pruned_count(scores.size, sparsity)
     base = min(total // rows, columns)
     extra = total - rows * base
-    prune = _row_smallest(scores, base)
-    if extra > 0 and base < columns:
-        # The rows whose next-weakest weight is weakest lose one more.
-        next_weakest = np.partition(scores, base, axis=1)[:, base]
-        rows_losing_more = _smallest(next_weakest, extra)
-        prune[rows_losing_more] = _row_smallest(scores[rows_losing_more], base + 1)
+    if extra <= 0 or base >= columns:
+        kth = None if ordered is None or not 0 < base < columns else ordered[:, base - 1 : base]
+        return ~_row_smallest(scores, base, kth)
+    if ordered is None:
+        ordered = sorted_rows(scores)
+    prune = _row_smallest(scores, base, ordered[:, base - 1 : base] if base > 0 else None)
+    # The rows whose next-weakest weight is weakest lose one more.
+    next_weakest = ordered[:, base]
+    rows_losing_more = _smallest(next_weakest, extra)
+    prune[rows_losing_more] = _row_smallest(
+        scores[rows_losing_more], base + 1, ordered[rows_losing_more, base : base + 1]
+    )
     return ~prune
 
 
-def layer_mask(scores: np.ndarray, sparsity: float, min_row_weights: int = 0) -> np.ndarray:
-    """The layer's weakest round(s*size) weights, no row losing more than ``row_cap``."""
-    return global_masks([scores], sparsity, layer_cap=1.0, min_row_weights=min_row_weights)[0]
+def layer_mask(
+    scores: np.ndarray,
+    sparsity: float,
+    min_row_weights: int = 0,
+    ordered: np.ndarray | None = None,
+) -> np.ndarray:
+    """The layer's weakest round(s*size) weights, no row losing more than ``row_cap``.
+    ``ordered``: ``sorted_rows(scores)`` when the caller has it."""
+    return global_masks(
+        [scores],
+        sparsity,
+        layer_cap=1.0,
+        min_row_weights=min_row_weights,
+        ordered=None if ordered is None else [ordered],
+    )[0]
 
 
 def global_masks(
-    scores: list[np.ndarray], sparsity: float, layer_cap: float, min_row_weights: int = 0
+    scores: list[np.ndarray],
+    sparsity: float,
+    layer_cap: float,
+    min_row_weights: int = 0,
+    ordered: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """The weakest weights over all layers together, capped per layer and per row.
 
-    Scores must be comparable across layers (the method's responsibility).
+    Scores must be comparable across layers (the method's responsibility). ``ordered``: each
+    layer's ``sorted_rows`` when the caller has them.
     """
     eligible_scores = []
-    for layer_scores in scores:
+    for k, layer_scores in enumerate(scores):
         cap = row_cap(layer_scores.shape[1], sparsity, min_row_weights)
-        masked = np.where(_row_smallest(layer_scores, cap), layer_scores, np.inf).ravel()
+        kth = None
+        if ordered is not None and 0 < cap < layer_scores.shape[1]:
+            kth = ordered[k][:, cap - 1 : cap]
+        capped = _row_smallest(layer_scores, cap, kth)
+        masked = np.where(capped, layer_scores, np.inf).ravel()
         layer_limit = math.floor(layer_cap * masked.size)
         if layer_limit < masked.size:
             allowed = np.zeros(masked.size, dtype=bool)
@@ -184,14 +228,16 @@ def layer_select(
     group: str,
     pattern: NMPattern | None,
     min_row_weights: int,
+    ordered: np.ndarray | None = None,
 ) -> np.ndarray:
     """The keep mask of one layer pruned on its own to ``sparsity`` (exact count): ``row``
-    selection per row, ``layer`` / ``global`` over the layer (with the row floors)."""
+    selection per row, ``layer`` / ``global`` over the layer (with the row floors).
+    ``ordered``: ``sorted_rows(scores)``, for a caller selecting several levels."""
     if pattern is not None:
         return nm_mask(scores, pattern)
     if group == "row":
-        return row_mask(scores, sparsity)
-    return layer_mask(scores, sparsity, min_row_weights)
+        return row_mask(scores, sparsity, ordered)
+    return layer_mask(scores, sparsity, min_row_weights, ordered)
 
 
 def select_masks(

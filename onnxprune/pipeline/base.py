@@ -17,6 +17,7 @@ import onnx
 from ..allocation import (
     SensitivityCurve,
 )
+from ..boundary import BoundaryCache
 from ..branches import BranchLayers
 from ..calibrate.sources import (
     CalibrationSet,
@@ -30,7 +31,7 @@ from ..progress import Progress
 from ..report import LayerReport
 from ..scoring import ScoringMethod
 from ..stages import group_stages, layer_depths
-from ..suffix import BoundaryCache, SuffixCut, SuffixEvaluator
+from ..suffix import SuffixCut, SuffixEvaluator
 from ..verify import ReferenceRun
 
 # Held-out verification never needs more than this many samples.
@@ -142,6 +143,8 @@ class PrunerState:
     _auto_reference: ReferenceRun | None
     _sensitivity_reference: ReferenceRun | None
     _trial_reference: ReferenceRun | None
+    # Output values per calibration sample, once probed (``References._output_values_per_sample``).
+    _values_per_sample: int | None
     _pruned: dict[tuple[object, ...], PrunedMatrix]
     _latest: dict[tuple[object, ...], PrunedMatrix]
     _evaluator: CandidateEvaluator | bool | None
@@ -161,6 +164,9 @@ class PrunerState:
     # The last layer scores computed (``Decisions.layer_scores``): method name, the matrix and
     # statistics they were computed from (held, so compared by identity), scores [out, K].
     _last_scores: tuple[str, np.ndarray, LayerStats, np.ndarray] | None
+    # Scores kept for reuse while they fit (``Decisions.layer_scores``): (method name, id of
+    # the matrix, id of the statistics) -> (the matrix, the statistics, scores [out, K]).
+    _scores: dict[tuple[str, int, int], tuple[np.ndarray, LayerStats, np.ndarray]]
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""

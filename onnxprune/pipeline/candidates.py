@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
+from ..boundary import BOUNDARY_CACHE_BYTES, BoundaryCache
 from ..calibrate.stats import LayerStats
 from ..config import PruneConfig
 from ..evaluate import CandidateEvaluator
@@ -19,7 +20,7 @@ from ..metric import decision_score
 from ..report import LayerReport
 from ..scoring import ScoringMethod
 from ..session import movable, session_in_memory
-from ..suffix import BOUNDARY_CACHE_BYTES, BoundaryCache, SuffixEvaluator, suffix_cut
+from ..suffix import SuffixEvaluator, suffix_cut
 from ..verify import ReferenceRun
 from .base import (
     Candidate,
@@ -103,7 +104,7 @@ class Candidates(References):
                 model, config, prepared.plans, prepared.finals, prepared.deltas, self.statistics()
             )
             clock = time.perf_counter()
-            session = session_in_memory(model, consume=True)
+            session = session_in_memory(model, consume=True, spin=False)
             del model
             fidelity = reference.compare_session(session)
             del session

@@ -20,6 +20,7 @@ from ..masking import (
     row_cap,
     select_masks,
 )
+from ..obs_fast import walk_fixed_mask
 from ..reconstruct import (
     reconstruct,
     reconstruct_groups,
@@ -27,6 +28,7 @@ from ..reconstruct import (
 )
 from ..report import LayerReport
 from ..scoring import ScoringMethod
+from ..threads import one_blas_thread
 from ..verify import Fidelity
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,10 @@ def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] |
     if stats.inputs.xtx is None:
         return None
     try:
-        return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
+        # One BLAS thread (``onnxprune.threads``): MiniLM's 36 factors took 22.9 s with two
+        # on a loaded 2-core machine, 6 of them K = 1536 Cholesky factorisations and inverses.
+        with one_blas_thread():
+            return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
     except ReconstructionError:
         return None
 
@@ -54,10 +59,11 @@ def input_weights(
     return stats.row_expand(mean_square, rows)
 
 
-def local_error(matrix: np.ndarray, weights: np.ndarray, keep: np.ndarray) -> float:
-    """The layer's output error proxy when the weights outside ``keep`` are removed (each
-    weight's cost ``weights`` [out, K], see ``input_weights``, summed independently)."""
-    return float((matrix**2 * weights)[~keep].sum())
+def local_error(cost: np.ndarray, keep: np.ndarray) -> float:
+    """The layer's output error proxy when the weights outside ``keep`` are removed: the
+    removed weights' costs summed independently, ``cost`` [out, K] = ``W**2 * weights`` (each
+    weight's cost per unit w^2, see ``input_weights``; computed once for a layer's levels)."""
+    return float(cost[~keep].sum())
 
 
 def mean_cosine(fidelity: Fidelity) -> float:
@@ -98,7 +104,7 @@ def prune_matrix(
         delta = scorer.compensate(matrix, stats, keep) if scorer.compensate else None
         return (*corrected(matrix, pruned, delta, stats, config), problem)
     assert factors is not None
-    pruned = _reconstructed(matrix, keep, stats, scorer, config, target, factors)
+    pruned = _reconstructed(matrix, keep, stats, config, target, factors)
     return (
         *corrected(matrix, pruned, _residual_mean(matrix, pruned, stats), stats, config),
         problem,
@@ -109,7 +115,6 @@ def _reconstructed(
     matrix: np.ndarray,
     keep: np.ndarray | None,
     stats: LayerStats,
-    scorer: ScoringMethod,
     config: PruneConfig,
     target: float,
     factors: list[tuple[np.ndarray, np.ndarray]],
@@ -137,6 +142,11 @@ def _reconstructed(
         start = matrix[part]
         if cross is not None:
             start = refit_to_reference(start, cross[g], stats.inputs.count, factors[g])
+        reselect = reselects(stats, config, keep)
+        if keep is not None and not reselect:
+            # A fixed mask: the float32 walk (``obs_fast``); ``kept`` is the mask.
+            pruned[part] = walk_fixed_mask(start, factors[g], keep[part])
+            continue
         pruned[part], kept[part] = reconstruct(
             start,
             factors[g],
@@ -144,7 +154,7 @@ def _reconstructed(
             sparsity=target,
             pattern=pattern,
             row_cap=row_cap(matrix.shape[1], target, config.min_row_weights) / matrix.shape[1],
-            reselect=reselects(stats, config, keep),
+            reselect=reselect,
         )
     inputs = stats.inputs
     if config.refit_steps and inputs.xtx is not None and cross is None:
@@ -154,15 +164,21 @@ def _reconstructed(
     return pruned
 
 
+def _per_row(stats: LayerStats, per_group: np.ndarray, rows: int) -> np.ndarray:
+    """``per_group`` (G, K) for rows [out, K]: broadcast as (1, K) when there is one group
+    (the same products as ``row_expand``'s copy, without the copy)."""
+    return per_group if per_group.shape[0] == 1 else stats.row_expand(per_group, rows)
+
+
 def _residual_mean(matrix: np.ndarray, pruned: np.ndarray, stats: LayerStats) -> np.ndarray:
     """The bias change [out] that keeps each output's mean: ``(W - W') E[x]``, or against the
     dense model's outputs ``W E[x_ref] - W' E[x]`` (update_target "dense")."""
     rows = matrix.shape[0]
     cross = stats.inputs.cross
-    mean = stats.row_expand(stats.inputs.mean, rows)
+    mean = _per_row(stats, stats.inputs.mean, rows)
     if cross is not None and stats.inputs.ref_sum is not None:
         # The residual mean against the dense outputs: W E[x_ref] - W' E[x].
-        ref_mean = stats.row_expand(stats.inputs.ref_sum / max(stats.inputs.count, 1.0), rows)
+        ref_mean = _per_row(stats, stats.inputs.ref_sum / max(stats.inputs.count, 1.0), rows)
         delta = (matrix * ref_mean).sum(axis=1) - (pruned * mean).sum(axis=1)
     else:
         delta = ((matrix - pruned) * mean).sum(axis=1)

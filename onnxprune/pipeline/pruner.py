@@ -129,6 +129,7 @@ class Pruner(Streamed):
         self._auto_reference = None
         self._sensitivity_reference = None
         self._trial_reference = None
+        self._values_per_sample = None
         # One-shot pruned layers kept for reuse (``remember``), by ``_pruned_key``.
         self._pruned = {}
         # What the last ``_prune_layers`` call computed one-shot, by the same key.
@@ -162,6 +163,7 @@ class Pruner(Streamed):
         # --sequential: the statistics each layer was last pruned with (stage passes).
         self.stage_statistics = {}
         self._last_scores = None
+        self._scores = {}
 
     def shrink(self, cut: bool = True) -> StructuredResult:
         """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the

@@ -87,11 +87,15 @@ class References(StatisticsStage):
         auto = self._auto_reference
         if auto is not None and auto.ran:
             return auto.values_per_sample()
-        one = np.zeros_like(self.calib_mask)
-        one[np.flatnonzero(self.calib_mask)[:1]] = True
-        return ReferenceRun(
-            self.reference_path, self.calibration, one, 1, "calibration"
-        ).values_per_sample()
+        if self._values_per_sample is None:
+            # Kept: the trial and the sensitivity references both ask, and each probe loads
+            # the original into a session of its own.
+            one = np.zeros_like(self.calib_mask)
+            one[np.flatnonzero(self.calib_mask)[:1]] = True
+            self._values_per_sample = ReferenceRun(
+                self.reference_path, self.calibration, one, 1, "calibration"
+            ).values_per_sample()
+        return self._values_per_sample
 
     def search_reference(self) -> ReferenceRun:
         """Where --sparsity auto measures its candidates. Without --eval: every other held-out

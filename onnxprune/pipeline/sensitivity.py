@@ -18,6 +18,7 @@ from ..masking import (
     floor_cap,
     layer_select,
     select_masks,
+    sorted_rows,
 )
 from ..scoring import ScoringMethod
 from ..verify import ReferenceRun
@@ -164,8 +165,10 @@ class Sensitivity(Decisions):
         else:
             scores = self.layer_scores(scorer, matrix, stats)
         floor = config.min_row_weights
+        cost = matrix**2 * weights  # [out, K], see ``local_error``
+        ordered = sorted_rows(scores)  # one sort for every level's mask
         errors = [
-            local_error(matrix, weights, layer_select(scores, level, selection, None, floor))
+            local_error(cost, layer_select(scores, level, selection, None, floor, ordered))
             for level in levels
         ]
         anchor = levels.index(base) if base in levels else 0

@@ -18,12 +18,11 @@ from ..layers import find_layers
 from ..masking import (
     allocate,
     layer_select,
-    nm_mask,
-    row_mask,
     select_masks,
 )
 from ..report import LayerReport
 from ..scoring import ScoringMethod, get_method
+from ..threads import one_blas_thread
 from .base import (
     SPILL_BYTES,
     Candidate,
@@ -81,18 +80,16 @@ class Streamed(Sensitivity):
             if all_masks is not None:
                 keep = all_masks[k]
             elif not scorer.adaptive_mask:
-                score = scorer.score(matrix, layer_stats)
-                keep = (
-                    nm_mask(score, config.nm)
-                    if config.nm is not None
-                    else row_mask(score, row_targets[k])
+                # N:M, or row selection at the layer's share.
+                keep = layer_select(
+                    scorer.score(matrix, layer_stats), row_targets[k], "row", config.nm, 0
                 )
-                del score
             target = row_targets[k] if scorer.adaptive_mask else config.target_sparsity
             factors = self.factors(layer) if reconstructing else None
-            final, delta, problem = prune_matrix(
-                matrix, keep, layer_stats, scorer, config, target, factors
-            )
+            with one_blas_thread():
+                final, delta, problem = prune_matrix(
+                    matrix, keep, layer_stats, scorer, config, target, factors
+                )
             del matrix, keep
             if problem:
                 warnings.append(f"{layer.name}: {problem}")

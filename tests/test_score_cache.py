@@ -1,0 +1,56 @@
+"""Layer scores computed once per method and layer in a run (``Decisions.layer_scores``),
+with the same model written as without the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import models
+import numpy as np
+import pytest
+
+from onnxprune.calibrate.stats import LayerStats
+from onnxprune.config import PruneConfig
+from onnxprune.pipeline import Pruner, decisions
+from onnxprune.scoring import ScoringMethod
+
+
+def _build(tmp_path: Path, limit: int) -> tuple[bytes, dict[str, int], int]:
+    """The default run's model, computations per method (a computation replaces the last
+    scores held), and the number of layers; scores kept up to ``limit`` bytes."""
+    counts: dict[str, int] = {}
+    real = decisions.Decisions.layer_scores
+
+    def counting(
+        self: decisions.Decisions, scorer: ScoringMethod, matrix: np.ndarray, stats: LayerStats
+    ) -> np.ndarray:
+        before = self._last_scores
+        scores = real(self, scorer, matrix, stats)
+        computed = self._last_scores is not before
+        counts[scorer.name] = counts.get(scorer.name, 0) + int(computed)
+        return scores
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decisions, "SCORE_CACHE_BYTES", limit)
+        patch.setattr(decisions.Decisions, "layer_scores", counting)
+        model = models.mlp_matmul((16, 32, 32, 32, 4), seed=4)
+        tmp_path.mkdir()
+        path = models.save(model, tmp_path / "model.onnx")
+        inputs = models.random_inputs(model, 96, seed=1)
+        calib = models.write_npz(tmp_path / "calib.npz", inputs)
+        pruner = Pruner(path, calib, PruneConfig(sparsity=0.6, group="auto"))
+        candidate = pruner.build()
+        return candidate.model.SerializeToString(), counts, len(pruner.layers)
+
+
+def test_each_layer_is_scored_once_per_method_and_the_model_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    cached, counts, layers = _build(tmp_path / "cached", decisions.SCORE_CACHE_BYTES)
+    # The default (contrib, --group auto, sensitivity allocation): contrib's row and global
+    # trials, its sensitivity curves and the re-allocated candidate share one computation
+    # per layer; contrib-nocomp's trial computes its own (not kept).
+    assert counts == {"contrib": layers, "contrib-nocomp": layers}
+    uncached, counts, _ = _build(tmp_path / "uncached", 0)
+    assert counts["contrib"] > 2 * layers
+    assert cached == uncached
