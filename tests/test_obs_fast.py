@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import builders
 import numpy as np
 import pytest
 
+from onnxprune.hessian import inverse_hessian_factors
 from onnxprune.masking import row_mask
 from onnxprune.obs_fast import walk_fixed_mask
-from onnxprune.reconstruct import inverse_hessian_factors, reconstruct
+from onnxprune.reconstruct import reconstruct
 
 
 def _layer(rows: int, columns: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     """A weight [rows, columns] and correlated inputs' x^T x (1, K, K) with one dead input."""
-    rng = np.random.default_rng(seed)
     samples = 3 * columns
-    base = rng.normal(size=(samples, columns // 2))
-    inputs = base @ rng.normal(size=(columns // 2, columns)) + 0.1 * rng.normal(
-        size=(samples, columns)
-    )
+    inputs = builders.correlated_inputs(samples, columns, seed)
+    rng = np.random.default_rng(seed + 1)
     inputs *= rng.uniform(0.05, 3.0, size=columns)  # inputs of very different scales
     inputs[:, 3] = 0.0  # an input that was 0 on every sample
     weight = rng.normal(size=(rows, columns)) / np.sqrt(columns)

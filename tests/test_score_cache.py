@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import models
+import builders
 import numpy as np
 import pytest
 
@@ -33,11 +33,11 @@ def _build(tmp_path: Path, limit: int) -> tuple[bytes, dict[str, int], int]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(decisions, "SCORE_CACHE_BYTES", limit)
         patch.setattr(decisions.Decisions, "layer_scores", counting)
-        model = models.mlp_matmul((16, 32, 32, 32, 4), seed=4)
+        model = builders.mlp_matmul((16, 32, 32, 32, 4), seed=4)
         tmp_path.mkdir()
-        path = models.save(model, tmp_path / "model.onnx")
-        inputs = models.random_inputs(model, 96, seed=1)
-        calib = models.write_npz(tmp_path / "calib.npz", inputs)
+        path = builders.save(model, tmp_path / "model.onnx")
+        inputs = builders.random_inputs(model, 96, seed=1)
+        calib = builders.write_npz(tmp_path / "calib.npz", inputs)
         pruner = Pruner(path, calib, PruneConfig(sparsity=0.6, group="auto"))
         candidate = pruner.build()
         return candidate.model.SerializeToString(), counts, len(pruner.layers)
