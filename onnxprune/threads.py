@@ -5,8 +5,10 @@ products of a few MFLOP. OpenBLAS splits each product over every core and its th
 busy-wait between calls; on a 2-core machine shared with onnxruntime's own threads (or other
 processes) that waiting took the cores the walk needed: MiniLM's OBS updates at --sparsity
 0.5 took 24.9 s with two BLAS threads and 12.4 s with one, on a loaded machine, same output.
-One thread splits nothing, so results are unchanged (OpenBLAS partitions a product by output
-blocks, not along the sum).
+For the walk's products one thread gave byte-identical models; the inverse-Hessian factors
+(Cholesky and triangular inverse) round differently on one thread than on two, which moved
+written weights at float32 rounding level (fidelity unchanged to 6 decimals), and makes them
+independent of the machine's core count.
 
 ``threadpoolctl`` (a dependency) does the limiting.
 """
