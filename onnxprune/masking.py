@@ -7,10 +7,12 @@ rows with few weights (a depthwise 3x3 filter has 9) do not make rounding miss t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from .config import NMPattern, PruneConfig
+from .config import NMPattern
 
 # In layer-wide and global selection every row keeps at least this share of the layer's average
 # kept fraction: without a floor, single neurons of a transformer lost 97-100% of their weights
@@ -240,19 +242,44 @@ def layer_select(
     return layer_mask(scores, sparsity, min_row_weights, ordered)
 
 
-def select_masks(
-    scores: list[np.ndarray], config: PruneConfig, group: str, sparsity: float | None = None
-) -> list[np.ndarray]:
-    """Keep masks for every layer under the run's pattern / selection group, removing
-    ``sparsity`` (default: the run's target) of their weights together."""
-    target = config.target_sparsity if sparsity is None else sparsity
-    if config.nm is not None:
-        return [nm_mask(s, config.nm) for s in scores]
-    if group == "global":
-        return global_masks(scores, target, config.layer_cap, config.min_row_weights)
-    targets = allocate([s.shape for s in scores], target, config.min_row_weights)
-    if group == "layer":
-        return [
-            layer_mask(s, t, config.min_row_weights) for s, t in zip(scores, targets, strict=True)
-        ]
+@dataclass(frozen=True)
+class Selection:
+    """How a run chooses its masks, as explicit values: the selection ``group`` (``row``,
+    ``layer`` or ``global``), an N:M ``pattern`` (it overrides the group), the largest share
+    ``layer_cap`` global selection may take from one layer, and the row floors."""
+
+    group: str
+    pattern: NMPattern | None = None
+    layer_cap: float = 1.0
+    min_row_weights: int = 0
+
+
+def _select_row(scores: list[np.ndarray], target: float, how: Selection) -> list[np.ndarray]:
+    targets = allocate([s.shape for s in scores], target, how.min_row_weights)
     return [row_mask(s, t) for s, t in zip(scores, targets, strict=True)]
+
+
+def _select_layer(scores: list[np.ndarray], target: float, how: Selection) -> list[np.ndarray]:
+    targets = allocate([s.shape for s in scores], target, how.min_row_weights)
+    floor = how.min_row_weights
+    return [layer_mask(s, t, floor) for s, t in zip(scores, targets, strict=True)]
+
+
+def _select_global(scores: list[np.ndarray], target: float, how: Selection) -> list[np.ndarray]:
+    return global_masks(scores, target, how.layer_cap, how.min_row_weights)
+
+
+# One entry per selection group (``--group``): all layers' keep masks at once.
+SELECTIONS: dict[str, Callable[[list[np.ndarray], float, Selection], list[np.ndarray]]] = {
+    "row": _select_row,
+    "layer": _select_layer,
+    "global": _select_global,
+}
+
+
+def select_masks(scores: list[np.ndarray], how: Selection, target: float) -> list[np.ndarray]:
+    """Keep masks for every layer, removing ``target`` of their weights together under
+    ``how``'s pattern or selection group."""
+    if how.pattern is not None:
+        return [nm_mask(s, how.pattern) for s in scores]
+    return SELECTIONS[how.group](scores, target, how)

@@ -30,9 +30,7 @@ from .base import (
     PrunedLayers,
 )
 from .candidates import Candidates
-from .matrices import (
-    prune_matrix,
-)
+from .matrices import prune_matrix, selection_of
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +121,7 @@ class Decisions(Candidates):
                     self.layer_scores(scorer, m, stats[self.layers[i].weight_name])
                     for m, i in zip(shared_matrices, shared, strict=True)
                 ]
-                masks = select_masks(scores, config, group, sparsity=target)
+                masks = select_masks(scores, selection_of(config, group), target)
                 for i, mask in zip(shared, masks, strict=True):
                     plans[i] = LayerPlan(i, scorer, target, mask, config.min_row_weights)
         return plans

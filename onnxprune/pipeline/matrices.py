@@ -3,7 +3,6 @@ one matrix (scores, mask, OBS update, corrections), writing it back, and the sam
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -16,10 +15,7 @@ from ..correction import damped_hessians, refit_on_support, stat_correct
 from ..graph import GraphView
 from ..hessian import ReconstructionError, inverse_hessian_factors
 from ..layers import Layer
-from ..masking import (
-    row_cap,
-    select_masks,
-)
+from ..masking import Selection, row_cap, select_masks
 from ..obs_fast import walk_fixed_mask
 from ..reconstruct import (
     reconstruct,
@@ -44,6 +40,11 @@ def _inverse_factors(stats: LayerStats) -> list[tuple[np.ndarray, np.ndarray]] |
             return inverse_hessian_factors(stats.inputs.xtx, stats.inputs.count)
     except ReconstructionError:
         return None
+
+
+def selection_of(config: PruneConfig, group: str) -> Selection:
+    """The run's mask selection as the explicit values ``masking`` takes."""
+    return Selection(group, config.nm, config.layer_cap, config.min_row_weights)
 
 
 def input_weights(
@@ -92,9 +93,7 @@ def prune_matrix(
     if reconstructing and factors is None:
         problem = "no reconstruction (input correlation too wide or not positive definite)"
         if keep is None:  # the method needs the update to choose a mask: fall back to |W|
-            keep = select_masks(
-                [np.abs(matrix)], dataclasses.replace(config, sparsity=target), "row"
-            )[0]
+            keep = select_masks([np.abs(matrix)], selection_of(config, "row"), target)[0]
         reconstructing = False
     else:
         problem = None

@@ -23,10 +23,7 @@ from ..masking import (
 from ..scoring import ScoringMethod
 from ..verify import ReferenceRun
 from .decisions import Decisions
-from .matrices import (
-    input_weights,
-    local_error,
-)
+from .matrices import input_weights, local_error, selection_of
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,7 @@ class Sensitivity(Decisions):
             scores = [
                 scorer.score(self.matrices()[i], stats[self.layers[i].weight_name]) for i in chosen
             ]
-            masks = select_masks(scores, config, "global", sparsity=sparsity)
+            masks = select_masks(scores, selection_of(config, "global"), sparsity)
             base = [1.0 - float(mask.mean()) for mask in masks]
         else:
             base = allocate(shapes, sparsity, config.min_row_weights)

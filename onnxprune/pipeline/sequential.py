@@ -28,10 +28,7 @@ from .base import (
     Candidate,
     LayerPlan,
 )
-from .matrices import (
-    prune_matrix,
-    write_layer,
-)
+from .matrices import prune_matrix, selection_of, write_layer
 from .sensitivity import Sensitivity
 
 log = logging.getLogger(__name__)
@@ -68,8 +65,8 @@ class Streamed(Sensitivity):
         if not per_layer:
             all_masks = select_masks(
                 [scorer.score(layer.matrix(), stats[layer.weight_name]) for layer in originals],
-                config,
-                group,
+                selection_of(config, group),
+                config.target_sparsity,
             )
         reconstructing = config.update or scorer.adaptive_mask
         reports, warnings = [], []
