@@ -48,7 +48,13 @@ def _points(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _commit(results: dict[str, Any]) -> str:
-    git = results.get("meta", {}).get("git") or {}
+    """The commit the quality rows were measured on: the run's own, or, when a later partial
+    run kept them (``--keep-sections-from``), the commit recorded for the kept section."""
+    meta = results.get("meta", {})
+    kept = (meta.get("kept_sections") or {}).get("quality")
+    if kept:
+        return str(kept.get("commit", "?")) + ("" if kept.get("clean", True) else " + changes")
+    git = meta.get("git") or {}
     return str(git.get("commit", "?")) + (
         " + uncommitted changes" if git.get("uncommitted") else ""
     )
