@@ -288,9 +288,10 @@ def retime_model(
     paths = {"dense": files.onnx}
     for index, (label, arguments) in enumerate(PLANS[name]["artifacts"]):
         path = _artifact_path(work, files.name, index, arguments)
-        if not path.exists() or _row(block["rows"], label) is None:
+        row = _row(block["rows"], label)
+        if not path.exists() or row is None:
             raise SystemExit(f"--retime {name}: no artifact {label!r} ({path}); build it first")
-        if model_size_bytes(path) != _row(block["rows"], label)["file_bytes"]:  # type: ignore[index]
+        if model_size_bytes(path) != row["file_bytes"]:
             raise SystemExit(f"--retime {name}: {path} is not the file the results describe")
         paths[label] = path
     print(f"{name}: re-timing {len(paths)} artifacts side by side", flush=True)

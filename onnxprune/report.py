@@ -172,6 +172,16 @@ class Report:
             lines += ["", f"time: {parts}"]
         return "\n".join(lines)
 
+    def _structured_text(self) -> str:
+        """ ", structured R of the units (scorer[, allocation])" when --structured ran."""
+        arguments = self.arguments
+        if not arguments.get("structured"):
+            return ""
+        how = [arguments["structured_score"]]
+        if arguments.get("structured_allocation"):
+            how.append(f"{arguments['structured_allocation']} allocation")
+        return f", structured {arguments['structured']:g} of the units ({', '.join(how)})"
+
     def _header_lines(self) -> list[str]:
         """What ran: paths, method, group, sparsity asked, and what the searches tried."""
         lines = [
@@ -182,18 +192,7 @@ class Report:
             + f", group {self.group}, pattern {self.pattern}, target sparsity "
             f"{self.target_sparsity:.2f}, calibration samples {self.calibration_samples}"
             + (", --update" if self.arguments.get("update") else "")
-            + (
-                f", structured {self.arguments['structured']:g} of the units "
-                f"({self.arguments['structured_score']}"
-                + (
-                    f", {self.arguments['structured_allocation']} allocation"
-                    if self.arguments.get("structured_allocation")
-                    else ""
-                )
-                + ")"
-                if self.arguments.get("structured")
-                else ""
-            ),
+            + self._structured_text(),
         ]
         if self.group_trials:
             tried = ", ".join(f"{g} {c:.5f}" for g, c in self.group_trials.items())

@@ -136,12 +136,12 @@ def _reconstructed(
             matrix.shape
         )
         groups = 0  # done
+    reselect = reselects(stats, config, keep)
     for g in range(groups):
         part = slice(g * per_group, (g + 1) * per_group)
         start = matrix[part]
         if cross is not None:
             start = refit_to_reference(start, cross[g], stats.inputs.count, factors[g])
-        reselect = reselects(stats, config, keep)
         if keep is not None and not reselect:
             # A fixed mask: the float32 walk (``obs_fast``); ``kept`` is the mask.
             pruned[part] = walk_fixed_mask(start, factors[g], keep[part])

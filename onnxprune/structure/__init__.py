@@ -25,6 +25,7 @@ from .scores import (
     UNIT_SCORERS,
     GroupData,
     ReaderData,
+    UnitScorer,
     WriterData,
     compensation,
     keep_floor,
@@ -86,7 +87,7 @@ def prune_units(
     scorer = UNIT_SCORERS[config.structured_score]
     data = [_group_data(group, stats) for group in active]
     scores = [scorer.score(d) for d in data]
-    removed = _chosen_units(active, scores, config)
+    removed = _chosen_units(active, scores, scorer, config)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     view = GraphView(copy)
@@ -126,12 +127,11 @@ def prune_units(
 
 
 def _chosen_units(
-    active: list[Group], scores: list[np.ndarray], config: PruneConfig
+    active: list[Group], scores: list[np.ndarray], scorer: UnitScorer, config: PruneConfig
 ) -> list[np.ndarray]:
     """The units each active group loses: ``--structured-allocation`` (else the scorer's own)
     spreads the share over the groups, then ``--structured-multiple`` rounds what is kept."""
     allocation = config.structured_allocation
-    scorer = UNIT_SCORERS[config.structured_score]
     choose = scorer.choose if allocation is None else UNIT_ALLOCATIONS[allocation]
     removed = choose(scores, config.structured)
     if config.structured_multiple > 1:

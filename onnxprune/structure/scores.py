@@ -181,11 +181,16 @@ register_unit_scorer(
         "compensation (the usual baseline)",
     )
 )
-for _name, _choose in (
-    ("variance-standardised", choose_standardised),
-    ("variance-uniform", choose_uniform),
-    ("variance-raw", choose_raw),
-):
+# The benchmark's allocation ablation under the scorer names its results carry
+# ("variance-uniform" is `--structured-score variance --structured-allocation uniform`).
+for _allocation in ("standardised", "uniform", "raw"):
     register_unit_scorer(
-        UnitScorer(_name, variance_importance, True, _choose, "allocation ablation", hidden=True)
+        UnitScorer(
+            f"variance-{_allocation}",
+            variance_importance,
+            True,
+            UNIT_ALLOCATIONS[_allocation],
+            "allocation ablation",
+            hidden=True,
+        )
     )
