@@ -14,6 +14,9 @@ import pytest
 from onnxprune.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+# The bundled example: the digits CNN and its calibration folder.
+EXAMPLE_CNN = REPO / "examples" / "digits_cnn.onnx"
+EXAMPLE_CALIB = REPO / "calibration_data" / "digits"
 
 
 @dataclass(frozen=True)

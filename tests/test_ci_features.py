@@ -11,19 +11,19 @@ import builders
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, CliRunner
+from conftest import EXAMPLE_CALIB, EXAMPLE_CNN, REPO, CliRunner
 
 import onnxprune
 from onnxprune.errors import EXIT_GATE_FAILED, EXIT_USAGE
 
-CNN = REPO / "examples" / "digits_cnn.onnx"
-CALIB = REPO / "calibration_data" / "digits"
 TEST = REPO / "calibration_data" / "digits_test.npz"
 
 
 def _run(cli: CliRunner, tmp_path: Path, *args: object) -> tuple[int, dict, str, Path]:
     output, report = tmp_path / "out.onnx", tmp_path / "report.json"
-    result = cli(CNN, "--calib", CALIB, "-o", output, "--report", report, "-q", *args)
+    result = cli(
+        EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "-o", output, "--report", report, "-q", *args
+    )
     data = json.loads(report.read_text()) if report.exists() else {}
     return result.code, data, result.err, output
 
@@ -147,7 +147,7 @@ def test_a_sweep_never_changes_the_model_it_writes(cli: CliRunner, tmp_path: Pat
 
 def test_recipe_replay_is_byte_identical(cli: CliRunner, tmp_path: Path) -> None:
     first = tmp_path / "first.onnx"
-    result = cli(CNN, "--calib", CALIB, "--sparsity", 0.7, "-o", first, "-q")
+    result = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--sparsity", 0.7, "-o", first, "-q")
     assert result.code == 0
     recipe = Path(str(first) + ".recipe.json")
     data = json.loads(recipe.read_text())
@@ -158,7 +158,7 @@ def test_recipe_replay_is_byte_identical(cli: CliRunner, tmp_path: Path) -> None
         "fc2.weight",
     }
     second = tmp_path / "second.onnx"
-    result = cli(CNN, "--calib", CALIB, "--recipe", recipe, "-o", second, "--json")
+    result = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--recipe", recipe, "-o", second, "--json")
     assert result.code == 0
     assert second.read_bytes() == first.read_bytes()
     assert json.loads(result.out)["warnings"] == []
@@ -166,11 +166,13 @@ def test_recipe_replay_is_byte_identical(cli: CliRunner, tmp_path: Path) -> None
 
 def test_recipe_with_other_data_warns(cli: CliRunner, tmp_path: Path) -> None:
     first = tmp_path / "first.onnx"
-    assert cli(CNN, "--calib", CALIB, "--sparsity", 0.5, "-o", first, "-q").code == 0
+    assert (
+        cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--sparsity", 0.5, "-o", first, "-q").code == 0
+    )
     other = tmp_path / "other.npz"
-    data = np.load(CALIB / "digits_calib.npz")["input"][:200]
+    data = np.load(EXAMPLE_CALIB / "digits_calib.npz")["input"][:200]
     np.savez(other, input=data)
-    result = cli(CNN, "--calib", other, "--recipe", str(first) + ".recipe.json", "-o",
+    result = cli(EXAMPLE_CNN, "--calib", other, "--recipe", str(first) + ".recipe.json", "-o",
                  tmp_path / "second.onnx", "--json")  # fmt: skip
     assert result.code == 0
     assert any("fingerprint" in w for w in json.loads(result.out)["warnings"])
@@ -179,7 +181,7 @@ def test_recipe_with_other_data_warns(cli: CliRunner, tmp_path: Path) -> None:
 def test_malformed_recipe_is_a_usage_error(cli: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "bad.recipe.json"
     bad.write_text("{}")
-    result = cli(CNN, "--calib", CALIB, "--recipe", bad, "-o", tmp_path / "o.onnx")
+    result = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--recipe", bad, "-o", tmp_path / "o.onnx")
     assert result.code == EXIT_USAGE and "recipe" in result.err
     assert not (tmp_path / "o.onnx").exists()
 
@@ -188,7 +190,7 @@ def test_malformed_recipe_is_a_usage_error(cli: CliRunner, tmp_path: Path) -> No
 
 
 def test_inspect_lists_layers_of_the_bundled_example(cli: CliRunner) -> None:
-    result = cli("inspect", CNN)
+    result = cli("inspect", EXAMPLE_CNN)
     assert result.code == 0
     for name in ("/conv1/Conv", "/conv2/Conv", "/fc1/Gemm", "/fc2/Gemm"):
         assert name in result.out
@@ -197,7 +199,7 @@ def test_inspect_lists_layers_of_the_bundled_example(cli: CliRunner) -> None:
 
 
 def test_inspect_with_data_measures_sensitivity(cli: CliRunner) -> None:
-    result = cli("inspect", CNN, "--calib", CALIB, "--json", "-q")
+    result = cli("inspect", EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--json", "-q")
     assert result.code == 0
     layers = {layer["name"]: layer for layer in json.loads(result.out)["layers"]}
     cosines = [layer["cosine_alone"] for layer in layers.values()]
@@ -291,12 +293,14 @@ def test_check_pattern_accepts_a_2_4_model_and_rejects_the_dense_one(
     cli: CliRunner, tmp_path: Path
 ) -> None:
     output = tmp_path / "p24.onnx"
-    assert cli(CNN, "--calib", CALIB, "--pattern", "2:4", "-o", output, "-q").code == 0
+    assert (
+        cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--pattern", "2:4", "-o", output, "-q").code == 0
+    )
     result = cli("check-pattern", output, "--json")
     assert result.code == 0
     report = json.loads(result.out)
     assert report["all_conform"] and all(layer["ok"] for layer in report["layers"])
-    dense = cli("check-pattern", CNN)
+    dense = cli("check-pattern", EXAMPLE_CNN)
     assert dense.code == EXIT_GATE_FAILED and "NOT every layer conforms" in dense.out
-    bad = cli("check-pattern", CNN, "--pattern", "unstructured")
+    bad = cli("check-pattern", EXAMPLE_CNN, "--pattern", "unstructured")
     assert bad.code == EXIT_USAGE and "N:M" in bad.err

@@ -16,7 +16,7 @@ import builders
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, CliRunner, run_and_report
+from conftest import EXAMPLE_CALIB, EXAMPLE_CNN, REPO, CliRunner, run_and_report
 from onnx import numpy_helper
 from ort_run import run_model
 
@@ -416,8 +416,8 @@ def test_digits_example_reports_accuracy(cli: CliRunner, tmp_path: Path) -> None
     output = tmp_path / "digits.pruned.onnx"
 
     result = cli(
-        REPO / "examples" / "digits_cnn.onnx",
-        "--calib", REPO / "calibration_data" / "digits",
+        EXAMPLE_CNN,
+        "--calib", EXAMPLE_CALIB,
         "--eval", REPO / "calibration_data" / "digits_test.npz",
         "--sparsity", 0.5, "-o", output,
     )  # fmt: skip

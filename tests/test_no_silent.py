@@ -18,9 +18,6 @@ from onnx import numpy_helper
 
 from onnxprune.calibrate.sources import model_input_specs, open_data
 
-CNN = REPO / "examples" / "digits_cnn.onnx"
-CALIB = REPO / "calibration_data" / "digits"
-
 
 def mlp_case(tmp_path: Path, samples: int = 40) -> tuple[Path, Path]:
     model = builders.mlp_gemm()

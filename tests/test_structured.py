@@ -17,7 +17,7 @@ import builders
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, CliRunner
+from conftest import EXAMPLE_CALIB, EXAMPLE_CNN, CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ort_run import run_model
@@ -168,7 +168,9 @@ def test_two_groups_shrink_one_split_sizes_constant(tmp_path: Path) -> None:
 def test_same_inputs_give_the_same_shrunk_model(cli: CliRunner, tmp_path: Path) -> None:
     outputs = []
     for name in ("one.onnx", "two.onnx"):
-        done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.4, "-o", tmp_path / name, "-q")
+        done = cli(
+            EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--structured", 0.4, "-o", tmp_path / name, "-q"
+        )
         assert done.code == 0, done.err
         outputs.append((tmp_path / name).read_bytes())
     assert outputs[0] == outputs[1]
@@ -226,17 +228,13 @@ def test_random_chains_lose_exactly_the_requested_units(
     assert out.shape == (4, 3) and np.isfinite(out).all()
 
 
-EXAMPLE = REPO / "examples" / "digits_cnn.onnx"
-CALIB = REPO / "calibration_data" / "digits"
-
-
 def test_cli_structured_shrinks_the_example(cli: CliRunner, tmp_path: Path) -> None:
-    before = EXAMPLE.read_bytes()
+    before = EXAMPLE_CNN.read_bytes()
     out = tmp_path / "small.onnx"
-    done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "-o", out, "--json")
+    done = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--structured", 0.3, "-o", out, "--json")
     assert done.code == 0, done.err
     report = json.loads(done.out)
-    assert EXAMPLE.read_bytes() == before
+    assert EXAMPLE_CNN.read_bytes() == before
     assert out.stat().st_size < 0.9 * len(before)
     assert report["params_total"] < report["params_before"]
     groups = {g["name"]: g for g in report["structured"]}
@@ -251,7 +249,16 @@ def test_cli_structured_shrinks_the_example(cli: CliRunner, tmp_path: Path) -> N
 def test_cli_structured_then_sparsity(cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "both.onnx"
     done = cli(
-        EXAMPLE, "--calib", CALIB, "--structured", 0.3, "--sparsity", 0.5, "-o", out, "--json"
+        EXAMPLE_CNN,
+        "--calib",
+        EXAMPLE_CALIB,
+        "--structured",
+        0.3,
+        "--sparsity",
+        0.5,
+        "-o",
+        out,
+        "--json",
     )
     assert done.code == 0, done.err
     report = json.loads(done.out)
@@ -269,7 +276,7 @@ def test_cli_structured_rejects_impossible_ratios(
     cli: CliRunner, tmp_path: Path, value: str
 ) -> None:
     out = tmp_path / "bad.onnx"
-    done = cli(EXAMPLE, "--calib", CALIB, "--structured", value, "-o", out)
+    done = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--structured", value, "-o", out)
     assert done.code == 2
     assert "--structured" in done.err and "Traceback" not in done.err
     assert not out.exists()
@@ -298,7 +305,7 @@ def test_whole_model_options_refuse_big_model_mode_cleanly(
 
     monkeypatch.setattr(onnxprune.io, "BIG_MODEL_BYTES", 0)  # every model is "big"
     out = tmp_path / "big.onnx"
-    done = cli(EXAMPLE, "--calib", CALIB, *options, "-o", out)
+    done = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, *options, "-o", out)
     assert done.code == 2
     assert named in done.err and "Traceback" not in done.err
     assert len(done.err.strip().splitlines()) == 1
@@ -361,8 +368,8 @@ def test_cli_structured_multiple_is_checked_recorded_and_replayed(
     cli: CliRunner, tmp_path: Path
 ) -> None:
     out = tmp_path / "m8.onnx"
-    done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "--structured-multiple", 8,
-               "-o", out, "--json")  # fmt: skip
+    done = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--structured", 0.3,
+               "--structured-multiple", 8, "-o", out, "--json")  # fmt: skip
     assert done.code == 0, done.err
     groups = {g["name"]: g for g in json.loads(done.out)["structured"]}
     assert all(g["units_after"] % 8 == 0 for g in groups.values() if not g["frozen"])
@@ -370,23 +377,28 @@ def test_cli_structured_multiple_is_checked_recorded_and_replayed(
     data = json.loads(recipe.read_text())
     assert data["structured_multiple"] == 8
     replayed = tmp_path / "replayed.onnx"
-    assert cli(EXAMPLE, "--calib", CALIB, "--recipe", recipe, "-o", replayed, "-q").code == 0
+    assert (
+        cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--recipe", recipe, "-o", replayed, "-q").code
+        == 0
+    )
     assert replayed.read_bytes() == out.read_bytes()
     # A recipe written before the option existed replays without rounding.
     del data["structured_multiple"]
     older = tmp_path / "older.recipe.json"
     older.write_text(json.dumps(data))
     plain = tmp_path / "plain.onnx"
-    assert cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "--structured-multiple", 1,
-               "-o", plain, "-q").code == 0  # fmt: skip
+    assert cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--structured", 0.3,
+               "--structured-multiple", 1, "-o", plain, "-q").code == 0  # fmt: skip
     again = tmp_path / "again.onnx"
-    assert cli(EXAMPLE, "--calib", CALIB, "--recipe", older, "-o", again, "-q").code == 0
+    assert (
+        cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--recipe", older, "-o", again, "-q").code == 0
+    )
     assert again.read_bytes() == plain.read_bytes() != out.read_bytes()
     for args, message in (
         (("--sparsity", 0.5, "--structured-multiple", 8), "--structured-multiple needs"),
         (("--structured", 0.3, "--structured-multiple", 0), "--structured-multiple must be in"),
     ):
         bad = tmp_path / "bad.onnx"
-        done = cli(EXAMPLE, "--calib", CALIB, *args, "-o", bad)
+        done = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, *args, "-o", bad)
         assert done.code == 2 and message in done.err, done.err
         assert len(done.err.strip().splitlines()) == 1 and not bad.exists()

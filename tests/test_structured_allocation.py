@@ -7,15 +7,12 @@ from pathlib import Path
 
 import builders
 import numpy as np
-from conftest import REPO, CliRunner
+from conftest import EXAMPLE_CALIB, EXAMPLE_CNN, CliRunner
 from ort_run import run_model
 
 from onnxprune.config import PruneConfig
 from onnxprune.pipeline import Pruner
 from onnxprune.structure import StructuredResult
-
-EXAMPLE = REPO / "examples" / "digits_cnn.onnx"
-CALIB = REPO / "calibration_data" / "digits"
 
 
 def _shrink(tmp_path: Path, cut: bool = True, **options: object) -> StructuredResult:
@@ -64,8 +61,8 @@ def test_naming_a_scorers_own_allocation_changes_nothing(tmp_path: Path) -> None
 
 def test_cli_allocation_is_checked_recorded_and_replayed(cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "uniform.onnx"
-    done = cli(EXAMPLE, "--calib", CALIB, "--structured", 0.3, "--structured-allocation",
-               "uniform", "-o", out, "--json")  # fmt: skip
+    done = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--structured", 0.3,
+               "--structured-allocation", "uniform", "-o", out, "--json")  # fmt: skip
     assert done.code == 0, done.err
     groups = json.loads(done.out)["structured"]
     active = [g for g in groups if not g["frozen"]]
@@ -75,13 +72,16 @@ def test_cli_allocation_is_checked_recorded_and_replayed(cli: CliRunner, tmp_pat
     recipe = Path(str(out) + ".recipe.json")
     assert json.loads(recipe.read_text())["structured_allocation"] == "uniform"
     replayed = tmp_path / "replayed.onnx"
-    assert cli(EXAMPLE, "--calib", CALIB, "--recipe", recipe, "-o", replayed, "-q").code == 0
+    assert (
+        cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, "--recipe", recipe, "-o", replayed, "-q").code
+        == 0
+    )
     assert replayed.read_bytes() == out.read_bytes()
     for args, message in (
         (("--sparsity", 0.5, "--structured-allocation", "uniform"), "needs --structured"),
         (("--structured", 0.3, "--structured-allocation", "even"), "--structured-allocation"),
     ):
         bad = tmp_path / "bad.onnx"
-        done = cli(EXAMPLE, "--calib", CALIB, *args, "-o", bad)
+        done = cli(EXAMPLE_CNN, "--calib", EXAMPLE_CALIB, *args, "-o", bad)
         assert done.code == 2 and message in done.err, done.err
         assert len(done.err.strip().splitlines()) == 1 and not bad.exists()

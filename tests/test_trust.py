@@ -24,7 +24,7 @@ import builders
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, CliResult, CliRunner
+from conftest import EXAMPLE_CALIB, EXAMPLE_CNN, REPO, CliResult, CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
@@ -471,8 +471,8 @@ def test_signal_mid_run_cleans_up_and_exits_128_plus_signal(
         tmp_path / "eval.npz", {"input": np.tile(test["input"], (40, 1, 1, 1))}
     )
     command = [
-        sys.executable, "-m", "onnxprune.cli", REPO / "examples" / "digits_cnn.onnx",
-        "--calib", REPO / "calibration_data" / "digits", "--eval", held, "--sparsity", 0.8,
+        sys.executable, "-m", "onnxprune.cli", EXAMPLE_CNN,
+        "--calib", EXAMPLE_CALIB, "--eval", held, "--sparsity", 0.8,
         "--no-update", "--allocation", "group", "-o", out / "p.onnx", "-q",
     ]  # fmt: skip
     watched, prefix = (system_tmp, "onnxprune-run-") if phase == "running" else (out, ".onnxprune-")
