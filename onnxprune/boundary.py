@@ -52,7 +52,7 @@ class BoundaryCache:
             exposed.graph.output.extend(
                 onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
             )
-            self._session = session_in_memory(exposed, consume=True, spin=False)
+            self._session = session_in_memory(exposed, consume=True, arena=False, spin=False)
         return self._session
 
     def _sizes(self, reference: ReferenceRun) -> dict[str, int]:

@@ -209,6 +209,12 @@ class ReferenceRun:
             pass
         self.session = None
 
+    def run_original(self) -> None:
+        """With a cache: run the original on every selected sample now, if it has not run,
+        and release its session (``prefetch``), before a candidate's session is built."""
+        if self.cache and not self._complete:
+            self.prefetch()
+
     def compare(self, pruned: Path) -> Fidelity:
         return self.compare_session(make_session(pruned))
 

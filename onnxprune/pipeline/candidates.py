@@ -19,7 +19,7 @@ from ..layers import find_layers
 from ..metric import decision_score
 from ..report import LayerReport
 from ..scoring import ScoringMethod
-from ..session import movable, session_in_memory
+from ..session import movable, release_freed_memory, session_in_memory
 from ..suffix import SuffixEvaluator, suffix_cut
 from ..verify import ReferenceRun
 from .base import (
@@ -96,6 +96,9 @@ class Candidates(References):
         cosine on ``reference``'s samples, judged in memory when the model allows it
         (``CandidateEvaluator``; otherwise built and written, and no pruned layers returned).
         ``_build`` takes the pruned layers back instead of computing them again."""
+        # The original's outputs first, its session dropped before the candidate's is built
+        # (the two sessions' activations were alive together in the first comparison).
+        reference.run_original()
         if only is None and self.base_dir is None and self._builds_whole_candidates():
             prepared = self._prepare(config, scorer, group, only)
             model = onnx.ModelProto()
@@ -108,6 +111,7 @@ class Candidates(References):
             del model
             fidelity = reference.compare_session(session)
             del session
+            release_freed_memory()
             self.phase_seconds["judge"] += time.perf_counter() - clock
             return decision_score(fidelity), prepared
         evaluator = self.evaluator(only, reference)
@@ -173,6 +177,7 @@ class Candidates(References):
         ``reference``'s samples alone exceed ``BOUNDARY_CACHE_BYTES``."""
         if self._cuts is None:
             self._cuts = [suffix_cut(self.proto, layer) for layer in self.layers]
+        if self._boundary is None:
             self._boundary = BoundaryCache(self.proto, self._cuts, BOUNDARY_CACHE_BYTES)
         index = next(i for i, x in enumerate(self.layers) if x.weight_name == weight_name)
         cut = self._cuts[index]
@@ -187,6 +192,17 @@ class Candidates(References):
         )
         self._suffix = (weight_name, evaluator)
         return evaluator
+
+    def release_single_layer_sessions(self) -> None:
+        """Drop the suffix session, its boundary values and the per-layer session once the
+        single-layer candidates are judged: the whole-model candidate judged next would
+        otherwise hold its session on top of them (EfficientNet-Lite0's peak RSS). The cuts
+        stay; a later sensitivity measurement (another sparsity of a sweep) rebuilds the
+        rest."""
+        self._suffix = None
+        self._boundary = None
+        self._own_evaluator = None
+        release_freed_memory()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The values of the model's large initializers (``session.movable``), read once:

@@ -96,6 +96,7 @@ class Sensitivity(Decisions):
                 )
                 advance()
         log.info("sensitivity: %d single-layer candidates judged", self.sensitivity_builds)
+        self.release_single_layer_sessions()
         self._sensitivity[key] = curves
         return curves
 
