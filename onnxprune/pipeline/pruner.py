@@ -27,6 +27,7 @@ from ..metric import Metric
 from ..progress import Progress, as_progress
 from ..refit_final import refit_written
 from ..scoring import ScoringMethod, get_method
+from ..session import release_freed_memory
 from ..structure import StructuredResult, prune_units
 from .base import (
     Candidate,
@@ -164,6 +165,25 @@ class Pruner(Streamed):
         self.stage_statistics = {}
         self._last_scores = None
         self._scores = {}
+
+    def release_judging(self) -> None:
+        """Drop what judging candidates kept (sessions, boundary values, the original's
+        outputs on the probe samples, pruned layers and scores kept for reuse) once the
+        candidate to write is chosen: writing and verifying it then do not run on top of
+        them (MiniLM's peak RSS was at the final check). The statistics stay; anything
+        dropped is rebuilt if asked for again."""
+        if self._evaluator is not False:
+            self._evaluator = None
+        self._own_evaluator = None
+        self._boundary = None
+        self._suffix = None
+        self._auto_reference = None
+        self._trial_reference = None
+        self._sensitivity_reference = None
+        self._pruned = {}
+        self._latest = {}
+        self._scores = {}
+        release_freed_memory()
 
     def shrink(self, cut: bool = True) -> StructuredResult:
         """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the

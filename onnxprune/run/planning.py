@@ -46,6 +46,9 @@ def plan(
             report.curve.append(curve_point(point, judge(swept), settings.gates))
         if candidate is None:
             candidate = pruner.build()
+    pruner.release_judging()
+    if calibrated.original is not pruner:
+        calibrated.original.release_judging()
     _count_work(calibrated, config, report, timer)
     return Plan(candidate, fidelity, config)
 
