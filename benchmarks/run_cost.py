@@ -9,8 +9,10 @@ processes, one after the other:
   sparsity 0.5 (``--quiet``): wall time, peak RSS, and the report's phase split.
 
 The budget the issue sets: default <= 10x plain inference + 5 s, Wanda-type <= 2x + 5 s (the fixed
-allowance covers start-up, loading and the final check). Growth: the synthetic detector
-(``build_detector.py``) with twice the blocks, and with twice the images, at 320 px.
+allowance covers start-up, loading and the final check); peak RSS <= 2x plain inference's plus
+the statistics themselves (a float64 K x K input correlation per layer and conv group). Growth:
+the synthetic detector (``build_detector.py``) with twice the blocks, and with twice the images,
+at 320 px.
 
 Writes ``benchmarks/cost_results.json`` and the section between ``<!-- cost:begin -->`` and
 ``<!-- cost:end -->`` of ``BENCHMARKS.md`` (the rest of the file is left as it is).
@@ -123,6 +125,19 @@ def plain_main(model: str, calib: str) -> None:
     print(json.dumps({"inference": statistics.median(walls), "samples": data.total}))
 
 
+def statistics_mib(model: Path) -> float:
+    """The K x K statistics the RSS budget allows on top of 2x plain inference: one float64
+    input correlation per layer and conv group, for the layers onnxprune prunes."""
+    import onnx
+
+    from onnxprune.config import PruneConfig
+    from onnxprune.graph import GraphView
+    from onnxprune.layers import find_layers
+
+    layers = find_layers(GraphView(onnx.load(str(model))), PruneConfig(sparsity=SPARSITY)).layers
+    return sum(x.groups * x.matrix_shape[1] ** 2 * 8 for x in layers) / 2**20
+
+
 def _measured(command: list[str]) -> tuple[float, int, subprocess.CompletedProcess[str]]:
     clock = time.perf_counter()
     done = subprocess.run(
@@ -140,6 +155,7 @@ def measure(case: Case, work: Path) -> dict[str, Any]:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     row["plain"] = json.loads(out.stdout.strip().splitlines()[-1])
+    row["statistics_mib"] = statistics_mib(case.model)
     _, row["plain_rss_kib"], _ = _measured(
         [sys.executable, __file__, "--plain", str(case.model), str(case.calib)]
     )
@@ -181,11 +197,13 @@ def render(results: dict[str, Any]) -> str:
         "run is one fresh CLI process at sparsity 0.5; plain inference is the median of 3 "
         "loops over the same samples (batch 32, default session options), timed in its own "
         "process right before. Budget: default <= 10x plain + 5 s, wanda <= 2x plain + 5 s. "
-        "Peak RSS of a fresh process (getrusage).",
+        "Peak RSS of a fresh process (getrusage); RSS budget: 2x plain inference's peak plus "
+        "the K x K statistics (float64, one per layer and conv group).",
         "",
         "| model | samples | plain inference | default run | x plain | budget | within | "
-        "wanda run | x plain | within | peak RSS default / wanda / plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "wanda run | x plain | within | peak RSS default / wanda / plain | RSS budget | "
+        "RSS within (default / wanda) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         plain = row["plain"]["inference"]
@@ -202,6 +220,12 @@ def render(results: dict[str, Any]) -> str:
             cells.append("yes" if run["wall"] <= limit else "**no**")
         rss = [row[k].get("peak_rss_kib", -1) / 1024 for k in ("default", "wanda")]
         cells.append(f"{rss[0]:.0f} / {rss[1]:.0f} / {row['plain_rss_kib'] / 1024:.0f} MB")
+        if "statistics_mib" in row:
+            allowed = 2 * row["plain_rss_kib"] / 1024 + row["statistics_mib"]
+            within = ["yes" if 0 < r <= allowed else "**no**" for r in rss]
+            cells += [f"{allowed:.0f} MB", " / ".join(within)]
+        else:
+            cells += ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import tempfile
@@ -23,12 +24,17 @@ from .gates import NodeSink
 from .sources import CalibrationSet
 from .stats import LayerStats, StatsOnDisk
 
+log = logging.getLogger(__name__)
+
 # The conv outputs of one calibration batch take at most about this many bytes (float32): the
 # calibration graph reads many activations again at its taps and runs without a memory arena,
-# so a batch's activations are fresh pages every run. A 62-layer detector at 640 px has 140 MB
-# of conv outputs per sample: `--method wanda` in batches of 32 peaked at 4.4 GB RSS with a
-# 4.9 s calibration pass, in batches of 8 at 1.8 GB and 2.9 s (plain inference: 1.6 GB).
-CALIBRATION_BATCH_BYTES = 1 << 30
+# so a batch's activations are fresh pages every run, and touching them costs more than the
+# per-batch overhead of smaller batches. Calibration passes (time, peak RSS of the pass) with
+# at most 1 GiB / 512 MiB per batch: a 62-layer detector at 640 px (140 MB of conv outputs per
+# sample; in batches of 32, `--method wanda` peaked at 4.4 GB and took 4.9 s) 3.1-4.0 s /
+# 0.70-0.81 GB -> 2.8-2.9 s / 0.47-0.49 GB (wanda: 3.1-3.5 s / 1.6 GB -> 2.9-3.0 s / 0.92 GB);
+# EfficientNet-Lite0 (26 MB per sample) 4.1-4.4 s / 0.92-0.99 GB -> 3.6-3.7 s / 0.78 GB.
+CALIBRATION_BATCH_BYTES = 512 << 20
 
 
 def calibration_batch(batch_size: int, conv_bytes_per_sample: int) -> int:
@@ -80,7 +86,11 @@ def collect_statistics(
         name: math.prod(shapes[name][2:]) for name in conv_outputs if shapes and name in shapes
     }
     per_sample = sum(4 * math.prod(shapes[n][1:]) for n in conv_outputs if shapes and n in shapes)
-    batch_size = calibration_batch(batch_size, per_sample)
+    fitting = calibration_batch(batch_size, per_sample)
+    if fitting < batch_size:
+        log.info("calibration in batches of %d (conv outputs: %d MB per sample)",
+                 fitting, per_sample >> 20)  # fmt: skip
+        batch_size = fitting
     plan = build_plan(
         model, layers, gated, hessian, sample_mask, masked, session_dir, reference=reference,
         conv_positions=conv_positions,
