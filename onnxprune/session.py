@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,26 +103,6 @@ def session_in_memory(
     # The session reads the arrays' memory: they live as long as it does.
     session.onnxprune_values = values  # type: ignore[attr-defined]
     return session
-
-
-def _libc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None on another C library."""
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _libc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``; a no-op
-    elsewhere). Sessions and arrays freed between phases otherwise stay in the process's
-    resident memory, and the next phase's sessions count on top of them."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _options(arena: bool = True, spin: bool = True) -> ort.SessionOptions:

@@ -19,7 +19,7 @@ from ..layers import find_layers
 from ..metric import decision_score
 from ..report import LayerReport
 from ..scoring import ScoringMethod
-from ..session import movable, release_freed_memory, session_in_memory
+from ..session import movable, session_in_memory
 from ..suffix import SuffixEvaluator, suffix_cut
 from ..verify import ReferenceRun
 from .base import (
@@ -111,7 +111,6 @@ class Candidates(References):
             del model
             fidelity = reference.compare_session(session)
             del session
-            release_freed_memory()
             self.phase_seconds["judge"] += time.perf_counter() - clock
             return decision_score(fidelity), prepared
         evaluator = self.evaluator(only, reference)
@@ -202,7 +201,6 @@ class Candidates(References):
         self._suffix = None
         self._boundary = None
         self._own_evaluator = None
-        release_freed_memory()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The values of the model's large initializers (``session.movable``), read once:

@@ -27,7 +27,6 @@ from ..metric import Metric
 from ..progress import Progress, as_progress
 from ..refit_final import refit_written
 from ..scoring import ScoringMethod, get_method
-from ..session import release_freed_memory
 from ..structure import StructuredResult, prune_units
 from .base import (
     Candidate,
@@ -183,7 +182,6 @@ class Pruner(Streamed):
         self._pruned = {}
         self._latest = {}
         self._scores = {}
-        release_freed_memory()
 
     def shrink(self, cut: bool = True) -> StructuredResult:
         """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the
