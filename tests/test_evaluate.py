@@ -17,7 +17,7 @@ from onnxprune.layers import Layer
 from onnxprune.metric import decision_score
 from onnxprune.pipeline import Pruner, candidates, decisions, mean_cosine
 from onnxprune.scoring import get_method
-from onnxprune.suffix import SuffixEvaluator, suffix_cut
+from onnxprune.suffix import SuffixEvaluator, suffix_cut, suffix_windows
 from onnxprune.verify import Fidelity, ReferenceRun
 
 BUILDERS = [
@@ -115,7 +115,7 @@ def test_the_suffix_session_judges_like_the_whole_model(
         assert decision_score(cut) == pytest.approx(decision_score(whole), abs=tolerance)
         scores.append(mean_cosine(cut))
     assert min(scores) < 1.0 - 1e-6, "some single-layer candidate changes the outputs"
-    cuts = [suffix_cut(pruner.proto, layer) for layer in pruner.layers]
+    cuts = [suffix_cut(pruner.proto, [layer]) for layer in pruner.layers]
     assert all(cut is not None for cut in cuts)
     # The last layer's suffix is shorter than the first's: upstream nodes are not rerun.
     assert cuts[-1] is not None and cuts[0] is not None
@@ -148,13 +148,13 @@ def test_the_suffix_computes_constant_chains_instead_of_feeding_them(tmp_path: P
     path, calib = builders.save_with_calibration(model, tmp_path, 32)
     pruner = Pruner(path, calib, PruneConfig(sparsity=0.5))
     first = next(layer for layer in pruner.layers if layer.weight_name == "w1")
-    cut = suffix_cut(pruner.proto, first)
+    cut = suffix_cut(pruner.proto, [first])
     assert cut is not None
     assert cut.boundary == () and cut.inputs == ("x",), "nothing computed upstream is fed"
     kinds = [pruner.proto.graph.node[k].op_type for k in cut.positions]
     assert kinds == ["Constant", "Cast", "MatMul", "Reshape", "Relu", "MatMul"]
     second = next(layer for layer in pruner.layers if layer.weight_name == "w2")
-    later = suffix_cut(pruner.proto, second)
+    later = suffix_cut(pruner.proto, [second])
     assert later is not None and later.boundary == ("r",) and later.inputs == ()
 
 
@@ -207,7 +207,11 @@ def test_boundary_values_are_kept_a_window_at_a_time(
 ) -> None:
     """With a memory limit that holds only a few layers' boundaries, the values are computed
     window by window (more runs of the original) and every judged score is unchanged; a
-    layer whose own boundary exceeds the limit is judged on the whole model instead."""
+    layer whose own boundary exceeds the limit is judged on the whole model instead. Each
+    layer has a suffix session of its own here (no windows), so that each has its own cut."""
+    monkeypatch.setattr(
+        candidates, "suffix_windows", lambda layers: [(i,) for i in range(len(layers))]
+    )
     pruner = _pruner(tmp_path, builders.transformer_block)
     reference = pruner.sensitivity_reference()
     scorer = get_method("contrib")
@@ -233,3 +237,50 @@ def test_boundary_values_are_kept_a_window_at_a_time(
     pruner._cuts, pruner._boundary, pruner._suffix = None, None, None
     assert pruner._suffix_evaluator(pruner.layers[0].weight_name, reference) is None
     assert judged_all() == pytest.approx(unlimited, abs=1e-6)
+
+
+def test_matmul_layers_share_suffix_sessions_in_windows_and_convs_keep_their_own() -> None:
+    class Kind:
+        def __init__(self, stats_kind: str) -> None:
+            self.stats_kind = stats_kind
+
+    class FakeLayer:
+        def __init__(self, stats_kind: str) -> None:
+            self.op = Kind(stats_kind)
+
+    kinds = ["dense"] * 5 + ["conv"] + ["dense"] * 4 + ["conv", "conv"]
+    layers = [FakeLayer(k) for k in kinds]
+    # 9 MatMul layers: windows of 3, cut short by each conv (which stands alone).
+    windows = suffix_windows(layers)  # type: ignore[arg-type]
+    assert windows == [(0, 1, 2), (3, 4), (5,), (6, 7, 8), (9,), (10,), (11,)]
+    assert sorted(i for w in windows for i in w) == list(range(len(layers)))
+
+
+def _deep_mlp(seed: int) -> onnx.ModelProto:
+    return builders.mlp_matmul((16, 32, 32, 32, 32, 32, 4), seed=seed)  # 6 MatMul layers
+
+
+@pytest.mark.parametrize("build", [builders.transformer_block, _deep_mlp])
+def test_a_window_session_judges_like_one_session_per_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: Callable[..., onnx.ModelProto]
+) -> None:
+    """Every layer judged in its window's shared suffix session scores as in a suffix session
+    of its own (the window's other weights are fed their original values)."""
+    pruner = _pruner(tmp_path, build)
+    reference = pruner.sensitivity_reference()
+    scorer = get_method("contrib")
+    at = dataclasses.replace(pruner.config, allocation="group")
+
+    def judged() -> list[float]:
+        pruner._cuts, pruner._boundary, pruner._suffix = None, None, None
+        names = [layer.weight_name for layer in pruner.layers]
+        return [pruner._judge(at, scorer, "row", reference, {name})[0] for name in names]
+
+    windowed = judged()
+    assert pruner._windows and max(len(w) for w in pruner._windows.values()) > 1
+    monkeypatch.setattr(
+        candidates, "suffix_windows", lambda layers: [(i,) for i in range(len(layers))]
+    )
+    alone = judged()
+    assert windowed == pytest.approx(alone, abs=1e-6)
+    assert min(alone) < 1.0 - 1e-6

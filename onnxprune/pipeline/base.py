@@ -156,7 +156,8 @@ class PrunerState:
     _judge_seconds: dict[bool, list[float]]
     _cuts: list[SuffixCut | None] | None
     _boundary: BoundaryCache | None
-    _suffix: tuple[str, SuffixEvaluator] | None
+    _suffix: tuple[tuple[int, ...], SuffixEvaluator] | None
+    _windows: dict[int, tuple[int, ...]]
     _arrays: dict[str, np.ndarray] | None
     _verify_reference: ReferenceRun | None
     _sensitivity: dict[tuple[object, ...], list[SensitivityCurve]]

@@ -20,7 +20,7 @@ from ..metric import decision_score
 from ..report import LayerReport
 from ..scoring import ScoringMethod
 from ..session import movable, session_in_memory
-from ..suffix import SuffixEvaluator, suffix_cut
+from ..suffix import SuffixEvaluator, suffix_cut, suffix_windows
 from ..verify import ReferenceRun
 from .base import (
     Candidate,
@@ -171,26 +171,40 @@ class Candidates(References):
     def _suffix_evaluator(
         self, weight_name: str, reference: ReferenceRun
     ) -> SuffixEvaluator | None:
-        """The session over the graph downstream of this layer (``onnxprune.suffix``), one
-        at a time; None when the layer's suffix cannot be cut or its boundary values on
-        ``reference``'s samples alone exceed ``BOUNDARY_CACHE_BYTES``."""
+        """The session over the graph downstream of this layer and the others of its window
+        (``onnxprune.suffix``), one at a time; None when the suffix cannot be cut or its
+        boundary values on ``reference``'s samples alone exceed ``BOUNDARY_CACHE_BYTES``."""
         if self._cuts is None:
-            self._cuts = [suffix_cut(self.proto, layer) for layer in self.layers]
+            self._cut_windows()
+        assert self._cuts is not None
         if self._boundary is None:
             self._boundary = BoundaryCache(self.proto, self._cuts, BOUNDARY_CACHE_BYTES)
         index = next(i for i, x in enumerate(self.layers) if x.weight_name == weight_name)
-        cut = self._cuts[index]
-        assert self._boundary is not None
+        cut, window = self._cuts[index], self._windows[index]
         if cut is None or not self._boundary.ensure(reference, index):
             return None
-        if self._suffix is not None and self._suffix[0] == weight_name:
+        if self._suffix is not None and self._suffix[0] == window:
             return self._suffix[1]
         self._suffix = None  # one suffix session at a time
+        layers = {i: self.layers[i] for i in window}
         evaluator = SuffixEvaluator(
-            self.proto, index, self.layers[index], cut, self._boundary, reference, self.arrays()
+            self.proto, layers, cut, self._boundary, reference, self.arrays()
         )
-        self._suffix = (weight_name, evaluator)
+        self._suffix = (window, evaluator)
         return evaluator
+
+    def _cut_windows(self) -> None:
+        """Each layer's window (``suffix_windows``) and the window's cut; a window that
+        cannot be cut as a whole is split into its layers."""
+        self._cuts, self._windows = [None] * len(self.layers), {}
+        for window in suffix_windows(self.layers):
+            cut = suffix_cut(self.proto, [self.layers[i] for i in window])
+            parts = [(window, cut)]
+            if cut is None and len(window) > 1:
+                parts = [((i,), suffix_cut(self.proto, [self.layers[i]])) for i in window]
+            for part, part_cut in parts:
+                for i in part:
+                    self._cuts[i], self._windows[i] = part_cut, part
 
     def release_single_layer_sessions(self) -> None:
         """Drop the suffix session, its boundary values and the per-layer session once the

@@ -147,6 +147,7 @@ class Pruner(Streamed):
         # Single-layer candidates judged on the graph downstream of the layer: each layer's
         # cut (None: not possible), the original's boundary values, the current session.
         self._cuts = None
+        self._windows = {}
         self._boundary = None
         self._suffix = None
         self._arrays = None
