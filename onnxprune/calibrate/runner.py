@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 # The conv outputs of one calibration batch take at most about this many bytes (float32): the
 # calibration graph reads many activations again at its taps and runs without a memory arena,
 # so a batch's activations are fresh pages every run, and touching them costs more than the
-# per-batch overhead of smaller batches. Calibration passes (time, peak RSS of the pass) with
-# at most 1 GiB / 512 MiB per batch: a 62-layer detector at 640 px (140 MB of conv outputs per
-# sample; in batches of 32, `--method wanda` peaked at 4.4 GB and took 4.9 s) 3.1-4.0 s /
-# 0.70-0.81 GB -> 2.8-2.9 s / 0.47-0.49 GB (wanda: 3.1-3.5 s / 1.6 GB -> 2.9-3.0 s / 0.92 GB);
-# EfficientNet-Lite0 (26 MB per sample) 4.1-4.4 s / 0.92-0.99 GB -> 3.6-3.7 s / 0.78 GB.
-CALIBRATION_BATCH_BYTES = 512 << 20
+# per-batch overhead of smaller batches. Calibration passes (time, peak RSS of the process)
+# with at most 1 GiB / 512 MiB / 256 MiB per batch:
+# - a 62-layer detector at 640 px, 140 MB of conv outputs per sample (batches of 32: wanda
+#   4.9 s, 4.4 GB): contrib 3.1-4.0 s, 0.70-0.81 GB / 2.8-2.9 s, 0.48 GB / 2.5 s, 0.37 GB;
+#   wanda 3.1-3.5 s, 1.6 GB / 2.9-3.0 s, 0.92 GB / 3.1 s, 0.55 GB;
+# - EfficientNet-Lite0, 26 MB per sample: contrib 4.1-4.4 s, 0.92-0.99 GB / 3.6-3.7 s,
+#   0.78 GB / 3.5-4.2 s, 0.68-0.77 GB; wanda (512 / 256) 2.55 s, 1.2-1.3 GB / 2.45 s, 0.8-0.9 GB.
+CALIBRATION_BATCH_BYTES = 256 << 20
 
 
 def calibration_batch(batch_size: int, conv_bytes_per_sample: int) -> int:
