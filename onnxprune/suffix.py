@@ -15,6 +15,8 @@ half of the work, every time. Instead:
 * ``SuffixEvaluator``: a session over the suffix alone, whose inputs are the boundary
   tensors, the graph inputs the suffix reads, and the layer's weight and bias change
   (``evaluation_model``); the other weights stay constants, which onnxruntime pre-packs.
+  Consecutive MatMul / Gemm layers share one (``suffix_windows``): the suffix of all of
+  them, each one's weight an input.
   Outputs the suffix does not produce are the original's, taken from the cache.
 
 The judged numbers equal the whole-model evaluator's up to float rounding (tested).
