@@ -93,8 +93,8 @@ def test_quick_quality_rows(quick: Path, suite: dict[str, ModuleType]) -> None:
             assert row.score.accuracy == pytest.approx(out.tool_accuracy_pruned)
             assert 0.0 <= row.value <= 1.0
             assert -1.0 <= out.tool_cosine <= 1.0
-            if row.sparsity == 0.9:  # nine weights in ten gone: the outputs move (450 test
-                # digits' accuracy may still equal the dense model's: contrib's CNN does)
+            if row.sparsity == 0.9:  # nine weights in ten gone: the outputs move (the
+                # accuracy on 450 test digits may still equal the dense model's)
                 assert row.value <= dense and out.tool_cosine < 0.9999, (model, row.label)
         contrib = {r.sparsity: r.value for r in block.rows if r.label == "contrib"}
         magnitude = {r.sparsity: r.value for r in block.rows if r.label == "magnitude"}
