@@ -58,7 +58,17 @@ class Layer:
 
     def from_matrix(self, matrix: np.ndarray) -> np.ndarray:
         out = self.op.from_matrix(matrix, self.nodes[0], self.shape)
-        return np.ascontiguousarray(out.astype(self.dtype))
+        stored = out.astype(self.dtype)
+        if np.issubdtype(stored.dtype, np.floating):
+            # A kept weight too small for the layer's type (fp16: below 3e-8 after an update)
+            # would be stored as 0: it is stored as the type's smallest step instead, so the
+            # stored zeros are exactly the pruned weights (row floors, N:M patterns, the
+            # report's counts).
+            lost = (stored == 0) & (out != 0)
+            if lost.any():
+                tiny = np.finfo(stored.dtype).smallest_subnormal
+                stored[lost] = np.copysign(tiny, out[lost])
+        return np.ascontiguousarray(stored)
 
     @property
     def matrix_shape(self) -> tuple[int, int]:
