@@ -128,6 +128,8 @@ def plain_main(model: str, calib: str) -> None:
 def statistics_mib(model: Path) -> float:
     """The K x K statistics the RSS budget allows on top of 2x plain inference: one float64
     input correlation per layer and conv group, for the layers onnxprune prunes."""
+    # Imported here: this file also runs as the plain-inference process (``--plain``), whose
+    # peak RSS is the baseline and must not include onnxprune's modules.
     import onnx
 
     from onnxprune.config import PruneConfig
