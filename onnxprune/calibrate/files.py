@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import CalibrationDataError
-from .arrays import _check_arrays, _npy_header, _npz_headers, _read_npy
+from .arrays import _check_arrays, _npy_header, _npz_headers, _read_npy, _read_npz
 from .records import LABELS_KEY, Chunk, InputSpec
 
 
@@ -48,11 +47,7 @@ def _file_chunk(path: Path, specs: list[InputSpec], allow_labels: bool) -> Chunk
         headers = _npz_headers(path)
 
         def load() -> dict[str, np.ndarray]:
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    return {key: data[key] for key in data.files}
-            except (OSError, ValueError, zipfile.BadZipFile) as err:
-                raise CalibrationDataError(f"cannot read {path}: {err}") from err
+            return _read_npz(path)
 
     elif path.suffix == ".npy":
         if len(specs) != 1:

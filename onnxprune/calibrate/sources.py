@@ -114,13 +114,21 @@ class CalibrationSet:
                 ):
                     yield _concat(pending)
                     pending, pending_rows = [], 0
-                feed = {name: np.asarray(a[part]) for name, a in arrays.items()}
+                # Consecutive rows as a view (of a memory-mapped file: no copy); others copied.
+                index = _as_slice(part)
+                feed = {name: np.asarray(a[index]) for name, a in arrays.items()}
                 _check_finite(feed, chunk.source, int(part[0]))
-                pending.append((feed, None if labels is None else np.asarray(labels[part])))
+                pending.append((feed, None if labels is None else np.asarray(labels[index])))
                 pending_rows += part.size
                 pending_key = key
         if pending:
             yield _concat(pending)
+
+
+def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
+    """``rows`` (ascending indices) as a slice when they are consecutive."""
+    first, last = int(rows[0]), int(rows[-1])
+    return slice(first, last + 1) if last - first + 1 == rows.size else rows
 
 
 def _concat(parts: list[tuple[dict[str, np.ndarray], np.ndarray | None]]) -> Batch:
