@@ -3,7 +3,7 @@ window of layers at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import CalibrationDataError
-from .session import run, session_in_memory
+from .session import header_model, run, session_in_memory
 from .verify import ReferenceRun
 
 if TYPE_CHECKING:
@@ -29,8 +29,17 @@ class BoundaryCache:
     detector's 640 px activations would not all fit at once; a window never holds more than
     the limit (a layer whose own boundary does not fit is judged on the whole model)."""
 
-    def __init__(self, model: onnx.ModelProto, cuts: Sequence[SuffixCut | None], limit: int):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        cuts: Sequence[SuffixCut | None],
+        limit: int,
+        arrays: Mapping[str, np.ndarray],
+    ):
+        """``arrays``: the values of ``model``'s large initializers, which the session takes
+        without a copy of its own."""
         self.model = model
+        self.arrays = arrays
         self.cuts = list(cuts)
         names = [n for cut in cuts if cut is not None for n in cut.boundary]
         self.outputs = [o.name for o in model.graph.output]
@@ -46,13 +55,15 @@ class BoundaryCache:
 
     def _exposing_session(self) -> ort.InferenceSession:
         if self._session is None:
-            exposed = onnx.ModelProto()
-            exposed.CopyFrom(self.model)
+            exposed = header_model(self.model, self.arrays)
             existing = {o.name for o in exposed.graph.output}
             exposed.graph.output.extend(
                 onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
             )
-            self._session = session_in_memory(exposed, consume=True, arena=False, spin=False)
+            held = {t.name for t in exposed.graph.initializer if t.name in self.arrays}
+            self._session = session_in_memory(
+                exposed, {n: self.arrays[n] for n in held}, arena=False, spin=False
+            )
         return self._session
 
     def _sizes(self, reference: ReferenceRun) -> dict[str, int]:

@@ -30,7 +30,7 @@ import onnxruntime as ort
 from .calibrate.sources import Batch
 from .graph import GraphView
 from .layers import Layer
-from .session import run, session_in_memory
+from .session import header_model, run, session_in_memory
 from .verify import Fidelity, ReferenceRun
 
 PREFIX = "onnxprune_eval"
@@ -200,12 +200,27 @@ class CandidateEvaluator(WeightFeedEvaluator):
     whose weights may change, by index in the run's layer list (the others stay constants,
     which onnxruntime runs faster: it pre-packs constant weights)."""
 
-    def __init__(self, model: onnx.ModelProto, layers: Mapping[int, Layer]):
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        layers: Mapping[int, Layer],
+        arrays: Mapping[str, np.ndarray] | None = None,
+    ):
+        """``arrays``: the values of ``model``'s large initializers, which the session takes
+        without a copy of its own (None: the session copies them)."""
         clock = time.perf_counter()
-        evaluated = evaluation_model(model, layers)
+        if arrays is None:
+            evaluated = evaluation_model(model, layers)
+        else:
+            position = {id(node): k for k, node in enumerate(model.graph.node)}
+            evaluated = evaluation_model(header_model(model, arrays), layers, position)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
-        self.session = session_in_memory(evaluated, consume=True, spin=False)
+        if arrays is None:
+            self.session = session_in_memory(evaluated, consume=True, spin=False)
+        else:
+            held = {t.name for t in evaluated.graph.initializer if t.name in arrays}
+            self.session = session_in_memory(evaluated, {n: arrays[n] for n in held}, spin=False)
         # Seconds it took to build (the cost a per-layer evaluator pays for each layer).
         self.setup_seconds = time.perf_counter() - clock
         self.layers = layers

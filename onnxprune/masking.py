@@ -73,6 +73,20 @@ def _smallest(flat: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([below, ties])
 
 
+def _smallest_mask(flat: np.ndarray, count: int) -> np.ndarray:
+    """[flat.size] bool: ``_smallest(flat, count)`` as a mask, without its index arrays (for
+    the tens of millions of scores of global selection)."""
+    if count <= 0:
+        return np.zeros(flat.size, dtype=bool)
+    if count >= flat.size:
+        return np.ones(flat.size, dtype=bool)
+    kth = np.partition(flat, count - 1)[count - 1]
+    chosen = flat < kth
+    ties = np.flatnonzero(flat == kth)[: count - int(chosen.sum())]
+    chosen[ties] = True
+    return chosen
+
+
 def _row_smallest(scores: np.ndarray, count: int, kth: np.ndarray | None = None) -> np.ndarray:
     """[out, K] bool: the ``count`` smallest entries of each row, ties to the lower column
     (a stable sort's first ``count`` per row, by partition). ``kth`` [out, 1]: each row's
@@ -155,24 +169,29 @@ def global_masks(
     Scores must be comparable across layers (the method's responsibility). ``ordered``: each
     layer's ``sorted_rows`` when the caller has them.
     """
-    eligible_scores = []
+    # One flat [sum of layer sizes] array of the eligible scores (inf where a weight may not
+    # go), filled in place: MiniLM's 22M scores take 88 MB per copy.
+    flat = np.empty(sum(s.size for s in scores), dtype=np.result_type(*scores))
+    offset = 0
     for k, layer_scores in enumerate(scores):
         cap = row_cap(layer_scores.shape[1], sparsity, min_row_weights)
         kth = None
         if ordered is not None and 0 < cap < layer_scores.shape[1]:
             kth = ordered[k][:, cap - 1 : cap]
         capped = _row_smallest(layer_scores, cap, kth)
-        masked = np.where(capped, layer_scores, np.inf).ravel()
+        masked = flat[offset : offset + layer_scores.size]
+        masked[...] = layer_scores.ravel()
+        masked[~capped.ravel()] = np.inf
+        del capped
         layer_limit = math.floor(layer_cap * masked.size)
         if layer_limit < masked.size:
             allowed = np.zeros(masked.size, dtype=bool)
             allowed[_smallest(masked, layer_limit)] = True
             masked[~allowed] = np.inf
-        eligible_scores.append(masked)
-    flat = np.concatenate(eligible_scores)
+        offset += layer_scores.size
     total = min(pruned_count(flat.size, sparsity), int(np.isfinite(flat).sum()))
-    prune = np.zeros(flat.size, dtype=bool)
-    prune[_smallest(flat, total)] = True
+    prune = _smallest_mask(flat, total)
+    del flat
     masks, offset = [], 0
     for layer_scores in scores:
         size = layer_scores.size

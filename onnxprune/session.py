@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import Message
 
 from .errors import CalibrationDataError, ModelError
 from .io import proto_size_bytes, write_model
@@ -42,6 +43,32 @@ def placeholder(tensor: onnx.TensorProto) -> onnx.TensorProto:
     entry = header.external_data.add()
     entry.key, entry.value = "location", _IN_MEMORY
     return header
+
+
+def header_model(model: onnx.ModelProto, held: Container[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers named in ``held`` are ``placeholder``s, made
+    without copying their data (``CopyFrom`` would copy every weight once more): for a session
+    over a variant of the model that takes the run's already-read arrays."""
+    header = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(header, field.name, value)
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(header.graph, field.name, value)
+    header.graph.initializer.extend(
+        placeholder(t) if t.name in held else t for t in model.graph.initializer
+    )
+    return header
+
+
+def _copy_field(target: Message, name: str, value: object) -> None:
+    if isinstance(value, Message):
+        getattr(target, name).CopyFrom(value)
+    elif isinstance(value, (str, bytes, int, float)):
+        setattr(target, name, value)
+    else:  # a repeated field
+        getattr(target, name).extend(value)
 
 
 # Element types numpy and onnxruntime share a layout for (bfloat16, float8 and the like

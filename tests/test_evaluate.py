@@ -17,6 +17,7 @@ from onnxprune.layers import Layer
 from onnxprune.metric import decision_score
 from onnxprune.pipeline import Pruner, candidates, decisions, mean_cosine
 from onnxprune.scoring import get_method
+from onnxprune.session import header_model
 from onnxprune.suffix import SuffixEvaluator, suffix_cut, suffix_windows
 from onnxprune.verify import Fidelity, ReferenceRun
 
@@ -284,3 +285,45 @@ def test_a_window_session_judges_like_one_session_per_layer(
     alone = judged()
     assert windowed == pytest.approx(alone, abs=1e-6)
     assert min(alone) < 1.0 - 1e-6
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+def test_a_session_on_the_runs_arrays_judges_like_one_with_its_own_copy(
+    tmp_path: Path, build: Callable[..., onnx.ModelProto]
+) -> None:
+    """The shared evaluator and the boundary session take the run's already-read
+    initializer values (``Pruner.arrays``) instead of copying the model's: same judgements."""
+    pruner = _pruner(tmp_path, build)
+    reference = pruner.calibration_reference()
+    layers = dict(enumerate(pruner.layers))
+    copying = CandidateEvaluator(pruner.proto, layers)
+    sharing = CandidateEvaluator(pruner.proto, layers, pruner.arrays())
+    for index, _, weights, delta, _ in _single_layer_candidates(pruner, reference):
+        own = copying.compare(weights, {index: delta}, reference)
+        shared = sharing.compare(weights, {index: delta}, reference)
+        assert [o.cosine for o in shared.outputs] == [o.cosine for o in own.outputs]
+
+
+def test_the_runs_arrays_share_the_layers_weights(tmp_path: Path) -> None:
+    """A layer read straight from its initializer is not read a second time."""
+    pruner = _pruner(tmp_path, lambda seed: builders.mlp_gemm((16, 64, 64, 4), seed))
+    arrays = pruner.arrays()
+    plain = [x for x in pruner.layers if x.value is not None and x.weight_name in arrays]
+    assert len(plain) == 2  # the two 64-wide layers are large enough to be moved
+    assert all(np.shares_memory(arrays[x.weight_name], x.value) for x in plain)
+
+
+def test_the_header_model_differs_only_in_the_held_initializers() -> None:
+    model = builders.cnn_bn()
+    assert header_model(model, set()).SerializeToString() == model.SerializeToString()
+    held = {t.name for t in model.graph.initializer if t.name.endswith("_w")}
+    assert held
+    header = header_model(model, held)
+    for original, copied in zip(model.graph.initializer, header.graph.initializer, strict=True):
+        assert copied.name == original.name and list(copied.dims) == list(original.dims)
+        if original.name in held:
+            assert copied.data_location == onnx.TensorProto.EXTERNAL and not copied.raw_data
+        else:
+            assert copied == original
+    assert list(header.graph.node) == list(model.graph.node)
+    assert header.opset_import == model.opset_import

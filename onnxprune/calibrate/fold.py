@@ -8,6 +8,9 @@ batch.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, TypeVar
+
 import numpy as np
 
 from ..layers import Layer
@@ -24,10 +27,25 @@ class LayerAccumulator:
         self.gated: GatedMoments | None = None
 
     def add(self, inputs: InputMoments, gated: GatedMoments | None) -> None:
-        # In place: the same sums as ``merge`` without a second copy of the largest arrays.
-        self.inputs = inputs if self.inputs is None else self.inputs.merge_into(inputs)
+        """Add one batch's moments (float32 as fetched, or float64): the first batch's are
+        copied to float64, later ones added in place, each value widened exactly as it is
+        added (no float64 copy of a batch's [out, K] arrays)."""
+        self.inputs = _float64(inputs) if self.inputs is None else self.inputs.merge_into(inputs)
         if gated is not None:
-            self.gated = gated if self.gated is None else self.gated.merge_into(gated)
+            self.gated = _float64(gated) if self.gated is None else self.gated.merge_into(gated)
+
+
+_Moments = TypeVar("_Moments", InputMoments, GatedMoments)
+
+
+def _float64(moments: _Moments) -> _Moments:
+    """A float64 copy of every array of ``moments`` (layouts kept)."""
+    widened: dict[str, Any] = {
+        f.name: value.astype(np.float64)
+        for f in dataclasses.fields(moments)
+        if isinstance(value := getattr(moments, f.name), np.ndarray)
+    }
+    return dataclasses.replace(moments, **widened)
 
 
 def fold_batch(
@@ -58,21 +76,22 @@ def node_moments(
     assert tap.input_tap is not None
     rows = float(fetched[tap.input_tap.shape][0])
     xtx = tap.input_tap.xtx
+    # As fetched (float32); the accumulator widens them (``LayerAccumulator.add``).
     inputs = InputMoments(
         rows,
-        fetched[tap.input_tap.x_sum].astype(np.float64)[None],
-        fetched[tap.input_tap.x_sq_sum].astype(np.float64)[None],
-        None if xtx is None else fetched[xtx].astype(np.float64)[None],
+        fetched[tap.input_tap.x_sum][None],
+        fetched[tap.input_tap.x_sq_sum][None],
+        None if xtx is None else fetched[xtx][None],
     )
     if tap.cross is not None:
-        inputs.cross = fetched[tap.cross.cross].astype(np.float64)[None]
-        inputs.ref_sum = fetched[tap.cross.ref_sum].astype(np.float64)[None]
+        inputs.cross = fetched[tap.cross.cross][None]
+        inputs.ref_sum = fetched[tap.cross.ref_sum][None]
     if tap.gated is None:
         return inputs, None
     gated = GatedMoments(
-        fetched[tap.gated.g2_sum].astype(np.float64),
-        fetched[tap.gated.gx_sum].astype(np.float64).T,  # [K, out] -> [out, K]
-        fetched[tap.gated.gx_sq_sum].astype(np.float64).T,
+        fetched[tap.gated.g2_sum],
+        fetched[tap.gated.gx_sum].T,  # [K, out] -> [out, K]
+        fetched[tap.gated.gx_sq_sum].T,
     )
     return inputs, gated
 
@@ -80,23 +99,23 @@ def node_moments(
 def _conv_graph_moments(
     tap: ConvGraphTap, fetched: dict[str, np.ndarray]
 ) -> tuple[InputMoments, GatedMoments | None]:
-    """One batch of a Conv's in-graph sums, in float64 (see ``conv_taps.conv_graph_tap``)."""
+    """One batch of a Conv's in-graph sums (see ``conv_taps.conv_graph_tap``)."""
     n, _, _, positions = (int(d) for d in fetched[tap.shape])
     inputs = InputMoments(
         float(n * positions),
-        fetched[tap.x_sum].astype(np.float64),  # [G, K]
-        fetched[tap.x_sq_sum].astype(np.float64),
-        None if tap.xtx is None else fetched[tap.xtx].astype(np.float64),  # [G, K, K]
+        fetched[tap.x_sum],  # [G, K]
+        fetched[tap.x_sq_sum],
+        None if tap.xtx is None else fetched[tap.xtx],  # [G, K, K]
     )
     if tap.gx_sum is None or tap.gx_sq_sum is None or tap.g2_sum is None:
         return inputs, None
 
     def rows_by_columns(name: str) -> np.ndarray:  # [G, K, Rg] -> [G, Rg, K] -> [Cout, K]
-        value = fetched[name].astype(np.float64)
+        value = fetched[name]
         return value.transpose(0, 2, 1).reshape(-1, value.shape[1])
 
     gated = GatedMoments(
-        fetched[tap.g2_sum].astype(np.float64).reshape(-1),
+        fetched[tap.g2_sum].reshape(-1),
         rows_by_columns(tap.gx_sum),
         rows_by_columns(tap.gx_sq_sum),
     )

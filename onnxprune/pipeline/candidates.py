@@ -157,7 +157,9 @@ class Candidates(References):
                 return suffix
         if self._evaluator is None:
             try:
-                self._evaluator = CandidateEvaluator(self.proto, dict(enumerate(self.layers)))
+                self._evaluator = CandidateEvaluator(
+                    self.proto, dict(enumerate(self.layers)), self.arrays()
+                )
             except ValueError:
                 self._evaluator = False
                 return None
@@ -178,7 +180,9 @@ class Candidates(References):
             self._cut_windows()
         assert self._cuts is not None
         if self._boundary is None:
-            self._boundary = BoundaryCache(self.proto, self._cuts, BOUNDARY_CACHE_BYTES)
+            self._boundary = BoundaryCache(
+                self.proto, self._cuts, BOUNDARY_CACHE_BYTES, self.arrays()
+            )
         index = next(i for i, x in enumerate(self.layers) if x.weight_name == weight_name)
         cut, window = self._cuts[index], self._windows[index]
         if cut is None or not self._boundary.ensure(reference, index):
@@ -220,11 +224,20 @@ class Candidates(References):
         """The values of the model's large initializers (``session.movable``), read once:
         in-memory sessions take them without serializing the model."""
         if self._arrays is None:
-            self._arrays = {
-                t.name: onnx.numpy_helper.to_array(t)
-                for t in self.proto.graph.initializer
-                if movable(t)
+            # A layer read straight from its initializer already holds that value: shared,
+            # not read a second time (MiniLM's layers: 40 MB).
+            held = {
+                x.weight_name: x.value
+                for x in self.layers
+                if x.value is not None and not x.views and x.storage == "initializer"
             }
+            self._arrays = {}
+            for tensor in self.proto.graph.initializer:
+                if movable(tensor):
+                    value = held.get(tensor.name)
+                    if value is None or value.shape != tuple(tensor.dims):
+                        value = onnx.numpy_helper.to_array(tensor)
+                    self._arrays[tensor.name] = value
         return self._arrays
 
     def _single_layer_evaluator(self, weight_name: str) -> CandidateEvaluator | None:
