@@ -7,11 +7,15 @@ from pathlib import Path
 
 import builders
 import numpy as np
+import onnx
 import pytest
 from calib_stats import layer_statistics
 
 from onnxprune.calibrate import runner
 from onnxprune.calibrate.runner import CALIBRATION_BATCH_BYTES, calibration_batch
+from onnxprune.config import PruneConfig
+from onnxprune.graph import GraphView
+from onnxprune.layers import Layer, find_layers
 
 
 def test_the_batch_is_kept_while_it_fits_and_shrinks_to_fit() -> None:
@@ -52,3 +56,56 @@ def test_smaller_batches_gather_the_same_statistics(tmp_path: Path) -> None:
             # the largest entry.
             scale = float(np.abs(expected).max())
             np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * scale)
+
+
+def test_dense_taps_count_the_input_and_gate_values_at_every_position() -> None:
+    """A dense layer's taps hold, per position of its input [batch, ..., K], the input and its
+    square (2K values) and, with gated statistics, the gate and its square (2 out)."""
+    layers = builders_layers(builders.transformer_block(hidden=32, ffn=64))
+    dense = [(x, x.nodes[0].input[x.op.data_input]) for x in layers]
+    shapes = {name: (2, 6, x.matrix_shape[1]) for x, name in dense}  # batch 2, 6 positions
+    # q, k, v and the output projection: 32 -> 32; the feed-forward 32 -> 64 -> 32.
+    assert sorted(x.matrix_shape for x, _ in dense) == [(32, 32)] * 4 + [(32, 64), (64, 32)]
+    expected = 4 * 6 * (4 * (64 + 64) + (64 + 128) + (128 + 64))
+    assert runner._tapped_bytes_per_sample([], dense, shapes, gated=True) == expected
+    ungated = sum(4 * 6 * 2 * x.matrix_shape[1] for x, _ in dense)
+    assert runner._tapped_bytes_per_sample([], dense, shapes, gated=False) == ungated
+
+
+def test_a_transformer_calibrates_in_smaller_batches_to_the_same_statistics(
+    tmp_path: Path,
+) -> None:
+    model = builders.transformer_block(hidden=32, ffn=64, seed=4)
+    x = builders.random_inputs(model, 24, seed=2)
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "split").mkdir()
+    _, whole = layer_statistics(model, x, tmp_path / "whole", 24, hessian=True)
+    with pytest.MonkeyPatch.context() as patch:
+        # 7 samples' taps per batch: the per-sample count comes from the probed input shapes.
+        dense = [(x, x.nodes[0].input[x.op.data_input]) for x in builders_layers(model)]
+        shapes = {name: (1, 6, x.matrix_shape[1]) for x, name in dense}
+        per_sample = runner._tapped_bytes_per_sample([], dense, shapes, gated=True)
+        patch.setattr(runner, "CALIBRATION_BATCH_BYTES", 7 * per_sample)
+        batches: list[int] = []
+        real = runner.calibration_batch
+        patch.setattr(
+            runner, "calibration_batch", lambda b, n: batches.append(real(b, n)) or batches[-1]
+        )
+        _, split = layer_statistics(model, x, tmp_path / "split", 24, hessian=True)
+    assert batches == [7]
+    for name, stats in whole.items():
+        got = split[name]
+        pairs = [(got.inputs.x_sum, stats.inputs.x_sum), (got.inputs.xtx, stats.inputs.xtx)]
+        if stats.gated is not None:
+            assert got.gated is not None
+            pairs += [
+                (got.gated.gx_sum, stats.gated.gx_sum),
+                (got.gated.gx_sq_sum, stats.gated.gx_sq_sum),
+            ]
+        for actual, expected in pairs:
+            scale = float(np.abs(expected).max())
+            np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * scale)
+
+
+def builders_layers(model: onnx.ModelProto) -> list[Layer]:
+    return find_layers(GraphView(model), PruneConfig(sparsity=0.5)).layers
