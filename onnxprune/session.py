@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from google.protobuf.message import Message
 
 from .errors import CalibrationDataError, ModelError
 from .io import proto_size_bytes, write_model
@@ -62,8 +61,9 @@ def header_model(model: onnx.ModelProto, held: Container[str]) -> onnx.ModelProt
     return header
 
 
-def _copy_field(target: Message, name: str, value: object) -> None:
-    if isinstance(value, Message):
+def _copy_field(target: object, name: str, value: object) -> None:
+    """Set one field of a protobuf message ``target`` to a copy of ``value``."""
+    if hasattr(value, "ListFields"):  # a message
         getattr(target, name).CopyFrom(value)
     elif isinstance(value, (str, bytes, int, float)):
         setattr(target, name, value)

@@ -131,7 +131,9 @@ def _tapped_bytes_per_sample(
     dense layer at each of its input's positions [..., K] the input and its square, plus with
     ``gated`` statistics the output's gate and its square (2K + 2 out values): MiniLM's 36
     layers at 72 tokens, 24 MB per sample by this count, measured 21.5 MB per sample of
-    calibration-pass peak RSS (0.98 GB in batches of 16, 1.33 GB in batches of 32)."""
+    calibration-pass peak RSS (0.98 GB in batches of 16, 1.33 GB in batches of 32). An input
+    an exporter flattened to [batch x positions, K] counts one position per sample: an
+    undercount, which keeps the larger batch."""
     total = sum(4 * math.prod(shapes[n][1:]) for n in conv_outputs if n in shapes)
     for layer, name in dense_inputs:
         shape = shapes.get(name)
