@@ -60,10 +60,7 @@ class BoundaryCache:
             exposed.graph.output.extend(
                 onnx.ValueInfoProto(name=n) for n in self.names if n not in existing
             )
-            held = {t.name for t in exposed.graph.initializer if t.name in self.arrays}
-            self._session = session_in_memory(
-                exposed, {n: self.arrays[n] for n in held}, arena=False, spin=False
-            )
+            self._session = session_in_memory(exposed, self.arrays, arena=False, spin=False)
         return self._session
 
     def _sizes(self, reference: ReferenceRun) -> dict[str, int]:

@@ -209,18 +209,14 @@ class CandidateEvaluator(WeightFeedEvaluator):
         """``arrays``: the values of ``model``'s large initializers, which the session takes
         without a copy of its own (None: the session copies them)."""
         clock = time.perf_counter()
-        if arrays is None:
-            evaluated = evaluation_model(model, layers)
-        else:
-            position = {id(node): k for k, node in enumerate(model.graph.node)}
-            evaluated = evaluation_model(header_model(model, arrays), layers, position)
+        # With ``arrays``: a copy of the proto whose held weights are placeholders.
+        source = model if arrays is None else header_model(model, arrays)
+        position = {id(node): k for k, node in enumerate(model.graph.node)}
+        evaluated = evaluation_model(source, layers, position)
         if evaluated is None:
             raise ValueError("a layer inside a subgraph cannot be fed as a graph input")
-        if arrays is None:
-            self.session = session_in_memory(evaluated, consume=True, spin=False)
-        else:
-            held = {t.name for t in evaluated.graph.initializer if t.name in arrays}
-            self.session = session_in_memory(evaluated, {n: arrays[n] for n in held}, spin=False)
+        # ``evaluated`` is a throw-away: without ``arrays`` its weights are moved, not copied.
+        self.session = session_in_memory(evaluated, arrays, consume=True, spin=False)
         # Seconds it took to build (the cost a per-layer evaluator pays for each layer).
         self.setup_seconds = time.perf_counter() - clock
         self.layers = layers

@@ -185,9 +185,7 @@ def global_masks(
         del capped
         layer_limit = math.floor(layer_cap * masked.size)
         if layer_limit < masked.size:
-            allowed = np.zeros(masked.size, dtype=bool)
-            allowed[_smallest(masked, layer_limit)] = True
-            masked[~allowed] = np.inf
+            masked[~_smallest_mask(masked, layer_limit)] = np.inf
         offset += layer_scores.size
     total = min(pruned_count(flat.size, sparsity), int(np.isfinite(flat).sum()))
     prune = _smallest_mask(flat, total)

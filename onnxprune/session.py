@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,18 +93,18 @@ def movable(tensor: onnx.TensorProto) -> bool:
 
 def session_in_memory(
     model: onnx.ModelProto,
-    arrays: dict[str, np.ndarray] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
     consume: bool = False,
     arena: bool = True,
     spin: bool = True,
 ) -> ort.InferenceSession:
     """A session over ``model`` without writing it or serializing its weights: with
-    ``arrays`` (name -> value), the model's initializers of those names are ``placeholder``s
-    and take these values; without, large initializers of a copy (of ``model`` itself with
-    ``consume``: a throw-away model is not copied) are replaced by placeholders here.
-    onnxruntime uses the arrays' memory (kept alive with the session) and still pre-packs
-    them as constants. Big-model mode keeps using files. ``arena``, ``spin``: see
-    ``_options``."""
+    ``arrays`` (name -> value, a superset: the run's whole table may be passed), the model's
+    initializers of those names are ``placeholder``s and take these values; without, large
+    initializers of a copy (of ``model`` itself with ``consume``: a throw-away model is not
+    copied) are replaced by placeholders here. onnxruntime uses the arrays' memory (kept alive
+    with the session) and still pre-packs them as constants. Big-model mode keeps using
+    files. ``arena``, ``spin``: see ``_options``."""
     if arrays is None:
         header = model
         if not consume:
@@ -117,7 +117,7 @@ def session_in_memory(
                 header.graph.initializer[k].CopyFrom(placeholder(tensor))
         model = header
     options = _options(arena, spin)
-    names = list(arrays)
+    names = [t.name for t in model.graph.initializer if t.name in arrays]
     values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arrays[n])) for n in names]
     if names:
         options.add_external_initializers(names, values)

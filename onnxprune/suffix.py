@@ -208,10 +208,7 @@ class SuffixEvaluator(WeightFeedEvaluator):
         position = {id(model.graph.node[p]): k for k, p in enumerate(cut.positions)}
         evaluated = evaluation_model(suffix, layers, position)
         assert evaluated is not None
-        stored = {t.name for t in evaluated.graph.initializer}
-        self.session = session_in_memory(
-            evaluated, {name: arrays[name] for name in stored if name in arrays}, spin=False
-        )
+        self.session = session_in_memory(evaluated, arrays, spin=False)
         self.layers = dict(layers)
         self.defaults = unchanged_inputs(self.session, self.layers)
         self.cut = cut

@@ -124,33 +124,22 @@ class Pruner(Streamed):
     def _reset_caches(self) -> None:
         """Empty caches and counters: nothing gathered, judged or built yet."""
         self._stats = None
-        self._matrices = None
-        self._factors = {}
-        self._auto_reference = None
-        self._sensitivity_reference = None
-        self._trial_reference = None
         self._values_per_sample = None
-        # One-shot pruned layers kept for reuse (``remember``), by ``_pruned_key``.
-        self._pruned = {}
-        # What the last ``_prune_layers`` call computed one-shot, by the same key.
-        self._latest = {}
         # The in-memory candidate evaluator (one session for every search), once built; False:
         # not possible for this model.
         self._evaluator = None
         if self.branches.layers:  # a weight inside a branch cannot be fed as a graph input
             self._evaluator = False
-        # Single-layer candidates: the current per-layer evaluator, the seconds it took to
-        # build, and the seconds judging took in the shared (True) and per-layer (False) ones.
-        self._own_evaluator = None
+        # What judging keeps between candidates starts empty too.
+        self.release_judging()
+        # Single-layer candidates: the seconds it took to build the per-layer evaluator, and
+        # the seconds judging took in the shared (True) and per-layer (False) ones.
         self._own_setup_seconds = 0.0
         self._judge_seconds = {True: [], False: []}
         # Single-layer candidates judged on the graph downstream of the layer: each layer's
-        # cut (None: not possible), the original's boundary values, the current session.
+        # cut (None: not possible) and the window of layers sharing its session.
         self._cuts = None
         self._windows = {}
-        self._boundary = None
-        self._suffix = None
-        self._arrays = None
         self._verify_reference = None
         # --allocation sensitivity: measured curves per (selection, layers and their shares).
         self._sensitivity = {}
@@ -163,8 +152,6 @@ class Pruner(Streamed):
         self.phase_seconds = {"judge": 0.0, "update": 0.0}
         # --sequential: the statistics each layer was last pruned with (stage passes).
         self.stage_statistics = {}
-        self._last_scores = None
-        self._scores = {}
 
     def release_judging(self) -> None:
         """Drop what judging candidates kept (sessions, boundary values, the original's
@@ -176,13 +163,17 @@ class Pruner(Streamed):
         again."""
         if self._evaluator is not False:
             self._evaluator = None
+        # The current per-layer evaluator; the original's boundary values and the current
+        # downstream session of single-layer candidates.
         self._own_evaluator = None
         self._boundary = None
         self._suffix = None
         self._auto_reference = None
         self._trial_reference = None
         self._sensitivity_reference = None
+        # One-shot pruned layers kept for reuse (``remember``), by ``_pruned_key``.
         self._pruned = {}
+        # What the last ``_prune_layers`` call computed one-shot, by the same key.
         self._latest = {}
         self._scores = {}
         self._last_scores = None
