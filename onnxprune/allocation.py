@@ -18,6 +18,16 @@ from dataclasses import dataclass
 # Upwards the range is also limited to half the way to the layer's cap (min_row_weights), so
 # that a layer near its cap is still measured below it.
 LEVEL_STEP = 0.1
+# Estimated curves (the default): the smallest layers, together holding at most this share of
+# the measured layers' weights, are not measured and stay dense. Measuring a layer costs a run
+# of the graph below it, so the first, smallest layers of a CNN cost the most (their suffix is
+# nearly the whole model, at its highest resolution) while their share can move the fewest
+# weights. EfficientNet-Lite0 at 0.5: its 18 smallest of 50 layers (1% of the weights) took
+# 52% of the sensitivity phase, and the whole run went 20.2 -> 14.5 s; top-1 agreement with the
+# dense model at 0.5 / 0.7 / 0.8 / 0.9 went 0.3281 / 0.1328 / 0 / 0 -> 0.3125 / 0.1406 / 0 / 0
+# (logit cosine 0.6324 / 0.4085 / 0.2431 / 0.0849 -> 0.6310 / 0.4074 / 0.2436 / 0.0834). At 2%
+# (20 layers): 13.6 s, 0.3125 / 0.1250. --allocation measured still measures every layer.
+UNMEASURED_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,20 @@ def interpolated_curve(
         (level, judged.get(k, damage * (error / errors[anchor]) ** gamma))
         for k, (level, error) in enumerate(zip(levels, errors, strict=True))
     ]
+
+
+def smallest_layers(sizes: list[int], share: float) -> set[int]:
+    """Indices of the smallest layers (by ``sizes``, ties in order) whose sizes sum to at most
+    ``share`` of the total."""
+    allowed = share * sum(sizes)
+    chosen: set[int] = set()
+    total = 0
+    for index in sorted(range(len(sizes)), key=lambda k: sizes[k]):
+        total += sizes[index]
+        if total > allowed:
+            break
+        chosen.add(index)
+    return chosen
 
 
 def _lower_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

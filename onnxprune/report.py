@@ -111,6 +111,8 @@ class Report:
     stages: int | None = None
     # --allocation sensitivity / measured: single-layer candidates judged to measure the layers.
     sensitivity_builds: int = 0
+    # ... and the layers too small to be worth measuring, kept dense (UNMEASURED_SHARE).
+    unmeasured_layers: list[str] = field(default_factory=list)
     # --quantize / --storage sparse: each stage of the written artifact (pruned, + int8,
     # + sparse storage) with its file and gzip size and its fidelity against the original.
     artifact_stages: list[ArtifactStage] = field(default_factory=list)
@@ -203,10 +205,14 @@ class Report:
                 f"sequential: {self.stages} stages, {self.calibration_passes} calibration passes"
             )
         if self.sensitivity_builds:
+            dense = len(self.unmeasured_layers)
+            plural = "s" if dense > 1 else ""
+            unmeasured = f"; {dense} smallest layer{plural} not measured, kept dense"
             lines.append(
                 f"allocation: {self.arguments.get('allocation', 'sensitivity')} "
-                f"({self.sensitivity_builds} single-layer candidates judged); per-layer sparsity "
-                "in the layer table"
+                f"({self.sensitivity_builds} single-layer candidates judged"
+                f"{unmeasured if dense else ''}); "
+                "per-layer sparsity in the layer table"
             )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")

@@ -22,6 +22,7 @@ from onnxprune.allocation import (
     allocate_by_sensitivity,
     interpolated_curve,
     probe_levels,
+    smallest_layers,
 )
 from onnxprune.config import PruneConfig
 from onnxprune.errors import EXIT_USAGE
@@ -124,6 +125,19 @@ def test_the_budget_is_spent_exactly_within_every_curve(
 def test_a_curve_without_points_stays_dense() -> None:
     curve = SensitivityCurve(500, ((0.3, 0.0), (0.5, 0.1), (0.6, 0.2)))
     assert allocate_by_sensitivity([SensitivityCurve(64, ()), curve], 0.5 * 500) == [0.0, 0.5]
+
+
+@given(st.lists(st.integers(1, 10_000), min_size=1, max_size=30), st.floats(0.0, 0.2))
+def test_the_unmeasured_layers_are_the_smallest_within_the_share(
+    sizes: list[int], share: float
+) -> None:
+    chosen = smallest_layers(sizes, share)
+    assert sum(sizes[k] for k in chosen) <= share * sum(sizes)
+    rest = [sizes[k] for k in range(len(sizes)) if k not in chosen]
+    if chosen and rest:
+        assert max(sizes[k] for k in chosen) <= min(rest)
+    if rest:  # no room for one more: the smallest of the rest would pass the share
+        assert sum(sizes[k] for k in chosen) + min(rest) > share * sum(sizes)
 
 
 # -- the pipeline -------------------------------------------------------------------------
@@ -265,3 +279,39 @@ def test_estimated_curves_allocate_like_the_measured_ones(
         np.testing.assert_allclose(
             targets["sensitivity"][group], targets["measured"][group], atol=ESTIMATE_TOLERANCE
         )
+
+
+def test_the_smallest_layer_is_kept_dense_unmeasured_and_measured_on_request(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Estimated curves do not measure layers holding together at most UNMEASURED_SHARE of
+    the weights: the first layer here (16 x 4, 0.1% of them) stays dense, unchanged in the
+    written model, and the others take its share of the budget; --allocation measured still
+    measures it."""
+    model = builders.mlp_matmul(sizes=(16, 4, 256, 256, 4), seed=2)
+    path, calib = builders.save_with_calibration(model, tmp_path, 96)
+    args = ("--sparsity", 0.6, "--group", "layer")
+    out = tmp_path / "estimated.onnx"
+    estimated = run_and_report(cli, path, calib, out, *args, "--allocation", "sensitivity")
+    first = estimated["layers"][0]
+    assert estimated["unmeasured_layers"] == [first["name"]]
+    assert first["sparsity"] == 0.0
+    weight = first["weight"]
+    np.testing.assert_array_equal(
+        builders.stored_weights(out)[weight], builders.stored_weights(path)[weight]
+    )
+    assert estimated["achieved_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert 0 < estimated["sensitivity_builds"] <= 6  # at most two for each measured layer
+    text = cli(path, "--calib", calib, "-o", tmp_path / "again.onnx", *args)
+    assert "1 smallest layer not measured, kept dense" in text.out
+    curves = {}
+    for allocation in ("sensitivity", "measured"):
+        config = PruneConfig(sparsity=0.6, method="contrib", allocation=allocation)
+        pruner = Pruner(path, calib, config)
+        curves[allocation] = pruner.sensitivity_curves(
+            config, [0, 1, 2], [0.3, 0.6, 0.6], get_method("contrib"), "layer"
+        )
+        assert pruner.unmeasured_layers == ([first["name"]] if allocation == "sensitivity" else [])
+    assert curves["sensitivity"][0].points == ()
+    assert len(curves["measured"][0].points) >= 3
+    assert all(curve.points for curve in curves["sensitivity"][1:])

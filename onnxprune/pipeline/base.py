@@ -162,6 +162,7 @@ class PrunerState:
     _verify_reference: ReferenceRun | None
     _sensitivity: dict[tuple[object, ...], list[SensitivityCurve]]
     sensitivity_builds: int
+    unmeasured_layers: list[str]
     calibration_passes: int
     phase_seconds: dict[str, float]
     stage_statistics: dict[str, LayerStats]

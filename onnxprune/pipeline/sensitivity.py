@@ -7,10 +7,12 @@ import dataclasses
 import logging
 
 from ..allocation import (
+    UNMEASURED_SHARE,
     SensitivityCurve,
     allocate_by_sensitivity,
     interpolated_curve,
     probe_levels,
+    smallest_layers,
 )
 from ..config import PruneConfig
 from ..masking import (
@@ -66,7 +68,9 @@ class Sensitivity(Decisions):
         """Each chosen layer pruned alone (the run's method, update and selection within the
         layer) at ``probe_levels`` around its share ``base``; damage = 1 - ``decision_score``
         against the original on the calibration probe samples --group auto judges on. Cached
-        per scorer, selection, layers and shares (a sweep or search measures each sparsity)."""
+        per scorer, selection, layers and shares (a sweep or search measures each sparsity).
+        Estimated curves leave the smallest layers unmeasured (``UNMEASURED_SHARE``): an empty
+        curve, so they stay dense."""
         selection = "row" if group == "row" else "layer"
         measured = config.allocation_mode == "measured"
         key = (
@@ -77,6 +81,9 @@ class Sensitivity(Decisions):
             tuple(chosen),
             tuple(round(b, 9) for b in base),
         )
+        sizes = [self.layers[i].matrix_shape[0] * self.layers[i].matrix_shape[1] for i in chosen]
+        unmeasured = set() if measured else smallest_layers(sizes, UNMEASURED_SHARE)
+        self.unmeasured_layers = [self.layers[chosen[k]].name for k in sorted(unmeasured)]
         if key in self._sensitivity:
             return self._sensitivity[key]
         # measured: every level judged on the --group auto probe samples; otherwise two levels
@@ -87,8 +94,11 @@ class Sensitivity(Decisions):
             config, allocation="group", sequential=False, update_target="pruned"
         )
         curves = []
-        with self.progress.phase("sensitivity", len(chosen), "layer") as advance:
-            for i, layer_base in zip(chosen, base, strict=True):
+        with self.progress.phase("sensitivity", len(chosen) - len(unmeasured), "layer") as advance:
+            for k, (i, layer_base) in enumerate(zip(chosen, base, strict=True)):
+                if k in unmeasured:
+                    curves.append(SensitivityCurve(sizes[k], ()))
+                    continue
                 curves.append(
                     self._sensitivity_curve(
                         measuring, scorer, selection, reference, measured, i, layer_base

@@ -62,6 +62,8 @@ def describe_plan(report: Report, plan: Plan, calibrated: Calibrated) -> None:
     report.layers = candidate.layers
     report.warnings += candidate.warnings
     report.arguments["allocation"] = candidate.allocation
+    if candidate.allocation == "sensitivity":  # the estimated curves' layers kept dense
+        report.unmeasured_layers = list(calibrated.pruner.unmeasured_layers)
     if candidate.trials:
         report.group = f"auto -> {candidate.group}"
         report.variant = candidate.scorer.name
