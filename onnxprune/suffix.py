@@ -59,10 +59,13 @@ class SuffixCut:
     outputs: tuple[str, ...]
 
 
-def suffix_cut(model: onnx.ModelProto, layers: Sequence[Layer]) -> SuffixCut | None:
+def suffix_cut(
+    model: onnx.ModelProto, layers: Sequence[Layer], folded: Mapping[str, int] | None = None
+) -> SuffixCut | None:
     """The suffix of ``layers`` in ``model`` (whose main graph holds their nodes): every node
     downstream of any of them; None when a node of the suffix has a subgraph (its
-    outer-scope reads are not followed) or a layer node is not in the main graph."""
+    outer-scope reads are not followed) or a layer node is not in the main graph.
+    ``folded``: ``constant_tensors(model)``, when the caller cuts several suffixes."""
     graph = model.graph
     starts = {id(node) for layer in layers for node in layer.nodes}
     weight_reads = {(id(node), layer.op.weight_input) for layer in layers for node in layer.nodes}
@@ -96,7 +99,8 @@ def suffix_cut(model: onnx.ModelProto, layers: Sequence[Layer]) -> SuffixCut | N
     # Values computed from constants alone (pads, shapes, Constant nodes) are computed in the
     # suffix, not fed: fed, they would hide static shapes and pads from onnxruntime's
     # optimiser (a padded conv then runs 2x slower).
-    folded = _constant_nodes(graph, initializers)
+    if folded is None:
+        folded = constant_tensors(model)
     needed = [n for n in boundary if n in folded]
     copied: set[int] = set()
     while needed:
@@ -134,10 +138,12 @@ def suffix_windows(layers: Sequence[Layer]) -> list[tuple[int, ...]]:
     return windows
 
 
-def _constant_nodes(graph: onnx.GraphProto, initializers: set[str]) -> dict[str, int]:
-    """Tensors computed from initializers and Constant nodes alone -> the position of the
-    node that makes them (random generators and nodes with subgraphs excluded)."""
-    constant = set(initializers)
+def constant_tensors(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensors of the main graph computed from initializers and Constant nodes alone -> the
+    position of the node that makes them (random generators and nodes with subgraphs
+    excluded)."""
+    graph = model.graph
+    constant = {t.name for t in graph.initializer}
     made: dict[str, int] = {}
     for k, node in enumerate(graph.node):
         if node.op_type.startswith("Random") or any(
