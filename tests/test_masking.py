@@ -178,3 +178,32 @@ def test_partition_selection_equals_the_stable_sort(rows: int, columns: int, see
     for count in range(flat.size + 2):
         chosen = set(masking._smallest(flat, count).tolist())
         assert chosen == set(np.argsort(flat, kind="stable")[:count].tolist())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 3000),
+    st.integers(0, 2**16),
+    st.sampled_from(["ties", "spread", "sorted", "reversed"]),
+    st.floats(0.0, 0.3),
+)
+def test_the_bracketed_kth_smallest_equals_a_full_partition(
+    size: int, seed: int, kind: str, inf_share: float
+) -> None:
+    """``kth_smallest`` without the whole-array copy (``copy_limit=0`` forces the sampled
+    bracket even on small arrays) gives the value ``np.partition`` gives, for every count:
+    heavy ties, ordered inputs (the strided sample then sees one end only) and inf entries
+    (ineligible weights in global selection)."""
+    rng = np.random.default_rng(seed)
+    flat = {
+        "ties": rng.integers(0, 5, size).astype(np.float64),
+        "spread": rng.normal(size=size),
+        "sorted": np.sort(rng.normal(size=size)),
+        "reversed": np.sort(rng.normal(size=size))[::-1].copy(),
+    }[kind]
+    flat[rng.random(size) < inf_share] = np.inf
+    expected = np.sort(flat)
+    for count in sorted({1, size, *rng.integers(1, size + 1, 20).tolist()}):
+        got = masking.kth_smallest(flat, count, copy_limit=0)
+        assert got == expected[count - 1]
+        assert got.dtype == flat.dtype
