@@ -35,7 +35,7 @@ def walk_fixed_mask(
     removed weight's error pushed onto the columns after it through ``factor`` (the upper
     factor U of the damped H^-1, ``inverse_hessian_factors``), as ``reconstruct`` does."""
     w = weight.astype(np.float32).T.copy()  # [K, out]: a column of W is a contiguous row
-    upper = factor[0].astype(np.float32)
+    upper = factor[0].astype(np.float32, copy=False)  # kept in float32 by the run
     prune = ~keep.T  # [K, out], True = removed
     columns, out = w.shape
     step, sub = FIXED_MASK_BLOCK, FIXED_MASK_SUB_BLOCK
