@@ -37,5 +37,34 @@ def test_a_build_after_release_writes_the_same_model(
     assert _weights(first.model) == _weights(second.model)
 
 
+@pytest.mark.parametrize("make", [builders.mlp_gemm, builders.cnn_bn])
+def test_dropping_xtx_for_its_factor_writes_the_same_model(
+    tmp_path: Path, make: Callable[..., onnx.ModelProto], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default run drops each layer's x^T x once its inverse-Hessian factor is made and
+    keeps the factor past ``release_judging`` instead: the written model is the one a run
+    that keeps x^T x writes, before and after the release. A run that reads x^T x again
+    (--stat-correction here) keeps it."""
+    model = make(seed=4)
+    path = builders.save(model, tmp_path / "model.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 48, seed=5))
+    dropping = Pruner(path, calib, PruneConfig(sparsity=0.6))
+    dropped = dropping.build()
+    names = [layer.weight_name for layer in dropping.layers]
+    assert all(dropping.statistics()[name].inputs.xtx is None for name in names)
+    dropping.release_judging()
+    assert set(dropping._factors) == set(names)
+    again = dropping.build()
+    monkeypatch.setattr(Pruner, "_factor_replaces_xtx", lambda self: False)
+    keeping = Pruner(path, calib, PruneConfig(sparsity=0.6))
+    kept = keeping.build()
+    assert all(keeping.statistics()[name].inputs.xtx is not None for name in names)
+    assert _weights(dropped.model) == _weights(kept.model) == _weights(again.model)
+    monkeypatch.undo()
+    correcting = Pruner(path, calib, PruneConfig(sparsity=0.6, stat_correction=True))
+    correcting.build()
+    assert all(correcting.statistics()[name].inputs.xtx is not None for name in names)
+
+
 def _weights(model: onnx.ModelProto) -> dict[str, bytes]:
     return {t.name: t.SerializeToString() for t in model.graph.initializer}

@@ -143,6 +143,8 @@ class PrunerState:
     _stats: Mapping[str, LayerStats] | None
     _matrices: list[np.ndarray] | None
     _factors: dict[str, list[tuple[np.ndarray, np.ndarray]] | None]
+    # Layers whose x^T x was dropped once their factor was made: kept to the end of the run.
+    _kept_factors: set[str]
     _auto_reference: ReferenceRun | None
     _sensitivity_reference: ReferenceRun | None
     _trial_reference: ReferenceRun | None

@@ -131,6 +131,7 @@ class Pruner(Streamed):
         if self.branches.layers:  # a weight inside a branch cannot be fed as a graph input
             self._evaluator = False
         # What judging keeps between candidates starts empty too.
+        self._factors, self._kept_factors = {}, set()
         self.release_judging()
         # Single-layer candidates: the seconds it took to build the per-layer evaluator, and
         # the seconds judging took in the shared (True) and per-layer (False) ones.
@@ -160,8 +161,8 @@ class Pruner(Streamed):
         candidate to write is chosen: writing and verifying it then do not run on top of
         them (MiniLM's peak RSS was at the final check). The statistics stay; the layers'
         float64 matrices and inverse-Hessian factors, derived from the weights and the
-        statistics, go too (MiniLM: 81 + 141 MB). Anything dropped is rebuilt if asked for
-        again."""
+        statistics, go too (MiniLM: 81 MB of matrices), except the factors that replaced
+        their x^T x. Anything dropped is rebuilt if asked for again."""
         if self._evaluator is not False:
             self._evaluator = None
         # The current per-layer evaluator; the original's boundary values and the current
@@ -179,7 +180,8 @@ class Pruner(Streamed):
         self._scores = {}
         self._last_scores = None
         self._matrices = None
-        self._factors = {}
+        # A factor whose x^T x is gone stays (``StatisticsStage.factors``).
+        self._factors = {k: v for k, v in self._factors.items() if k in self._kept_factors}
         self._arrays = None
 
     def shrink(self, cut: bool = True) -> StructuredResult:

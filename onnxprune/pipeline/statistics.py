@@ -67,7 +67,8 @@ class StatisticsStage(PrunerState):
         return collect_statistics(*common, shapes=shapes, reference=reference)
 
     def statistics(self) -> Mapping[str, LayerStats]:
-        """Gathered on first use, in one pass over the calibration samples."""
+        """Gathered on first use, in one pass over the calibration samples. A layer's x^T x
+        may be dropped once its inverse-Hessian factor is made (``factors``)."""
         if self._stats is None:
             if not self.branches.layers:
                 self._stats = self._collect(self.proto, self.layers)
@@ -97,10 +98,34 @@ class StatisticsStage(PrunerState):
         if self.big:  # not kept in big-model mode
             self._factors.clear()
         if layer.weight_name not in self._factors:
-            self._factors[layer.weight_name] = _inverse_factors(
-                self.statistics()[layer.weight_name]
-            )
+            layer_stats = self.statistics()[layer.weight_name]
+            self._factors[layer.weight_name] = _inverse_factors(layer_stats)
+            if self._factor_replaces_xtx():
+                # Nothing else in this run reads x^T x: it goes, and the factor is kept to
+                # the end of the run instead (``release_judging``). MiniLM: 142 MB of x^T x
+                # against 70 MB of factors, both held while candidates were judged.
+                layer_stats.inputs.xtx = None
+                self._kept_factors.add(layer.weight_name)
         return self._factors[layer.weight_name]
+
+    def _factor_replaces_xtx(self) -> bool:
+        """Whether a layer's x^T x is read only to make its inverse-Hessian factor: not by
+        --stat-correction, --refit-steps, --refit-final, --reselect-mask, --sequential's
+        stages, a method that scores with it (SparseGPT: any adaptive-mask method, the run's,
+        an auto variant or a --layer override's), nor in big-model mode (its factors are not
+        kept)."""
+        config = self.config
+        methods = [self.scorer, *(get_method(v) for v in self.scorer.auto_variants)]
+        methods += [get_method(o.method) for o in config.overrides if o.method]
+        return not (
+            self.big
+            or config.sequential
+            or config.stat_correction
+            or config.refit_steps
+            or config.refit_final
+            or config.reselect_mask
+            or any(m.adaptive_mask for m in methods)
+        )
 
     def matrices(self) -> list[np.ndarray]:
         if self._matrices is None:
