@@ -139,15 +139,17 @@ class GraphView:
         return unique
 
     def unique_name(self, base: str) -> str:
-        taken = (
-            set(self.producer)
-            | set(self.initializers)
-            | self.graph_inputs
-            | set(self.consumers)
-            | self.used_in_subgraphs
+        # Looked up in each table rather than in their union: building the union cost 90 us
+        # per name on EfficientNet-Lite0, and the calibration graph asks for ~1400 names.
+        tables = (
+            self.producer,
+            self.initializers,
+            self.graph_inputs,
+            self.consumers,
+            self.used_in_subgraphs,
         )
         name, k = base, 0
-        while name in taken:
+        while any(name in table for table in tables):
             k += 1
             name = f"{base}_{k}"
         return name
