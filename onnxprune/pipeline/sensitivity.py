@@ -81,7 +81,7 @@ class Sensitivity(Decisions):
             tuple(chosen),
             tuple(round(b, 9) for b in base),
         )
-        sizes = [self.layers[i].matrix_shape[0] * self.layers[i].matrix_shape[1] for i in chosen]
+        sizes = [self.layers[i].size for i in chosen]
         unmeasured = set() if measured else smallest_layers(sizes, UNMEASURED_SHARE)
         self.unmeasured_layers = [self.layers[chosen[k]].name for k in sorted(unmeasured)]
         if key in self._sensitivity:
