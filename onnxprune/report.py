@@ -113,6 +113,9 @@ class Report:
     sensitivity_builds: int = 0
     # ... and the layers too small to be worth measuring, kept dense (UNMEASURED_SHARE).
     unmeasured_layers: list[str] = field(default_factory=list)
+    # ... and the layers past the judging budget (JUDGING_PASSES), kept at the share the
+    # selection group gives them.
+    base_share_layers: list[str] = field(default_factory=list)
     # --quantize / --storage sparse: each stage of the written artifact (pruned, + int8,
     # + sparse storage) with its file and gzip size and its fidelity against the original.
     artifact_stages: list[ArtifactStage] = field(default_factory=list)
@@ -205,14 +208,20 @@ class Report:
                 f"sequential: {self.stages} stages, {self.calibration_passes} calibration passes"
             )
         if self.sensitivity_builds:
+            notes = [f"{self.sensitivity_builds} single-layer candidates judged"]
             dense = len(self.unmeasured_layers)
-            plural = "s" if dense > 1 else ""
-            unmeasured = f"; {dense} smallest layer{plural} not measured, kept dense"
+            if dense:
+                plural = "s" if dense > 1 else ""
+                notes.append(f"{dense} smallest layer{plural} not measured, kept dense")
+            at_share = len(self.base_share_layers)
+            if at_share:
+                notes.append(
+                    f"{at_share} layer{'s' if at_share > 1 else ''} past the judging budget "
+                    "kept at the group's share"
+                )
             lines.append(
                 f"allocation: {self.arguments.get('allocation', 'sensitivity')} "
-                f"({self.sensitivity_builds} single-layer candidates judged"
-                f"{unmeasured if dense else ''}); "
-                "per-layer sparsity in the layer table"
+                f"({'; '.join(notes)}); per-layer sparsity in the layer table"
             )
         if self.status != "pruned":
             lines.append(f"status: {self.status}")

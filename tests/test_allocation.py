@@ -23,6 +23,7 @@ from onnxprune.allocation import (
     interpolated_curve,
     probe_levels,
     smallest_layers,
+    within_judging_budget,
 )
 from onnxprune.config import PruneConfig
 from onnxprune.errors import EXIT_USAGE
@@ -138,6 +139,34 @@ def test_the_unmeasured_layers_are_the_smallest_within_the_share(
         assert max(sizes[k] for k in chosen) <= min(rest)
     if rest:  # no room for one more: the smallest of the rest would pass the share
         assert sum(sizes[k] for k in chosen) + min(rest) > share * sum(sizes)
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 10_000), st.floats(0.01, 2.0)), min_size=1, max_size=30),
+    st.floats(0.0, 20.0),
+)
+def test_the_judged_layers_fit_the_budget_best_value_first(
+    layers: list[tuple[int, float]], budget: float
+) -> None:
+    sizes, costs = [size for size, _ in layers], [cost for _, cost in layers]
+    chosen = within_judging_budget(sizes, costs, budget)
+    spent = sum(costs[k] for k in chosen)
+    assert spent <= budget + 1e-9
+    # Nothing left out would still fit: the greedy pass skipped it for lack of room.
+    assert all(spent + costs[k] > budget for k in range(len(sizes)) if k not in chosen)
+    best = max(range(len(sizes)), key=lambda k: (sizes[k] / costs[k], -k))
+    assert (best in chosen) == (costs[best] <= budget)
+    if sum(costs) <= budget:
+        assert chosen == set(range(len(sizes)))
+
+
+def test_the_cheapest_weights_are_judged_first() -> None:
+    # Equal sizes: the layers with the smallest suffix (the last ones) go first; a large
+    # layer with a costly suffix is worth its cost.
+    sizes, costs = [100, 100, 100, 1000], [2.0, 1.0, 0.5, 2.0]
+    assert within_judging_budget(sizes, costs, 2.5) == {3, 2}
+    assert within_judging_budget(sizes, costs, 1.6) == {2, 1}
+    assert within_judging_budget(sizes, costs, 0.0) == set()
 
 
 # -- the pipeline -------------------------------------------------------------------------
@@ -315,3 +344,57 @@ def test_the_smallest_layer_is_kept_dense_unmeasured_and_measured_on_request(
     assert curves["sensitivity"][0].points == ()
     assert len(curves["measured"][0].points) >= 3
     assert all(curve.points for curve in curves["sensitivity"][1:])
+
+
+def test_suffix_run_shares_follow_the_multiply_adds_downstream(tmp_path: Path) -> None:
+    """Judging a layer alone runs its suffix session (its window's cut): the first layers'
+    window runs the whole model, later ones only the layers after them, in proportion to
+    their multiply-adds (size x input positions counted, the same for every layer of an
+    MLP)."""
+    sizes = (16, 48, 48, 48, 48, 48, 48, 48, 48, 4)
+    model = builders.mlp_matmul(sizes=sizes, seed=4)
+    path, calib = builders.save_with_calibration(model, tmp_path, 64)
+    pruner = Pruner(path, calib, PruneConfig(sparsity=0.5, method="contrib"))
+    chosen = list(range(len(pruner.layers)))
+    shares = pruner.suffix_run_shares(chosen)
+    macs = [a * b for a, b in itertools.pairwise(sizes)]
+    assert shares[0] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(shares))
+    for i, window in ((i, pruner._windows[i]) for i in chosen):
+        start = window[0]  # a window's session starts at its first layer
+        assert shares[i] == pytest.approx(sum(macs[start:]) / sum(macs))
+    assert shares[-1] < 0.5 * shares[0]
+
+
+def test_layers_past_the_judging_budget_keep_their_share(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for fewer judged runs than the layers need, the layers with the most
+    weights per run of their suffix are measured and the others keep the share the selection
+    group gives them (as in an --allocation group run), unmeasured; the overall budget is
+    still met and the report names them. With room for all, none is left out."""
+    model = builders.mlp_matmul(sizes=(16, 64, 64, 64, 64, 8), seed=3)
+    path, calib = builders.save_with_calibration(model, tmp_path, 96)
+    args = ("--sparsity", 0.6, "--group", "layer", "--allocation", "sensitivity")
+    full = run_and_report(cli, path, calib, tmp_path / "full.onnx", *args)
+    assert full["base_share_layers"] == []
+    monkeypatch.setattr("onnxprune.pipeline.sensitivity.JUDGING_PASSES", 0.05)
+    out = tmp_path / "budget.onnx"
+    report = run_and_report(cli, path, calib, out, *args)
+    at_share = set(report["base_share_layers"])
+    assert at_share and at_share.isdisjoint(report["unmeasured_layers"])
+    by_name = {layer["name"]: layer for layer in report["layers"]}
+    measured = set(by_name) - at_share - set(report["unmeasured_layers"])
+    assert measured, "some layer is measured"
+    assert report["layers"][0]["name"] in at_share, "the whole model runs below the first"
+    assert 0 < report["sensitivity_builds"] <= 2 * len(measured) < full["sensitivity_builds"]
+    args_group = ("--sparsity", 0.6, "--group", "layer", "--allocation", "group")
+    group = run_and_report(cli, path, calib, tmp_path / "group.onnx", *args_group)
+    share = {layer["name"]: layer["sparsity"] for layer in group["layers"]}
+    for name in at_share:
+        assert by_name[name]["sparsity"] == pytest.approx(share[name], abs=1e-6)
+    assert report["achieved_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    text = cli(path, "--calib", calib, "-o", tmp_path / "again.onnx", *args)
+    plural = "s" if len(at_share) > 1 else ""
+    expected = f"{len(at_share)} layer{plural} past the judging budget kept at the group's share"
+    assert expected in text.out

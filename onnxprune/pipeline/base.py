@@ -165,6 +165,7 @@ class PrunerState:
     _sensitivity: dict[tuple[object, ...], list[SensitivityCurve]]
     sensitivity_builds: int
     unmeasured_layers: list[str]
+    base_share_layers: list[str]
     calibration_passes: int
     phase_seconds: dict[str, float]
     stage_statistics: dict[str, LayerStats]

@@ -211,6 +211,38 @@ class Candidates(References):
                 for i in part:
                     self._cuts[i], self._windows[i] = part_cut, part
 
+    def suffix_run_shares(self, chosen: list[int]) -> list[float]:
+        """For each chosen layer, what judging a candidate that changes it alone costs, as a
+        share of one run of the whole model: the multiply-adds of the layers its suffix
+        session runs (its window's cut), over those of all layers. A layer's multiply-adds
+        per calibration set are its size times the input positions its statistics counted
+        (tokens, or output pixels for a conv). 1.0 where the whole model runs: no cut (a
+        subgraph downstream) or big-model mode (every candidate is written and loaded)."""
+        if self.base_dir is not None:
+            return [1.0] * len(chosen)
+        if self._cuts is None:
+            self._cut_windows()
+        assert self._cuts is not None
+        stats = self.statistics()
+        position = {id(node): k for k, node in enumerate(self.proto.graph.node)}
+        macs = []
+        for layer in self.layers:
+            layer_stats = stats.get(layer.weight_name)
+            macs.append(layer.size * (layer_stats.inputs.count if layer_stats else 0))
+        starts = [position.get(id(layer.nodes[0]), -1) for layer in self.layers]
+        total = sum(macs)
+        shares = []
+        for i in chosen:
+            cut = self._cuts[i]
+            if cut is None or total <= 0:
+                shares.append(1.0)
+                continue
+            inside = set(cut.positions)
+            shares.append(
+                sum(m for m, start in zip(macs, starts, strict=True) if start in inside) / total
+            )
+        return shares
+
     def release_single_layer_sessions(self) -> None:
         """Drop the suffix session, its boundary values and the per-layer session once the
         single-layer candidates are judged: the whole-model candidate judged next would

@@ -147,6 +147,7 @@ class Pruner(Streamed):
         # Single-layer candidates built and run to measure them.
         self.sensitivity_builds = 0
         self.unmeasured_layers = []  # estimated sensitivity curves: layers too small to measure
+        self.base_share_layers = []  # ... and those past the judging budget, at their share
         # Calibration passes run so far (one-shot statistics, --sequential stages, --structured).
         self.calibration_passes = 0
         # Seconds spent judging candidates in onnxruntime and in the per-layer OBS updates

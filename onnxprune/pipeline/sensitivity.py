@@ -7,12 +7,14 @@ import dataclasses
 import logging
 
 from ..allocation import (
+    JUDGING_PASSES,
     UNMEASURED_SHARE,
     SensitivityCurve,
     allocate_by_sensitivity,
     interpolated_curve,
     probe_levels,
     smallest_layers,
+    within_judging_budget,
 )
 from ..config import PruneConfig
 from ..masking import (
@@ -70,7 +72,8 @@ class Sensitivity(Decisions):
         against the original on the calibration probe samples --group auto judges on. Cached
         per scorer, selection, layers and shares (a sweep or search measures each sparsity).
         Estimated curves leave the smallest layers unmeasured (``UNMEASURED_SHARE``): an empty
-        curve, so they stay dense."""
+        curve, so they stay dense; and the layers past the judging budget
+        (``_over_judging_budget``) a single point at their share, so they keep it."""
         selection = "row" if group == "row" else "layer"
         measured = config.allocation_mode == "measured"
         key = (
@@ -83,7 +86,9 @@ class Sensitivity(Decisions):
         )
         sizes = [self.layers[i].size for i in chosen]
         unmeasured = set() if measured else smallest_layers(sizes, UNMEASURED_SHARE)
+        at_share = set() if measured else self._over_judging_budget(chosen, unmeasured)
         self.unmeasured_layers = [self.layers[chosen[k]].name for k in sorted(unmeasured)]
+        self.base_share_layers = [self.layers[chosen[k]].name for k in sorted(at_share)]
         if key in self._sensitivity:
             return self._sensitivity[key]
         # measured: every level judged on the --group auto probe samples; otherwise two levels
@@ -94,10 +99,15 @@ class Sensitivity(Decisions):
             config, allocation="group", sequential=False, update_target="pruned"
         )
         curves = []
-        with self.progress.phase("sensitivity", len(chosen) - len(unmeasured), "layer") as advance:
+        judged = len(chosen) - len(unmeasured) - len(at_share)
+        with self.progress.phase("sensitivity", judged, "layer") as advance:
             for k, (i, layer_base) in enumerate(zip(chosen, base, strict=True)):
                 if k in unmeasured:
                     curves.append(SensitivityCurve(sizes[k], ()))
+                    continue
+                if k in at_share:  # one point: the allocation leaves the layer at its share
+                    points = ((layer_base, 0.0),) if layer_base > 0.0 else ()
+                    curves.append(SensitivityCurve(sizes[k], points))
                     continue
                 curves.append(
                     self._sensitivity_curve(
@@ -109,6 +119,20 @@ class Sensitivity(Decisions):
         self.release_single_layer_sessions()
         self._sensitivity[key] = curves
         return curves
+
+    def _over_judging_budget(self, chosen: list[int], unmeasured: set[int]) -> set[int]:
+        """The positions in ``chosen`` (besides ``unmeasured``) that estimated curves do not
+        measure, leaving them at their base share: measuring a layer judges two candidates
+        over its suffix (``suffix_run_shares``) on the probe samples, and all of those
+        together may cost JUDGING_PASSES passes of the model over the calibration samples
+        (``within_judging_budget``: the most weights per unit of cost first)."""
+        candidates = [k for k in range(len(chosen)) if k not in unmeasured]
+        shares = self.suffix_run_shares([chosen[k] for k in candidates])
+        sizes = [self.layers[chosen[k]].size for k in candidates]
+        probe = int(self.sensitivity_reference().selected.sum())
+        passes = 2.0 * probe / max(self.calibration_samples, 1)  # a layer with share 1.0
+        measured = within_judging_budget(sizes, [passes * s for s in shares], JUDGING_PASSES)
+        return {k for n, k in enumerate(candidates) if n not in measured}
 
     def _sensitivity_curve(
         self,

@@ -64,6 +64,7 @@ def describe_plan(report: Report, plan: Plan, calibrated: Calibrated) -> None:
     report.arguments["allocation"] = candidate.allocation
     if candidate.allocation == "sensitivity":  # the estimated curves' layers kept dense
         report.unmeasured_layers = list(calibrated.pruner.unmeasured_layers)
+        report.base_share_layers = list(calibrated.pruner.base_share_layers)
     if candidate.trials:
         report.group = f"auto -> {candidate.group}"
         report.variant = candidate.scorer.name
