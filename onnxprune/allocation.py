@@ -34,7 +34,7 @@ UNMEASURED_SHARE = 0.01
 # counted as the share of the model's multiply-adds downstream of the layer, times the probe
 # samples); the layers past it keep their base share (``within_judging_budget``). Where it
 # binds (EfficientNet-Lite0 on 64 images: 6 passes to measure all; a 20-block detector at
-# 640 px: 10) it cut the builds by 20-50% for up to 0.018 of output cosine (docs/METHOD.md).
+# 640 px: 10) it cut the builds by 19-53% for up to 0.018 of output cosine (docs/METHOD.md).
 JUDGING_PASSES = 2.0
 
 
