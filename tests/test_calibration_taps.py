@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 from ort_run import intermediates
 
 from onnxprune.calibrate.augment import build_plan
-from onnxprune.calibrate.conv_taps import position_step
+from onnxprune.calibrate.conv_taps import MIN_CONV_POSITIONS, position_step
 from onnxprune.calibrate.geometry import ConvGeometry, conv_moments
 from onnxprune.config import PruneConfig
 from onnxprune.graph import GraphView
@@ -109,6 +109,7 @@ def test_pads_computed_from_constants_are_folded(tmp_path: Path) -> None:
 GRID_CASES = [
     pytest.param(4, 6, (3, 3), {"pads": [1, 1, 1, 1]}, 224, id="3x3-blocked-grid"),
     pytest.param(8, 8, (3, 3), {"pads": [1, 1, 1, 1], "group": 8}, 224, id="depthwise-blocked"),
+    pytest.param(8, 8, (3, 3), {"pads": [1, 1, 1, 1], "group": 8}, 20, id="depthwise-sliced"),
     pytest.param(8, 6, (1, 1), {}, 224, id="pointwise-blocked-grid"),
     pytest.param(4, 6, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}, 96, id="sliced-grid"),
     pytest.param(8, 6, (1, 1), {}, 64, id="pointwise-sliced-grid"),
@@ -137,7 +138,7 @@ def test_conv_moments_on_the_position_grid_equal_numpy(
 
     geometry = ConvGeometry.from_node(model.graph.node[0], weight.shape)
     (z,) = intermediates(model, {"x": x}, ["z"])
-    step = position_step(z.shape[2] * z.shape[3], geometry, weight[0].size * group)
+    step = position_step(z.shape[2] * z.shape[3], geometry, weight[0].size)
     assert step > 1
     on_grid = dataclasses.replace(geometry, strides=tuple(s * step for s in geometry.strides))
     gate = (z[:, :, ::step, ::step] > 0).astype(np.float32)
@@ -152,3 +153,25 @@ def test_conv_moments_on_the_position_grid_equal_numpy(
         np.testing.assert_allclose(
             getattr(got.gated, name), getattr(want_gated, name), rtol=1e-4, atol=1e-3
         )
+
+
+def test_narrow_groups_are_gathered_on_the_fewest_positions() -> None:
+    """A depthwise conv's problems are k x k wide whatever its channel count: it is gathered
+    on about MIN_CONV_POSITIONS positions per sample, where a dense conv over as many patch
+    values keeps more; both grids cover the output evenly (step per axis)."""
+    positions = 112 * 112
+    depthwise = ConvGeometry.from_node(
+        onnx.helper.make_node(
+            "Conv", ["x", "w"], ["y"], group=96, kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
+        (96, 1, 3, 3),
+    )
+    dense = dataclasses.replace(depthwise, group=1)
+    narrow = position_step(positions, depthwise, 9)
+    wide = position_step(positions, dense, 96 * 9)
+    assert (112 // narrow) ** 2 <= 2 * MIN_CONV_POSITIONS
+    assert (112 // narrow + 1) ** 2 >= MIN_CONV_POSITIONS
+    assert wide < narrow
+    # Wider groups (grouped convs of 8 channels, 72 columns) keep the patch-value rule.
+    grouped = dataclasses.replace(depthwise, group=12)
+    assert position_step(positions, grouped, 8 * 9) == position_step(positions, dense, 96 * 9)

@@ -50,10 +50,18 @@ CONV_CASES = [
 
 @pytest.mark.parametrize(("attrs", "cin", "cout", "kernel"), CONV_CASES)
 def test_conv_moments_reproduce_the_conv_output(
-    tmp_path: Path, attrs: dict[str, object], cin: int, cout: int, kernel: tuple[int, int]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    attrs: dict[str, object],
+    cin: int,
+    cout: int,
+    kernel: tuple[int, int],
 ) -> None:
     """sum_n z_o(n) = W_o . sum_n patch(n) and sum_n g2 z_o = W_o . S1_o: the im2col column order,
-    padding, strides, dilations and groups must all match the runtime's convolution."""
+    padding, strides, dilations and groups must all match the runtime's convolution. Every
+    output position is gathered (narrow groups would otherwise be on a grid, which
+    ``test_calibration_taps`` checks)."""
+    monkeypatch.setattr("onnxprune.calibrate.conv_taps.NARROW_GROUP_COLUMNS", 0)
     rng = np.random.default_rng(0)
     group = int(attrs.get("group", 1))  # type: ignore[call-overload]
     weight = rng.normal(size=(cout, cin // group, *kernel)).astype(np.float32)
@@ -136,10 +144,17 @@ CONV1D_CASE = pytest.param({"pads": [1, 2], "strides": [2]}, 3, 4, (3,), id="con
 
 @pytest.mark.parametrize(("attrs", "cin", "cout", "kernel"), [*CONV_CASES, CONV1D_CASE])
 def test_in_graph_conv_moments_equal_numpy_im2col(
-    tmp_path: Path, attrs: dict[str, object], cin: int, cout: int, kernel: tuple[int, ...]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    attrs: dict[str, object],
+    cin: int,
+    cout: int,
+    kernel: tuple[int, ...],
 ) -> None:
     """Every moment the graph reduces (sums, K x K input correlation, gated products) equals
-    the float64 numpy im2col reference ``conv_moments`` on the same batches."""
+    the float64 numpy im2col reference ``conv_moments`` on the same batches, over every
+    output position (narrow groups on a grid: ``test_calibration_taps``)."""
+    monkeypatch.setattr("onnxprune.calibrate.conv_taps.NARROW_GROUP_COLUMNS", 0)
     rng = np.random.default_rng(3)
     group = int(attrs.get("group", 1))  # type: ignore[call-overload]
     spatial = (7, 9)[: len(kernel)] if len(kernel) == 2 else (11,)

@@ -184,7 +184,7 @@ def _conv_taps(
     geometry = ConvGeometry.from_node(node, layer.shape)
     if not builder.reference or not hessian:
         positions = builder.conv_positions.get(node.output[0], 0)
-        step = position_step(positions, geometry, columns * geometry.group)
+        step = position_step(positions, geometry, columns)
         g2 = None
         if gate is not None:
             # The gate on the grid only: subsampled before it is computed (by a strided identity
