@@ -21,7 +21,6 @@ from ..masking import (
     allocate,
     floor_cap,
     layer_select,
-    select_masks,
     sorted_rows,
 )
 from ..scoring import ScoringMethod
@@ -49,9 +48,10 @@ class Sensitivity(Decisions):
         if group == "global" and not scorer.adaptive_mask:
             stats = self.statistics()
             scores = [
-                scorer.score(self.matrices()[i], stats[self.layers[i].weight_name]) for i in chosen
+                self.layer_scores(scorer, self.matrices()[i], stats[self.layers[i].weight_name])
+                for i in chosen
             ]
-            masks = select_masks(scores, selection_of(config, "global"), sparsity)
+            masks = self.selected_masks(scores, selection_of(config, "global"), sparsity)
             base = [1.0 - float(mask.mean()) for mask in masks]
         else:
             base = allocate(shapes, sparsity, config.min_row_weights)
