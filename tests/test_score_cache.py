@@ -11,9 +11,10 @@ import pytest
 
 from onnxprune.calibrate.stats import LayerStats
 from onnxprune.config import PruneConfig
-from onnxprune.masking import Selection, select_masks
+from onnxprune.masking import select_masks
 from onnxprune.pipeline import Pruner, decisions
-from onnxprune.scoring import ScoringMethod
+from onnxprune.pipeline.matrices import selection_of
+from onnxprune.scoring import ScoringMethod, get_method
 
 
 def _build(tmp_path: Path, limit: int) -> tuple[bytes, dict[str, int], int]:
@@ -57,24 +58,36 @@ def test_each_layer_is_scored_once_per_method_and_the_model_is_unchanged(
     assert cached == uncached
 
 
-def test_a_selection_over_the_same_scores_is_made_once(tmp_path: Path) -> None:
-    """``selected_masks`` hands back the masks it made for the same score arrays, selection
-    and target (the global trial and the sensitivity base shares), equal to a fresh
-    ``select_masks``, read-only; other scores or targets select again."""
+def test_the_global_trials_shares_serve_the_sensitivity_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``group_shares``: each layer's share a selection removes, equal to a fresh
+    ``select_masks``; the global selection made for --group auto's trial is not made again
+    for the sensitivity allocation's base shares."""
     model = builders.mlp_matmul((16, 32, 32, 4), seed=5)
     path, calib = builders.save_with_calibration(model, tmp_path, 64)
-    pruner = Pruner(path, calib, PruneConfig(sparsity=0.5))
-    rng = np.random.default_rng(0)
-    scores = [rng.random((32, 16)), rng.random((32, 32)), rng.random((4, 32))]
-    how = Selection("global", min_row_weights=1)
-    first = pruner.selected_masks(scores, how, 0.5)
-    again = pruner.selected_masks(list(scores), how, 0.5)
-    assert again is first
-    for got, want in zip(first, select_masks(scores, how, 0.5), strict=True):
-        np.testing.assert_array_equal(got, want)
-        assert not got.flags.writeable
-    copies = [s.copy() for s in scores]
-    assert pruner.selected_masks(copies, how, 0.5) is not first, "other arrays: selected anew"
-    assert pruner.selected_masks(scores, how, 0.6) is not first
-    # The two latest selections are kept: the first one has now been replaced.
-    assert pruner.selected_masks(scores, how, 0.5) is not first
+    config = PruneConfig(sparsity=0.5, method="contrib", group="global", allocation="group")
+    pruner = Pruner(path, calib, config)
+    chosen = list(range(len(pruner.layers)))
+    scorer = get_method("contrib")
+    how = selection_of(config, "global")
+    stats = pruner.statistics()
+    scores = [
+        scorer.score(pruner.matrices()[i], stats[x.weight_name])
+        for i, x in enumerate(pruner.layers)
+    ]
+    want = [1.0 - float(mask.mean()) for mask in select_masks(scores, how, 0.5)]
+    selections = []
+    real = decisions.select_masks
+
+    def counting(*args: object) -> list[np.ndarray]:
+        selections.append(args)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decisions, "select_masks", counting)
+    pruner._shared_plans(config, scorer, "global", chosen, 0.5)  # the trial's selection
+    assert len(selections) == 1
+    assert pruner.group_shares(scorer, how, 0.5, chosen) == pytest.approx(want, abs=1e-12)
+    assert len(selections) == 1, "the shares came from the trial's selection"
+    assert pruner.group_shares(scorer, how, 0.6, chosen) != want
+    assert len(selections) == 2

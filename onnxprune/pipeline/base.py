@@ -175,9 +175,9 @@ class PrunerState:
     # Scores kept for reuse while they fit (``Decisions.layer_scores``): (method name, id of
     # the matrix, id of the statistics) -> (the matrix, the statistics, scores [out, K]).
     _scores: dict[tuple[str, int, int], tuple[np.ndarray, LayerStats, np.ndarray]]
-    # The last masks selected over several layers (``Decisions.selected_masks``): (selection
-    # and target, the scores they came from, held and compared by identity, the masks).
-    _selections: list[tuple[tuple[object, ...], list[np.ndarray], list[np.ndarray]]]
+    # Each layer's share removed by a multi-layer selection (``Decisions.group_shares``), by
+    # (method name, selection, target, layer indices).
+    _group_shares: dict[tuple[object, ...], list[float]]
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""

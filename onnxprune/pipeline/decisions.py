@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 # The layer scores kept for reuse (``Decisions.layer_scores``), in bytes; MiniLM's 36 layers
 # take 170 MB in float64.
 SCORE_CACHE_BYTES = 256 << 20
-# Multi-layer mask selections kept for reuse (``Decisions.selected_masks``).
-SELECTIONS_KEPT = 2
 
 
 class Decisions(Candidates):
@@ -124,7 +122,10 @@ class Decisions(Candidates):
                     self.layer_scores(scorer, m, stats[self.layers[i].weight_name])
                     for m, i in zip(shared_matrices, shared, strict=True)
                 ]
-                masks = self.selected_masks(scores, selection_of(config, group), target)
+                how = selection_of(config, group)
+                masks = select_masks(scores, how, target)
+                key = (scorer.name, how, round(target, 12), tuple(shared))
+                self._group_shares[key] = [1.0 - float(mask.mean()) for mask in masks]
                 for i, mask in zip(shared, masks, strict=True):
                     plans[i] = LayerPlan(i, scorer, target, mask, config.min_row_weights)
         return plans
@@ -152,27 +153,24 @@ class Decisions(Candidates):
                 self._scores[key] = (matrix, stats, scores)
         return last[3]
 
-    def selected_masks(
-        self, scores: list[np.ndarray], how: Selection, target: float
-    ) -> list[np.ndarray]:
-        """``select_masks(scores, how, target)``, the last SELECTIONS_KEPT results kept:
-        --group auto's trial of the global group and the sensitivity allocation's base shares
-        select the same masks from the same scores, with the variant's trial between them
-        (EfficientNet-Lite0: 0.26 s each). Scores are compared by identity (``layer_scores``
-        hands out the same arrays); the masks are read-only."""
-        key = (how, round(target, 12))
-        for held_key, held_scores, masks in self._selections:
-            if (
-                held_key == key
-                and len(held_scores) == len(scores)
-                and all(a is b for a, b in zip(held_scores, scores, strict=True))
-            ):
-                return masks
-        masks = select_masks(scores, how, target)
-        for mask in masks:
-            mask.flags.writeable = False
-        self._selections = [*self._selections[1 - SELECTIONS_KEPT :], (key, list(scores), masks)]
-        return masks
+    def group_shares(
+        self, scorer: ScoringMethod, how: Selection, target: float, chosen: list[int]
+    ) -> list[float]:
+        """The share of each chosen layer's weights the selection ``how`` removes at
+        ``target`` (scored with ``scorer``): the sensitivity allocation's base shares under
+        global selection, which --group auto's global trial has already selected (0.26 s on
+        EfficientNet-Lite0); kept as numbers, not masks. The one-shot statistics only."""
+        key = (scorer.name, how, round(target, 12), tuple(chosen))
+        shares = self._group_shares.get(key)
+        if shares is None:
+            stats = self.statistics()
+            scores = [
+                self.layer_scores(scorer, self.matrices()[i], stats[self.layers[i].weight_name])
+                for i in chosen
+            ]
+            masks = select_masks(scores, how, target)
+            shares = self._group_shares[key] = [1.0 - float(mask.mean()) for mask in masks]
+        return shares
 
     def _prune_layers(
         self,

@@ -46,13 +46,7 @@ class Sensitivity(Decisions):
         is then moved to where the measured damage is least."""
         shapes = [self.layers[i].matrix_shape for i in chosen]
         if group == "global" and not scorer.adaptive_mask:
-            stats = self.statistics()
-            scores = [
-                self.layer_scores(scorer, self.matrices()[i], stats[self.layers[i].weight_name])
-                for i in chosen
-            ]
-            masks = self.selected_masks(scores, selection_of(config, "global"), sparsity)
-            base = [1.0 - float(mask.mean()) for mask in masks]
+            base = self.group_shares(scorer, selection_of(config, "global"), sparsity, chosen)
         else:
             base = allocate(shapes, sparsity, config.min_row_weights)
         curves = self.sensitivity_curves(config, chosen, base, scorer, group)
