@@ -1,12 +1,12 @@
-"""The sensitivity allocation's judging budget (``allocation.JUDGING_PASSES``) against measuring
-every layer, on the models where it binds: EfficientNet-Lite0 with 64 calibration images (top-1
-agreement and logit cosine with the dense model on the 128 held-out images of the quality grid)
-and the synthetic detectors (output cosine on the run's own held-out images).
+"""The sensitivity allocation's judging budget (``allocation.judging_budget_runs``) against
+measuring every layer, on the models where it binds: EfficientNet-Lite0 with 64 calibration
+images (top-1 agreement and logit cosine with the dense model on the 128 held-out images of the
+quality grid) and the synthetic detectors (output cosine on the run's own held-out images).
 
 Each model is calibrated once per setting (two ``Pruner`` objects); then, sparsity by
 sparsity, the two builds alternate (which one goes first alternates too), each timed in this
 process: --group auto's trials, the sensitivity measurement and the final candidate. The
-budget is lifted by setting ``JUDGING_PASSES`` to infinity in this process only; the CLI has
+budget is lifted by setting ``MIN_JUDGED_RUNS`` to infinity in this process only; the CLI has
 no such switch (``--allocation measured`` measures every layer, at every level, on more
 samples).
 
@@ -38,23 +38,23 @@ sys.path.insert(0, str(HERE))
 from markdown_section import write_section  # noqa: E402
 from run_cost import _subset  # noqa: E402
 
-import onnxprune.pipeline.sensitivity as sensitivity  # noqa: E402
+import onnxprune.allocation as allocation  # noqa: E402
 from onnxprune.config import PruneConfig  # noqa: E402
 from onnxprune.pipeline import Pruner  # noqa: E402
 
 BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
 RESULTS = HERE / "judging_budget_results.json"
-BUDGET = sensitivity.JUDGING_PASSES
+FLOOR = allocation.MIN_JUDGED_RUNS
 
 
-def _build(pruner: Pruner, sparsity: float, passes: float, classifier: bool) -> dict[str, Any]:
-    sensitivity.JUDGING_PASSES = passes
+def _build(pruner: Pruner, sparsity: float, floor: float, classifier: bool) -> dict[str, Any]:
+    allocation.MIN_JUDGED_RUNS = floor
     try:
         clock = time.perf_counter()
         candidate = pruner.build(sparsity)
         seconds = time.perf_counter() - clock
     finally:
-        sensitivity.JUDGING_PASSES = BUDGET
+        allocation.MIN_JUDGED_RUNS = FLOOR
     fidelity = pruner.compare(candidate)
     out = fidelity.outputs[0]
     return {
@@ -85,8 +85,8 @@ def measure(
         for label in order:
             pruner = pruners[label][0]
             before = pruner.sensitivity_builds
-            passes = BUDGET if label == "budget" else math.inf
-            got = _build(pruner, sparsity, passes, eval_data is not None)
+            floor = FLOOR if label == "budget" else math.inf
+            got = _build(pruner, sparsity, floor, eval_data is not None)
             got["judged"] -= before
             point[label] = got
             print(
@@ -112,7 +112,8 @@ def render(results: dict[str, Any]) -> str:
         f"`python benchmarks/judging_budget.py --models-dir DIR` (source {meta['source']}, "
         f"{meta['date']}, {meta['cpus']} cores). The default measures layers until the judged "
         f"candidates would cost more than {meta['budget']:g} passes over the calibration "
-        "samples, and leaves the rest at their base share; against it, the same run with every "
+        f"samples (or {meta.get('floor', 12):g} runs over the probe samples, when more), and "
+        "leaves the rest at their base share; against it, the same run with every "
         "layer measured. Both from the same calibration, built alternately in one process; "
         "seconds are the build (trials, sensitivity, final candidate), not the calibration. "
         "EfficientNet-Lite0: top-1 agreement / logit cosine with the dense model on the 128 "
@@ -169,7 +170,8 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
             "source": commit,
             "cpus": os.cpu_count(),
-            "budget": BUDGET,
+            "budget": allocation.JUDGING_PASSES,
+            "floor": FLOOR,
         },
         "cases": cases,
     }

@@ -36,6 +36,11 @@ UNMEASURED_SHARE = 0.01
 # binds (EfficientNet-Lite0 on 64 images: 6 passes to measure all; a 20-block detector at
 # 640 px: 10) it cut the builds by 19-53% for up to 0.018 of output cosine (docs/METHOD.md).
 JUDGING_PASSES = 2.0
+# ... but never fewer than this many runs of the whole model over the probe samples: with a
+# small calibration set two passes would leave almost every layer unmeasured, for a saving of
+# a few seconds at most. 12 runs was also the smallest fixed count that kept every quality
+# point of the grid (docs/METHOD.md).
+MIN_JUDGED_RUNS = 12.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,14 @@ def smallest_layers(sizes: list[int], share: float) -> set[int]:
             break
         chosen.add(index)
     return chosen
+
+
+def judging_budget_runs(calibration_samples: int, probe_samples: int) -> float:
+    """What all single-layer judgements together may cost, in runs of the whole model over
+    the ``probe_samples`` they are judged on: JUDGING_PASSES passes over the calibration
+    samples, or MIN_JUDGED_RUNS runs when that is more."""
+    passes = JUDGING_PASSES * calibration_samples / max(probe_samples, 1)
+    return max(passes, MIN_JUDGED_RUNS)
 
 
 def within_judging_budget(sizes: list[int], costs: list[float], budget: float) -> set[int]:

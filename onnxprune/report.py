@@ -113,7 +113,7 @@ class Report:
     sensitivity_builds: int = 0
     # ... and the layers too small to be worth measuring, kept dense (UNMEASURED_SHARE).
     unmeasured_layers: list[str] = field(default_factory=list)
-    # ... and the layers past the judging budget (JUDGING_PASSES), kept at the share the
+    # ... and the layers past the judging budget (``judging_budget_runs``), kept at the share the
     # selection group gives them.
     base_share_layers: list[str] = field(default_factory=list)
     # --quantize / --storage sparse: each stage of the written artifact (pruned, + int8,

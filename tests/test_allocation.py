@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 from ort_run import run_model
 
 from onnxprune.allocation import (
+    JUDGING_PASSES,
+    MIN_JUDGED_RUNS,
     SensitivityCurve,
     _lower_hull,
     allocate_by_sensitivity,
     interpolated_curve,
+    judging_budget_runs,
     probe_levels,
     smallest_layers,
     within_judging_budget,
@@ -158,6 +161,15 @@ def test_the_judged_layers_fit_the_budget_best_value_first(
     assert (best in chosen) == (costs[best] <= budget)
     if sum(costs) <= budget:
         assert chosen == set(range(len(sizes)))
+
+
+def test_the_judging_budget_is_two_passes_or_a_floor_of_runs() -> None:
+    """In runs of the whole model over the probe samples: two passes over the calibration
+    samples (128 samples judged on 4: 64 runs), never fewer than MIN_JUDGED_RUNS (16 samples
+    judged on 9 would give 3.6)."""
+    assert judging_budget_runs(128, 4) == pytest.approx(JUDGING_PASSES * 32)
+    assert judging_budget_runs(16, 9) == MIN_JUDGED_RUNS
+    assert judging_budget_runs(64, 16) == max(JUDGING_PASSES * 4, MIN_JUDGED_RUNS)
 
 
 def test_the_cheapest_weights_are_judged_first() -> None:
@@ -378,7 +390,8 @@ def test_layers_past_the_judging_budget_keep_their_share(
     args = ("--sparsity", 0.6, "--group", "layer", "--allocation", "sensitivity")
     full = run_and_report(cli, path, calib, tmp_path / "full.onnx", *args)
     assert full["base_share_layers"] == []
-    monkeypatch.setattr("onnxprune.pipeline.sensitivity.JUDGING_PASSES", 0.05)
+    monkeypatch.setattr("onnxprune.allocation.JUDGING_PASSES", 0.05)
+    monkeypatch.setattr("onnxprune.allocation.MIN_JUDGED_RUNS", 0.0)
     out = tmp_path / "budget.onnx"
     report = run_and_report(cli, path, calib, out, *args)
     at_share = set(report["base_share_layers"])

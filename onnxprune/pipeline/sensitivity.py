@@ -7,11 +7,11 @@ import dataclasses
 import logging
 
 from ..allocation import (
-    JUDGING_PASSES,
     UNMEASURED_SHARE,
     SensitivityCurve,
     allocate_by_sensitivity,
     interpolated_curve,
+    judging_budget_runs,
     probe_levels,
     smallest_layers,
     within_judging_budget,
@@ -118,14 +118,14 @@ class Sensitivity(Decisions):
         """The positions in ``chosen`` (besides ``unmeasured``) that estimated curves do not
         measure, leaving them at their base share: measuring a layer judges two candidates
         over its suffix (``suffix_run_shares``) on the probe samples, and all of those
-        together may cost JUDGING_PASSES passes of the model over the calibration samples
+        together may cost ``judging_budget_runs`` runs of the whole model over them
         (``within_judging_budget``: the most weights per unit of cost first)."""
         candidates = [k for k in range(len(chosen)) if k not in unmeasured]
         shares = self.suffix_run_shares([chosen[k] for k in candidates])
         sizes = [self.layers[chosen[k]].size for k in candidates]
         probe = int(self.sensitivity_reference().selected.sum())
-        passes = 2.0 * probe / max(self.calibration_samples, 1)  # a layer with share 1.0
-        measured = within_judging_budget(sizes, [passes * s for s in shares], JUDGING_PASSES)
+        budget = judging_budget_runs(self.calibration_samples, probe)
+        measured = within_judging_budget(sizes, [2.0 * s for s in shares], budget)
         return {k for n, k in enumerate(candidates) if n not in measured}
 
     def _sensitivity_curve(
