@@ -38,8 +38,8 @@ UNMEASURED_SHARE = 0.01
 JUDGING_PASSES = 2.0
 # ... but never fewer than this many runs of the whole model over the probe samples: with a
 # small calibration set two passes would leave almost every layer unmeasured, for a saving of
-# a few seconds at most. 12 runs was also the smallest fixed count that kept every quality
-# point of the grid (docs/METHOD.md).
+# a few seconds at most. Of the fixed counts tried as the whole budget (6, 12, 24 runs), 12
+# was the one that kept every quality point of the grid (docs/METHOD.md).
 MIN_JUDGED_RUNS = 12.0
 
 
