@@ -109,23 +109,15 @@ class Decisions(Candidates):
                     )
                 plans[i] = LayerPlan(i, scorer, layer_target, measured_keep, config.min_row_weights)
         elif shared:
-            shared_matrices = [matrices[i] for i in shared]
             if scorer.adaptive_mask:
                 # The mask is chosen inside the reconstruction, block by block.
                 targets = allocate(
-                    [m.shape for m in shared_matrices], target, config.min_row_weights
+                    [matrices[i].shape for i in shared], target, config.min_row_weights
                 )
                 for i, layer_target in zip(shared, targets, strict=True):
                     plans[i] = LayerPlan(i, scorer, layer_target, None, config.min_row_weights)
             else:
-                scores = [
-                    self.layer_scores(scorer, m, stats[self.layers[i].weight_name])
-                    for m, i in zip(shared_matrices, shared, strict=True)
-                ]
-                how = selection_of(config, group)
-                masks = select_masks(scores, how, target)
-                key = (scorer.name, how, round(target, 12), tuple(shared))
-                self._group_shares[key] = [1.0 - float(mask.mean()) for mask in masks]
+                masks = self._selected(scorer, selection_of(config, group), target, shared)
                 for i, mask in zip(shared, masks, strict=True):
                     plans[i] = LayerPlan(i, scorer, target, mask, config.min_row_weights)
         return plans
@@ -153,24 +145,33 @@ class Decisions(Candidates):
                 self._scores[key] = (matrix, stats, scores)
         return last[3]
 
+    def _selected(
+        self, scorer: ScoringMethod, how: Selection, target: float, chosen: list[int]
+    ) -> list[np.ndarray]:
+        """The chosen layers' keep masks [out, K] under the selection ``how`` at ``target``,
+        scored with ``scorer`` on the one-shot statistics; each layer's removed share is kept
+        for ``group_shares``."""
+        stats = self.statistics()
+        scores = [
+            self.layer_scores(scorer, self.matrices()[i], stats[self.layers[i].weight_name])
+            for i in chosen
+        ]
+        masks = select_masks(scores, how, target)
+        key = (scorer.name, how, round(target, 12), tuple(chosen))
+        self._group_shares[key] = [1.0 - float(mask.mean()) for mask in masks]
+        return masks
+
     def group_shares(
         self, scorer: ScoringMethod, how: Selection, target: float, chosen: list[int]
     ) -> list[float]:
         """The share of each chosen layer's weights the selection ``how`` removes at
         ``target`` (scored with ``scorer``): the sensitivity allocation's base shares under
         global selection, which --group auto's global trial has already selected (0.26 s on
-        EfficientNet-Lite0); kept as numbers, not masks. The one-shot statistics only."""
+        EfficientNet-Lite0); kept as numbers, not masks."""
         key = (scorer.name, how, round(target, 12), tuple(chosen))
-        shares = self._group_shares.get(key)
-        if shares is None:
-            stats = self.statistics()
-            scores = [
-                self.layer_scores(scorer, self.matrices()[i], stats[self.layers[i].weight_name])
-                for i in chosen
-            ]
-            masks = select_masks(scores, how, target)
-            shares = self._group_shares[key] = [1.0 - float(mask.mean()) for mask in masks]
-        return shares
+        if key not in self._group_shares:
+            self._selected(scorer, how, target, chosen)
+        return self._group_shares[key]
 
     def _prune_layers(
         self,
