@@ -6,7 +6,9 @@ processes, one after the other:
 * plain onnxruntime inference (default session options, batch 32) over those samples: wall
   time of the inference loop (median of 3) and the process's peak RSS;
 * a whole ``onnxprune`` CLI run with the default pipeline, and one with ``--method wanda``, at
-  sparsity 0.5 (``--quiet``): wall time, peak RSS, and the report's phase split.
+  sparsity 0.5 (``--quiet``): wall time, peak RSS, and the report's phase split;
+* on the named models (not the growth cases), one with ``--thorough``: what the opt-in costs
+  against the default beside it, and its output cosine.
 
 The budget the issue sets: default <= 10x plain inference + 5 s, Wanda-type <= 2x + 5 s (the fixed
 allowance covers start-up, loading and the final check); peak RSS <= 2x plain inference's plus
@@ -161,7 +163,10 @@ def measure(case: Case, work: Path) -> dict[str, Any]:
     _, row["plain_rss_kib"], _ = _measured(
         [sys.executable, __file__, "--plain", str(case.model), str(case.calib)]
     )
-    for label, extra in (("default", []), ("wanda", ["--method", "wanda"])):
+    runs: list[tuple[str, list[str]]] = [("default", []), ("wanda", ["--method", "wanda"])]
+    if not case.name.startswith("growth"):
+        runs.append(("thorough", ["--thorough"]))
+    for label, extra in runs:
         report = work / f"{case.name}.{label}.json"
         command = [
             sys.executable, "-m", "onnxprune.cli", str(case.model), "--calib", str(case.calib),
@@ -250,6 +255,24 @@ def render(results: dict[str, Any]) -> str:
             + " | ".join(cells)
             + f" | {t['total']:.1f} | {run['cosine']:.4f} |"
         )
+    thorough = [row for row in results["rows"] if "timings" in row.get("thorough", {})]
+    if thorough:
+        lines += [
+            "",
+            "`--thorough` (opt-in: --group auto also tries contrib without mean compensation, "
+            "and every layer's sensitivity is judged), run right after the default:",
+            "",
+            "| model | default run | --thorough run | x default | output cosine default / "
+            "--thorough |",
+            "|---|---|---|---|---|",
+        ]
+        for row in thorough:
+            default, opt_in = row["default"], row["thorough"]
+            lines.append(
+                f"| {row['name']} | {default['wall']:.1f} s | {opt_in['wall']:.1f} s | "
+                f"{opt_in['wall'] / default['wall']:.2f}x | {default['cosine']:.4f} / "
+                f"{opt_in['cosine']:.4f} |"
+            )
     growth = {row["name"]: row for row in results["rows"] if row["name"].startswith("growth")}
     if len(growth) == 3:
         base = growth["growth_base"]["default"]["wall"]

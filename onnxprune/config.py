@@ -141,6 +141,10 @@ class PruneConfig:
     # layer pruned alone and measured; see ``onnxprune.allocation``). None: the method's
     # default (``allocation_mode``).
     allocation: str | None = default("allocation")
+    # --thorough: --group auto also tries the method's auto variants, and the sensitivity
+    # allocation judges every layer (no judging budget); see ``PrunerState.auto_variants`` and
+    # ``Sensitivity._over_judging_budget``.
+    thorough: bool = default("thorough")
     # The fidelity metric decisions optimise and --min-score gates (``onnxprune.metric``): a
     # kind or a preset for every output, or only the --metric-output NAME[SLICE][=KIND] parts.
     metric: str = default("metric")

@@ -14,6 +14,7 @@ import pytest
 from conftest import CliRunner, run_and_report
 from hypothesis import given
 from hypothesis import strategies as st
+from onnx.numpy_helper import to_array
 from ort_run import run_model
 
 from onnxprune.allocation import (
@@ -249,6 +250,29 @@ def test_auto_keeps_the_reallocated_candidate_only_when_it_scores_at_least_as_we
     assert report["arguments"]["allocation"] == "sensitivity"
 
 
+def test_thorough_also_tries_the_methods_variant_in_the_winning_group(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """The default --group auto tries the method in each group; --thorough also tries its
+    registered variant (contrib-nocomp) in the winning group, on the same samples: the same
+    trials score the same, and the variant is one more."""
+    _, path, calib = _prepare(tmp_path)
+    default = run_and_report(cli, path, calib, tmp_path / "default.onnx", "--sparsity", 0.5)
+    plain = {k: v for k, v in default["group_trials"].items() if not k.endswith("+sensitivity")}
+    assert set(plain) == {"contrib/row", "contrib/global"}
+    thorough = run_and_report(
+        cli, path, calib, tmp_path / "thorough.onnx", "--sparsity", 0.5, "--thorough"
+    )
+    tried = thorough["group_trials"]
+    winner_group = max(plain, key=lambda name: plain[name]).split("/")[1]
+    assert [k for k in tried if k.startswith("contrib-nocomp/")] == [
+        f"contrib-nocomp/{winner_group}"
+    ]
+    for name, score in plain.items():
+        assert tried[name] == pytest.approx(score, abs=1e-9)
+    assert thorough["arguments"]["thorough"] is True
+
+
 def test_sensitivity_replays_from_the_recipe_byte_identically(
     cli: CliRunner, tmp_path: Path
 ) -> None:
@@ -411,3 +435,15 @@ def test_layers_past_the_judging_budget_keep_their_share(
     plural = "s" if len(at_share) > 1 else ""
     expected = f"{len(at_share)} layer{plural} past the judging budget kept at the group's share"
     assert expected in text.out
+    # --thorough lifts the budget: every layer is measured, as when the budget had room.
+    lifted = tmp_path / "thorough.onnx"
+    thorough = run_and_report(cli, path, calib, lifted, *args, "--thorough")
+    assert thorough["base_share_layers"] == []
+    assert thorough["sensitivity_builds"] == full["sensitivity_builds"]
+    for written, wanted in zip(
+        onnx.load(str(lifted)).graph.initializer,
+        onnx.load(str(tmp_path / "full.onnx")).graph.initializer,
+        strict=True,
+    ):
+        assert written.name == wanted.name
+        np.testing.assert_array_equal(to_array(written), to_array(wanted))

@@ -141,6 +141,7 @@ def test_advanced_options_stay_out_of_recipes_that_leave_them_alone() -> None:
         "refit_steps",
         "reselect_mask",
         "refit_final",
+        "thorough",
     }
     assert not sparse & set(recipe)
     assert {o.name for o in options_for(CONFIG)} - sparse <= set(recipe)

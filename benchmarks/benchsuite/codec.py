@@ -4,8 +4,10 @@ The file's layout predates the records: a row is one flat JSON object whose keys
 several records (the configuration, the prune outcome, the score, a failure). A field declared
 with ``metadata=FLAT`` is written into its parent's object instead of under its own key, and
 read back when the keys it requires are present; a field declared with ``metadata=OMIT`` is
-left out while it is ``None``. Everything else is written under its own name, in declaration
-order, so a file written by the old script loads and writes back to the same JSON.
+left out while it is ``None``, one with ``metadata=OMIT_DEFAULT`` while it has its default (a
+field added later: older files load and write back unchanged). Everything else is written
+under its own name, in declaration order, so a file written by the old script loads and writes
+back to the same JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ T = TypeVar("T")
 # sit in the parent's JSON object; ``metadata=OMIT`` leaves the value out while it is None.
 FLAT = {"flat": True}
 OMIT = {"omit_none": True}
+OMIT_DEFAULT = {"omit_default": True}
 
 
 def to_json(record: Any) -> dict[str, Any]:
@@ -32,9 +35,15 @@ def to_json(record: Any) -> dict[str, Any]:
         if field.metadata.get("flat"):
             if value is not None:
                 out.update(to_json(value))
-        elif not (field.metadata.get("omit_none") and value is None):
+        elif not _omitted(field, value):
             out[field.name] = _encode(value)
     return out
+
+
+def _omitted(field: dataclasses.Field[Any], value: Any) -> bool:
+    if field.metadata.get("omit_none"):
+        return value is None
+    return bool(field.metadata.get("omit_default")) and value == field.default
 
 
 def _encode(value: Any) -> Any:

@@ -14,7 +14,7 @@ from onnxprune.scoring import METHODS
 
 from .machine import load1
 from .models import ModelFiles
-from .plan import FAST, MOBILE_PATTERN
+from .plan import FAST, MOBILE_PATTERN, THOROUGH
 from .records import DenseReference, Failure, MobileOutcome, MobileRow, QualityBlock
 
 # These rows, at every sparsity and 2:4.
@@ -27,6 +27,7 @@ class MobileConfig:
     method: str
     update: bool | None  # None: the method's default
     allocation: str | None  # None: the method's default
+    thorough: bool = False
 
 
 def mobile_configs(
@@ -34,11 +35,18 @@ def mobile_configs(
 ) -> list[MobileConfig]:
     configs = [MobileConfig(m, m, None, None) for m in MOBILE_METHODS]
     configs.append(MobileConfig(FAST, "contrib", False, "group"))
+    configs.append(MobileConfig(THOROUGH, "contrib", None, None, thorough=True))
     if methods_filter:
         configs = [c for c in configs if c.method in methods_filter]
     if labels:
         configs = [c for c in configs if c.label in labels]
     return configs
+
+
+def _kind(config: MobileConfig) -> str:
+    if config.thorough:
+        return "thorough"
+    return "method" if config.label == config.method else "fast"
 
 
 def _measure(
@@ -50,7 +58,8 @@ def _measure(
         # the CLI would run it.
         allocation = None if config.allocation == "sensitivity" else config.allocation
         nm = PruneConfig(sparsity=0.5, method=config.method, update=config.update,
-                         pattern=point, allocation=allocation)  # fmt: skip
+                         pattern=point, allocation=allocation,
+                         thorough=config.thorough)  # fmt: skip
         pruner = Pruner(files.onnx, files.calib, nm, eval_data=files.eval)
         candidate = pruner.build()
     else:
@@ -80,7 +89,7 @@ def _config_rows(
 ) -> list[MobileRow]:
     started = time.perf_counter()
     prune = PruneConfig(sparsity=sparsities[0], method=config.method, update=config.update,
-                        allocation=config.allocation)  # fmt: skip
+                        allocation=config.allocation, thorough=config.thorough)  # fmt: skip
     pruner = Pruner(files.onnx, files.calib, prune, eval_data=files.eval)
     pruner.statistics()
     calibrate = time.perf_counter() - started
@@ -90,8 +99,8 @@ def _config_rows(
         row = MobileRow(
             model=files.name, label=config.label, method=config.method, update=config.update,
             group=None, group_label=f"{METHODS[config.method].default_group} (default)",
-            kind="method" if config.label == config.method else "fast", sparsity=point,
-            calibrate_seconds=calibrate, load1=load1(),
+            kind=_kind(config), sparsity=point, calibrate_seconds=calibrate, load1=load1(),
+            thorough=config.thorough,
         )  # fmt: skip
         clock = time.perf_counter()
         try:

@@ -27,7 +27,10 @@ MEMORY_RATIO_OK = 1.25  # "flat": the larger run may use at most this much more 
 # The fast path: contrib without the OBS update and without sensitivity allocation (the default
 # before both were measured to win).
 FAST = "contrib, --no-update --allocation group"
-SHORT_KINDS = ("method", "fast")
+# The opt-in that spends more time on the default's decisions (variant trials, every layer
+# judged): measured beside the default on every model.
+THOROUGH = "contrib, --thorough"
+SHORT_KINDS = ("method", "fast", "thorough")
 MOBILE_PATTERN = "2:4"  # the mobile grid's extra column: N:M instead of a sparsity
 
 
@@ -71,6 +74,8 @@ def _variant_configs(public: Sequence[str]) -> list[GridConfig]:
                        allocation="group"),
             GridConfig("contrib, --sequential", "contrib", None, mrw, "sequential",
                        label("contrib"), sequential=True),
+            GridConfig(THOROUGH, "contrib", None, mrw, "thorough", label("contrib"),
+                       thorough=True),
         ]  # fmt: skip
     if "sparsegpt" in public:
         configs.append(

@@ -70,7 +70,7 @@ def measure_cell(
         sparsity=sparsity, output=output, method=config.method, group=config.group,
         num_samples=num_samples, batch_size=BATCH_SIZE, min_row_weights=config.min_row_weights,
         update=config.update, allocation=config.allocation, sequential=config.sequential,
-        eval_data=files.eval,
+        thorough=config.thorough, eval_data=files.eval,
     )  # fmt: skip
     started = time.perf_counter()
     fields: dict[str, object] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .codec import FLAT, OMIT
+from .codec import FLAT, OMIT, OMIT_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class GridConfig:
     group: str | None
     min_row_weights: int
     # "method", "ablation", "group", "baseline-mrw0", "update", "fast", "sensitivity",
-    # "sequential"
+    # "sequential", "thorough"
     kind: str
     # The selection group as configured: the explicit one, or "<method default> (default)".
     group_label: str
@@ -26,6 +26,8 @@ class GridConfig:
     # --allocation; None: the method's default (contrib: sensitivity).
     allocation: str | None = None
     sequential: bool = False
+    # --thorough: --group auto also tries the method's variants; every layer judged.
+    thorough: bool = field(default=False, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class GridRow:
     value: float | None = field(default=None, metadata=OMIT)
     failure: Failure | None = field(default=None, metadata=FLAT)
     wall: float = 0.0
+    thorough: bool = field(default=False, metadata=OMIT_DEFAULT)
 
     @property
     def achieved_sparsity(self) -> float | None:
@@ -137,6 +140,7 @@ class MobileRow:
     outcome: MobileOutcome | None = field(default=None, metadata=FLAT)
     failure: Failure | None = field(default=None, metadata=FLAT)
     wall: float = 0.0
+    thorough: bool = field(default=False, metadata=OMIT_DEFAULT)
 
     @property
     def value(self) -> float | None:

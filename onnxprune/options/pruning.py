@@ -125,6 +125,15 @@ PRUNING: tuple[Option, ...] = (
         CONFIG, METHOD_SECTION, optional=True, choices=ALLOCATIONS,
     ),
     Option(
+        "thorough", FLAG, False,
+        "Spend more time for a little more fidelity: --group auto also tries the method's "
+        "registered variants (contrib: without the mean folded into the bias), one more "
+        "whole-model trial each, and --allocation sensitivity judges every layer rather than "
+        "as many as two passes over the calibration samples pay for. Measured cost and gain: "
+        "README 'What a run costs'. Default: off.",
+        CONFIG, METHOD_SECTION, recipe_sparse=True,
+    ),
+    Option(
         "min_row_weights", INT, 8,
         "Every neuron/filter keeps at least this many weights (tiny layers such as "
         "depthwise 3x3 or a stem conv stay dense); other layers give more. 0: off.",

@@ -29,7 +29,7 @@ from ..layers import Layer, LayerScan
 from ..metric import Metric
 from ..progress import Progress
 from ..report import LayerReport
-from ..scoring import ScoringMethod
+from ..scoring import ScoringMethod, get_method
 from ..stages import group_stages, layer_depths
 from ..suffix import SuffixCut, SuffixEvaluator
 from ..verify import ReferenceRun
@@ -192,6 +192,14 @@ class PrunerState:
     @property
     def calibration_samples(self) -> int:
         return int(self.calib_mask.sum())
+
+    def auto_variants(self, scorer: ScoringMethod) -> list[ScoringMethod]:
+        """The registered variants --group auto tries in place of ``scorer``: only under
+        --thorough, since each is one more whole-model trial (MiniLM: about 2 s of a 21 s run)
+        for at most 0.003 of fidelity at the benchmark points (README 'What a run costs')."""
+        if not self.config.thorough:
+            return []
+        return [get_method(name) for name in scorer.auto_variants]
 
     def stages(self) -> list[list[int]]:
         """--sequential: layer indices per calibration stage, shallowest first."""

@@ -268,9 +268,9 @@ class Decisions(Candidates):
         self._pruned = dict(prepared.results)
 
     def _choose(self, config: PruneConfig, scorer: ScoringMethod) -> Candidate:
-        """``--group auto``: try each selection group with the method, then each of its
-        variants in the winning group, and keep the candidate whose outputs stay closest
-        (``decision_score``) to the original's on calibration samples.
+        """``--group auto``: try each selection group with the method, then (--thorough) each
+        of its variants in the winning group, and keep the candidate whose outputs stay
+        closest (``decision_score``) to the original's on calibration samples.
 
         Statistics are reused; the original's outputs are computed once. Held-out samples are
         not used, so the reported fidelity stays an honest estimate. Ties: first candidate.
@@ -279,7 +279,7 @@ class Decisions(Candidates):
         trial); the re-allocated candidate is kept unless it scores lower on the same samples.
         """
         reference = self.trial_reference(config)
-        variants = [scorer, *(get_method(name) for name in scorer.auto_variants)]
+        variants = [scorer, *self.auto_variants(scorer)]
         trying = dataclasses.replace(config, allocation="group")
         trials: dict[str, float] = {}
         best: tuple[float, ScoringMethod, str, PrunedLayers | None] | None = None

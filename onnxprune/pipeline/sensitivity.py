@@ -67,7 +67,8 @@ class Sensitivity(Decisions):
         per scorer, selection, layers and shares (a sweep or search measures each sparsity).
         Estimated curves leave the smallest layers unmeasured (``UNMEASURED_SHARE``): an empty
         curve, so they stay dense; and the layers past the judging budget
-        (``_over_judging_budget``) a single point at their share, so they keep it."""
+        (``_over_judging_budget``; none under --thorough) a single point at their share, so
+        they keep it."""
         selection = "row" if group == "row" else "layer"
         measured = config.allocation_mode == "measured"
         key = (
@@ -75,12 +76,15 @@ class Sensitivity(Decisions):
             selection,
             config.update,
             measured,
+            config.thorough,
             tuple(chosen),
             tuple(round(b, 9) for b in base),
         )
         sizes = [self.layers[i].size for i in chosen]
         unmeasured = set() if measured else smallest_layers(sizes, UNMEASURED_SHARE)
-        at_share = set() if measured else self._over_judging_budget(chosen, unmeasured)
+        # --thorough lifts the judging budget: every layer but the smallest is measured.
+        lifted = measured or config.thorough
+        at_share = set() if lifted else self._over_judging_budget(chosen, unmeasured)
         self.unmeasured_layers = [self.layers[chosen[k]].name for k in sorted(unmeasured)]
         self.base_share_layers = [self.layers[chosen[k]].name for k in sorted(at_share)]
         if key in self._sensitivity:

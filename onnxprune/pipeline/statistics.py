@@ -28,7 +28,7 @@ class StatisticsStage(PrunerState):
     def _statistic_kinds(self) -> tuple[bool, bool]:
         """(gated, hessian): what the run's method, its auto variants and the methods named
         by --layer overrides need gathered."""
-        methods = [self.scorer, *(get_method(v) for v in self.scorer.auto_variants)]
+        methods = [self.scorer, *self.auto_variants(self.scorer)]
         methods += [get_method(o.method) for o in self.config.overrides if o.method]
         gated = any(m.needs_gates for m in methods)
         hessian = self.config.update or any(m.adaptive_mask for m in methods)
@@ -115,7 +115,7 @@ class StatisticsStage(PrunerState):
         an auto variant or a --layer override's), nor in big-model mode (its factors are not
         kept)."""
         config = self.config
-        methods = [self.scorer, *(get_method(v) for v in self.scorer.auto_variants)]
+        methods = [self.scorer, *self.auto_variants(self.scorer)]
         methods += [get_method(o.method) for o in config.overrides if o.method]
         return not (
             self.big
