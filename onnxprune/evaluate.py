@@ -28,7 +28,7 @@ import onnx
 import onnxruntime as ort
 
 from .calibrate.sources import Batch
-from .graph import GraphView
+from .graph import SUBGRAPH_ATTRIBUTES, GraphView
 from .layers import Layer
 from .session import header_model, run, session_in_memory
 from .verify import Fidelity, ReferenceRun
@@ -130,8 +130,9 @@ def _names_read(graph: onnx.GraphProto) -> set[str]:
     for node in graph.node:
         read.update(node.input)
         for attribute in node.attribute:
-            for subgraph in [attribute.g, *attribute.graphs]:
-                read |= _names_read(subgraph)
+            if attribute.type in SUBGRAPH_ATTRIBUTES:
+                for subgraph in [attribute.g, *attribute.graphs]:
+                    read |= _names_read(subgraph)
     return read
 
 

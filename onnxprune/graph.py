@@ -155,10 +155,17 @@ class GraphView:
         return name
 
 
+# Attribute types that hold subgraphs (If branches, Loop and Scan bodies); reading ``.g`` of
+# any other attribute only returns an empty graph, at a cost on every node of a large model.
+SUBGRAPH_ATTRIBUTES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
 def _names_read_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
     names: set[str] = set()
     for node in graph.node:
         for attr in node.attribute:
+            if attr.type not in SUBGRAPH_ATTRIBUTES:
+                continue
             subgraphs = list(attr.graphs)
             if attr.HasField("g"):
                 subgraphs.append(attr.g)

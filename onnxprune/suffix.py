@@ -40,11 +40,10 @@ from .evaluate import (
     evaluation_model,
     unchanged_inputs,
 )
+from .graph import SUBGRAPH_ATTRIBUTES
 from .layers import Layer
 from .session import placeholder, run, session_in_memory
 from .verify import ReferenceRun
-
-_SUBGRAPH_ATTRIBUTES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,12 @@ def suffix_cut(
     for k, node in enumerate(graph.node):
         reads = set(node.input)
         for attribute in node.attribute:
-            for subgraph in [attribute.g, *attribute.graphs]:
-                reads |= _names_read(subgraph)
+            if attribute.type in SUBGRAPH_ATTRIBUTES:
+                for subgraph in [attribute.g, *attribute.graphs]:
+                    reads |= _names_read(subgraph)
         if id(node) not in starts and reads.isdisjoint(produced):
             continue
-        if any(a.type in _SUBGRAPH_ATTRIBUTES for a in node.attribute):
+        if any(a.type in SUBGRAPH_ATTRIBUTES for a in node.attribute):
             return None  # a subgraph in the suffix: its outer-scope reads are not followed
         positions.append(k)
         read.extend(
@@ -147,7 +147,7 @@ def constant_tensors(model: onnx.ModelProto) -> dict[str, int]:
     made: dict[str, int] = {}
     for k, node in enumerate(graph.node):
         if node.op_type.startswith("Random") or any(
-            a.type in _SUBGRAPH_ATTRIBUTES for a in node.attribute
+            a.type in SUBGRAPH_ATTRIBUTES for a in node.attribute
         ):
             continue
         if all(not name or name in constant for name in node.input):
