@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run_cost import SPARSITY, _measured, cases
+from run_cost import SPARSITY, _measured, byte_compile, cases
 
 
 def main() -> None:
@@ -40,6 +40,8 @@ def main() -> None:
     trees = [args.before.resolve(), args.after.resolve()]
     if Path.cwd().resolve() in trees:
         parser.error("run it from outside both trees: python -m would import the current one")
+    for tree in trees:
+        byte_compile(tree)  # as an installed copy is (see run_cost.py)
     args.models_dir.mkdir(parents=True, exist_ok=True)
     extra = ["--method", "wanda"] if args.wanda else []
     rows = []

@@ -7,7 +7,6 @@ import dataclasses
 
 import numpy as np
 import onnx
-from onnx.reference import ReferenceEvaluator
 
 from ..graph import GraphView
 from .geometry import ConvGeometry
@@ -87,6 +86,10 @@ def _folded_constant(view: GraphView, name: str) -> np.ndarray | None:
         ordered, "folded", [], [onnx.helper.make_value_info(name, onnx.TypeProto())], initializers
     )
     model = onnx.helper.make_model(graph, opset_imports=list(view.model.opset_import))
+    # Imported here: onnx's reference evaluator takes about 0.05 s to import, which a model
+    # without computed pads should not pay at every start.
+    from onnx.reference import ReferenceEvaluator
+
     try:
         (value,) = ReferenceEvaluator(model).run([name], {})
     except Exception:  # an op the evaluator lacks, unreadable data: leave the tap where it is
