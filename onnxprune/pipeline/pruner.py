@@ -21,6 +21,7 @@ from ..calibrate.stats import LayerStats
 from ..config import PruneConfig
 from ..errors import ModelError
 from ..graph import GraphView
+from ..heap import trim_heap
 from ..io import is_big_model, link_external_data, load_model, write_errors
 from ..layers import Layer, find_layers
 from ..metric import Metric
@@ -185,6 +186,9 @@ class Pruner(Streamed):
         # A factor whose x^T x is gone stays (``StatisticsStage.factors``).
         self._factors = {k: v for k, v in self._factors.items() if k in self._kept_factors}
         self._arrays = None
+        # What was dropped goes back to the system now, not whenever the heap's top happens to
+        # come free (MiniLM: 425 MB, 0.04 s; see ``onnxprune.heap``).
+        trim_heap()
 
     def shrink(self, cut: bool = True) -> StructuredResult:
         """``--structured``: remove whole units (``onnxprune.structure``). Statistics of the
