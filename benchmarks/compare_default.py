@@ -4,7 +4,9 @@ Reads the quality rows of a new run of ``run_benchmarks.py`` restricted to the d
 (``--sections quality --labels contrib``) and the published ``benchmarks/results.json`` (the
 previous default's run), and writes the section between ``<!-- default:begin -->`` and
 ``<!-- default:end -->`` of ``BENCHMARKS.md``: each model and sparsity with the users' measure
-(accuracy, embedding cosine, top-1 agreement) before and after, and each run's wall time.
+(accuracy, embedding cosine, top-1 agreement) before and after, and each run's wall time;
+with ``contrib, --thorough`` rows in the new run (``--labels contrib "contrib, --thorough"``),
+the opt-in beside the new default as well.
 
 Usage::
 
@@ -34,12 +36,18 @@ MEASURE = {
 }
 
 
-def _points(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(model, point) -> the default row; the point is the sparsity or the N:M pattern."""
+THOROUGH = "contrib, --thorough"
+
+
+def _points(
+    results: dict[str, Any], label: str = "contrib"
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(model, point) -> the ``label`` row (the default's); the point is the sparsity or the
+    N:M pattern."""
     found = {}
     for model, section in results.get("quality", {}).items():
         for row in section["rows"]:
-            if row.get("label") != "contrib" or "value" not in row:
+            if row.get("label") != label or "value" not in row:
                 continue
             sparsity = row["sparsity"]  # a number, or an N:M pattern such as "2:4"
             point = f"{sparsity:.1f}" if isinstance(sparsity, (int, float)) else str(sparsity)
@@ -61,7 +69,7 @@ def _commit(results: dict[str, Any]) -> str:
 
 
 def render(new: dict[str, Any], old: dict[str, Any], new_path: str) -> str:
-    before, after = _points(old), _points(new)
+    before, after, thorough = _points(old), _points(new), _points(new, THOROUGH)
     lines = [
         BEGIN,
         "## The default after the fast-default change, against the previous default",
@@ -73,8 +81,8 @@ def render(new: dict[str, Any], old: dict[str, Any], new_path: str) -> str:
         "of the previous one, or better.",
         "",
         "| model | measure | point | previous | new | change | within bound | wall previous | "
-        "wall new |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "wall new |" + (" --thorough | wall --thorough |" if thorough else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if thorough else ""),
     ]
     for key in sorted(after, key=lambda k: (k[0], k[1])):
         model, point = key
@@ -94,6 +102,13 @@ def render(new: dict[str, Any], old: dict[str, Any], new_path: str) -> str:
                 f"{prior.get('wall', 0):.0f} s",
                 f"{row.get('wall', 0):.0f} s",
             ]
+        if thorough:
+            opt_in = thorough.get(key)
+            cells += (
+                ["-", ""]
+                if opt_in is None
+                else [f"{float(opt_in['value']):.4f}", f"{opt_in.get('wall', 0):.0f} s"]
+            )
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(END)
     return "\n".join(lines) + "\n"
