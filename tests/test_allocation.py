@@ -271,6 +271,27 @@ def test_thorough_also_tries_the_methods_variant_in_the_winning_group(
     for name, score in plain.items():
         assert tried[name] == pytest.approx(score, abs=1e-9)
     assert thorough["arguments"]["thorough"] is True
+    assert not any("--thorough" in w for w in thorough["warnings"])
+
+
+def test_thorough_where_it_changes_nothing_says_so(cli: CliRunner, tmp_path: Path) -> None:
+    """wanda's row selection and group allocation have no trials and no budget to lift: the
+    run says --thorough changed nothing and writes what the run without it writes."""
+    _, path, calib = _prepare(tmp_path)
+    args = ("--sparsity", 0.5, "--method", "wanda")
+    plain = run_and_report(cli, path, calib, tmp_path / "plain.onnx", *args)
+    report = run_and_report(cli, path, calib, tmp_path / "thorough.onnx", *args, "--thorough")
+    assert [w for w in report["warnings"] if "--thorough" in w] == [
+        "--thorough changes nothing here: it adds --group auto's variant trials and lifts "
+        "--allocation sensitivity's judging budget, and this run uses neither"
+    ]
+    assert not any("--thorough" in w for w in plain["warnings"])
+    for written, wanted in zip(
+        onnx.load(str(tmp_path / "thorough.onnx")).graph.initializer,
+        onnx.load(str(tmp_path / "plain.onnx")).graph.initializer,
+        strict=True,
+    ):
+        np.testing.assert_array_equal(to_array(written), to_array(wanted))
 
 
 def test_sensitivity_replays_from_the_recipe_byte_identically(

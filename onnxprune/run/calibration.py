@@ -18,7 +18,12 @@ from ..pipeline import Candidate, Pruner
 from ..progress import Progress
 from ..report import Report
 from ..session import save_for_session
-from .guards import refuse_in_big_model_mode, refuse_non_finite_weights, unmatched_patterns
+from .guards import (
+    idle_thorough,
+    refuse_in_big_model_mode,
+    refuse_non_finite_weights,
+    unmatched_patterns,
+)
 from .reporting import new_report
 from .request import Request
 from .timing import Timer
@@ -68,7 +73,7 @@ def load(
     ):
         raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
     # Warnings go into the report; the CLI prints them all on stderr.
-    report.warnings += unmatched_patterns(config, pruner.proto)
+    report.warnings += unmatched_patterns(config, pruner.proto) + idle_thorough(config, pruner)
     return Loaded(pruner, report, display)
 
 

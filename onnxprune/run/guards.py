@@ -1,5 +1,6 @@
 """Refusals and warnings that need the loaded model: non-finite weights, options that need the
-whole model in memory, --exclude / --layer patterns that match nothing."""
+whole model in memory, --exclude / --layer patterns that match nothing, a --thorough that
+changes nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..config import SENSITIVITY_ALLOCATIONS, PruneConfig
 from ..errors import ModelError, UsageError
 from ..io import BIG_MODEL_BYTES
 from ..pipeline import Pruner
+from ..scoring import get_method
 
 
 def refuse_non_finite_weights(pruner: Pruner) -> None:
@@ -67,3 +69,20 @@ def unmatched_patterns(config: PruneConfig, model: onnx.ModelProto) -> list[str]
                 f"{option} {regex!r} matches no node or weight name: it changes nothing"
             )
     return warnings
+
+
+def idle_thorough(config: PruneConfig, pruner: Pruner) -> list[str]:
+    """A warning when --thorough changes nothing: it adds --group auto's variant trials (a
+    method with registered variants, the model in memory) and lifts the judging budget of
+    --allocation sensitivity, and the run uses neither."""
+    if not config.thorough:
+        return []
+    scorer = get_method(config.method)
+    group = config.group or scorer.default_group
+    trials = group == "auto" and config.nm is None and pruner.base_dir is None
+    if (trials and scorer.auto_variants) or config.allocation_mode == "sensitivity":
+        return []
+    return [
+        "--thorough changes nothing here: it adds --group auto's variant trials and lifts "
+        "--allocation sensitivity's judging budget, and this run uses neither"
+    ]
