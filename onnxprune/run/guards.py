@@ -14,7 +14,6 @@ from ..config import SENSITIVITY_ALLOCATIONS, PruneConfig
 from ..errors import ModelError, UsageError
 from ..io import BIG_MODEL_BYTES
 from ..pipeline import Pruner
-from ..scoring import get_method
 
 
 def refuse_non_finite_weights(pruner: Pruner) -> None:
@@ -77,10 +76,9 @@ def idle_thorough(config: PruneConfig, pruner: Pruner) -> list[str]:
     --allocation sensitivity, and the run uses neither."""
     if not config.thorough:
         return []
-    scorer = get_method(config.method)
-    group = config.group or scorer.default_group
+    group = config.group or pruner.scorer.default_group
     trials = group == "auto" and config.nm is None and pruner.base_dir is None
-    if (trials and scorer.auto_variants) or config.allocation_mode == "sensitivity":
+    if (trials and pruner.auto_variants(pruner.scorer)) or config.allocation_mode == "sensitivity":
         return []
     return [
         "--thorough changes nothing here: it adds --group auto's variant trials and lifts "
