@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from onnxprune import io
 from onnxprune import session as session_module
@@ -43,6 +44,19 @@ def test_gzip_size_of_a_large_file_is_estimated_within_two_percent(tmp_path: Pat
     exact = len(gzip.compress(path.read_bytes(), compresslevel=1))
     assert estimate is not None
     assert abs(estimate - exact) <= 0.02 * exact
+
+
+def test_gzip_size_computed_in_the_background_is_the_same(tmp_path: Path) -> None:
+    """``gzip_size_later`` answers what ``gzip_size_bytes`` does, when asked; a file that
+    cannot be read fails at the asking, as the direct call does."""
+    path = tmp_path / "model.bin"
+    path.write_bytes(np.random.default_rng(2).standard_normal(500_000).tobytes())
+    later = io.gzip_size_later(path)
+    io._gzip_chunks.clear()
+    assert later() == io.gzip_size_bytes(path)
+    missing = io.gzip_size_later(tmp_path / "gone" / "model.bin")
+    with pytest.raises(FileNotFoundError):
+        missing()
 
 
 def test_a_session_built_in_memory_runs_like_one_from_the_file(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from .sizes import (
     _gzip_chunks,
     external_data_files,
     gzip_size_bytes,
+    gzip_size_later,
     model_size_bytes,
     proto_size_bytes,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "external_data_files",
     "first_line",
     "gzip_size_bytes",
+    "gzip_size_later",
     "is_big_model",
     "link_external_data",
     "load_for_reading",

@@ -48,7 +48,6 @@ def new_report(pruner: Pruner, request: Request) -> Report:
         params_total=params_before,
         nonzero_before=nonzero_before,
         file_size_before=model_size_bytes(pruner.model_path),
-        gzip_size_before=gzip_size_bytes(pruner.model_path),
         calibration_samples=pruner.calibration_samples,
         sample_mask=pruner.sample_mask,
         skipped=list(pruner.scan.skipped),
@@ -96,8 +95,10 @@ def finish_report(
     report: Report,
     timer: Timer,
 ) -> dict[str, Any]:
-    """The written file's sizes, the recipe (returned), the --plot (staged), the timings."""
+    """The written file's sizes (and the input's, compressed meanwhile), the recipe
+    (returned), the --plot (staged), the timings."""
     report.file_size_after = model_size_bytes(written.staged)
+    report.gzip_size_before = calibrated.input_gzip_size()
     report.gzip_size_after = gzip_size_bytes(written.staged)
     recipe_data = _run_recipe(request, plan, calibrated.original, report)
     report.recipe = str(recipe_path(request.output_path))

@@ -16,6 +16,7 @@ import onnx
 from ..errors import ModelError, OutputWriteError
 from ..io import (
     external_data_files,
+    gzip_size_bytes,
     publish,
     staging_dir,
     write_model,
@@ -140,7 +141,7 @@ def copy_unpruned(request: Request, loaded: Loaded, timer: Timer) -> Report:
         report.warnings.append("--quantize / --storage not applied to a copy")
     report.nonzero_after = report.nonzero_before
     report.file_size_after = report.file_size_before
-    report.gzip_size_after = report.gzip_size_before
+    report.gzip_size_before = report.gzip_size_after = gzip_size_bytes(pruner.model_path)
     report.timings = timer.total()
     _copy_model(request, report, recipe_data)
     return report
