@@ -106,6 +106,76 @@ def test_pads_computed_from_constants_are_folded(tmp_path: Path) -> None:
         np.testing.assert_allclose(tapped[name], want, rtol=1e-6, atol=1e-5, err_msg=name)
 
 
+def _pads_graph(custom_op: bool) -> onnx.ModelProto:
+    """x -> Pad(a) -> Pad(b) -> Pad(c): ``a``'s pads are Concat(begin, end) of stored halves,
+    ``b``'s are a ConstantOfShape, ``c``'s depend on the input's shape (not foldable); with
+    ``custom_op`` ``b``'s come from an op onnx's reference evaluator does not know."""
+    halves = [
+        numpy_helper.from_array(np.array([0, 0, 1, 2], np.int64), "begin"),
+        numpy_helper.from_array(np.array([0, 0, 3, 4], np.int64), "end"),
+        numpy_helper.from_array(np.array([8], np.int64), "eight"),
+    ]
+    b_pads = helper.make_node(
+        "ConstantOfShape",
+        ["eight"],
+        ["b_pads"],
+        value=numpy_helper.from_array(np.array([1], np.int64)),
+    )
+    if custom_op:
+        b_pads = helper.make_node("Mystery", ["eight"], ["b_pads"], domain="custom.ops")
+    nodes = [
+        helper.make_node("Concat", ["begin", "end"], ["a_pads"], axis=0),
+        b_pads,
+        helper.make_node("Shape", ["x"], ["c_pads_half"]),
+        helper.make_node("Concat", ["c_pads_half", "c_pads_half"], ["c_pads"], axis=0),
+        helper.make_node("Pad", ["x", "a_pads"], ["xa"]),
+        helper.make_node("Pad", ["xa", "b_pads"], ["xb"]),
+        helper.make_node("Pad", ["xb", "c_pads"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pads",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        halves,
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("custom.ops", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+@pytest.mark.parametrize("custom_op", [False, True], ids=["together", "one-at-a-time"])
+def test_every_pads_computed_from_constants_is_folded_in_one_evaluation(
+    monkeypatch: pytest.MonkeyPatch, custom_op: bool
+) -> None:
+    """The Pads' computed pads are evaluated together, in one run of onnx's reference
+    evaluator; when one chain has an op it cannot run, the others are still folded (one at a
+    time), and pads that depend on a graph input never are."""
+    from onnx import reference
+
+    from onnxprune.calibrate.padding import PadFolder
+
+    evaluators = []
+    real = reference.ReferenceEvaluator
+
+    def counting(*args: object, **kwargs: object) -> object:
+        evaluators.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reference, "ReferenceEvaluator", counting)
+    folder = PadFolder(GraphView(_pads_graph(custom_op)))
+    np.testing.assert_array_equal(folder.value("a_pads"), [0, 0, 1, 2, 0, 0, 3, 4])
+    b_pads = folder.value("b_pads")
+    np.testing.assert_array_equal(folder.value("begin"), [0, 0, 1, 2])  # stored: as it is
+    assert folder.value("c_pads") is None
+    if custom_op:
+        assert b_pads is None
+        # together (failed), then "a_pads" and "b_pads" alone ("c_pads" has no chain)
+        assert len(evaluators) == 3
+    else:
+        np.testing.assert_array_equal(b_pads, np.ones(8))
+        assert len(evaluators) == 1
+
+
 GRID_CASES = [
     pytest.param(4, 6, (3, 3), {"pads": [1, 1, 1, 1]}, 224, id="3x3-blocked-grid"),
     pytest.param(8, 8, (3, 3), {"pads": [1, 1, 1, 1], "group": 8}, 224, id="depthwise-blocked"),

@@ -30,7 +30,7 @@ from ..layers import Layer
 from .conv_taps import conv_graph_tap, grid_by_conv, position_step
 from .gates import Gate, NodeSink, find_gate
 from .geometry import ConvGeometry
-from .padding import unpadded_input
+from .padding import PadFolder, unpadded_input
 from .taps import (
     FLOAT,
     ConvGraphTap,
@@ -89,6 +89,7 @@ class _Builder:
     # One tap per (tensor, K, hessian, masked): a tensor read by several layers (Q/K/V).
     input_taps: dict[tuple[str, int, bool, bool], InputTap] = field(default_factory=dict)
     cross_taps: dict[tuple[str, int, bool], CrossTap] = field(default_factory=dict)
+    pad_folder: PadFolder | None = None  # the Pads' computed pads (``unpadded_input``)
 
     def ref_name(self, name: str) -> str:
         return name if name in self.graph_inputs else REFERENCE_PREFIX + name
@@ -194,7 +195,9 @@ def _conv_taps(
                 as_float = sink.op("Cast", gate.z, to=FLOAT)
                 z = grid_by_conv(sink, as_float, layer.shape[0], len(layer.shape) - 2, step)
             g2 = squared_gate(sink, dataclasses.replace(gate, z=z))
-        source, padded = unpadded_input(builder.view, data, geometry)
+        if builder.pad_folder is None:
+            builder.pad_folder = PadFolder(builder.view)
+        source, padded = unpadded_input(builder.view, data, geometry, builder.pad_folder)
         graph_tap = conv_graph_tap(
             sink, source, g2, padded, layer.shape, hessian, builder.view.opset, step
         )
