@@ -58,56 +58,95 @@ class SuffixCut:
     outputs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class GraphIndex:
+    """What every cut of one model reads from its main graph, gathered once (a model's 50
+    cuts each walked every node's protobuf fields again: 0.15 s on EfficientNet-Lite0)."""
+
+    reads: tuple[frozenset[str], ...]  # per node: the names it reads, its subgraphs' included
+    inputs: tuple[tuple[str, ...], ...]  # per node: its input slots as written
+    outputs: tuple[tuple[str, ...], ...]  # per node: the names it produces
+    has_subgraph: tuple[bool, ...]
+    initializers: frozenset[str]
+    graph_inputs: frozenset[str]  # fed inputs (initializers listed as inputs excluded)
+    graph_outputs: tuple[str, ...]
+    folded: Mapping[str, int]  # ``constant_tensors``
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> GraphIndex:
+        graph = model.graph
+        reads, inputs, outputs, has_subgraph = [], [], [], []
+        for node in graph.node:
+            names = set(node.input)
+            nested = False
+            for attribute in node.attribute:
+                if attribute.type in SUBGRAPH_ATTRIBUTES:
+                    nested = True
+                    for subgraph in [attribute.g, *attribute.graphs]:
+                        names |= _names_read(subgraph)
+            reads.append(frozenset(names))
+            inputs.append(tuple(node.input))
+            outputs.append(tuple(o for o in node.output if o))
+            has_subgraph.append(nested)
+        initializers = frozenset(t.name for t in graph.initializer)
+        return cls(
+            tuple(reads),
+            tuple(inputs),
+            tuple(outputs),
+            tuple(has_subgraph),
+            initializers,
+            frozenset(i.name for i in graph.input) - initializers,
+            tuple(o.name for o in graph.output),
+            constant_tensors(model),
+        )
+
+
 def suffix_cut(
-    model: onnx.ModelProto, layers: Sequence[Layer], folded: Mapping[str, int] | None = None
+    model: onnx.ModelProto, layers: Sequence[Layer], index: GraphIndex | None = None
 ) -> SuffixCut | None:
     """The suffix of ``layers`` in ``model`` (whose main graph holds their nodes): every node
     downstream of any of them; None when a node of the suffix has a subgraph (its
     outer-scope reads are not followed) or a layer node is not in the main graph.
-    ``folded``: ``constant_tensors(model)``, when the caller cuts several suffixes."""
-    graph = model.graph
+    ``index``: ``GraphIndex.of(model)``, when the caller cuts several suffixes."""
+    if index is None:
+        index = GraphIndex.of(model)
+    nodes = model.graph.node
     starts = {id(node) for layer in layers for node in layer.nodes}
     weight_reads = {(id(node), layer.op.weight_input) for layer in layers for node in layer.nodes}
-    initializers = {t.name for t in graph.initializer}
-    graph_inputs = {i.name for i in graph.input} - initializers
     produced: set[str] = set()
     positions: list[int] = []
     read: list[str] = []
-    for k, node in enumerate(graph.node):
-        reads = set(node.input)
-        for attribute in node.attribute:
-            if attribute.type in SUBGRAPH_ATTRIBUTES:
-                for subgraph in [attribute.g, *attribute.graphs]:
-                    reads |= _names_read(subgraph)
-        if id(node) not in starts and reads.isdisjoint(produced):
+    for k, reads in enumerate(index.reads):
+        starting = id(nodes[k]) in starts
+        if not starting and reads.isdisjoint(produced):
             continue
-        if any(a.type in SUBGRAPH_ATTRIBUTES for a in node.attribute):
+        if index.has_subgraph[k]:
             return None  # a subgraph in the suffix: its outer-scope reads are not followed
         positions.append(k)
+        node_id = id(nodes[k])
         read.extend(
             name
-            for slot, name in enumerate(node.input)
-            if name and (id(node), slot) not in weight_reads
+            for slot, name in enumerate(index.inputs[k])
+            if name and (node_id, slot) not in weight_reads
         )
-        produced.update(o for o in node.output if o)
-    if len(starts) != sum(1 for k in positions if id(graph.node[k]) in starts):
+        produced.update(index.outputs[k])
+    if len(starts) != sum(1 for k in positions if id(nodes[k]) in starts):
         return None
+    initializers, graph_inputs, folded = index.initializers, index.graph_inputs, index.folded
     outside = [name for name in dict.fromkeys(read) if name not in produced]
     inputs = tuple(n for n in outside if n in graph_inputs)
-    outputs = tuple(o.name for o in graph.output if o.name in produced)
+    outputs = tuple(o for o in index.graph_outputs if o in produced)
     boundary = [n for n in outside if n not in initializers and n not in graph_inputs]
     # Values computed from constants alone (pads, shapes, Constant nodes) are computed in the
     # suffix, not fed: fed, they would hide static shapes and pads from onnxruntime's
     # optimiser (a padded conv then runs 2x slower).
-    if folded is None:
-        folded = constant_tensors(model)
     needed = [n for n in boundary if n in folded]
     copied: set[int] = set()
     while needed:
         k = folded[needed.pop()]
         if k not in copied:
             copied.add(k)
-            needed.extend(n for n in graph.node[k].input if n in folded)
+            needed.extend(n for n in index.inputs[k] if n in folded)
     kept = tuple(n for n in boundary if n not in folded)
     return SuffixCut(tuple(sorted(copied.union(positions))), kept, inputs, outputs)
 

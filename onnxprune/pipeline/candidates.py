@@ -20,7 +20,7 @@ from ..metric import decision_score
 from ..report import LayerReport
 from ..scoring import ScoringMethod
 from ..session import movable, session_in_memory
-from ..suffix import SuffixEvaluator, constant_tensors, suffix_cut, suffix_windows
+from ..suffix import GraphIndex, SuffixEvaluator, suffix_cut, suffix_windows
 from ..verify import ReferenceRun
 from .base import (
     Candidate,
@@ -201,12 +201,12 @@ class Candidates(References):
         """Each layer's window (``suffix_windows``) and the window's cut; a window that
         cannot be cut as a whole is split into its layers."""
         self._cuts, self._windows = [None] * len(self.layers), {}
-        folded = constant_tensors(self.proto)  # the same for every cut
+        index = GraphIndex.of(self.proto)  # the same for every cut
         for window in suffix_windows(self.layers):
-            cut = suffix_cut(self.proto, [self.layers[i] for i in window], folded)
+            cut = suffix_cut(self.proto, [self.layers[i] for i in window], index)
             parts = [(window, cut)]
             if cut is None and len(window) > 1:
-                parts = [((i,), suffix_cut(self.proto, [self.layers[i]], folded)) for i in window]
+                parts = [((i,), suffix_cut(self.proto, [self.layers[i]], index)) for i in window]
             for part, part_cut in parts:
                 for i in part:
                     self._cuts[i], self._windows[i] = part_cut, part
