@@ -367,6 +367,50 @@ def test_estimated_curves_allocate_like_the_measured_ones(
         )
 
 
+class _Forgetful(dict):  # type: ignore[type-arg]
+    """A ``_known_masks`` that keeps nothing: every judged candidate selects its mask again."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("build", [builders.mlp_matmul, builders.cnn_bn], ids=["mlp", "cnn"])
+def test_judged_levels_reuse_the_curves_masks_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, build: Callable[..., onnx.ModelProto]
+) -> None:
+    """An estimated curve's judged candidates take the masks the curve selected for its local
+    errors instead of selecting them again (except at a level above the layer's row-floor
+    cap, which the candidate lowers): the curves are the same either way."""
+    from onnxprune.pipeline import decisions
+
+    path, calib = builders.save_with_calibration(build(seed=3), tmp_path, 96)
+    selections: list[int] = []
+    real = decisions.select_masks
+
+    def counted(scores: list[np.ndarray], *args: object) -> list[np.ndarray]:
+        selections.append(len(scores))
+        return real(scores, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decisions, "select_masks", counted)
+    curves, single = {}, {}
+    for reuse in (True, False):
+        config = PruneConfig(sparsity=0.6, allocation="sensitivity")
+        pruner = Pruner(path, calib, config)
+        if not reuse:
+            pruner._known_masks = _Forgetful()
+        chosen = list(range(len(pruner.layers)))
+        selections.clear()
+        curves[reuse] = [
+            pruner.sensitivity_curves(config, chosen, [0.6] * len(chosen), pruner.scorer, group)
+            for group in ("row", "global")
+        ]
+        assert pruner.sensitivity_builds > 0
+        assert not pruner._known_masks
+        single[reuse] = selections.count(1)
+    assert curves[True] == curves[False]
+    assert single[True] < single[False]
+
+
 def test_the_smallest_layer_is_kept_dense_unmeasured_and_measured_on_request(
     cli: CliRunner, tmp_path: Path
 ) -> None:

@@ -178,6 +178,9 @@ class PrunerState:
     # Each layer's share removed by a multi-layer selection (``Decisions.group_shares``), by
     # (method name, selection, target, layer indices).
     _group_shares: dict[tuple[object, ...], list[float]]
+    # Keep masks a caller selected already, by ``_group_shares``' key, for the ``_selected``
+    # call that asks for them next (the estimated sensitivity curves' judged levels).
+    _known_masks: dict[tuple[object, ...], list[np.ndarray]]
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""

@@ -151,13 +151,15 @@ class Decisions(Candidates):
         """The chosen layers' keep masks [out, K] under the selection ``how`` at ``target``,
         scored with ``scorer`` on the one-shot statistics; each layer's removed share is kept
         for ``group_shares``."""
-        stats = self.statistics()
-        scores = [
-            self.layer_scores(scorer, self.matrices()[i], stats[self.layers[i].weight_name])
-            for i in chosen
-        ]
-        masks = select_masks(scores, how, target)
         key = (scorer.name, how, round(target, 12), tuple(chosen))
+        masks = self._known_masks.pop(key, None)
+        if masks is None:
+            stats = self.statistics()
+            scores = [
+                self.layer_scores(scorer, self.matrices()[i], stats[self.layers[i].weight_name])
+                for i in chosen
+            ]
+            masks = select_masks(scores, how, target)
         self._group_shares[key] = [1.0 - float(mask.mean()) for mask in masks]
         return masks
 

@@ -197,13 +197,24 @@ class Sensitivity(Decisions):
         floor = config.min_row_weights
         cost = matrix**2 * weights  # [out, K], see ``local_error``
         ordered = sorted_rows(scores)  # one sort for every level's mask
-        errors = [
-            local_error(cost, layer_select(scores, level, selection, None, floor, ordered))
-            for level in levels
-        ]
         anchor = levels.index(base) if base in levels else 0
-        judged_damage = {anchor: judged(levels[anchor])}
         top = len(levels) - 1
-        if top != anchor and errors[top] > errors[anchor]:
-            judged_damage[top] = judged(levels[top])
+        errors, masks = [], {}
+        for k, level in enumerate(levels):
+            mask = layer_select(scores, level, selection, None, floor, ordered)
+            errors.append(local_error(cost, mask))
+            if k in (anchor, top):  # the levels that may be judged
+                masks[k] = mask
+        judging = [anchor] + ([top] if top != anchor and errors[top] > errors[anchor] else [])
+        how = selection_of(config, selection)
+        cap = floor_cap(matrix.shape[1], floor)
+        for k in judging:
+            # The judged candidate's selection (``_selected``: one layer at ``levels[k]``) is
+            # this mask; levels never exceed the row floor's cap, where ``allocate`` would
+            # lower them, and an N:M pattern (never re-allocated) would select otherwise.
+            if levels[k] <= cap and how.pattern is None:
+                key = (scorer.name, how, round(levels[k], 12), (index,))
+                self._known_masks[key] = [masks[k]]
+        judged_damage = {k: judged(levels[k]) for k in judging}
+        self._known_masks.clear()
         return interpolated_curve(levels, errors, anchor, judged_damage)
