@@ -207,3 +207,26 @@ def test_the_bracketed_kth_smallest_equals_a_full_partition(
         got = masking.kth_smallest(flat, count, copy_limit=0)
         assert got == expected[count - 1]
         assert got.dtype == flat.dtype
+
+
+def test_the_kth_smallest_bracket_holds_on_row_structured_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scores laid out row by row, each column on its own scale (rows 64 long, as a multiple-
+    of-64 layer width gives): the sample still brackets the value, so only the entries
+    inside the bracket are partitioned, never the whole array (every 64th entry saw one
+    column only and missed)."""
+    rng = np.random.default_rng(5)
+    rows = rng.random((20_000, 64)) * np.geomspace(1e-3, 1e3, 64)  # column scales differ
+    flat = rows.ravel()
+    partitioned: list[int] = []
+    real = np.partition
+
+    def spy(array: np.ndarray, kth: object, *args: object, **kwargs: object) -> np.ndarray:
+        partitioned.append(array.size)
+        return real(array, kth, *args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(masking.np, "partition", spy)
+    count = flat.size // 2
+    assert masking.kth_smallest(flat, count, copy_limit=0) == real(flat, count - 1)[count - 1]
+    assert max(partitioned) < flat.size // 10
