@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 SCORE_CACHE_BYTES = 256 << 20
 
 
+def selection_key(
+    scorer: ScoringMethod, how: Selection, target: float, chosen: list[int] | tuple[int, ...]
+) -> tuple[object, ...]:
+    """What a multi-layer selection's masks depend on besides the one-shot statistics: the key
+    of ``Decisions._group_shares`` and ``_known_masks``."""
+    return (scorer.name, how, round(target, 12), tuple(chosen))
+
+
 class Decisions(Candidates):
     def _decide(
         self, config: PruneConfig, scorer: ScoringMethod, group: str, chosen: list[int]
@@ -151,7 +159,7 @@ class Decisions(Candidates):
         """The chosen layers' keep masks [out, K] under the selection ``how`` at ``target``,
         scored with ``scorer`` on the one-shot statistics; each layer's removed share is kept
         for ``group_shares``."""
-        key = (scorer.name, how, round(target, 12), tuple(chosen))
+        key = selection_key(scorer, how, target, chosen)
         masks = self._known_masks.pop(key, None)
         if masks is None:
             stats = self.statistics()
@@ -170,7 +178,7 @@ class Decisions(Candidates):
         ``target`` (scored with ``scorer``): the sensitivity allocation's base shares under
         global selection, which --group auto's global trial has already selected (0.26 s on
         EfficientNet-Lite0); kept as numbers, not masks."""
-        key = (scorer.name, how, round(target, 12), tuple(chosen))
+        key = selection_key(scorer, how, target, chosen)
         if key not in self._group_shares:
             self._selected(scorer, how, target, chosen)
         return self._group_shares[key]

@@ -25,7 +25,7 @@ from ..masking import (
 )
 from ..scoring import ScoringMethod
 from ..verify import ReferenceRun
-from .decisions import Decisions
+from .decisions import Decisions, selection_key
 from .matrices import input_weights, local_error, selection_of
 
 log = logging.getLogger(__name__)
@@ -213,8 +213,7 @@ class Sensitivity(Decisions):
             # this mask; levels never exceed the row floor's cap, where ``allocate`` would
             # lower them, and an N:M pattern (never re-allocated) would select otherwise.
             if levels[k] <= cap and how.pattern is None:
-                key = (scorer.name, how, round(levels[k], 12), (index,))
-                self._known_masks[key] = [masks[k]]
+                self._known_masks[selection_key(scorer, how, levels[k], [index])] = [masks[k]]
         judged_damage = {k: judged(levels[k]) for k in judging}
         self._known_masks.clear()
         return interpolated_curve(levels, errors, anchor, judged_damage)
