@@ -13,7 +13,7 @@ from ..calibrate.runner import collect_statistics, collect_statistics_in_parts
 from ..calibrate.stats import LayerStats
 from ..io import write_errors
 from ..layers import Layer
-from ..scoring import get_method
+from ..scoring import ScoringMethod, get_method
 from .base import (
     PrunerState,
 )
@@ -25,11 +25,16 @@ log = logging.getLogger(__name__)
 
 
 class StatisticsStage(PrunerState):
+    def _methods_in_use(self) -> list[ScoringMethod]:
+        """The run's method, the auto variants --group auto tries, and the methods named by
+        --layer overrides."""
+        methods = [self.scorer, *self.auto_variants(self.scorer)]
+        return methods + [get_method(o.method) for o in self.config.overrides if o.method]
+
     def _statistic_kinds(self) -> tuple[bool, bool]:
         """(gated, hessian): what the run's method, its auto variants and the methods named
         by --layer overrides need gathered."""
-        methods = [self.scorer, *self.auto_variants(self.scorer)]
-        methods += [get_method(o.method) for o in self.config.overrides if o.method]
+        methods = self._methods_in_use()
         gated = any(m.needs_gates for m in methods)
         hessian = self.config.update or any(m.adaptive_mask for m in methods)
         # --stat-correction reads each layer's input covariance (the same K x K correlation).
@@ -115,8 +120,7 @@ class StatisticsStage(PrunerState):
         an auto variant or a --layer override's), nor in big-model mode (its factors are not
         kept)."""
         config = self.config
-        methods = [self.scorer, *self.auto_variants(self.scorer)]
-        methods += [get_method(o.method) for o in config.overrides if o.method]
+        methods = self._methods_in_use()
         return not (
             self.big
             or config.sequential
