@@ -54,26 +54,34 @@ def inverse_hessian_factors(xtx: np.ndarray, count: float) -> list[tuple[np.ndar
     has hundreds of 9 x 9 or 25 x 25 problems); a wide layer's triangle is inverted by
     blocks (``_upper_inverse``). Groups whose damped H is not positive definite fall back
     to ``inverse_hessian_factor``'s growing damping, one by one."""
+    # At most about three (G, K, K) float64 arrays live at once, each step dropping what the
+    # next does not read (was six): a K = 1536 layer's copy is 19 MB, and layers are
+    # factorised two at a time (``threads.map_layers``). The same values as before.
     hessian = 2.0 * np.asarray(xtx, dtype=np.float64) / max(count, 1.0)
     diagonal = np.diagonal(hessian, axis1=1, axis2=2).copy()  # (G, K)
     dead = diagonal == 0
     groups, columns = np.nonzero(dead)
-    hessian[groups, columns, columns] = 1.0
     diagonal[dead] = 1.0
     damp = DAMPING * diagonal.mean(axis=1)  # (G,)
-    eye = np.eye(hessian.shape[1])
+    # The damped H in place: dead inputs' diagonal set to 1, then damp added on it.
+    hessian[groups, columns, columns] = 1.0
+    np.einsum("gkk->gk", hessian)[...] += damp[:, None]
+    # As in ``inverse_hessian_factor``: the index-reversed Cholesky gives the upper R.
+    reversed_damped = np.ascontiguousarray(hessian[:, ::-1, ::-1])
+    del hessian
     try:
-        damped = hessian + damp[:, None, None] * eye
-        # As in ``inverse_hessian_factor``: the index-reversed Cholesky gives the upper R.
-        lower = np.linalg.cholesky(np.ascontiguousarray(damped[:, ::-1, ::-1]))
+        lower = np.linalg.cholesky(reversed_damped)
     except np.linalg.LinAlgError:
         return [inverse_hessian_factor(x, count) for x in xtx]
+    del reversed_damped
     upper_r = lower[:, ::-1, ::-1]
-    if hessian.shape[0] == 1:
-        inverses = _upper_inverse(np.ascontiguousarray(upper_r[0]))[None]
+    if upper_r.shape[0] == 1:
+        upper = np.ascontiguousarray(upper_r[0])
+        del upper_r, lower
+        inverses = _upper_inverse(upper)[None]
     else:
         inverses = np.linalg.inv(upper_r)
-    return [(inverses[g], dead[g]) for g in range(hessian.shape[0])]
+    return [(inverses[g], dead[g]) for g in range(inverses.shape[0])]
 
 
 def _upper_inverse(upper: np.ndarray, base: int = 256) -> np.ndarray:

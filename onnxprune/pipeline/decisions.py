@@ -197,6 +197,15 @@ class Decisions(Candidates):
         finals, deltas, removed = [], [], {}
         one_shot = stats is self._stats and not factors_from_stats
         self._latest = {}
+        if one_shot:
+            self.make_factors(
+                [
+                    self.layers[plan.index]
+                    for plan in plans
+                    if (config.update or plan.scorer.adaptive_mask)
+                    and self._pruned_key(config, plan) not in self._pruned
+                ]
+            )
         for plan in plans:
             layer = self.layers[plan.index]
             matrix = self.matrices()[plan.index]

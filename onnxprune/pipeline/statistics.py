@@ -14,6 +14,7 @@ from ..calibrate.stats import LayerStats
 from ..io import write_errors
 from ..layers import Layer
 from ..scoring import ScoringMethod, get_method
+from ..threads import map_layers
 from .base import (
     PrunerState,
 )
@@ -22,6 +23,19 @@ from .matrices import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _factor_cost(layer: Layer) -> float:
+    """A layer's factor costs about K^3 per conv group (Cholesky and triangular inverse)."""
+    columns = layer.matrix_shape[1]
+    return max(1, layer.groups) * float(columns) ** 3
+
+
+def _factor_bytes(layer: Layer) -> int:
+    """What making a layer's factor holds at once: about three float64 [G, K, K] arrays
+    (``hessian.inverse_hessian_factors``)."""
+    columns = layer.matrix_shape[1]
+    return 3 * 8 * max(1, layer.groups) * columns * columns
 
 
 class StatisticsStage(PrunerState):
@@ -112,6 +126,14 @@ class StatisticsStage(PrunerState):
                 layer_stats.inputs.xtx = None
                 self._kept_factors.add(layer.weight_name)
         return self._factors[layer.weight_name]
+
+    def make_factors(self, layers: list[Layer]) -> None:
+        """``factors`` of each of ``layers`` not made yet, two layers at a time
+        (``threads.map_layers``: the same results as one at a time). Not in big-model mode,
+        which keeps one factor at a time."""
+        missing = [layer for layer in layers if layer.weight_name not in self._factors]
+        if missing and not self.big:
+            map_layers(self.factors, missing, _factor_cost, _factor_bytes)
 
     def _factor_replaces_xtx(self) -> bool:
         """Whether a layer's x^T x is read only to make its inverse-Hessian factor: not by
