@@ -171,8 +171,9 @@ class Sensitivity(Decisions):
         levels: list[float],
     ) -> list[tuple[float, float]]:
         """(level, damage) for one layer from two judged candidates: the layer pruned alone
-        (the run's method and update) at its ``base`` share and at the highest level; the
-        other levels follow its local error proxy ``local_error`` (``interpolated_curve``).
+        (the run's method and update) at its ``base`` share (see ``anchor``) and at the highest
+        level; the other levels follow its local error proxy ``local_error``
+        (``interpolated_curve``).
         Judging only one of the two lost on EfficientNet-Lite0 (top-1 agreement at 0.7: 0.0
         with the base share alone and gamma = 1, 0.03 with the top level alone, 0.11 with
         both)."""
@@ -197,6 +198,10 @@ class Sensitivity(Decisions):
         floor = config.min_row_weights
         cost = matrix**2 * weights  # [out, K], see ``local_error``
         ordered = sorted_rows(scores)  # one sort for every level's mask
+        # ``probe_levels`` rounds the levels to 6 decimals: a round share (``allocate``'s) is
+        # found, a global selection's share (a count over a size) is not, and its curve is
+        # anchored at the lowest level instead. The quality figures were measured so; anchoring
+        # at the share itself is docs/METHOD.md's "Measure" (not taken).
         anchor = levels.index(base) if base in levels else 0
         top = len(levels) - 1
         errors, masks = [], {}
