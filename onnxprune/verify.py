@@ -145,8 +145,10 @@ class ReferenceRun:
         cache: bool = False,
         cache_feeds: bool = False,
         metric: Metric | None = None,
+        session: ort.InferenceSession | None = None,
     ) -> None:
-        self.session: ort.InferenceSession | None = make_session(original)
+        # ``session``: one over ``original`` already built (several references share it).
+        self.session: ort.InferenceSession | None = session or make_session(original)
         self.names = [o.name for o in self.session.get_outputs()]
         self.dataset = dataset
         self.selected = selected

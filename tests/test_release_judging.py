@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import builders
 import onnx
+import onnxruntime as ort
 import pytest
 
+from onnxprune import verify
 from onnxprune.config import PruneConfig
-from onnxprune.pipeline import Pruner
+from onnxprune.pipeline import Pruner, references
+from onnxprune.pipeline.references import References
 
 
 @pytest.mark.parametrize("make", [builders.residual_cnn, builders.cnn_bn])
@@ -66,6 +70,51 @@ def test_dropping_xtx_for_its_factor_writes_the_same_model(
     correcting = Pruner(path, calib, PruneConfig(sparsity=0.6, stat_correction=True))
     correcting.build()
     assert all(correcting.statistics()[name].inputs.xtx is not None for name in names)
+
+
+def test_the_probe_references_share_one_session_over_the_original(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output-size probe, the --group auto reference and the sensitivity reference run
+    the original in one session, built and dropped while they are made; the model is the one
+    written when each builds its own."""
+    # 512 outputs: the --group auto reference takes 32 samples, the sensitivity one 16 (both
+    # fewer than the calibration reference's).
+    model = builders.mlp_matmul((16, 64, 64, 512), seed=6)
+    path = builders.save(model, tmp_path / "model.onnx")
+    calib = builders.write_npz(tmp_path / "calib.npz", builders.random_inputs(model, 96, seed=3))
+    built: list[Path] = []
+
+    def counting(module: object) -> None:
+        real = module.make_session  # type: ignore[attr-defined]
+
+        def make(original: Path, arena: bool = True) -> ort.InferenceSession:
+            built.append(original)
+            return real(original, arena)
+
+        monkeypatch.setattr(module, "make_session", make)
+
+    counting(references)
+    counting(verify)
+    sharing = Pruner(path, calib, PruneConfig(sparsity=0.6))
+    shared = sharing.build()
+    # One session over the original for judging (``build`` does not run the held-out check).
+    assert built == [path]
+    assert sharing._shared_original is None
+    trial, sensitivity = sharing._trial_reference, sharing._sensitivity_reference
+    assert trial is not None and sensitivity is not None
+    assert [int(trial.selected.sum()), int(sensitivity.selected.sum())] == [32, 16]
+    assert trial.ran and sensitivity.ran and trial.session is None is sensitivity.session
+
+    @contextmanager
+    def separate(self: References) -> Iterator[None]:
+        yield  # no shared session: each reference builds its own
+
+    monkeypatch.setattr(References, "_one_original_session", separate)
+    built.clear()
+    own = Pruner(path, calib, PruneConfig(sparsity=0.6)).build()
+    assert len(built) == 3  # the output-size probe and the two references
+    assert _weights(shared.model) == _weights(own.model)
 
 
 def _weights(model: onnx.ModelProto) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from ..allocation import (
     SensitivityCurve,
@@ -148,6 +149,9 @@ class PrunerState:
     _auto_reference: ReferenceRun | None
     _sensitivity_reference: ReferenceRun | None
     _trial_reference: ReferenceRun | None
+    # The session over the original the probe references share while they are made
+    # (``References._one_original_session``).
+    _shared_original: ort.InferenceSession | None
     # Output values per calibration sample, once probed (``References._output_values_per_sample``).
     _values_per_sample: int | None
     _pruned: dict[tuple[object, ...], PrunedMatrix]

@@ -126,6 +126,7 @@ class Pruner(Streamed):
         """Empty caches and counters: nothing gathered, judged or built yet."""
         self._stats = None
         self._values_per_sample = None
+        self._shared_original = None
         # The in-memory candidate evaluator (one session for every search), once built; False:
         # not possible for this model.
         self._evaluator = None

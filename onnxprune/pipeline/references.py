@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from ..config import PruneConfig
-from ..session import save_for_session
+from ..session import make_session, save_for_session
 from ..verify import Fidelity, ReferenceRun
 from .base import (
     AUTO_SAMPLES,
@@ -47,12 +47,32 @@ class References(StatisticsStage):
         if config.allocation_mode == "measured":
             return self.calibration_reference()
         if self._trial_reference is None:
-            wanted = math.ceil(AUTO_VALUES / max(self._output_values_per_sample(), 1))
-            count = min(AUTO_SAMPLES, max(SENSITIVITY_SAMPLES, wanted))
-            if count >= AUTO_SAMPLES:
-                return self.calibration_reference()
-            self._trial_reference = self._probe_reference(count)
+            with self._one_original_session():
+                wanted = math.ceil(AUTO_VALUES / max(self._output_values_per_sample(), 1))
+                count = min(AUTO_SAMPLES, max(SENSITIVITY_SAMPLES, wanted))
+                self._trial_reference = (
+                    self.calibration_reference()
+                    if count >= AUTO_SAMPLES
+                    else self._probe_reference(count)
+                )
+                probes = [self._trial_reference]
+                if config.allocation_mode == "sensitivity":
+                    probes.append(self.sensitivity_reference())
+                # They run now, while the one session over the original is there.
+                for probe in probes:
+                    probe.run_original()
         return self._trial_reference
+
+    @contextmanager
+    def _one_original_session(self) -> Iterator[None]:
+        """Within the block, the probe references (and the output-size probe) share one
+        session over the original instead of building one each (about 0.05 s apiece on
+        EfficientNet-Lite0); it is dropped at the end of the block."""
+        self._shared_original = make_session(self.reference_path)
+        try:
+            yield
+        finally:
+            self._shared_original = None
 
     def sensitivity_reference(self) -> ReferenceRun:
         """The first calibration samples, on which the estimated sensitivity curves judge their
@@ -79,6 +99,7 @@ class References(StatisticsStage):
             cache=True,
             cache_feeds=True,
             metric=self.metric,
+            session=self._shared_original,
         )
 
     def _output_values_per_sample(self) -> int:
@@ -93,7 +114,12 @@ class References(StatisticsStage):
             one = np.zeros_like(self.calib_mask)
             one[np.flatnonzero(self.calib_mask)[:1]] = True
             self._values_per_sample = ReferenceRun(
-                self.reference_path, self.calibration, one, 1, "calibration"
+                self.reference_path,
+                self.calibration,
+                one,
+                1,
+                "calibration",
+                session=self._shared_original,
             ).values_per_sample()
         return self._values_per_sample
 
