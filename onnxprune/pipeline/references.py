@@ -43,7 +43,9 @@ class References(StatisticsStage):
 
     def trial_reference(self, config: PruneConfig) -> ReferenceRun:
         """Where --group auto judges its trials: the calibration reference with --allocation
-        measured, else its first samples holding about AUTO_VALUES output values."""
+        measured, else its first samples holding about AUTO_VALUES output values. Made (and
+        run) together with the sensitivity reference when the run estimates sensitivity
+        curves, in one session over the original (``_one_original_session``)."""
         if config.allocation_mode == "measured":
             return self.calibration_reference()
         if self._trial_reference is None:
