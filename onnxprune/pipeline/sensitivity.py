@@ -99,7 +99,7 @@ class Sensitivity(Decisions):
         if key in self._sensitivity:
             return self._sensitivity[key]
         # measured: every level judged on the --group auto probe samples; otherwise two levels
-        # on the first SENSITIVITY_SAMPLES of them, the others interpolated (_judged_curve).
+        # on the first SENSITIVITY_SAMPLES of them, the others interpolated (_estimated_curve).
         reference = self.calibration_reference() if measured else self.sensitivity_reference()
         # Each layer alone, one-shot (nothing upstream of it is pruned).
         measuring = dataclasses.replace(
@@ -197,7 +197,7 @@ class Sensitivity(Decisions):
         self, config: PruneConfig, scorer: ScoringMethod, selection: str, index: int, base: float
     ) -> _CurveWork:
         """What one layer's estimated curve needs before its candidates are judged: the local
-        error at each level, the levels to judge (its ``base`` share (see the anchor below) and the
+        error at each level, the levels to judge (its ``base`` share (see ``anchor``) and the
         highest level) with the masks selected for their errors, and those candidates' pruned
         layers."""
         layer = self.layers[index]
