@@ -411,49 +411,6 @@ def test_judged_levels_reuse_the_curves_masks_with_the_same_result(
     assert single[True] < single[False]
 
 
-@pytest.mark.parametrize("build", [builders.mlp_matmul, builders.cnn_bn], ids=["mlp", "cnn"])
-def test_judged_layers_made_ahead_on_a_worker_give_the_same_curves(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, build: Callable[..., onnx.ModelProto]
-) -> None:
-    """Each layer's judged candidates are pruned on a worker thread while the layer before is
-    judged (``Sensitivity._curve_works``): judging then prunes only the candidates at a level
-    above their layer's row-floor cap (selected otherwise), and the curves are those of
-    judging that prunes each candidate as it goes."""
-    from onnxprune.pipeline import decisions, sensitivity
-
-    path, calib = builders.save_with_calibration(build(seed=5), tmp_path, 96)
-    walks_while_judging: list[int] = []
-    real_prune = decisions.prune_matrix
-
-    def counted(*args: object, **kwargs: object) -> object:
-        walks_while_judging.append(1)
-        return real_prune(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(decisions, "prune_matrix", counted)
-    real_work = sensitivity.Sensitivity._curve_work
-    curves, walks = {}, {}
-    for ahead in (True, False):
-
-        def work(self: Pruner, *args: object, ahead: bool = ahead) -> object:
-            made = real_work(self, *args)  # type: ignore[arg-type]
-            if not ahead:
-                made.pruned.clear()  # judging prunes the candidates itself
-            return made
-
-        monkeypatch.setattr(sensitivity.Sensitivity, "_curve_work", work)
-        config = PruneConfig(sparsity=0.6, allocation="sensitivity")
-        pruner = Pruner(path, calib, config)
-        chosen = list(range(len(pruner.layers)))
-        walks_while_judging.clear()
-        curves[ahead] = pruner.sensitivity_curves(
-            config, chosen, [0.6] * len(chosen), pruner.scorer, "global"
-        )
-        walks[ahead] = len(walks_while_judging)
-        assert pruner.sensitivity_builds > 0 and not pruner._prefetched
-    assert curves[True] == curves[False]
-    assert walks[True] < walks[False]
-
-
 def test_the_smallest_layer_is_kept_dense_unmeasured_and_measured_on_request(
     cli: CliRunner, tmp_path: Path
 ) -> None:

@@ -185,9 +185,6 @@ class PrunerState:
     # Keep masks a caller selected already, by ``_group_shares``' key, for the ``_selected``
     # call that asks for them next (the estimated sensitivity curves' judged levels).
     _known_masks: dict[tuple[object, ...], list[np.ndarray]]
-    # Pruned layers made ahead for the candidates about to be judged, by ``_pruned_key``
-    # (``Sensitivity._curve_work``); consumed by ``_prune_layers``.
-    _prefetched: dict[tuple[object, ...], PrunedMatrix]
 
     def close(self) -> None:
         """Remove the big-model work directory (also done when the Pruner is collected)."""

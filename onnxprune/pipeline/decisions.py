@@ -204,7 +204,6 @@ class Decisions(Candidates):
                     for plan in plans
                     if (config.update or plan.scorer.adaptive_mask)
                     and self._pruned_key(config, plan) not in self._pruned
-                    and self._pruned_key(config, plan) not in self._prefetched
                 ]
             )
         for plan in plans:
@@ -214,8 +213,6 @@ class Decisions(Candidates):
             key = self._pruned_key(config, plan) if one_shot else None
             if key is not None and key in self._pruned:
                 final, delta, problem = self._pruned[key]
-            elif key is not None and key in self._prefetched:
-                final, delta, problem = self._prefetched.pop(key)
             else:
                 factors = None
                 if reconstructing:

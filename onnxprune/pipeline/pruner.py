@@ -184,7 +184,6 @@ class Pruner(Streamed):
         self._last_scores = None
         self._group_shares = {}
         self._known_masks = {}
-        self._prefetched = {}
         self._matrices = None
         # A factor whose x^T x is gone stays (``StatisticsStage.factors``).
         self._factors = {k: v for k, v in self._factors.items() if k in self._kept_factors}

@@ -5,12 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from ..allocation import (
     UNMEASURED_SHARE,
@@ -23,7 +17,6 @@ from ..allocation import (
     within_judging_budget,
 )
 from ..config import PruneConfig
-from ..heap import trim_heap
 from ..masking import (
     allocate,
     floor_cap,
@@ -31,11 +24,9 @@ from ..masking import (
     sorted_rows,
 )
 from ..scoring import ScoringMethod
-from ..threads import one_blas_thread
 from ..verify import ReferenceRun
-from .base import LayerPlan, PrunedMatrix
 from .decisions import Decisions, selection_key
-from .matrices import input_weights, local_error, prune_matrix, selection_of
+from .matrices import input_weights, local_error, selection_of
 
 log = logging.getLogger(__name__)
 
@@ -105,35 +96,27 @@ class Sensitivity(Decisions):
         measuring = dataclasses.replace(
             config, allocation="group", sequential=False, update_target="pruned"
         )
-        curves: dict[int, SensitivityCurve] = {}
-        judged = [k for k in range(len(chosen)) if k not in unmeasured and k not in at_share]
-        for k, layer_base in enumerate(base):
-            if k in unmeasured:
-                curves[k] = SensitivityCurve(sizes[k], ())
-            elif k in at_share:  # one point: the allocation leaves the layer at its share
-                curves[k] = SensitivityCurve(
-                    sizes[k], ((layer_base, 0.0),) if layer_base > 0.0 else ()
-                )
-        with self.progress.phase("sensitivity", len(judged), "layer") as advance:
-            if measured:
-                for k in judged:
-                    curves[k] = self._measured_curve(
-                        measuring, scorer, selection, reference, chosen[k], base[k]
+        curves = []
+        judged = len(chosen) - len(unmeasured) - len(at_share)
+        with self.progress.phase("sensitivity", judged, "layer") as advance:
+            for k, (i, layer_base) in enumerate(zip(chosen, base, strict=True)):
+                if k in unmeasured:
+                    curves.append(SensitivityCurve(sizes[k], ()))
+                    continue
+                if k in at_share:  # one point: the allocation leaves the layer at its share
+                    points = ((layer_base, 0.0),) if layer_base > 0.0 else ()
+                    curves.append(SensitivityCurve(sizes[k], points))
+                    continue
+                curves.append(
+                    self._sensitivity_curve(
+                        measuring, scorer, selection, reference, measured, i, layer_base
                     )
-                    advance()
-            else:
-                works = self._curve_works(
-                    measuring, scorer, selection, [(chosen[k], base[k]) for k in judged]
                 )
-                for k, work in zip(judged, works, strict=True):
-                    points = self._judged_curve(measuring, scorer, selection, reference, work)
-                    curves[k] = SensitivityCurve(sizes[k], tuple(points))
-                    advance()
-        curves_in_order = [curves[k] for k in range(len(chosen))]
+                advance()
         log.info("sensitivity: %d single-layer candidates judged", self.sensitivity_builds)
         self.release_single_layer_sessions()
-        self._sensitivity[key] = curves_in_order
-        return curves_in_order
+        self._sensitivity[key] = curves
+        return curves
 
     def _over_judging_budget(self, chosen: list[int], unmeasured: set[int]) -> set[int]:
         """The positions in ``chosen`` (besides ``unmeasured``) that estimated curves do not
@@ -149,19 +132,25 @@ class Sensitivity(Decisions):
         measured = within_judging_budget(sizes, [2.0 * s for s in shares], budget)
         return {k for n, k in enumerate(candidates) if n not in measured}
 
-    def _measured_curve(
+    def _sensitivity_curve(
         self,
         measuring: PruneConfig,
         scorer: ScoringMethod,
         selection: str,
         reference: ReferenceRun,
+        measured: bool,
         i: int,
         layer_base: float,
     ) -> SensitivityCurve:
-        """One layer's curve with every level judged (--allocation measured)."""
+        """One layer's curve: every level judged (``measured``) or estimated."""
         layer = self.layers[i]
         rows, columns = layer.matrix_shape
         levels = probe_levels(layer_base, floor_cap(columns, measuring.min_row_weights))
+        if not measured:
+            points = self._estimated_curve(
+                measuring, scorer, selection, reference, i, layer_base, levels
+            )
+            return SensitivityCurve(rows * columns, tuple(points))
         points = []
         only = {layer.weight_name}
         for level in levels:
@@ -171,41 +160,33 @@ class Sensitivity(Decisions):
             points.append((level, damage))
         return SensitivityCurve(rows * columns, tuple(points))
 
-    def _curve_works(
+    def _estimated_curve(
         self,
         config: PruneConfig,
         scorer: ScoringMethod,
         selection: str,
-        layers: list[tuple[int, float]],
-    ) -> Iterator[_CurveWork]:
-        """``_curve_work`` of each (layer index, base share), made one layer ahead on a
-        worker thread while the caller judges the layer before (onnxruntime runs the judged
-        candidates with the GIL released), numpy's BLAS on one thread throughout as in the
-        serial walk."""
-        if not layers:
-            return
-        with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="onnxprune") as pool:
-            ahead = pool.submit(self._curve_work, config, scorer, selection, *layers[0])
-            for n in range(len(layers)):
-                work = ahead.result()
-                if n + 1 < len(layers):
-                    ahead = pool.submit(self._curve_work, config, scorer, selection, *layers[n + 1])
-                yield work
-        trim_heap()
-
-    def _curve_work(
-        self, config: PruneConfig, scorer: ScoringMethod, selection: str, index: int, base: float
-    ) -> _CurveWork:
-        """What one layer's estimated curve needs before its candidates are judged: the local
-        error at each level, the levels to judge (its ``base`` share (see ``anchor``) and the
-        highest level) with the masks selected for their errors, and those candidates' pruned
-        layers."""
-        layer = self.layers[index]
-        matrix = self.matrices()[index]
-        levels = probe_levels(base, floor_cap(matrix.shape[1], config.min_row_weights))
-        work = _CurveWork(index, levels)
+        reference: ReferenceRun,
+        index: int,
+        base: float,
+        levels: list[float],
+    ) -> list[tuple[float, float]]:
+        """(level, damage) for one layer from two judged candidates: the layer pruned alone
+        (the run's method and update) at its ``base`` share (see ``anchor``) and at the highest
+        level; the other levels follow its local error proxy ``local_error``
+        (``interpolated_curve``).
+        Judging only one of the two lost on EfficientNet-Lite0 (top-1 agreement at 0.7: 0.0
+        with the base share alone and gamma = 1, 0.03 with the top level alone, 0.11 with
+        both)."""
         if not levels:
-            return work
+            return []
+        layer = self.layers[index]
+
+        def judged(level: float) -> float:
+            at_level = dataclasses.replace(config, sparsity=level)
+            self.sensitivity_builds += 1
+            return 1.0 - self._judge(at_level, scorer, selection, reference, {layer.weight_name})[0]
+
+        matrix = self.matrices()[index]
         stats = self.statistics()[layer.weight_name]
         reconstructing = config.update or scorer.adaptive_mask
         factors = self.factors(layer) if reconstructing else None
@@ -221,85 +202,23 @@ class Sensitivity(Decisions):
         # found, a global selection's share (a count over a size) is not, and its curve is
         # anchored at the lowest level instead. The quality figures were measured so; anchoring
         # at the share itself is docs/METHOD.md's "Measure" (not taken).
-        work.anchor = levels.index(base) if base in levels else 0
+        anchor = levels.index(base) if base in levels else 0
         top = len(levels) - 1
-        masks = {}
+        errors, masks = [], {}
         for k, level in enumerate(levels):
             mask = layer_select(scores, level, selection, None, floor, ordered)
-            work.errors.append(local_error(cost, mask))
-            if k in (work.anchor, top):  # the levels that may be judged
+            errors.append(local_error(cost, mask))
+            if k in (anchor, top):  # the levels that may be judged
                 masks[k] = mask
-        judging = [work.anchor]
-        if top != work.anchor and work.errors[top] > work.errors[work.anchor]:
-            judging.append(top)
-        work.judging = judging
+        judging = [anchor] + ([top] if top != anchor and errors[top] > errors[anchor] else [])
         how = selection_of(config, selection)
         cap = floor_cap(matrix.shape[1], floor)
         for k in judging:
             # The judged candidate's selection (``_selected``: one layer at ``levels[k]``) is
             # this mask; levels never exceed the row floor's cap, where ``allocate`` would
             # lower them, and an N:M pattern (never re-allocated) would select otherwise.
-            # Its pruned layer is made here too, as ``_prune_layers`` would.
             if levels[k] <= cap and how.pattern is None:
-                work.masks[selection_key(scorer, how, levels[k], [index])] = [masks[k]]
-                at_level = dataclasses.replace(config, sparsity=levels[k])
-                plan = LayerPlan(index, scorer, levels[k], masks[k], floor)
-                key = self._pruned_key(at_level, plan)
-                if key not in self._pruned:
-                    clock = time.perf_counter()
-                    layer_config = dataclasses.replace(at_level, min_row_weights=floor)
-                    work.pruned[key] = prune_matrix(
-                        matrix, masks[k], stats, scorer, layer_config, levels[k], factors
-                    )
-                    work.seconds += time.perf_counter() - clock
-        # This runs on a worker thread: what it freed stays in that thread's malloc arena
-        # unless given back (MiniLM's peak RSS, near its budget, rose by 16-18 MB).
-        trim_heap()
-        return work
-
-    def _judged_curve(
-        self,
-        config: PruneConfig,
-        scorer: ScoringMethod,
-        selection: str,
-        reference: ReferenceRun,
-        work: _CurveWork,
-    ) -> list[tuple[float, float]]:
-        """(level, damage) for one layer from two judged candidates: the layer pruned alone
-        (the run's method and update) at its base share and at the highest level
-        (``_curve_work``); the other levels follow its local error proxy ``local_error``
-        (``interpolated_curve``). Judging only one of the two lost on EfficientNet-Lite0
-        (top-1 agreement at 0.7: 0.0 with the base share alone and gamma = 1, 0.03 with the
-        top level alone, 0.11 with both)."""
-        if not work.levels:
-            return []
-        layer = self.layers[work.index]
-        for key, masks in work.masks.items():
-            self._known_masks[key] = masks
-        self._prefetched.update(work.pruned)
-        self.phase_seconds["update"] += work.seconds
-        judged_damage = {}
-        for k in work.judging:
-            at_level = dataclasses.replace(config, sparsity=work.levels[k])
-            self.sensitivity_builds += 1
-            score = self._judge(at_level, scorer, selection, reference, {layer.weight_name})[0]
-            judged_damage[k] = 1.0 - score
+                self._known_masks[selection_key(scorer, how, levels[k], [index])] = [masks[k]]
+        judged_damage = {k: judged(levels[k]) for k in judging}
         self._known_masks.clear()
-        self._prefetched.clear()
-        return interpolated_curve(work.levels, work.errors, work.anchor, judged_damage)
-
-
-@dataclass
-class _CurveWork:
-    """One layer's estimated-curve inputs (``Sensitivity._curve_work``)."""
-
-    index: int
-    levels: list[float]
-    errors: list[float] = field(default_factory=list)
-    anchor: int = 0
-    judging: list[int] = field(default_factory=list)
-    # The judged candidates' masks by ``selection_key``, and their pruned layers by
-    # ``Decisions._pruned_key``.
-    masks: dict[tuple[object, ...], list[np.ndarray]] = field(default_factory=dict)
-    pruned: dict[tuple[object, ...], PrunedMatrix] = field(default_factory=dict)
-    seconds: float = 0.0
+        return interpolated_curve(levels, errors, anchor, judged_damage)
