@@ -198,10 +198,11 @@ class Sensitivity(Decisions):
         floor = config.min_row_weights
         cost = matrix**2 * weights  # [out, K], see ``local_error``
         ordered = sorted_rows(scores)  # one sort for every level's mask
-        # ``probe_levels`` rounds the levels to 6 decimals: a round share (``allocate``'s) is
-        # found, a global selection's share (a count over a size) is not, and its curve is
-        # anchored at the lowest level instead. The quality figures were measured so; anchoring
-        # at the share itself is docs/METHOD.md's "Measure" (not taken).
+        # ``probe_levels`` rounds the levels to 6 decimals: a share equal to a round target
+        # (``allocate``'s, unless a row-floor cap lowered it) is found; a global selection's
+        # share (a count over a size) or a capped one is not, and its curve is anchored at the
+        # lowest level instead. The quality figures were measured so; anchoring at the share
+        # itself is docs/METHOD.md's "Measure" (not taken).
         anchor = levels.index(base) if base in levels else 0
         top = len(levels) - 1
         errors, masks = [], {}
