@@ -104,7 +104,8 @@ def test_the_probe_references_share_one_session_over_the_original(
     trial, sensitivity = sharing._trial_reference, sharing._sensitivity_reference
     assert trial is not None and sensitivity is not None
     assert [int(trial.selected.sum()), int(sensitivity.selected.sum())] == [32, 16]
-    assert trial.ran and sensitivity.ran and trial.session is None is sensitivity.session
+    assert trial.ran and sensitivity.ran
+    assert trial.session is None and sensitivity.session is None  # released once they ran
 
     @contextmanager
     def separate(self: References) -> Iterator[None]:
