@@ -197,20 +197,20 @@ class Decisions(Candidates):
         finals, deltas, removed = [], [], {}
         one_shot = stats is self._stats and not factors_from_stats
         self._latest = {}
+        # Each key hashes its plan's mask: made once, for the factors and the loop alike.
+        keys = [self._pruned_key(config, plan) if one_shot else None for plan in plans]
         if one_shot:
             self.make_factors(
                 [
                     self.layers[plan.index]
-                    for plan in plans
-                    if (config.update or plan.scorer.adaptive_mask)
-                    and self._pruned_key(config, plan) not in self._pruned
+                    for plan, key in zip(plans, keys, strict=True)
+                    if (config.update or plan.scorer.adaptive_mask) and key not in self._pruned
                 ]
             )
-        for plan in plans:
+        for plan, key in zip(plans, keys, strict=True):
             layer = self.layers[plan.index]
             matrix = self.matrices()[plan.index]
             reconstructing = config.update or plan.scorer.adaptive_mask
-            key = self._pruned_key(config, plan) if one_shot else None
             if key is not None and key in self._pruned:
                 final, delta, problem = self._pruned[key]
             else:
