@@ -89,7 +89,11 @@ class _Builder:
     # One tap per (tensor, K, hessian, masked): a tensor read by several layers (Q/K/V).
     input_taps: dict[tuple[str, int, bool, bool], InputTap] = field(default_factory=dict)
     cross_taps: dict[tuple[str, int, bool], CrossTap] = field(default_factory=dict)
-    pad_folder: PadFolder | None = None  # the Pads' computed pads (``unpadded_input``)
+    # The Pads' computed pads (``unpadded_input``), folded on first use.
+    pad_folder: PadFolder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pad_folder = PadFolder(self.view)
 
     def ref_name(self, name: str) -> str:
         return name if name in self.graph_inputs else REFERENCE_PREFIX + name
@@ -195,8 +199,6 @@ def _conv_taps(
                 as_float = sink.op("Cast", gate.z, to=FLOAT)
                 z = grid_by_conv(sink, as_float, layer.shape[0], len(layer.shape) - 2, step)
             g2 = squared_gate(sink, dataclasses.replace(gate, z=z))
-        if builder.pad_folder is None:
-            builder.pad_folder = PadFolder(builder.view)
         source, padded = unpadded_input(builder.view, data, geometry, builder.pad_folder)
         graph_tap = conv_graph_tap(
             sink, source, g2, padded, layer.shape, hessian, builder.view.opset, step
