@@ -14,6 +14,7 @@ from calib_stats import layer_statistics
 from onnx import helper, numpy_helper
 from ort_run import intermediates
 
+from onnxprune.calibrate import conv_taps
 from onnxprune.calibrate.augment import build_plan
 from onnxprune.calibrate.conv_taps import MIN_CONV_POSITIONS, position_step
 from onnxprune.calibrate.geometry import ConvGeometry, conv_moments
@@ -245,3 +246,77 @@ def test_narrow_groups_are_gathered_on_the_fewest_positions() -> None:
     # Wider groups (grouped convs of 8 channels, 72 columns) keep the patch-value rule.
     grouped = dataclasses.replace(depthwise, group=12)
     assert position_step(positions, grouped, 8 * 9) == position_step(positions, dense, 96 * 9)
+
+
+GATHERED_CASES = [
+    pytest.param(4, 6, (3, 3), {"pads": [1, 1, 1, 1]}, (9, 9), id="dense-3x3"),
+    pytest.param(
+        4,
+        6,
+        (3, 3),
+        {"group": 2, "strides": [2, 2], "pads": [0, 1, 2, 0]},
+        (9, 11),
+        id="grouped-strided-asymmetric",
+    ),
+    pytest.param(4, 6, (3, 2), {"dilations": [2, 1], "pads": [2, 0, 2, 1]}, (10, 7), id="dilated"),
+    pytest.param(8, 6, (1, 1), {"strides": [2, 2]}, (9, 9), id="pointwise-strided"),
+    pytest.param(4, 6, (3, 3), {"pads": [1, 1, 1, 1]}, (64, 64), id="on-a-grid"),
+]
+
+
+@pytest.mark.parametrize(("cin", "cout", "kernel", "attrs", "size"), GATHERED_CASES)
+def test_gathered_patches_equal_the_one_hot_conv_to_the_bit(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cin: int,
+    cout: int,
+    kernel: tuple[int, int],
+    attrs: dict[str, object],
+    size: tuple[int, int],
+) -> None:
+    """A conv whose groups read several channels takes its patch values from one Gather on
+    the padded input instead of the one-hot patch Conv: the same values (exact copies) in the
+    same order, so every moment is bitwise the Conv path's, on every position or on a grid."""
+    rng = np.random.default_rng(17)
+    group = int(attrs.get("group", 1))  # type: ignore[call-overload]
+    weight = rng.normal(size=(cout, cin // group, *kernel)).astype(np.float32)
+    x = rng.normal(size=(5, cin, *size)).astype(np.float32)
+    model = builders.conv_relu(weight, size, **attrs)
+    gathered: list[str] = []
+    real = conv_taps._gathered_patches
+
+    def counted(*args: object, **kwargs: object) -> str:
+        gathered.append("called")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conv_taps, "_gathered_patches", counted)
+    got = layer_statistics(model, {"x": x}, tmp_path, 2, hessian=True)[1]["w"]
+    assert gathered
+    monkeypatch.setattr(conv_taps, "_gathers_patches", lambda *args: False)
+    want = layer_statistics(model, {"x": x}, tmp_path, 2, hessian=True, name="conv.npz")[1]["w"]
+    assert len(gathered) == 1
+    assert got.inputs.count == want.inputs.count
+    for name in ("x_sum", "x_sq_sum", "xtx"):
+        np.testing.assert_array_equal(getattr(got.inputs, name), getattr(want.inputs, name))
+    assert got.gated is not None and want.gated is not None
+    for name in ("g2_sum", "gx_sum", "gx_sq_sum"):
+        np.testing.assert_array_equal(getattr(got.gated, name), getattr(want.gated, name))
+
+
+def test_depthwise_and_input_sized_pads_keep_the_one_hot_conv() -> None:
+    """The Gather replaces the one-hot Conv where that Conv multiplies (groups of several
+    channels, or strides or pads on a 1x1 kernel); a depthwise conv keeps its one-hot Conv
+    (as fast there), as do SAME_* pads, opsets before Range, and coarse grids (blocked)."""
+
+    def gathers(weight: tuple[int, ...], step: int = 1, opset: int = 17, **attrs: object) -> bool:
+        node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+        geometry = ConvGeometry.from_node(node, weight)
+        return conv_taps._gathers_patches(geometry, weight, step, opset)
+
+    assert gathers((8, 4, 3, 3), pads=[1, 1, 1, 1])
+    assert gathers((8, 4, 1, 1), strides=[2, 2])
+    assert not gathers((8, 4, 1, 1))  # its own im2col
+    assert not gathers((8, 1, 3, 3), group=8, pads=[1, 1, 1, 1])
+    assert not gathers((8, 4, 3, 3), auto_pad="SAME_UPPER")
+    assert not gathers((8, 4, 3, 3), opset=10)
+    assert not gathers((8, 4, 3, 3), step=conv_taps.MIN_BLOCKED_GRID_STEP)

@@ -6,7 +6,8 @@ MatMul/Gemm: the layer input is viewed as ``x2d`` [rows, K] inside the graph and
 batch, the cost of the layer's own forward pass). A tensor read by several layers (Q/K/V) is
 reduced once (``taps``). With a sample mask, padded rows are gathered out before any sum or
 product, so padding costs nothing. Conv: the same sums per conv group, also inside the graph
-(``conv_taps``): a one-hot "patch" Conv turns the input into its im2col columns, then MatMuls
+(``conv_taps``): a Gather (or, depthwise, a one-hot "patch" Conv) turns the input into its
+im2col columns, then MatMuls
 and reductions over (batch, positions) return only [G, K, K]-sized tensors per batch, in
 float32; the runner folds them into float64. Only with a reference model (update_target
 "dense") are the raw conv input and ``g2`` exposed and folded with im2col in numpy (``ConvTap``).
