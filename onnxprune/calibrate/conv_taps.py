@@ -187,11 +187,11 @@ def _gathers_patches(
     one-hot Conv: for a conv whose groups read more than one channel, with a kernel wider
     than one position (or strides, or pads), on a grid finer than ``MIN_BLOCKED_GRID_STEP``.
     The one-hot Conv spends K = K' x Cg multiply-adds on every patch value it copies, the
-    Gather none: on a ResNet-18-like model (3x3 convs up to 512 channels, K up to 4608) the
-    calibration pass went 7.0-7.5 -> 2.2-2.7 s. A depthwise conv's one-hot Conv spends K'
-    (9 or 25) per value and was as fast as the Gather (EfficientNet-Lite0: 1.67-1.77 s
-    against 1.71-1.85 s), so it keeps it. Pads that depend on the input size (SAME_*) and
-    opsets before Range (11) keep the Conv too."""
+    Gather none: on a ResNet-18 (``benchmarks/build_resnet.py``: 3x3 convs up to 512
+    channels, K up to 4608; 32 images) the calibration phase went 7.3-8.0 -> 2.4-2.8 s. A
+    depthwise conv's one-hot Conv spends K' (9 or 25) per value and was as fast as the
+    Gather (EfficientNet-Lite0: 1.67-1.77 s against 1.71-1.85 s), so it keeps it. Pads that
+    depend on the input size (SAME_*) and opsets before Range (11) keep the Conv too."""
     pointwise = all(k == 1 for k in weight_shape[2:])
     moves = any(s != 1 for s in geo.strides) or any(geo.pads)
     return (
