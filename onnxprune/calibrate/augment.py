@@ -7,10 +7,10 @@ batch, the cost of the layer's own forward pass). A tensor read by several layer
 reduced once (``taps``). With a sample mask, padded rows are gathered out before any sum or
 product, so padding costs nothing. Conv: the same sums per conv group, also inside the graph
 (``conv_taps``): a Gather (or, depthwise, a one-hot "patch" Conv) turns the input into its
-im2col columns, then MatMuls
-and reductions over (batch, positions) return only [G, K, K]-sized tensors per batch, in
-float32; the runner folds them into float64. Only with a reference model (update_target
-"dense") are the raw conv input and ``g2`` exposed and folded with im2col in numpy (``ConvTap``).
+im2col columns, then MatMuls and reductions over (batch, positions) return only [G, K, K]-sized
+tensors per batch, in float32; the runner folds them into float64. Only with a reference model
+(update_target "dense") are the raw conv input and ``g2`` exposed and folded with im2col in numpy
+(``ConvTap``).
 
 With a ``reference`` model (the dense original, for ``update_target="dense"``), a renamed copy of
 it runs in the same graph on the same inputs, and each layer also gets the cross term
