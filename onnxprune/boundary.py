@@ -70,14 +70,14 @@ class BoundaryCache:
             # One sample where the inputs are batch-first (others, e.g. a scalar rate or a
             # state, as they are); a model that insists on its batch size runs the batch.
             one = {
-                name: value[:1] if value.ndim and len(value) == batch.count else value
+                name: value[:1] if value.ndim and len(value) == batch.rows else value
                 for name, value in batch.feed.items()
             }
             count = 1
             try:
                 values = run(self._exposing_session(), self.names, one, reference.dataset.name)
             except CalibrationDataError:
-                count = batch.count
+                count = batch.rows
                 values = run(
                     self._exposing_session(), self.names, batch.feed, reference.dataset.name
                 )

@@ -191,8 +191,9 @@ def run(
 
 
 def ort_message(err: BaseException) -> str:
-    """onnxruntime's error without its status prefix and C++ source locations, one line."""
-    text = first_line(err, limit=2000)
+    """onnxruntime's error without its status prefix and C++ source locations, one line: its
+    lines joined (a shape error gives the offending index on its second line)."""
+    text = " ".join(line.strip() for line in str(err).strip().splitlines()) or type(err).__name__
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
     # "Status Message: /onnxruntime_src/...:84 onnxruntime::F(args) cond was false. Why" -> Why
     text = re.sub(r"Status Message: \S*onnxruntime_src\S* .*? was false\. ", "", text)

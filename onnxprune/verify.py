@@ -201,7 +201,7 @@ class ReferenceRun:
         """How many output values (all outputs together) the original gives per sample, from
         the first selected batch (cached when it ran already)."""
         batch, outputs = next(self._reference_batches())
-        return sum(o.size for o in outputs) // max(batch.count, 1)
+        return sum(o.size for o in outputs) // max(batch.rows, 1)
 
     def prefetch(self) -> None:
         """Run the original on every selected sample now and release its session (the outputs
@@ -232,8 +232,9 @@ class ReferenceRun:
         accuracy = _AccuracyAccumulator()
         scoring = self.metric.start() if self.metric is not None else None
         samples = 0
-        for batch, expected in self._reference_batches():
-            got = outputs_of(batch)
+        for batch, outputs in self._reference_batches():
+            # A batch filled to a model's fixed batch size: only its samples' rows count.
+            expected, got = batch.samples_of(outputs), batch.samples_of(outputs_of(batch))
             for name, a, b in zip(self.names, expected, got, strict=True):
                 if np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_:
                     accumulators[name].add(a, b, batch.count)
@@ -241,7 +242,7 @@ class ReferenceRun:
                 scoring.add(
                     dict(zip(self.names, expected, strict=True)),
                     dict(zip(self.names, got, strict=True)),
-                    batch.feed,
+                    batch.sample_feed(),
                 )
             if batch.labels is not None:
                 accuracy.add(batch.labels, expected[0], got[0])

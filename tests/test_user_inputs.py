@@ -410,3 +410,52 @@ def test_logging_verbosity(cli: CliRunner, tmp_path: Path) -> None:
     result = cli(tmp_path, "--calib", calib, "--sparsity", "0.5", "-q", "-v")
     assert result.code == 0, result.err
     assert "using model.onnx" in result.err
+
+
+def test_a_model_whose_batch_axis_is_fixed_runs_whole_batches(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """A model exported with a fixed batch of 3 (for a static-shape runtime) is pruned: every
+    run feeds exactly 3 rows, a shorter batch filled by repeating its samples, whose outputs
+    are left out of the comparison, and calibration keeps whole batches. The report's mean
+    error on the 5 --eval samples is the one computed here on those samples alone (with the
+    repeated sample counted twice it would differ)."""
+    model = mlp_gemm()
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 3
+    path = save(model, tmp_path / "fixed.onnx")
+    rng = np.random.default_rng(2)
+    calib = write_npz(tmp_path / "c.npz", {"x": rng.standard_normal((20, 16)).astype(np.float32)})
+    samples = rng.standard_normal((5, 16)).astype(np.float32)
+    evaluation = write_npz(tmp_path / "e.npz", {"x": samples})
+    out = tmp_path / "o.onnx"
+    report = run_and_report(cli, path, calib, out, "--sparsity", "0.5", "--eval", evaluation)
+    assert report["calibration_samples"] == 18  # 20 cut to whole batches of 3
+    assert any("fixed at 3" in w for w in report["warnings"])
+    assert report["fidelity"]["samples"] == 5
+    filled = np.concatenate([samples, samples[3:4]])  # [0 1 2] [3 4 3]
+    original = np.concatenate([first_output(path, {"x": filled[i : i + 3]}) for i in (0, 3)])
+    pruned = np.concatenate([first_output(out, {"x": filled[i : i + 3]}) for i in (0, 3)])
+    want = np.abs(original[:5].astype(np.float64) - pruned[:5]).mean()
+    got = report["fidelity"]["outputs"][0]["mean_abs_error"]
+    assert got == pytest.approx(want, rel=1e-6)
+    # The one-sample probes run too: a calibration set smaller than a batch fills it.
+    one = write_npz(tmp_path / "one.npz", {"x": samples[:1]})
+    small = run_and_report(cli, path, one, tmp_path / "p.onnx", "--sparsity", "0.5")
+    assert any("count twice" in w for w in small["warnings"])
+
+
+def test_onnxruntime_errors_keep_their_later_lines() -> None:
+    """onnxruntime puts the index of a wrong dimension on the line after its first: the
+    one-line message keeps it."""
+    from onnxprune.session import ort_message
+
+    err = RuntimeError(
+        "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x for "
+        "the following indices\n index: 0 Got: 1 Expected: 2\n Please fix either the "
+        "inputs/outputs or the model."
+    )
+    message = ort_message(err)
+    assert "\n" not in message
+    assert message.startswith("Got invalid dimensions for input: x")
+    assert "index: 0 Got: 1 Expected: 2" in message

@@ -65,4 +65,24 @@ class Chunk:
 class Batch:
     feed: dict[str, np.ndarray]
     labels: np.ndarray | None
-    count: int
+    count: int  # the samples it holds
+    # Rows after them that repeat them, filling a batch to the size a model's fixed batch axis
+    # demands (``CalibrationSet.batches``); outputs on those rows are not the samples'.
+    padded: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows of the feed's batch-first inputs: ``count`` plus the padding."""
+        return self.count + self.padded
+
+    def samples_of(self, values: list[np.ndarray]) -> list[np.ndarray]:
+        """``values`` (a run's outputs on ``feed``) without the padding rows: each batch-first
+        value cut to ``count`` rows (others, such as a scalar, as they are)."""
+        if not self.padded:
+            return values
+        return [v[: self.count] if v.ndim and v.shape[0] == self.rows else v for v in values]
+
+    def sample_feed(self) -> dict[str, np.ndarray]:
+        """``feed`` without the padding rows."""
+        names = list(self.feed)
+        return dict(zip(names, self.samples_of([self.feed[n] for n in names]), strict=True))

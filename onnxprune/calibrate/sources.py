@@ -80,11 +80,23 @@ class CalibrationSet:
         """Yield feeds for the samples where ``selected`` (bool, [total]) is True, in order.
 
         Consecutive batched chunks with equal per-sample shapes are merged up to ``batch_size``
-        rows; stacked feeds run one by one. Only one chunk is in memory at a time.
+        rows; stacked feeds run one by one. Only one chunk is in memory at a time. A model whose
+        batch axis is fixed runs batches of exactly that size: a shorter one is filled by
+        repeating its own rows (``Batch.padded``; ``Batch.samples_of`` drops their outputs).
         """
-        fixed_batch = [s.shape[0] for s in self.specs if s.shape and isinstance(s.shape[0], int)]
-        if fixed_batch:
-            batch_size = min(int(v) for v in fixed_batch if isinstance(v, int))
+        fixed = self.fixed_batch
+        if fixed is not None:
+            batch_size = fixed
+        yield from self._batches(selected, batch_size, fixed or 0)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's inputs fix (the smallest, if they disagree), or None
+        when their batch axis is free."""
+        fixed = [s.shape[0] for s in self.specs if s.shape and isinstance(s.shape[0], int)]
+        return min(int(v) for v in fixed if isinstance(v, int)) if fixed else None
+
+    def _batches(self, selected: np.ndarray, batch_size: int, fill: int) -> Iterator[Batch]:
         pending: list[tuple[dict[str, np.ndarray], np.ndarray | None]] = []
         pending_rows = 0
         pending_key: tuple[object, ...] | None = None
@@ -98,7 +110,7 @@ class CalibrationSet:
             labels = arrays.pop(LABELS_KEY, None)
             if chunk.stacked:
                 if pending:
-                    yield _concat(pending)
+                    yield _filled(_concat(pending), fill)
                     pending, pending_rows, pending_key = [], 0, None
                 for row in rows:
                     # np.asarray: a rank-0 input (a sample rate, a flag) indexes to a scalar.
@@ -112,7 +124,7 @@ class CalibrationSet:
                 if pending_key is not None and (
                     key != pending_key or pending_rows + part.size > batch_size
                 ):
-                    yield _concat(pending)
+                    yield _filled(_concat(pending), fill)
                     pending, pending_rows = [], 0
                 # Consecutive rows as a view (of a memory-mapped file: no copy); others copied.
                 index = _as_slice(part)
@@ -122,7 +134,7 @@ class CalibrationSet:
                 pending_rows += part.size
                 pending_key = key
         if pending:
-            yield _concat(pending)
+            yield _filled(_concat(pending), fill)
 
 
 def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
@@ -142,6 +154,19 @@ def _concat(parts: list[tuple[dict[str, np.ndarray], np.ndarray | None]]) -> Bat
         )
     count = next(iter(feed.values())).shape[0] if feed else 0
     return Batch(feed, labels, count)
+
+
+def _filled(batch: Batch, size: int) -> Batch:
+    """``batch`` (batch-first inputs) filled to ``size`` rows by repeating its rows in order;
+    as it is when it has that many (or ``size`` is 0)."""
+    if batch.count >= size or batch.count == 0:
+        return batch
+    repeat = np.arange(size) % batch.count
+    feed = {
+        name: value[repeat] if value.ndim and value.shape[0] == batch.count else value
+        for name, value in batch.feed.items()
+    }
+    return Batch(feed, batch.labels, batch.count, padded=size - batch.count)
 
 
 def _check_finite(feed: dict[str, np.ndarray], source: str, first_row: int) -> None:

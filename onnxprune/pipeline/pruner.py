@@ -43,6 +43,25 @@ from .setup import (
 log = logging.getLogger(__name__)
 
 
+def _fixed_batch_notes(fixed_batch: int | None, calibration_samples: int) -> list[str]:
+    """What a model whose batch axis is fixed at B > 1 changes about the run: batches are
+    filled to B by repeating samples (their outputs are left out of every comparison), and
+    the calibration set is cut to whole batches (``setup.whole_batches``), or, when it holds
+    fewer than B samples, its batch repeats some of them in the statistics."""
+    if fixed_batch is None or fixed_batch <= 1:
+        return []
+    note = (
+        f"the model's batch axis is fixed at {fixed_batch}: a shorter batch is filled by "
+        "repeating its samples (left out of every comparison)"
+    )
+    if calibration_samples < fixed_batch:
+        return [
+            f"{note}; only {calibration_samples} calibration sample(s) fill its one batch, "
+            "so some count twice in the statistics"
+        ]
+    return [f"{note}; calibrating on {calibration_samples} samples, whole batches"]
+
+
 class Pruner(Streamed):
     """Big-model mode (``big``; by default when the model and its data exceed
     ``io.BIG_MODEL_BYTES``): the model is loaded without its external data, which is hard-linked
@@ -117,6 +136,7 @@ class Pruner(Streamed):
         no_hold_out = self.evaluation is not None if hold_out is None else not hold_out
         self.calib_mask, self.holdout_mask = split_samples(self.calibration, no_hold_out, config)
         self.hold_out = not no_hold_out
+        self.notes = _fixed_batch_notes(self.calibration.fixed_batch, int(self.calib_mask.sum()))
         self.sample_mask = choose_sample_mask(specs, config.sample_mask)
         # What every comparison scores and every decision optimises (``onnxprune.metric``).
         self.metric = Metric(config.metric, config.metric_outputs, self.sample_mask)

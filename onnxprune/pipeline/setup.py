@@ -83,13 +83,24 @@ def choose_sample_mask(specs: list[InputSpec], requested: str | None) -> str | N
     return None
 
 
+def whole_batches(samples: int, fixed_batch: int | None) -> int:
+    """How many of ``samples`` calibration samples to use: all of them, or for a model whose
+    batch axis is fixed at B > 1, the most that fill whole batches (at least one batch, filled
+    by repeating samples when fewer are given: ``CalibrationSet.batches``). A filled batch
+    would count its repeated samples twice in the statistics."""
+    if fixed_batch is None or fixed_batch <= 1 or samples < fixed_batch:
+        return samples
+    return samples - samples % fixed_batch
+
+
 def split_samples(
     calibration: CalibrationSet, has_eval: bool, config: PruneConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """(calibration mask, verification mask) over the calibration set's samples.
 
     Without --eval, a seeded random share is held out (at most MAX_HOLDOUT samples); with too
-    few samples to spare (<10), verification reuses the calibration samples.
+    few samples to spare (<10), verification reuses the calibration samples. A model whose
+    batch axis is fixed at B > 1 calibrates on a multiple of B samples (``whole_batches``).
     """
     total = calibration.total
     order = np.random.default_rng(config.seed).permutation(total)
@@ -99,6 +110,7 @@ def split_samples(
     rest = order[holdout:]
     if config.num_samples is not None:
         rest = rest[: config.num_samples]
+    rest = rest[: whole_batches(rest.size, calibration.fixed_batch)]
     calib_mask = np.zeros(total, dtype=bool)
     calib_mask[rest] = True
     if has_eval:

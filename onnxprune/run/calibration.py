@@ -71,7 +71,7 @@ def load(
         stack.callback(pruner.close)  # the big-model work directory, if any
         refuse_non_finite_weights(pruner)
     report = new_report(pruner, request)
-    report.warnings += request.notes + pruner.branches.notes
+    report.warnings += request.notes + pruner.branches.notes + pruner.notes
     report.arguments.update(request.settings.deploy.arguments())
     if gates.max_accuracy_drop is not None and not (
         pruner.evaluation is not None and pruner.evaluation.has_labels
