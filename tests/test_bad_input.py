@@ -188,7 +188,7 @@ def test_calibration_nan(cli: CliRunner, setup: Setup) -> None:
     x = setup.x.copy()
     x[5, 3] = np.nan
     result = run(cli, setup, setup.model, setup.npz("nan", x=x), "--sparsity", 0.5)
-    assert_clean_failure(result, EXIT_BAD_INPUT, "nan", "'x'", out_dir=setup.out_dir)
+    assert_clean_failure(result, EXIT_BAD_INPUT, "nan", "'x'", "sample 5", out_dir=setup.out_dir)
 
 
 def test_calibration_nan_in_held_out_sample(cli: CliRunner, setup: Setup) -> None:
@@ -198,7 +198,7 @@ def test_calibration_nan_in_held_out_sample(cli: CliRunner, setup: Setup) -> Non
     x = setup.x.copy()
     x[held_out, 0] = np.nan
     result = run(cli, setup, setup.model, setup.npz("late_nan", x=x), "--sparsity", 0.5)
-    assert_clean_failure(result, EXIT_BAD_INPUT, "nan", out_dir=setup.out_dir)
+    assert_clean_failure(result, EXIT_BAD_INPUT, "nan", f"sample {held_out}", out_dir=setup.out_dir)
 
 
 def test_calibration_inf(cli: CliRunner, setup: Setup) -> None:

@@ -115,7 +115,7 @@ class CalibrationSet:
                 for row in rows:
                     # np.asarray: a rank-0 input (a sample rate, a flag) indexes to a scalar.
                     feed = {name: np.asarray(arrays[name][row]) for name in arrays}
-                    _check_finite(feed, chunk.source, int(row))
+                    _check_finite(feed, chunk.source, np.array([row]), batched=False)
                     yield Batch(feed, None if labels is None else labels[row : row + 1], 1)
                 continue
             key = tuple((n, a.shape[1:]) for n, a in sorted(arrays.items()))
@@ -129,7 +129,7 @@ class CalibrationSet:
                 # Consecutive rows as a view (of a memory-mapped file: no copy); others copied.
                 index = _as_slice(part)
                 feed = {name: np.asarray(a[index]) for name, a in arrays.items()}
-                _check_finite(feed, chunk.source, int(part[0]))
+                _check_finite(feed, chunk.source, part, batched=True)
                 pending.append((feed, None if labels is None else np.asarray(labels[index])))
                 pending_rows += part.size
                 pending_key = key
@@ -169,12 +169,20 @@ def _filled(batch: Batch, size: int) -> Batch:
     return Batch(feed, batch.labels, batch.count, padded=size - batch.count)
 
 
-def _check_finite(feed: dict[str, np.ndarray], source: str, first_row: int) -> None:
+def _check_finite(
+    feed: dict[str, np.ndarray], source: str, rows: np.ndarray, batched: bool
+) -> None:
+    """Refuse NaN or inf in a float input, naming the first sample that holds one: ``rows``
+    numbers ``feed``'s samples within ``source`` (along axis 0 when ``batched``, else the one
+    stacked sample ``rows[0]``)."""
     for name, array in feed.items():
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise CalibrationDataError(
-                f"{source}: input {name!r} contains NaN or inf (in samples from {first_row})"
-            )
+            row = int(rows[0])
+            if batched and array.ndim:
+                finite = np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+                row = int(rows[int(np.argmin(finite))])
+            value = "NaN" if np.isnan(array).any() else "inf"
+            raise CalibrationDataError(f"{source}: input {name!r} contains {value} (sample {row})")
 
 
 # ---------------------------------------------------------------------------------------------
