@@ -388,6 +388,21 @@ def test_unreachable_sparsity_warns_on_stderr_even_with_quiet(
         assert result.out == ""
 
 
+def test_an_unreachable_search_level_is_not_called_a_request(
+    cli: CliRunner, tmp_path: Path, mlp: tuple[Path, Path]
+) -> None:
+    """With --sparsity auto the level a warning compares against is the one the search chose:
+    the user asked for none."""
+    model, calib = mlp
+    result = cli(
+        model, "--calib", calib, "--sparsity", "auto", "--min-cosine", 0.0,
+        "--min-row-weights", 100000, "-o", tmp_path / "p.onnx", "-q",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "is below the search's level" in result.err
+    assert "requested" not in result.err
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. Property: no output path drawn from the files the run reads (or their aliases) is written
 

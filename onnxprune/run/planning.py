@@ -25,6 +25,8 @@ class Plan:
     candidate: Candidate
     fidelity: Fidelity | None
     config: PruneConfig
+    # --sparsity auto: the config's sparsity is the level the search chose, not a request.
+    searched: bool = False
 
 
 def plan(
@@ -50,7 +52,7 @@ def plan(
     if calibrated.original is not pruner:
         calibrated.original.release_judging()
     _count_work(calibrated, config, report, timer)
-    return Plan(candidate, fidelity, config)
+    return Plan(candidate, fidelity, config, searched=settings.search)
 
 
 def _count_work(calibrated: Calibrated, config: PruneConfig, report: Report, timer: Timer) -> None:

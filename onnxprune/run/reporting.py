@@ -71,8 +71,9 @@ def describe_plan(report: Report, plan: Plan, calibrated: Calibrated) -> None:
     elif report.group == "auto":  # big-model mode: no trials
         report.group = f"auto -> {candidate.group}"
     if report.achieved_sparsity < config.target_sparsity - 0.005:
+        target = "the search's level" if plan.searched else "the requested"
         report.warnings.append(
-            f"achieved sparsity {report.achieved_sparsity:.4f} is below the requested "
+            f"achieved sparsity {report.achieved_sparsity:.4f} is below {target} "
             f"{config.target_sparsity:.4f}: the layers' rows are too short to give more under "
             f"--min-row-weights {config.min_row_weights}"
             + (
