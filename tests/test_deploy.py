@@ -470,3 +470,28 @@ def test_quant_range_bounds_the_int8_weights(
     result = cli(path, "--calib", calib, "-o", tmp_path / "x.onnx", "--sparsity", "0.5",
                  "--quant-range", "full")  # fmt: skip
     assert result.code == 2 and "--quant-range needs --quantize" in result.err
+
+
+def test_the_quantizers_log_warnings_become_one_note(capsys: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime's quantizer warns through ``logging`` (its own loggers, or the root one via
+    ``logging.warning``): inside the quantization those warnings are not printed but end as
+    one report note; onnxprune's own records are left to its handler, and the root logger's
+    handlers are restored."""
+    import logging
+
+    from onnxprune.deploy.quantize import _quantizer_warnings
+
+    root = logging.getLogger()
+    before = root.handlers[:]
+    notes: list[str] = []
+    with _quantizer_warnings(notes):
+        logging.warning("Axis 1 is out-of-range for weight 'ln.weight' with rank 1")
+        logging.getLogger("onnxruntime.quantization.base").warning("another")
+        logging.getLogger("onnxprune.deploy").warning("ours")
+        logging.getLogger("onnxruntime.quantization.base").info("not a warning")
+    assert notes == [
+        "onnxruntime's quantizer warned: Axis 1 is out-of-range for weight 'ln.weight' with "
+        "rank 1 (and 1 more warnings)"
+    ]
+    assert root.handlers == before
+    assert "out-of-range" not in capsys.readouterr().err

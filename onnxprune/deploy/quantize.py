@@ -24,6 +24,42 @@ log = logging.getLogger(__package__)
 # every sample in memory until the end of the pass (ECOSYSTEM.md): they see at most this many.
 HISTOGRAM_MAX_SAMPLES = 128
 
+# onnxruntime's logger severities: 2 warning (its default), 3 error.
+_ORT_WARNINGS, _ORT_ERRORS = 2, 3
+
+
+@contextlib.contextmanager
+def _quantizer_warnings(notes: list[str]) -> Iterator[None]:
+    """onnxruntime's quantizer warns through ``logging`` on its own loggers or the root one
+    (``logging.warning``, which also gives the root logger a printing handler when it has
+    none): within the block, those warnings are kept out of stderr and end as one note, the
+    first with how many more there were (per-channel quantization reaching a LayerNorm weight
+    warned 5 times on a ViT). onnxprune's own records pass as before. The sessions the
+    quantizer builds log through onnxruntime's default logger: held to errors meanwhile (its
+    warnings are about the quantizer's own graph rewrites, such as initializers it left
+    unused), then back at onnxruntime's default level, warnings."""
+    import onnxruntime as ort
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if not record.name.startswith("onnxprune"):
+                records.append(record.getMessage())
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [Collect(logging.WARNING)]
+    ort.set_default_logger_severity(_ORT_ERRORS)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(_ORT_WARNINGS)
+        root.handlers = saved
+        if records:
+            more = f" (and {len(records) - 1} more warnings)" if len(records) > 1 else ""
+            notes.append(f"onnxruntime's quantizer warned: {records[0]}{more}")
+
 
 class _StreamingReader:
     """onnxruntime's ``CalibrationDataReader`` protocol over the run's calibration samples:
@@ -78,7 +114,10 @@ def quantize_int8(
     class Reader(_StreamingReader, CalibrationDataReader):
         pass
 
-    with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp,
+        _quantizer_warnings(notes),
+    ):
         prepared = _pre_process(source, Path(tmp) / "prepared.onnx", notes)
         method = {
             "minmax": CalibrationMethod.MinMax,
@@ -146,7 +185,10 @@ def quantize_int8_dynamic(
     from onnxruntime.quantization.registry import IntegerOpsRegistry
 
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp,
+        _quantizer_warnings(notes),
+    ):
         prepared = _pre_process(source, Path(tmp) / "prepared.onnx", notes)
         try:
             quantize_dynamic(
