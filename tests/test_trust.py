@@ -650,3 +650,24 @@ def test_signal_between_two_moves_of_publish_removes_what_was_moved(
     with pytest.raises(Terminated):
         publish(staging / "m.onnx", out / "m.onnx", extras)
     assert _files(out) == []
+
+
+def test_a_tiny_calibration_set_is_warned_about(cli: CliRunner, tmp_path: Path) -> None:
+    """Fewer than 10 calibration samples: a warning says the statistics are unreliable and,
+    without --eval, that the fidelity check reuses those samples (a set of fewer than 10
+    holds none out); 10 or more: no warning."""
+    model = builders.mlp_gemm()
+    path = builders.save(model, tmp_path / "mlp.onnx")
+    few = builders.write_npz(tmp_path / "few.npz", builders.random_inputs(model, 5, seed=1))
+    enough = builders.write_npz(tmp_path / "ten.npz", builders.random_inputs(model, 10, seed=1))
+    result = cli(path, "--calib", few, "--sparsity", 0.5, "-o", tmp_path / "a.onnx", "-q")
+    assert result.code == 0, result.err
+    assert "only 5 calibration sample(s)" in result.err and "reuses them" in result.err
+    result = cli(
+        path, "--calib", few, "--eval", enough, "--sparsity", 0.5, "-o", tmp_path / "b.onnx", "-q"
+    )
+    assert result.code == 0, result.err
+    assert "only 5 calibration sample(s)" in result.err and "reuses" not in result.err
+    twelve = builders.write_npz(tmp_path / "12.npz", builders.random_inputs(model, 12, seed=1))
+    result = cli(path, "--calib", twelve, "--sparsity", 0.5, "-o", tmp_path / "c.onnx", "-q")
+    assert result.code == 0 and "calibration sample" not in result.err  # 11 (1 held out)

@@ -37,6 +37,8 @@ from ..verify import ReferenceRun
 
 # Held-out verification never needs more than this many samples.
 MAX_HOLDOUT = 256
+# A calibration set smaller than this holds nothing out: the fidelity check reuses it.
+MIN_HOLDOUT_TOTAL = 10
 # --group auto: the selections it tries, and how many calibration samples judge them.
 AUTO_GROUPS = ("row", "global")
 AUTO_SAMPLES = 64

@@ -22,6 +22,7 @@ from ..errors import UsageError
 from ..session import save_for_session
 from .base import (
     MAX_HOLDOUT,
+    MIN_HOLDOUT_TOTAL,
 )
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,14 @@ def split_samples(
     """(calibration mask, verification mask) over the calibration set's samples.
 
     Without --eval, a seeded random share is held out (at most MAX_HOLDOUT samples); with too
-    few samples to spare (<10), verification reuses the calibration samples. A model whose
-    batch axis is fixed at B > 1 calibrates on a multiple of B samples (``whole_batches``).
+    few samples to spare (< MIN_HOLDOUT_TOTAL), verification reuses the calibration samples.
+    A model whose batch axis is fixed at B > 1 calibrates on a multiple of B samples
+    (``whole_batches``).
     """
     total = calibration.total
     order = np.random.default_rng(config.seed).permutation(total)
     holdout = 0
-    if not has_eval and total >= 10:
+    if not has_eval and total >= MIN_HOLDOUT_TOTAL:
         holdout = min(MAX_HOLDOUT, max(1, math.ceil(config.holdout_fraction * total)))
     rest = order[holdout:]
     if config.num_samples is not None:

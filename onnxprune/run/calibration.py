@@ -20,6 +20,7 @@ from ..progress import Progress
 from ..report import Report
 from ..session import save_for_session
 from .guards import (
+    few_samples,
     idle_thorough,
     refuse_in_big_model_mode,
     refuse_non_finite_weights,
@@ -79,6 +80,7 @@ def load(
         raise UsageError("--max-accuracy-drop needs --eval data with a 'labels' array")
     # Warnings go into the report; the CLI prints them all on stderr.
     report.warnings += unmatched_patterns(config, pruner.proto) + idle_thorough(config, pruner)
+    report.warnings += few_samples(pruner)
     return Loaded(pruner, report, display)
 
 

@@ -14,6 +14,7 @@ from ..config import SENSITIVITY_ALLOCATIONS, PruneConfig
 from ..errors import ModelError, UsageError
 from ..io import BIG_MODEL_BYTES
 from ..pipeline import Pruner
+from ..pipeline.base import MIN_HOLDOUT_TOTAL
 
 
 def refuse_non_finite_weights(pruner: Pruner) -> None:
@@ -83,4 +84,21 @@ def idle_thorough(config: PruneConfig, pruner: Pruner) -> list[str]:
     return [
         "--thorough changes nothing here: it adds --group auto's variant trials and lifts "
         "--allocation sensitivity's judging budget, and this run uses neither"
+    ]
+
+
+def few_samples(pruner: Pruner) -> list[str]:
+    """A warning when the calibration set is too small to trust (fewer than
+    MIN_HOLDOUT_TOTAL samples, where none can be held out): its statistics come from a few
+    samples, and without --eval the fidelity check runs on those same samples."""
+    samples = int(pruner.calib_mask.sum())
+    if samples >= MIN_HOLDOUT_TOTAL:
+        return []
+    reused = pruner.evaluation is None and bool(
+        np.array_equal(pruner.holdout_mask, pruner.calib_mask)
+    )
+    return [
+        f"only {samples} calibration sample(s): statistics from so few are unreliable "
+        "(about 256 are recommended; README, Calibration data)"
+        + ("; the fidelity check reuses them, so it is optimistic" if reused else "")
     ]
