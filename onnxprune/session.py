@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,21 @@ _INLINE_LIMIT = 1_800_000_000
 # onnxruntime's own logger writes to the process's stderr (not through Python); errors reach
 # the user through our one-line messages instead, so only fatal ones may print.
 _ORT_LOG_FATAL_ONLY = 4
+# onnxruntime's default logger's severities: warning (its default) and error.
+_ORT_LOG_WARNING, _ORT_LOG_ERROR = 2, 3
+
+
+@contextlib.contextmanager
+def tool_sessions_quiet() -> Iterator[None]:
+    """Within the block, sessions that onnxruntime's own tools build (the quantizer, the
+    .ort converter: their options are not ours to set) log only errors through onnxruntime's
+    default logger; its warnings there are about the tools' own graph rewrites (an
+    initializer they left unused). Then back at onnxruntime's default, warnings."""
+    ort.set_default_logger_severity(_ORT_LOG_ERROR)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(_ORT_LOG_WARNING)
 
 
 def save_for_session(model: onnx.ModelProto, path: Path) -> Path:

@@ -252,13 +252,17 @@ def test_impossible_combinations_are_refused_in_one_line(cli: CliRunner, tmp_pat
     for args, message in cases:
         result = cli(path, "--calib", calib, "-o", out, "--sparsity", "0.5", *args)
         assert_refused(result, message, out)
-    # External data: sparse initializers must stay inside the protobuf.
+    # External data, in big-model mode: sparse initializers must stay inside the protobuf.
     external = tmp_path / "ext" / "model.onnx"
     external.parent.mkdir()
     onnx.save_model(
         model, str(external), save_as_external_data=True, location="model.data", size_threshold=0
     )
-    result = cli(external, "--calib", calib, "-o", out, "--sparsity", "0.5", "--storage", "sparse")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("onnxprune.io.BIG_MODEL_BYTES", 0)
+        result = cli(
+            external, "--calib", calib, "-o", out, "--sparsity", "0.5", "--storage", "sparse"
+        )
     assert_refused(result, "--storage sparse cannot be combined with external data", out)
     # An already quantized model is not quantized again.
     qdq = builders.qdq_mlp()
@@ -433,7 +437,11 @@ def test_ort_format_default_name_and_refusals(cli: CliRunner, tmp_path: Path) ->
         model, str(external), save_as_external_data=True, location="model.data", size_threshold=0
     )
     ort_out = out.with_suffix(".ort")
-    result = cli(external, "--calib", calib, "-o", ort_out, "--sparsity", "0.5", "--format", "ort")
+    with pytest.MonkeyPatch.context() as patch:  # big-model mode
+        patch.setattr("onnxprune.io.BIG_MODEL_BYTES", 0)
+        result = cli(
+            external, "--calib", calib, "-o", ort_out, "--sparsity", "0.5", "--format", "ort"
+        )
     assert result.code == 2 and "--format ort cannot hold external data" in result.err
     assert len(result.err.strip().splitlines()) == 1
     result = cli(path, "--calib", calib, "-o", ort_out, "--sparsity", "0.5", "--format", "tflite")
@@ -495,3 +503,36 @@ def test_the_quantizers_log_warnings_become_one_note(capsys: pytest.CaptureFixtu
     ]
     assert root.handlers == before
     assert "out-of-range" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "name"), [(("--storage", "sparse"), "o.onnx"), (("--format", "ort"), "o.ort")]
+)
+def test_a_small_model_with_external_data_is_written_in_one_file(
+    cli: CliRunner, tmp_path: Path, args: tuple[str, ...], name: str
+) -> None:
+    """A model under the big-model size whose weights sit in an external file (torch's dynamo
+    exporter writes even tiny ones that way) can be stored sparse or as .ort: the output is
+    one file, with a warning, and gives the outputs of the same pruning written with
+    external data."""
+    model = builders.mlp_gemm()
+    path, calib = _prepare(tmp_path, model)
+    external = tmp_path / "ext" / "model.onnx"
+    external.parent.mkdir()
+    onnx.save_model(
+        model, str(external), save_as_external_data=True, location="model.data", size_threshold=0
+    )
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / name
+    result = cli(external, "--calib", calib, "-o", out, "--sparsity", "0.5", *FAST, *args, "-q")
+    assert result.code == 0, result.err
+    assert "written inside the output file" in result.err
+    assert sorted(p.name for p in out_dir.iterdir()) == [name, f"{name}.recipe.json"]
+    plain = tmp_path / "plain.onnx"
+    result = cli(path, "--calib", calib, "-o", plain, "--sparsity", "0.5", *FAST, "-q")
+    assert result.code == 0, result.err
+    x = np.load(calib)["x"][:8]
+    np.testing.assert_allclose(
+        run_model(out, {"x": x})[0], run_model(plain, {"x": x})[0], rtol=1e-5, atol=1e-6
+    )

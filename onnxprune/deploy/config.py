@@ -109,6 +109,12 @@ class DeployConfig:
     def active(self) -> bool:
         return self.changes_weights or self.storage != "dense" or self.output_format != "onnx"
 
+    @property
+    def one_file(self) -> bool:
+        """Whether the artifact must hold its tensors in one file: sparse initializers stay
+        inside the protobuf, and a .ort file is one flatbuffer."""
+        return self.storage == "sparse" or self.output_format == "ort"
+
     def arguments(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
@@ -138,7 +144,7 @@ class ArtifactStage:
 
 
 def refuse_impossible(
-    deploy: DeployConfig, model: onnx.ModelProto, external_data: bool, big: bool, output: Path
+    deploy: DeployConfig, model: onnx.ModelProto, big: bool, output: Path
 ) -> None:
     """Combinations that cannot work, refused in one line before anything runs."""
     if deploy.quantize != "none":
@@ -152,8 +158,10 @@ def refuse_impossible(
             )
     if deploy.embedding_sparsity > 0 and big:
         raise UsageError("--embedding-sparsity is not supported on models over 1.5 GB yet")
+    # A model under the big-model size with external data (as torch's dynamo exporter writes
+    # even tiny ones) is written inline for these two (``DeployConfig.one_file``).
     if deploy.output_format == "ort":
-        if big or external_data:
+        if big:
             raise UsageError(
                 "--format ort cannot hold external data (the .ort file is one flatbuffer under "
                 "2 GB); use --format onnx"
@@ -169,7 +177,7 @@ def refuse_impossible(
                 "onnxruntime build does not ship"
             )
     if deploy.storage == "sparse":
-        if big or external_data:
+        if big:
             raise UsageError(
                 "--storage sparse cannot be combined with external data: sparse initializers "
                 "must stay inside the 2 GB protobuf (use --storage dense)"

@@ -14,6 +14,7 @@ import numpy as np
 from ..calibrate.sources import CalibrationSet
 from ..errors import ModelError
 from ..io import first_line as _first_line
+from ..session import tool_sessions_quiet
 from .config import DeployConfig
 
 # One logger for the whole artifact stage, named as before the split.
@@ -24,9 +25,6 @@ log = logging.getLogger(__package__)
 # every sample in memory until the end of the pass (ECOSYSTEM.md): they see at most this many.
 HISTOGRAM_MAX_SAMPLES = 128
 
-# onnxruntime's logger severities: 2 warning (its default), 3 error.
-_ORT_WARNINGS, _ORT_ERRORS = 2, 3
-
 
 @contextlib.contextmanager
 def _quantizer_warnings(notes: list[str]) -> Iterator[None]:
@@ -35,11 +33,7 @@ def _quantizer_warnings(notes: list[str]) -> Iterator[None]:
     none): within the block, those warnings are kept out of stderr and end as one note, the
     first with how many more there were (per-channel quantization reaching a LayerNorm weight
     warned 5 times on a ViT). onnxprune's own records pass as before. The sessions the
-    quantizer builds log through onnxruntime's default logger: held to errors meanwhile (its
-    warnings are about the quantizer's own graph rewrites, such as initializers it left
-    unused), then back at onnxruntime's default level, warnings."""
-    import onnxruntime as ort
-
+    quantizer builds log only errors meanwhile (``tool_sessions_quiet``)."""
     records: list[str] = []
 
     class Collect(logging.Handler):
@@ -50,11 +44,10 @@ def _quantizer_warnings(notes: list[str]) -> Iterator[None]:
     root = logging.getLogger()
     saved = root.handlers[:]
     root.handlers = [Collect(logging.WARNING)]
-    ort.set_default_logger_severity(_ORT_ERRORS)
     try:
-        yield
+        with tool_sessions_quiet():
+            yield
     finally:
-        ort.set_default_logger_severity(_ORT_WARNINGS)
         root.handlers = saved
         if records:
             more = f" (and {len(records) - 1} more warnings)" if len(records) > 1 else ""

@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelError
 from ..io import first_line as _first_line
+from ..session import tool_sessions_quiet
 
 # One logger for the whole artifact stage, named as before the split.
 log = logging.getLogger(__package__)
@@ -84,7 +85,11 @@ def convert_to_ort(source: Path, destination: Path) -> None:
             converter_log.setLevel(logging.WARNING)
             # The converter reads the .ort file back without closing it (a ResourceWarning when
             # the file object is collected): that is onnxruntime's, not the user's concern.
-            with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            with (
+                contextlib.redirect_stdout(chatter),
+                warnings.catch_warnings(),
+                tool_sessions_quiet(),
+            ):
                 warnings.simplefilter("ignore", ResourceWarning)
                 convert_onnx_models_to_ort(model, Path(tmp) / "out", [OptimizationStyle.Fixed])
         except Exception as err:  # the converter raises whatever onnxruntime raised

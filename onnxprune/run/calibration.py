@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..deploy import refuse_impossible
 from ..errors import UsageError
-from ..io import external_data_files, gzip_size_later
+from ..io import gzip_size_later
 from ..pipeline import Candidate, Pruner
 from ..progress import Progress
 from ..report import Report
@@ -92,11 +92,7 @@ def calibrate(
     if pruner.base_dir is not None:
         refuse_in_big_model_mode(request.config)
     refuse_impossible(
-        request.settings.deploy,
-        pruner.proto,
-        bool(external_data_files(request.model_path)),
-        pruner.base_dir is not None,
-        request.output_path,
+        request.settings.deploy, pruner.proto, pruner.base_dir is not None, request.output_path
     )
     builder, shrunk_only = pruner, None
     if request.config.structured:

@@ -62,6 +62,12 @@ def write(
             write_model_streamed(plan.candidate.model, staged, pruner.base_dir)
         else:
             external = bool(external_data_files(request.model_path))
+            if external and deploy.one_file:
+                external = False
+                report.warnings.append(
+                    "the input's external data is written inside the output file "
+                    "(--storage sparse and --format ort need one file)"
+                )
             write_model(plan.candidate.model, staged, external_data=external)
         _full_check(staged)
     if not deploy.active:
