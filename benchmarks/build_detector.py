@@ -53,20 +53,28 @@ def _stage_plan(blocks: int) -> list[tuple[int, int, int]]:
     return plan
 
 
+class GraphParts:
+    """The nodes and float32 initializers of a generated graph, with numbered names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def fresh(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def const(self, value: np.ndarray, stem: str) -> str:
+        name = self.fresh(stem)
+        self.inits.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+
 def build_model(blocks: int = 20, size: int = 640, seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-    counter = [0]
-
-    def fresh(stem: str) -> str:
-        counter[0] += 1
-        return f"{stem}_{counter[0]}"
-
-    def const(value: np.ndarray, stem: str) -> str:
-        name = fresh(stem)
-        inits.append(numpy_helper.from_array(value.astype(np.float32), name))
-        return name
+    parts = GraphParts()
+    nodes, inits, fresh, const = parts.nodes, parts.inits, parts.fresh, parts.const
 
     low, high = const(np.array(0.0), "relu6_low"), const(np.array(6.0), "relu6_high")
 

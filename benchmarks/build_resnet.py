@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from build_detector import images
-from onnx import TensorProto, helper, numpy_helper
+from build_detector import GraphParts, images
+from onnx import TensorProto, helper
 
 SIZE = 224
 CLASSES = 1000
@@ -35,18 +35,8 @@ STAGES = [(64, 1), (128, 2), (256, 2), (512, 2)]
 
 def build_model(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-    counter = [0]
-
-    def fresh(stem: str) -> str:
-        counter[0] += 1
-        return f"{stem}_{counter[0]}"
-
-    def const(value: np.ndarray, stem: str) -> str:
-        name = fresh(stem)
-        inits.append(numpy_helper.from_array(value.astype(np.float32), name))
-        return name
+    parts = GraphParts()
+    nodes, inits, fresh, const = parts.nodes, parts.inits, parts.fresh, parts.const
 
     def node(op: str, inputs: list[str], stem: str, **attrs: object) -> str:
         out = fresh(stem)
