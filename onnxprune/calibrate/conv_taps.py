@@ -152,12 +152,7 @@ def _patches(
     with unit strides and no padding."""
     groups = geo.group
     spatial = len(weight_shape) - 2
-    pointwise = (
-        all(k == 1 for k in weight_shape[2:])
-        and all(s == 1 for s in geo.strides)
-        and not any(geo.pads)
-        and geo.auto_pad in ("NOTSET", "", "VALID")
-    )
+    pointwise = _own_im2col(geo, weight_shape)
     if pointwise and step == 1:
         return x
     if pointwise and step >= MIN_BLOCKED_GRID_STEP:
@@ -180,6 +175,17 @@ def _patches(
     return sink.op("Conv", x, kernel, hint="patches", **attrs)
 
 
+def _own_im2col(geo: ConvGeometry, weight_shape: tuple[int, ...]) -> bool:
+    """Whether the conv's input is its own im2col: a 1x1 kernel with unit strides and no
+    padding (its patches need no extraction; on a grid, only subsampling)."""
+    return (
+        all(k == 1 for k in weight_shape[2:])
+        and all(s == 1 for s in geo.strides)
+        and not any(geo.pads)
+        and geo.auto_pad in ("NOTSET", "", "VALID")
+    )
+
+
 def _gathers_patches(
     geo: ConvGeometry, weight_shape: tuple[int, ...], step: int, opset: int
 ) -> bool:
@@ -192,11 +198,9 @@ def _gathers_patches(
     depthwise conv's one-hot Conv spends K' (9 or 25) per value and was as fast as the
     Gather (EfficientNet-Lite0: 1.67-1.77 s against 1.71-1.85 s), so it keeps it. Pads that
     depend on the input size (SAME_*) and opsets before Range (11) keep the Conv too."""
-    pointwise = all(k == 1 for k in weight_shape[2:])
-    moves = any(s != 1 for s in geo.strides) or any(geo.pads)
     return (
         weight_shape[1] > 1
-        and (not pointwise or moves)
+        and not _own_im2col(geo, weight_shape)
         and step < MIN_BLOCKED_GRID_STEP
         and geo.auto_pad in ("NOTSET", "", "VALID")
         and opset >= 11
