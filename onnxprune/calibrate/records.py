@@ -84,5 +84,7 @@ class Batch:
 
     def sample_feed(self) -> dict[str, np.ndarray]:
         """``feed`` without the padding rows."""
+        if not self.padded:
+            return self.feed
         names = list(self.feed)
         return dict(zip(names, self.samples_of([self.feed[n] for n in names]), strict=True))
